@@ -1,0 +1,221 @@
+#!/usr/bin/env bash
+# Compare a wopfs mount with the native directory it shows, in the same run.
+#
+# One temp host tree holds the test data; every workload runs once against
+# the host tree directly ("native") and once through a wopfs mount of it
+# ("mount"), BENCH_REPEAT times each, and the table shows the medians and
+# the ratio mount/native. Nothing is asserted: timings depend on the machine.
+#
+# Env (defaults in brackets):
+#   BENCH_LARGE_MB  size of the large file for the read workloads [1024]
+#   BENCH_FILES     number of small files in the tree workloads [5000]
+#   BENCH_REPEAT    timed runs per side; the median is reported [3]
+#   BENCH_RANDOM_READS  4 KiB preads in the random-read workload [20000]
+#   BENCH_MODE      grant mode: read_only or read_write_overlay [read_only]
+#   BENCH_DIR       where to create the temp dir [$TMPDIR or /tmp]
+#   BENCH_WORKLOADS space-separated subset of the workloads below [all]
+#   WOPFS_BIN       use this wopfs binary instead of building one
+#
+# Cold runs drop the kernel's page, dentry and inode caches first (needs root;
+# skipped with a note otherwise) and, on the mount side, also remount so that
+# the FUSE attribute and entry caches start empty.
+set -euo pipefail
+shopt -s inherit_errexit   # keep set -e inside $(...), where the runs happen
+export LC_ALL=C   # '.' as decimal point in $EPOCHREALTIME, awk and sort
+
+repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+large_mb=${BENCH_LARGE_MB:-1024}
+nfiles=${BENCH_FILES:-5000}
+repeat=${BENCH_REPEAT:-3}
+nreads=${BENCH_RANDOM_READS:-20000}
+mode=${BENCH_MODE:-read_only}
+
+# Workloads as NAME:CACHE, run in this order. CACHE is "cold" (caches emptied
+# before every timed run) or "warm" (one untimed run first).
+# To add one: write bench_NAME (below), optionally prep_NAME, list it here.
+all_workloads=(
+    seqread:cold
+    seqread:warm
+    randread:cold
+    randread:warm
+    stat_tree:cold
+)
+read -r -a workloads <<<"${BENCH_WORKLOADS:-${all_workloads[*]}}"
+
+work=""     # temp dir holding host/, state/ and mnt/; set once created
+mnt=""
+grant=""
+can_drop_caches=false
+
+die() { printf 'bench: %s\n' "$*" >&2; exit 1; }
+note() { printf 'bench: %s\n' "$*" >&2; }
+
+wopfs() { timeout 120 "$wopfs_bin" --state-dir "$work/state" "$@"; }
+
+# True if $1 is a mount point (reads /proc/mounts; never touches the mount).
+is_mounted() { awk -v m="$1" '$2 == m { found = 1 } END { exit !found }' /proc/mounts; }
+
+unmount_view() {
+    is_mounted "$mnt" || return 0
+    wopfs umount "$mnt" >/dev/null 2>&1 \
+        || fusermount3 -uz "$mnt" 2>/dev/null \
+        || fusermount -uz "$mnt" 2>/dev/null \
+        || umount -l "$mnt"
+}
+
+mount_view() {
+    wopfs mount "$grant" "$mnt" >/dev/null
+    is_mounted "$mnt" || die "wopfs mount returned but $mnt is not mounted"
+}
+
+cleanup() {
+    local rc=$?
+    set +e
+    [[ -n "$mnt" ]] && unmount_view
+    if [[ -n "$mnt" ]] && is_mounted "$mnt"; then
+        note "could not unmount $mnt; left $work in place"
+        rc=1
+    elif [[ -n "$work" ]]; then
+        rm -rf --one-file-system "$work"   # never descends into a live mount
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+drop_caches() {
+    "$can_drop_caches" || return 0
+    sync
+    echo 3 >/proc/sys/vm/drop_caches
+}
+
+# Empty every cache in front of SIDE's data. Not timed.
+make_cold() {
+    local side=$1
+    if [[ "$side" == mount ]]; then
+        unmount_view
+        mount_view
+    fi
+    drop_caches
+}
+
+elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.4f\n", b - a }'; }
+median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+# ---------------------------------------------------------------------------
+# Workloads. bench_NAME DIR does the work once against DIR (the host tree or
+# the mount point) and is timed; prep_NAME SIDE DIR, if defined, runs untimed
+# before every timed run (SIDE is "native" or "mount"). The test data is made
+# by setup_data before any workload runs.
+# Write workloads need BENCH_MODE=read_write_overlay and should write under a
+# fresh name per run (e.g. "$1/scratch.$RANDOM") so the runs do not collide.
+
+bench_seqread() {
+    dd if="$1/large.bin" of=/dev/null bs=1M status=none
+}
+
+bench_randread() {
+    python3 - "$1/large.bin" "$nreads" <<'EOF'
+import os, random, sys
+path, n = sys.argv[1], int(sys.argv[2])
+rng = random.Random(42)  # same offsets on both sides and every run
+fd = os.open(path, os.O_RDONLY)
+blocks = os.fstat(fd).st_size // 4096
+for _ in range(n):
+    os.pread(fd, 4096, rng.randrange(blocks) * 4096)
+os.close(fd)
+EOF
+}
+
+bench_stat_tree() {
+    find "$1/tree" -print0 | xargs -0 stat --format='%s %Y' >/dev/null
+}
+
+# Test data, created once in the host tree (so both sides see the same files).
+setup_data() {
+    local host=$1
+    note "writing a ${large_mb} MiB file and ${nfiles} small files under $host"
+    head -c "$((large_mb * 1024 * 1024))" /dev/urandom >"$host/large.bin"
+    python3 - "$host/tree" "$nfiles" <<'EOF'
+import os, sys
+root, n = sys.argv[1], int(sys.argv[2])
+# 10 x 10 nested dirs, files of 100..4000 bytes, like a small source tree.
+for i in range(n):
+    d = os.path.join(root, "d%02d" % (i % 10), "s%02d" % (i // 10 % 10))
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "f%05d.txt" % i), "w") as f:
+        f.write(("line %d of a small file\n" % i) * (4 + i % 160))
+EOF
+}
+
+# ---------------------------------------------------------------------------
+# Runner: time workload NAME on SIDE; prints the median of the timed runs.
+time_side() {
+    local name=$1 cache=$2 side=$3 dir t0 t1 i
+    local times=()
+    dir=$host
+    [[ "$side" == mount ]] && dir=$mnt
+    [[ "$cache" == warm ]] && "bench_$name" "$dir" >/dev/null
+    for ((i = 0; i < repeat; i++)); do
+        [[ "$cache" == cold ]] && make_cold "$side"
+        if declare -F "prep_$name" >/dev/null; then "prep_$name" "$side" "$dir"; fi
+        t0=$EPOCHREALTIME
+        "bench_$name" "$dir" >/dev/null
+        t1=$EPOCHREALTIME
+        times+=("$(elapsed "$t0" "$t1")")
+    done
+    printf '%s\n' "${times[@]}" | median
+}
+
+run_workload() {
+    local name=${1%%:*} cache=${1##*:} native mount ratio
+    declare -F "bench_$name" >/dev/null || die "unknown workload: $1"
+    native=$(time_side "$name" "$cache" native)
+    mount=$(time_side "$name" "$cache" mount)
+    ratio=$(awk -v n="$native" -v m="$mount" 'BEGIN { if (n > 0) printf "%.2fx", m / n; else print "n/a" }')
+    printf '%-22s %12.4f %12.4f %8s\n' "$name ($cache)" "$native" "$mount" "$ratio"
+}
+
+# ---------------------------------------------------------------------------
+[[ -c /dev/fuse ]] || die "/dev/fuse is missing"
+[[ -n "${EPOCHREALTIME:-}" ]] || die "needs bash 5 or newer (for \$EPOCHREALTIME)"
+command -v python3 >/dev/null || die "python3 is needed for the random-read workload"
+
+if [[ -n "${WOPFS_BIN:-}" ]]; then
+    wopfs_bin=$WOPFS_BIN
+else
+    (cd "$repo_root" && cargo build --release --quiet)
+    wopfs_bin=$repo_root/target/release/wopfs
+fi
+[[ -x "$wopfs_bin" ]] || die "no wopfs binary at $wopfs_bin"
+
+if [[ -w /proc/sys/vm/drop_caches ]] && sync && echo 3 >/proc/sys/vm/drop_caches 2>/dev/null; then
+    can_drop_caches=true
+else
+    note "cannot write /proc/sys/vm/drop_caches (not root?): cold runs only remount, the page cache stays warm"
+fi
+
+work=$(mktemp -d "${BENCH_DIR:-${TMPDIR:-/tmp}}/wopfs-bench.XXXXXX")
+host=$work/host
+mnt=$work/mnt
+mkdir -p "$host" "$work/state" "$mnt"
+
+if commit=$(git -C "$repo_root" rev-parse --short HEAD 2>/dev/null); then
+    if [[ -n "$(git -C "$repo_root" status --porcelain 2>/dev/null)" ]]; then commit+="-dirty"; fi
+else
+    commit="none yet"
+fi
+printf 'wopfs:   %s (commit %s)\n' "$("$wopfs_bin" --version 2>/dev/null || echo "version unknown")" "$commit"
+printf 'kernel:  %s, %s CPUs, data on %s\n' "$(uname -r)" "$(nproc)" "$(stat -f -c %T "$host")"
+printf 'sizes:   large file %s MiB, %s small files, %s random reads, median of %s, mode %s\n\n' \
+    "$large_mb" "$nfiles" "$nreads" "$repeat" "$mode"
+
+setup_data "$host"
+grant=$(wopfs grant --root "$host" --mode "$mode" --purpose "wopfs benchmark" --ttl 12h)
+mount_view
+
+printf '%-22s %12s %12s %8s\n' workload native_s mount_s ratio
+for w in "${workloads[@]}"; do
+    run_workload "$w"
+done

@@ -1,0 +1,99 @@
+//! Error types: `Error` for commands (one clear sentence each), `Errno` for
+//! filesystem requests (carried from the core up to the FUSE reply).
+
+use std::fmt;
+use std::io;
+
+/// A command-level failure. Its `Display` is the one sentence printed to stderr.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request violates the policy; the message names the rule and the numbers.
+    #[error("{0}")]
+    Policy(String),
+    /// Bad input from the user (flags, files, grant ids, mountpoints).
+    #[error("{0}")]
+    Invalid(String),
+    /// An I/O failure, with what was being done and to which path.
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl Error {
+    pub fn policy(msg: impl Into<String>) -> Self {
+        Error::Policy(msg.into())
+    }
+    pub fn invalid(msg: impl Into<String>) -> Self {
+        Error::Invalid(msg.into())
+    }
+    pub fn io(context: impl Into<String>, source: io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Adds a context sentence to I/O results: `fs::read(p).ctx(|| format!("reading {p}"))`.
+pub trait IoContext<T> {
+    fn ctx<S: Into<String>>(self, what: impl FnOnce() -> S) -> Result<T>;
+}
+
+impl<T> IoContext<T> for io::Result<T> {
+    fn ctx<S: Into<String>>(self, what: impl FnOnce() -> S) -> Result<T> {
+        self.map_err(|e| Error::io(what(), e))
+    }
+}
+
+/// A POSIX error number answered to a filesystem request.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Errno(pub i32);
+
+impl Errno {
+    pub const ENOENT: Errno = Errno(libc::ENOENT);
+    pub const EACCES: Errno = Errno(libc::EACCES);
+    pub const EROFS: Errno = Errno(libc::EROFS);
+    pub const EIO: Errno = Errno(libc::EIO);
+    pub const EBADF: Errno = Errno(libc::EBADF);
+    pub const EINVAL: Errno = Errno(libc::EINVAL);
+    pub const ENODATA: Errno = Errno(libc::ENODATA);
+    pub const ERANGE: Errno = Errno(libc::ERANGE);
+    pub const ENOTDIR: Errno = Errno(libc::ENOTDIR);
+    pub const EISDIR: Errno = Errno(libc::EISDIR);
+    pub const ENOSYS: Errno = Errno(libc::ENOSYS);
+    pub const EPERM: Errno = Errno(libc::EPERM);
+
+    /// Maps a host I/O error to the errno the view answers. Errors that would
+    /// reveal how the host is laid out (a symlink planted in a path, an escape
+    /// attempt) answer ENOENT, as if the name did not exist.
+    pub fn from_host(err: &io::Error) -> Errno {
+        match err.raw_os_error() {
+            Some(libc::ELOOP) | Some(libc::EXDEV) | Some(libc::ENOTDIR) => Errno::ENOENT,
+            Some(n) => Errno(n),
+            None => Errno::EIO,
+        }
+    }
+}
+
+impl From<io::Error> for Errno {
+    fn from(err: io::Error) -> Self {
+        Errno::from_host(&err)
+    }
+}
+
+impl From<rustix::io::Errno> for Errno {
+    fn from(err: rustix::io::Errno) -> Self {
+        Errno::from_host(&io::Error::from(err))
+    }
+}
+
+impl fmt::Debug for Errno {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", io::Error::from_raw_os_error(self.0))
+    }
+}

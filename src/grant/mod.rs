@@ -1,0 +1,104 @@
+//! Grants: one approved access to a bounded set of files of a host tree.
+
+mod filetype;
+mod resolve;
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+pub use filetype::FileType;
+pub use resolve::{resolve, GrantRequest};
+
+use crate::error::{Error, Result};
+use crate::policy::Mode;
+
+/// One granted file (the seed's `FileMatch`, without search scores).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileMatch {
+    pub path: String,
+    pub file_type: FileType,
+    pub size_bytes: u64,
+    /// A symlink granted as a link (its target stays inside the root).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub symlink: bool,
+}
+
+/// The seed's `WorkspaceGrant`, plus what the view and a later commit need:
+/// the root, the patterns, the limits in force and the write prefixes.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Grant {
+    pub grant_id: String,
+    pub purpose: String,
+    pub reason: String,
+    pub mode: Mode,
+    /// Absolute, canonical path of the host tree.
+    pub root: PathBuf,
+    /// RFC 3339, UTC.
+    pub created_at: String,
+    pub expires_at: Option<String>,
+    pub requires_human_approval: bool,
+    pub allow_patterns: Vec<String>,
+    /// The grant's own deny patterns followed by the policy's.
+    pub deny_patterns: Vec<String>,
+    #[serde(default)]
+    pub write_prefixes: Vec<String>,
+    /// The policy the grant was checked against (a path or `builtin:NAME`).
+    pub policy: String,
+    pub max_files: u64,
+    pub max_total_size_bytes: u64,
+    pub total_size_bytes: u64,
+    pub files: Vec<FileMatch>,
+}
+
+impl Grant {
+    pub fn expires_at_time(&self) -> Result<Option<SystemTime>> {
+        self.expires_at
+            .as_deref()
+            .map(|s| {
+                humantime::parse_rfc3339(s).map_err(|e| {
+                    Error::invalid(format!(
+                        "grant {} has an invalid expires_at {s:?}: {e}",
+                        self.grant_id
+                    ))
+                })
+            })
+            .transpose()
+    }
+
+    pub fn is_expired(&self) -> Result<bool> {
+        Ok(self
+            .expires_at_time()?
+            .is_some_and(|t| SystemTime::now() >= t))
+    }
+
+    /// Refuses an expired grant with a clear error.
+    pub fn check_live(&self) -> Result<()> {
+        if self.is_expired()? {
+            return Err(Error::policy(format!(
+                "grant {} expired at {}",
+                self.grant_id,
+                self.expires_at.as_deref().unwrap_or("?")
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Formats a time as RFC 3339 in UTC, to the second.
+pub fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+/// Parses a duration such as `90s`, `30m`, `2h`, `1d`, `1h30m`.
+pub fn parse_ttl(s: &str) -> Result<Duration> {
+    let d = humantime::parse_duration(s)
+        .map_err(|e| Error::invalid(format!("invalid --ttl {s:?}: {e} (try 30m, 2h or 1d)")))?;
+    if d.is_zero() {
+        return Err(Error::invalid("invalid --ttl: it must be longer than zero"));
+    }
+    Ok(d)
+}

@@ -1,0 +1,360 @@
+//! Resolving a grant: policy checks, then one walk of the host tree.
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use rayon::prelude::*;
+use rustix::fs::{self as rfs, FileType as RType};
+
+use super::{rfc3339, FileMatch, FileType, Grant};
+use crate::error::{Error, IoContext, Result};
+use crate::host::{stat_child, HostRoot};
+use crate::paths;
+use crate::patterns::{AllowSet, DenySet};
+use crate::policy::{Mode, Policy};
+
+/// What `wopfs grant` asks for.
+#[derive(Clone, Debug)]
+pub struct GrantRequest {
+    pub root: PathBuf,
+    pub allow: Vec<String>,
+    pub deny: Vec<String>,
+    pub write_prefixes: Vec<String>,
+    pub mode: Mode,
+    pub purpose: String,
+    pub reason: Option<String>,
+    pub ttl: Option<Duration>,
+    pub max_files: Option<u64>,
+}
+
+/// Checks `req` against `policy` and resolves the granted file list with
+/// one walk of the host tree. `grant_id` is filled in by the store.
+pub fn resolve(req: &GrantRequest, policy: &Policy) -> Result<Grant> {
+    let rule = |msg: String| Err(Error::policy(format!("{msg} (policy {})", policy.source)));
+    if !policy.enabled {
+        return rule("workspace access is disabled by policy (enabled = false)".into());
+    }
+    if !policy.allowed_modes.contains(&req.mode) {
+        let allowed: Vec<&str> = policy.allowed_modes.iter().map(|m| m.as_str()).collect();
+        return rule(format!(
+            "mode {} is not allowed (allowed_modes: {})",
+            req.mode,
+            if allowed.is_empty() { "none".into() } else { allowed.join(", ") }
+        ));
+    }
+    let reason = req.reason.clone().unwrap_or_default();
+    if policy.require_reason && reason.trim().is_empty() {
+        return rule("a reason is required (require_reason = true); pass --reason".into());
+    }
+    if req.purpose.trim().is_empty() {
+        return Err(Error::invalid("--purpose must not be empty"));
+    }
+    let max_files = match req.max_files {
+        Some(n) if n > policy.max_files => {
+            return rule(format!(
+                "--max-files {n} exceeds the policy's max_files = {}",
+                policy.max_files
+            ))
+        }
+        Some(n) => n,
+        None => policy.max_files,
+    };
+    for p in &req.write_prefixes {
+        paths::validate(p.trim_end_matches('/'))
+            .map_err(|e| Error::invalid(format!("invalid --write-prefix: {e}")))?;
+    }
+
+    let allow_patterns = if req.allow.is_empty() {
+        vec!["**".to_string()]
+    } else {
+        req.allow.clone()
+    };
+    let deny_patterns: Vec<String> = req
+        .deny
+        .iter()
+        .chain(policy.deny_patterns.iter())
+        .cloned()
+        .collect();
+    let allow = AllowSet::new(&allow_patterns)?;
+    let deny = DenySet::new(&deny_patterns)?;
+
+    let root = std::fs::canonicalize(&req.root)
+        .ctx(|| format!("host tree {}", req.root.display()))?;
+    if !root.is_dir() {
+        return Err(Error::invalid(format!(
+            "host tree {} is not a directory",
+            root.display()
+        )));
+    }
+    let host = HostRoot::open(&root).ctx(|| format!("opening host tree {}", root.display()))?;
+    let files = walk(&host, &allow, &deny)
+        .ctx(|| format!("reading host tree {}", root.display()))?;
+
+    if files.is_empty() {
+        return Err(Error::invalid(format!(
+            "no file of {} matches the allow patterns ({}) outside the deny patterns",
+            root.display(),
+            allow_patterns.join(", ")
+        )));
+    }
+    if files.len() as u64 > max_files {
+        return rule(format!(
+            "too many files: {} files match, max_files is {max_files}",
+            files.len()
+        ));
+    }
+    let total: u64 = files.iter().map(|f| f.size_bytes).sum();
+    if total > policy.max_total_size_bytes {
+        return rule(format!(
+            "total size too large: the files hold {total} bytes, max_total_size_bytes is {}",
+            policy.max_total_size_bytes
+        ));
+    }
+
+    let now = SystemTime::now();
+    Ok(Grant {
+        grant_id: String::new(),
+        purpose: req.purpose.clone(),
+        reason,
+        mode: req.mode,
+        root,
+        created_at: rfc3339(now),
+        expires_at: req.ttl.map(|ttl| rfc3339(now + ttl)),
+        requires_human_approval: policy.require_human_approval,
+        allow_patterns,
+        deny_patterns,
+        write_prefixes: req
+            .write_prefixes
+            .iter()
+            .map(|p| p.trim_end_matches('/').to_string())
+            .collect(),
+        policy: policy.source.clone(),
+        max_files,
+        max_total_size_bytes: policy.max_total_size_bytes,
+        total_size_bytes: total,
+        files,
+    })
+}
+
+/// Walks the host tree once (directories in parallel), never following a
+/// symlink and never entering a denied directory or one no allow pattern
+/// reaches. Returns the granted files sorted by path.
+pub fn walk(host: &HostRoot, allow: &AllowSet, deny: &DenySet) -> std::io::Result<Vec<FileMatch>> {
+    let mut files = walk_dir(host, "", allow, deny)?;
+    files.par_sort_unstable_by(|a, b| a.path.cmp(&b.path));
+    Ok(files)
+}
+
+fn walk_dir(
+    host: &HostRoot,
+    rel: &str,
+    allow: &AllowSet,
+    deny: &DenySet,
+) -> std::io::Result<Vec<FileMatch>> {
+    let dirfd = host.open_dir(rel)?;
+    let mut files = Vec::new();
+    let mut subdirs = Vec::new();
+    for entry in rfs::Dir::read_from(&dirfd)? {
+        let entry = entry?;
+        let Ok(name) = entry.file_name().to_str() else {
+            tracing::warn!(dir = rel, "skipping a name that is not UTF-8");
+            continue;
+        };
+        if name == "." || name == ".." {
+            continue;
+        }
+        let path = paths::join(rel, name);
+        if deny.matches_self(&path) {
+            continue;
+        }
+        let st = stat_child(&dirfd, name)?;
+        match RType::from_raw_mode(st.st_mode) {
+            RType::Directory if allow.may_contain(&path) => subdirs.push(path),
+            RType::RegularFile if allow.matches(&path) => files.push(FileMatch {
+                file_type: FileType::detect(&path),
+                size_bytes: st.st_size as u64,
+                path,
+                symlink: false,
+            }),
+            RType::Symlink if allow.matches(&path) => {
+                let target = rfs::readlinkat(&dirfd, name, Vec::new())?;
+                if link_stays_visible(&path, target.to_bytes(), deny) {
+                    files.push(FileMatch {
+                        file_type: FileType::detect(&path),
+                        size_bytes: st.st_size as u64,
+                        path,
+                        symlink: true,
+                    });
+                }
+            }
+            // Devices, fifos and sockets are never granted.
+            _ => {}
+        }
+    }
+    let nested: Vec<std::io::Result<Vec<FileMatch>>> = subdirs
+        .par_iter()
+        .map(|d| walk_dir(host, d, allow, deny))
+        .collect();
+    for n in nested {
+        match n {
+            Ok(mut v) => files.append(&mut v),
+            // An unreadable directory is left out of the view, like a denied one.
+            Err(e) if e.raw_os_error() == Some(libc::EACCES) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(files)
+}
+
+/// A symlink is granted only when its target, resolved lexically, stays
+/// inside the root and is not denied: a link never leads out of the view
+/// nor names a secret.
+fn link_stays_visible(link: &str, target: &[u8], deny: &DenySet) -> bool {
+    let Ok(target) = std::str::from_utf8(target) else {
+        return false;
+    };
+    match paths::resolve_link(link, target) {
+        Some(t) if t.is_empty() => true,
+        Some(t) => !deny.matches(&t),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+    use std::os::unix::fs::symlink;
+
+    fn tree() -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path();
+        for (f, c) in [
+            ("README.md", "readme"),
+            ("src/pay.py", "def pay(): pass\n"),
+            ("src/util/round.py", "x"),
+            (".env", "SECRET=1"),
+            ("config/.env.production", "SECRET=2"),
+            ("deploy/id_rsa", "key"),
+            ("secrets/public.txt", "allowed-looking name inside a denied dir"),
+            (".git/config", "[core]"),
+            ("node_modules/x/index.js", "js"),
+        ] {
+            fs::create_dir_all(p.join(f).parent().unwrap()).unwrap();
+            fs::write(p.join(f), c).unwrap();
+        }
+        symlink("/etc/passwd", p.join("src/abs_link")).unwrap();
+        symlink("../../outside", p.join("src/up_link")).unwrap();
+        symlink("../README.md", p.join("src/readme_link")).unwrap();
+        symlink("../.env", p.join("src/env_link")).unwrap();
+        symlink("/etc", p.join("etc_dir_link")).unwrap();
+        d
+    }
+
+    fn req(root: &std::path::Path) -> GrantRequest {
+        GrantRequest {
+            root: root.to_path_buf(),
+            allow: vec![],
+            deny: vec!["secrets".into()],
+            write_prefixes: vec![],
+            mode: Mode::ReadOnly,
+            purpose: "test".into(),
+            reason: None,
+            ttl: None,
+            max_files: None,
+        }
+    }
+
+    fn paths_of(g: &Grant) -> Vec<&str> {
+        g.files.iter().map(|f| f.path.as_str()).collect()
+    }
+
+    #[test]
+    fn walk_grants_exactly_the_allowed_files() {
+        let d = tree();
+        let policy = Policy::builtin_default().unwrap();
+        let g = resolve(&req(d.path()), &policy).unwrap();
+        assert_eq!(
+            paths_of(&g),
+            vec![
+                "README.md",
+                "node_modules/x/index.js",
+                "src/pay.py",
+                "src/readme_link",
+                "src/util/round.py"
+            ]
+        );
+        let link = g.files.iter().find(|f| f.path == "src/readme_link").unwrap();
+        assert!(link.symlink);
+        let pay = g.files.iter().find(|f| f.path == "src/pay.py").unwrap();
+        assert_eq!(pay.size_bytes, 16);
+        assert_eq!(pay.file_type, FileType::Python);
+        assert_eq!(g.total_size_bytes, g.files.iter().map(|f| f.size_bytes).sum::<u64>());
+    }
+
+    #[test]
+    fn allow_patterns_narrow_and_prune() {
+        let d = tree();
+        let policy = Policy::builtin_default().unwrap();
+        let mut r = req(d.path());
+        r.allow = vec!["src/**/*.py".into()];
+        let g = resolve(&r, &policy).unwrap();
+        assert_eq!(paths_of(&g), vec!["src/pay.py", "src/util/round.py"]);
+        r.allow = vec!["src/*.py".into()];
+        assert_eq!(paths_of(&resolve(&r, &policy).unwrap()), vec!["src/pay.py"]);
+    }
+
+    #[test]
+    fn limits_name_the_rule_and_numbers() {
+        let d = tree();
+        let mut policy = Policy::builtin_default().unwrap();
+        let r = req(d.path());
+
+        policy.max_files = 2;
+        let e = resolve(&r, &policy).unwrap_err().to_string();
+        assert!(e.contains("too many files") && e.contains("5 files") && e.contains("2"), "{e}");
+
+        policy.max_files = 100;
+        policy.max_total_size_bytes = 10;
+        let e = resolve(&r, &policy).unwrap_err().to_string();
+        assert!(e.contains("total size too large") && e.contains("max_total_size_bytes is 10"), "{e}");
+
+        policy.max_total_size_bytes = 1 << 20;
+        let mut r2 = r.clone();
+        r2.mode = Mode::ReadWriteDirect;
+        let e = resolve(&r2, &policy).unwrap_err().to_string();
+        assert!(e.contains("mode read_write_direct is not allowed"), "{e}");
+        assert!(e.contains("read_only, read_write_overlay"), "{e}");
+
+        policy.require_reason = true;
+        let e = resolve(&r, &policy).unwrap_err().to_string();
+        assert!(e.contains("reason is required"), "{e}");
+
+        policy.enabled = false;
+        let e = resolve(&r, &policy).unwrap_err().to_string();
+        assert!(e.contains("disabled"), "{e}");
+
+        let mut policy = Policy::builtin_default().unwrap();
+        policy.max_files = 3;
+        let mut r3 = r.clone();
+        r3.max_files = Some(4);
+        let e = resolve(&r3, &policy).unwrap_err().to_string();
+        assert!(e.contains("--max-files 4") && e.contains("max_files = 3"), "{e}");
+    }
+
+    #[test]
+    fn nothing_matching_is_an_error() {
+        let d = tree();
+        let mut r = req(d.path());
+        r.allow = vec!["*.rs".into()];
+        let e = resolve(&r, &Policy::builtin_default().unwrap()).unwrap_err().to_string();
+        assert!(e.contains("no file"), "{e}");
+    }
+
+    #[test]
+    fn missing_root_is_named() {
+        let r = req(std::path::Path::new("/nonexistent/tree"));
+        let e = resolve(&r, &Policy::builtin_default().unwrap()).unwrap_err().to_string();
+        assert!(e.contains("/nonexistent/tree"), "{e}");
+    }
+}
