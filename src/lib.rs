@@ -1,7 +1,18 @@
+//! wopfs: granted, overlaid views of a source tree for AI agents.
+//!
+//! The flow: a policy and a request resolve into a [`grant::Grant`]; the
+//! grant's view ([`view::View`]) answers every filesystem request; the FUSE
+//! adapter ([`fuse`]) and the mount lifecycle ([`mount`]) put it on a
+//! mountpoint. See ARCHITECTURE.md for the map.
+
+pub mod cli;
 pub mod error;
+pub mod fuse;
+pub mod grant;
+pub mod host;
+pub mod mount;
 pub mod paths;
 pub mod patterns;
 pub mod policy;
-pub mod host;
-pub mod grant;
 pub mod state;
+pub mod view;

@@ -1,1 +1,17 @@
-fn main(){}
+//! The `wopfs` command: parse, call the library, print one clear sentence
+//! on error and exit non-zero.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = wopfs::cli::Cli::parse();
+    match wopfs::cli::run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("wopfs: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -197,10 +197,15 @@ pub fn is_grant_id(s: &str) -> bool {
     s.len() == 18 && s.starts_with("g-") && s[2..].bytes().all(|b| b.is_ascii_hexdigit())
 }
 
+/// Whether process `pid` is running (a zombie waiting to be reaped is not).
 pub fn pid_alive(pid: u32) -> bool {
-    // Signal 0 checks existence; EPERM means it exists but is not ours.
-    let rc = unsafe { libc::kill(pid as libc::pid_t, 0) };
-    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state letter follows the parenthesized command name.
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z') && !rest.starts_with('X')),
+        Err(_) => false,
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -1,0 +1,70 @@
+//! Command-line interface: one module per subcommand, each thin over the library.
+
+mod grant;
+mod mount;
+mod status;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::error::Result;
+use crate::state::StateDir;
+
+#[derive(Parser, Debug)]
+#[command(name = "wopfs", version, about = "Granted, overlaid views of a source tree for AI agents")]
+pub struct Cli {
+    /// State directory (grants, overlays, logs); must be outside every host tree.
+    #[arg(long, global = true, env = "WOPFS_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Resolve and record a grant; print its id.
+    Grant(grant::Args),
+    /// Mount a granted view.
+    Mount(mount::MountArgs),
+    /// Unmount a view.
+    Umount(mount::UmountArgs),
+    /// List grants: mode, files, expiry, whether mounted.
+    Status(status::Args),
+}
+
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    let daemon = matches!(&cli.command, Command::Mount(m) if m.daemon);
+    init_logging(daemon);
+    let state = || -> Result<StateDir> { StateDir::open(&StateDir::locate(cli.state_dir.clone())?) };
+    match &cli.command {
+        Command::Grant(a) => grant::run(&state()?, a),
+        Command::Mount(a) => mount::run_mount(&state()?, a),
+        Command::Umount(a) => mount::run_umount(&state()?, a),
+        Command::Status(a) => status::run(&state()?, a),
+    }?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Logs go to stderr (a daemon's stderr is its session log), filtered by
+/// `WOPFS_LOG` (e.g. `WOPFS_LOG=debug`).
+fn init_logging(daemon: bool) {
+    use tracing_subscriber::EnvFilter;
+    let default = if daemon { "info,fuser=error" } else { "warn,fuser=error" };
+    let filter = EnvFilter::try_from_env("WOPFS_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
+}
+
+/// Prints a value as pretty JSON on stdout.
+fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|e| crate::error::Error::invalid(format!("serializing output: {e}")))?;
+    println!("{text}");
+    Ok(())
+}

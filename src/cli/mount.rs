@@ -1,0 +1,67 @@
+//! `wopfs mount` and `wopfs umount`
+
+use std::path::PathBuf;
+
+use crate::error::Result;
+use crate::grant::parse_ttl;
+use crate::mount::{self, MountOptions};
+use crate::state::StateDir;
+
+#[derive(clap::Args, Debug)]
+pub struct MountArgs {
+    /// Grant id (g-…).
+    grant: String,
+    /// An existing empty directory outside the host tree and the state dir.
+    mountpoint: PathBuf,
+    /// Serve in this process instead of returning once the mount is ready.
+    #[arg(long)]
+    foreground: bool,
+    /// Internal: run as the background daemon started by `wopfs mount`.
+    #[arg(long, hide = true)]
+    pub daemon: bool,
+    /// FUSE request threads.
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    threads: usize,
+    /// How long the kernel may cache names and attributes of host files.
+    #[arg(long, default_value = "1s", value_name = "DURATION")]
+    cache_ttl: String,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct UmountArgs {
+    mountpoint: PathBuf,
+    /// Detach a busy mount now; it goes away when its last user leaves.
+    #[arg(long)]
+    lazy: bool,
+}
+
+pub fn run_mount(state: &StateDir, a: &MountArgs) -> Result<()> {
+    let grant = state.load_grant(&a.grant)?;
+    let mut opts = MountOptions::default();
+    opts.threads = a.threads;
+    opts.view.cache_ttl = if a.cache_ttl == "0" {
+        std::time::Duration::ZERO
+    } else {
+        parse_ttl(&a.cache_ttl)?
+    };
+    if !a.foreground {
+        let extra = vec![
+            "--threads".to_string(),
+            a.threads.to_string(),
+            "--cache-ttl".to_string(),
+            a.cache_ttl.clone(),
+        ];
+        return mount::spawn_daemon(state, &grant, &a.mountpoint, &extra);
+    }
+    if a.daemon {
+        // Leave the caller's session so its terminal signals do not reach us,
+        // and keep no directory busy.
+        let _ = rustix::process::setsid();
+        let _ = std::env::set_current_dir("/");
+    }
+    mount::serve(state, &grant, &a.mountpoint, &opts, a.daemon)
+}
+
+pub fn run_umount(state: &StateDir, a: &UmountArgs) -> Result<()> {
+    mount::umount_command(state, &a.mountpoint, a.lazy)
+}

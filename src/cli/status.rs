@@ -1,0 +1,84 @@
+//! `wopfs status`
+
+use serde::Serialize;
+
+use crate::error::Result;
+use crate::state::StateDir;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Only this grant.
+    grant: Option<String>,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Serialize)]
+struct Row {
+    grant_id: String,
+    mode: String,
+    purpose: String,
+    root: String,
+    files: usize,
+    total_size_bytes: u64,
+    expires_at: Option<String>,
+    expired: bool,
+    mounted: bool,
+    mountpoint: Option<String>,
+    pid: Option<u32>,
+}
+
+pub fn run(state: &StateDir, a: &Args) -> Result<()> {
+    let ids = match &a.grant {
+        Some(g) => vec![g.clone()],
+        None => state.grant_ids()?,
+    };
+    let mut rows = Vec::new();
+    for id in ids {
+        let g = state.load_grant(&id)?;
+        let mount = state.live_mount(&id).filter(|m| {
+            crate::mount::mountinfo::mount_at(&m.mountpoint).is_some_and(|e| e.is_wopfs())
+        });
+        rows.push(Row {
+            expired: g.is_expired()?,
+            grant_id: g.grant_id,
+            mode: g.mode.to_string(),
+            purpose: g.purpose,
+            root: g.root.display().to_string(),
+            files: g.files.len(),
+            total_size_bytes: g.total_size_bytes,
+            expires_at: g.expires_at,
+            mounted: mount.is_some(),
+            mountpoint: mount.as_ref().map(|m| m.mountpoint.display().to_string()),
+            pid: mount.map(|m| m.pid),
+        });
+    }
+    if a.json {
+        return super::print_json(&rows);
+    }
+    if rows.is_empty() {
+        println!("no grants");
+        return Ok(());
+    }
+    println!(
+        "{:<18}  {:<18}  {:>7}  {:<20}  {:<24}  PURPOSE",
+        "GRANT", "MODE", "FILES", "EXPIRES", "MOUNTED AT"
+    );
+    for r in rows {
+        let expires = match (&r.expires_at, r.expired) {
+            (_, true) => "expired".to_string(),
+            (Some(t), false) => t.clone(),
+            (None, false) => "never".to_string(),
+        };
+        println!(
+            "{:<18}  {:<18}  {:>7}  {:<20}  {:<24}  {}",
+            r.grant_id,
+            r.mode,
+            r.files,
+            expires,
+            r.mountpoint.as_deref().unwrap_or("-"),
+            r.purpose
+        );
+    }
+    Ok(())
+}

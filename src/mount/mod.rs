@@ -1,0 +1,270 @@
+//! Mounting a view: the daemon that serves it, the background start that
+//! returns once the mount is ready, and a clean unmount.
+
+pub mod mountinfo;
+
+use std::io::{BufRead, BufReader, Read};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fuser::{Config, MountOption, SessionACL};
+
+use crate::error::{Error, IoContext, Result};
+use crate::fuse::WopFs;
+use crate::grant::Grant;
+use crate::policy::Mode;
+use crate::state::{MountRecord, StateDir};
+use crate::view::{View, ViewOptions};
+
+/// How a view is mounted.
+#[derive(Clone, Debug)]
+pub struct MountOptions {
+    pub view: ViewOptions,
+    /// FUSE request threads.
+    pub threads: usize,
+}
+
+impl Default for MountOptions {
+    fn default() -> Self {
+        MountOptions {
+            view: ViewOptions::default(),
+            threads: 4,
+        }
+    }
+}
+
+/// The line a daemon prints on stdout once its mount is ready.
+const READY: &str = "wopfs-ready";
+
+/// Checks everything a mount needs before any process is started, so the
+/// user gets a clear error: a live grant, a usable mountpoint, a session
+/// not already mounted.
+pub fn preflight(state: &StateDir, grant: &Grant, mountpoint: &Path) -> Result<PathBuf> {
+    grant.check_live()?;
+    if let Some(rec) = state.live_mount(&grant.grant_id) {
+        if mountinfo::mount_at(&rec.mountpoint).is_some() {
+            return Err(Error::invalid(format!(
+                "grant {} is already mounted at {} (pid {})",
+                grant.grant_id,
+                rec.mountpoint.display(),
+                rec.pid
+            )));
+        }
+    }
+    mountinfo::check_mountpoint(mountpoint, &grant.root, state.path())
+}
+
+/// Serves the view in this process until it is unmounted or signalled.
+/// With `notify`, prints the ready line on stdout once the mount is up and
+/// then points stdout and stderr at the session log.
+pub fn serve(
+    state: &StateDir,
+    grant: &Grant,
+    mountpoint: &Path,
+    opts: &MountOptions,
+    notify: bool,
+) -> Result<()> {
+    let mp = preflight(state, grant, mountpoint)?;
+    let view = Arc::new(View::new(grant, opts.view.clone())?);
+
+    let mut config = Config::default();
+    config.mount_options = vec![
+        MountOption::FSName(format!("{}{}", mountinfo::SOURCE_PREFIX, grant.grant_id)),
+        MountOption::Subtype("wopfs".into()),
+        MountOption::DefaultPermissions,
+        MountOption::NoDev,
+        MountOption::NoSuid,
+    ];
+    if grant.mode == Mode::ReadOnly {
+        config.mount_options.push(MountOption::RO);
+    }
+    config.acl = SessionACL::Owner;
+    config.n_threads = Some(opts.threads.max(1));
+    config.clone_fd = true;
+
+    let mut session = fuser::Session::new(WopFs::new(view), &mp, &config)
+        .ctx(|| format!("mounting grant {} at {}", grant.grant_id, mp.display()))?;
+    state.write_mount_record(
+        &grant.grant_id,
+        &MountRecord {
+            pid: std::process::id(),
+            mountpoint: mp.clone(),
+        },
+    )?;
+    spawn_signal_handler(mp.clone(), state.path().to_path_buf(), grant.grant_id.clone())?;
+    let _unmount_on_drop = session.unmount_callable();
+    if notify {
+        announce_ready(&state.log_path(&grant.grant_id))?;
+    }
+    tracing::info!(grant = %grant.grant_id, mountpoint = %mp.display(), "mounted");
+    let result = session.run();
+    state.clear_mount_record(&grant.grant_id);
+    tracing::info!(grant = %grant.grant_id, "unmounted; daemon exiting");
+    result.ctx(|| format!("serving grant {}", grant.grant_id))
+}
+
+/// Tells the waiting parent the mount is ready, then detaches stdout and
+/// stderr from it (the parent reads until they close) onto the session log.
+fn announce_ready(log: &Path) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout();
+    writeln!(out, "{READY}")
+        .and_then(|_| out.flush())
+        .ctx(|| "notifying readiness")?;
+    let logf = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .ctx(|| format!("opening {}", log.display()))?;
+    for fd in [1, 2] {
+        // SAFETY: dup2 onto the standard descriptors; both fds are valid.
+        if unsafe { libc::dup2(logf.as_raw_fd(), fd) } < 0 {
+            return Err(Error::io("redirecting output to the log", std::io::Error::last_os_error()));
+        }
+    }
+    Ok(())
+}
+
+/// On SIGINT, SIGTERM or SIGHUP: unmount. If the mount is busy, detach it
+/// lazily and exit, which aborts the FUSE connection so nothing hangs.
+fn spawn_signal_handler(mp: PathBuf, state_dir: PathBuf, grant_id: String) -> Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
+        .ctx(|| "installing signal handlers")?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                tracing::info!(signal = sig, "signal received; unmounting");
+                if unmount(&mp, false).is_err() {
+                    let _ = unmount(&mp, true);
+                    if let Ok(state) = StateDir::open(&state_dir) {
+                        state.clear_mount_record(&grant_id);
+                    }
+                    std::process::exit(0);
+                }
+            }
+        })
+        .ctx(|| "starting the signal thread")?;
+    Ok(())
+}
+
+/// Starts a daemon for `grant` and returns once its mount is ready, or
+/// with the daemon's own error.
+pub fn spawn_daemon(state: &StateDir, grant: &Grant, mountpoint: &Path, extra_args: &[String]) -> Result<()> {
+    preflight(state, grant, mountpoint)?;
+    let exe = std::env::current_exe().ctx(|| "locating the wopfs binary")?;
+    let mut child = Command::new(exe)
+        .arg("--state-dir")
+        .arg(state.path())
+        .arg("mount")
+        .arg(&grant.grant_id)
+        .arg(mountpoint)
+        .arg("--foreground")
+        .arg("--daemon")
+        .args(extra_args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .ctx(|| "starting the mount daemon")?;
+    let stdout = child.stdout.take();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        if let Some(out) = stdout {
+            let _ = BufReader::new(out).read_line(&mut line);
+        }
+        let _ = tx.send(line);
+    });
+    let deadline = Duration::from_secs(30);
+    match rx.recv_timeout(deadline) {
+        Ok(line) if line.trim() == READY => Ok(()),
+        Ok(_) => {
+            let mut msg = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = e.read_to_string(&mut msg);
+            }
+            let _ = child.wait();
+            let msg = msg.trim().trim_start_matches("wopfs: ").to_string();
+            Err(Error::invalid(if msg.is_empty() {
+                "the mount daemon exited before the mount was ready".to_string()
+            } else {
+                msg
+            }))
+        }
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(Error::invalid(format!(
+                "the mount daemon did not get ready within {}s",
+                deadline.as_secs()
+            )))
+        }
+    }
+}
+
+/// Unmounts `mp`: directly as root, through fusermount3 otherwise. `lazy`
+/// detaches a busy mount.
+pub fn unmount(mp: &Path, lazy: bool) -> Result<()> {
+    use rustix::mount::UnmountFlags;
+    let flags = if lazy { UnmountFlags::DETACH } else { UnmountFlags::empty() };
+    match rustix::mount::unmount(mp, flags) {
+        Ok(()) => Ok(()),
+        Err(rustix::io::Errno::PERM) => {
+            let mut cmd = Command::new("fusermount3");
+            cmd.arg("-u").arg("-q");
+            if lazy {
+                cmd.arg("-z");
+            }
+            let out = cmd.arg("--").arg(mp).output().ctx(|| "running fusermount3 -u")?;
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(Error::invalid(format!(
+                    "cannot unmount {}: {}",
+                    mp.display(),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )))
+            }
+        }
+        Err(rustix::io::Errno::BUSY) => Err(Error::invalid(format!(
+            "cannot unmount {}: it is busy (a process is using it); close it or pass --lazy",
+            mp.display()
+        ))),
+        Err(e) => Err(Error::io(format!("unmounting {}", mp.display()), e.into())),
+    }
+}
+
+/// `wopfs umount`: unmounts a wopfs mount and waits for its daemon to exit.
+pub fn umount_command(state: &StateDir, mp: &Path, lazy: bool) -> Result<()> {
+    let canon = std::fs::canonicalize(mp)
+        .map_err(|_| Error::invalid(format!("mountpoint {} does not exist", mp.display())))?;
+    match mountinfo::mount_at(&canon) {
+        Some(m) if m.is_wopfs() => {}
+        Some(m) => {
+            return Err(Error::invalid(format!(
+                "{} is not a wopfs mount (it is {})",
+                mp.display(),
+                m.fstype
+            )))
+        }
+        None => return Err(Error::invalid(format!("{} is not mounted", mp.display()))),
+    }
+    let daemon = state
+        .grant_ids()?
+        .into_iter()
+        .filter_map(|id| state.live_mount(&id))
+        .find(|r| r.mountpoint == canon);
+    unmount(&canon, lazy)?;
+    if let Some(rec) = daemon {
+        let start = Instant::now();
+        while crate::state::pid_alive(rec.pid) && start.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,164 @@
+//! Reading `/proc/self/mountinfo`, and the checks a mountpoint must pass.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// The source every wopfs mount shows in mountinfo: `wopfs:GRANT`. (The
+/// type is `fuse`, or `fuse.wopfs` when mounted through fusermount3.)
+pub const SOURCE_PREFIX: &str = "wopfs:";
+
+#[derive(Clone, Debug)]
+pub struct MountEntry {
+    pub mountpoint: PathBuf,
+    pub fstype: String,
+    pub source: String,
+}
+
+impl MountEntry {
+    pub fn is_wopfs(&self) -> bool {
+        self.fstype.starts_with("fuse") && self.source.starts_with(SOURCE_PREFIX)
+    }
+}
+
+/// Undoes mountinfo's octal escapes (`\040` is a space).
+fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
+            out.push(v);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Parses mountinfo text.
+pub fn parse(text: &str) -> Vec<MountEntry> {
+    text.lines()
+        .filter_map(|line| {
+            let (left, right) = line.split_once(" - ")?;
+            let mountpoint = left.split(' ').nth(4)?;
+            let mut r = right.split(' ');
+            let fstype = r.next()?;
+            let source = r.next().unwrap_or("");
+            Some(MountEntry {
+                mountpoint: PathBuf::from(unescape(mountpoint)),
+                fstype: fstype.to_string(),
+                source: unescape(source),
+            })
+        })
+        .collect()
+}
+
+pub fn mounts() -> Vec<MountEntry> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .map(|t| parse(&t))
+        .unwrap_or_default()
+}
+
+/// The topmost mount at `path`, if `path` is a mount point.
+pub fn mount_at(path: &Path) -> Option<MountEntry> {
+    mounts().into_iter().rev().find(|m| m.mountpoint == path)
+}
+
+/// Whether `inner` is `outer` or lies beneath it.
+fn within(inner: &Path, outer: &Path) -> bool {
+    inner.starts_with(outer)
+}
+
+/// Checks a mountpoint and returns its canonical path. It must exist, be a
+/// directory, not be mounted on already, and neither lie inside nor contain
+/// the host tree or the state dir (a view must never hide or loop over them).
+pub fn check_mountpoint(mp: &Path, host_root: &Path, state_dir: &Path) -> Result<PathBuf> {
+    let canon = match std::fs::canonicalize(mp) {
+        Ok(c) => c,
+        Err(_) => {
+            return Err(Error::invalid(format!(
+                "mountpoint {} does not exist",
+                mp.display()
+            )))
+        }
+    };
+    if !canon.is_dir() {
+        return Err(Error::invalid(format!(
+            "mountpoint {} is not a directory",
+            mp.display()
+        )));
+    }
+    if let Some(m) = mount_at(&canon) {
+        return Err(Error::invalid(format!(
+            "mountpoint {} is busy: {} ({}) is already mounted there",
+            mp.display(),
+            m.source,
+            m.fstype
+        )));
+    }
+    for (what, path) in [("host tree", host_root), ("state dir", state_dir)] {
+        if within(&canon, path) {
+            return Err(Error::invalid(format!(
+                "mountpoint {} is inside the {what} {}; choose a directory outside it",
+                mp.display(),
+                path.display()
+            )));
+        }
+        if within(path, &canon) {
+            return Err(Error::invalid(format!(
+                "mountpoint {} contains the {what} {}; choose a directory outside it",
+                mp.display(),
+                path.display()
+            )));
+        }
+    }
+    Ok(canon)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_mountinfo_with_escapes() {
+        let text = "36 35 98:0 / /mnt/a\\040b rw,noatime master:1 - fuse.wopfs wopfs:g-1 rw,user_id=0\n\
+                    22 1 8:1 / / rw - ext4 /dev/vda rw\n";
+        let m = parse(text);
+        assert_eq!(m.len(), 2);
+        assert_eq!(m[0].mountpoint, PathBuf::from("/mnt/a b"));
+        assert!(m[0].is_wopfs());
+        assert!(!m[1].is_wopfs());
+        assert_eq!(m[0].source, "wopfs:g-1");
+        assert_eq!(m[1].fstype, "ext4");
+    }
+
+    #[test]
+    fn mountpoint_errors_name_the_problem() {
+        let base = tempfile::tempdir().unwrap();
+        let b = base.path().canonicalize().unwrap();
+        let (h, s) = (b.join("host"), b.join("state"));
+        std::fs::create_dir(&h).unwrap();
+        std::fs::create_dir(&s).unwrap();
+        let mp = tempfile::tempdir().unwrap();
+        assert!(check_mountpoint(mp.path(), &h, &s).is_ok());
+
+        let e = check_mountpoint(&mp.path().join("nope"), &h, &s).unwrap_err().to_string();
+        assert!(e.contains("does not exist"), "{e}");
+        std::fs::write(mp.path().join("f"), "").unwrap();
+        let e = check_mountpoint(&mp.path().join("f"), &h, &s).unwrap_err().to_string();
+        assert!(e.contains("not a directory"), "{e}");
+        std::fs::create_dir(h.join("sub")).unwrap();
+        let e = check_mountpoint(&h.join("sub"), &h, &s).unwrap_err().to_string();
+        assert!(e.contains("inside the host tree"), "{e}");
+        let e = check_mountpoint(&s, &h, &s).unwrap_err().to_string();
+        assert!(e.contains("inside the state dir"), "{e}");
+        let e = check_mountpoint(&b, &h, &s).unwrap_err().to_string();
+        assert!(e.contains("contains the host tree"), "{e}");
+        let e = check_mountpoint(Path::new("/proc"), &h, &s).unwrap_err().to_string();
+        assert!(e.contains("busy"), "{e}");
+    }
+}

@@ -1,0 +1,69 @@
+//! Attributes the view answers, built from host `lstat` results.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rustix::fs::Stat;
+
+use super::tree::{Ino, Kind};
+
+/// Size reported for every directory: the real size would hint at how many
+/// (possibly denied) entries the host directory holds.
+pub const DIR_SIZE: u64 = 4096;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Attr {
+    pub ino: Ino,
+    pub kind: Kind,
+    pub size: u64,
+    pub blocks: u64,
+    pub atime: SystemTime,
+    pub mtime: SystemTime,
+    pub ctime: SystemTime,
+    pub perm: u16,
+    pub nlink: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub blksize: u32,
+}
+
+fn time(secs: i64, nsec: i64) -> SystemTime {
+    let nsec = nsec.clamp(0, 999_999_999) as u32;
+    if secs >= 0 {
+        UNIX_EPOCH + Duration::new(secs as u64, nsec)
+    } else {
+        UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs()) + Duration::new(0, nsec)
+    }
+}
+
+/// The kind of a host entry, if the view can show it.
+pub fn kind_of(st: &Stat) -> Option<Kind> {
+    match st.st_mode & libc::S_IFMT {
+        libc::S_IFDIR => Some(Kind::Dir),
+        libc::S_IFREG => Some(Kind::File),
+        libc::S_IFLNK => Some(Kind::Symlink),
+        _ => None,
+    }
+}
+
+/// Attributes of view node `ino` from the host's `st`. Directories get a
+/// link count from the view (`nlink`) and a fixed size; files always one link.
+pub fn from_stat(ino: Ino, kind: Kind, st: &Stat, dir_nlink: u32) -> Attr {
+    let (size, blocks, nlink) = match kind {
+        Kind::Dir => (DIR_SIZE, DIR_SIZE / 512, dir_nlink),
+        _ => (st.st_size as u64, st.st_blocks as u64, 1),
+    };
+    Attr {
+        ino,
+        kind,
+        size,
+        blocks,
+        atime: time(st.st_atime, st.st_atime_nsec as i64),
+        mtime: time(st.st_mtime, st.st_mtime_nsec as i64),
+        ctime: time(st.st_ctime, st.st_ctime_nsec as i64),
+        perm: (st.st_mode & 0o7777) as u16,
+        nlink,
+        uid: st.st_uid,
+        gid: st.st_gid,
+        blksize: st.st_blksize as u32,
+    }
+}

@@ -1,0 +1,208 @@
+//! The view core driven directly, without a mount.
+
+use std::ffi::OsStr;
+use std::fs;
+use std::os::unix::fs::symlink;
+use std::time::Duration;
+
+use super::*;
+use crate::grant::{resolve, GrantRequest};
+use crate::policy::Policy;
+
+struct Fixture {
+    _host: tempfile::TempDir,
+    root: std::path::PathBuf,
+    view: View,
+}
+
+fn fixture(ttl: Option<Duration>) -> Fixture {
+    let host = tempfile::tempdir().unwrap();
+    let root = host.path().to_path_buf();
+    for (f, c) in [
+        ("README.md", "readme\n"),
+        ("src/pay.py", "def pay():\n    return 1\n"),
+        ("src/deep/er/x.txt", "x"),
+        (".env", "SECRET=1"),
+        ("secrets/public.txt", "hidden"),
+        ("src/.env", "SECRET=2"),
+    ] {
+        fs::create_dir_all(root.join(f).parent().unwrap()).unwrap();
+        fs::write(root.join(f), c).unwrap();
+    }
+    symlink("pay.py", root.join("src/link")).unwrap();
+    let req = GrantRequest {
+        root: root.clone(),
+        allow: vec![],
+        deny: vec!["secrets".into()],
+        write_prefixes: vec![],
+        mode: Mode::ReadOnly,
+        purpose: "t".into(),
+        reason: None,
+        ttl,
+        max_files: None,
+    };
+    let grant = resolve(&req, &Policy::builtin_default().unwrap()).unwrap();
+    let view = View::new(&grant, ViewOptions::default()).unwrap();
+    Fixture {
+        _host: host,
+        root,
+        view,
+    }
+}
+
+fn names(v: &View, ino: Ino) -> Vec<String> {
+    let fh = v.opendir(ino).unwrap();
+    let out = v.readdir(fh).unwrap().iter().map(|e| e.name.to_string()).collect();
+    v.releasedir(fh);
+    out
+}
+
+fn lookup_path(v: &View, path: &str) -> Result<Attr> {
+    let mut ino = ROOT;
+    let mut attr = v.getattr(ROOT)?;
+    for seg in path.split('/') {
+        attr = v.lookup(ino, OsStr::new(seg))?;
+        ino = attr.ino;
+    }
+    Ok(attr)
+}
+
+#[test]
+fn lists_exactly_the_granted_tree() {
+    let f = fixture(None);
+    let v = &f.view;
+    assert_eq!(names(v, ROOT), vec![".", "..", "README.md", "src"]);
+    let src = lookup_path(v, "src").unwrap();
+    assert_eq!(src.kind, Kind::Dir);
+    assert_eq!(src.nlink, 3);
+    assert_eq!(src.size, DIR_SIZE);
+    assert_eq!(names(v, src.ino), vec![".", "..", "deep", "link", "pay.py"]);
+    let pay = lookup_path(v, "src/pay.py").unwrap();
+    assert_eq!(pay.size, 24);
+    assert_eq!(pay.nlink, 1);
+    assert_eq!(lookup_path(v, "src/link").unwrap().kind, Kind::Symlink);
+}
+
+#[test]
+fn denied_names_are_enoent_everywhere() {
+    let f = fixture(None);
+    let v = &f.view;
+    for p in [".env", "secrets", "secrets/public.txt", "src/.env", "nothing"] {
+        assert_eq!(lookup_path(v, p).unwrap_err(), Errno::ENOENT, "{p}");
+    }
+    // Inode numbers never handed out answer ENOENT too.
+    let bogus = 1_000_000;
+    assert_eq!(v.getattr(bogus).unwrap_err(), Errno::ENOENT);
+    assert_eq!(v.open(bogus, libc::O_RDONLY).unwrap_err(), Errno::ENOENT);
+    assert_eq!(v.opendir(bogus).unwrap_err(), Errno::ENOENT);
+    assert_eq!(v.readlink(bogus).unwrap_err(), Errno::ENOENT);
+    assert_eq!(v.getxattr(bogus, OsStr::new("user.x")).unwrap_err(), Errno::ENOENT);
+    assert_eq!(v.listxattr(bogus).unwrap_err(), Errno::ENOENT);
+    assert_eq!(v.write_denied(bogus), Errno::ENOENT);
+}
+
+#[test]
+fn reads_come_from_the_host() {
+    let f = fixture(None);
+    let v = &f.view;
+    let pay = lookup_path(v, "src/pay.py").unwrap();
+    let (fh, _) = v.open(pay.ino, libc::O_RDONLY).unwrap();
+    assert_eq!(v.read(fh, 0, 4096).unwrap(), b"def pay():\n    return 1\n");
+    assert_eq!(v.read(fh, 4, 3).unwrap(), b"pay");
+    assert_eq!(v.read(fh, 1000, 10).unwrap(), b"");
+    v.release(fh);
+    assert_eq!(v.read(fh, 0, 1).unwrap_err(), Errno::EBADF);
+    let link = lookup_path(v, "src/link").unwrap();
+    assert_eq!(v.readlink(link.ino).unwrap(), b"pay.py");
+    assert_eq!(v.readlink(pay.ino).unwrap_err(), Errno::EINVAL);
+    assert_eq!(v.open(ROOT, libc::O_RDONLY).unwrap_err(), Errno::EISDIR);
+    assert_eq!(v.opendir(pay.ino).unwrap_err(), Errno::ENOTDIR);
+    assert_eq!(v.open_handles(), 0);
+}
+
+#[test]
+fn read_only_refuses_every_write() {
+    let f = fixture(None);
+    let v = &f.view;
+    let pay = lookup_path(v, "src/pay.py").unwrap();
+    for flags in [libc::O_WRONLY, libc::O_RDWR, libc::O_RDONLY | libc::O_TRUNC] {
+        assert_eq!(v.open(pay.ino, flags).unwrap_err(), Errno::EROFS);
+    }
+    assert_eq!(v.write_denied(pay.ino), Errno::EROFS);
+    assert_eq!(v.write_denied(ROOT), Errno::EROFS);
+    assert_eq!(v.access(pay.ino, libc::W_OK, 0, 0).unwrap_err(), Errno::EROFS);
+    assert!(v.access(pay.ino, libc::R_OK, 0, 0).is_ok());
+}
+
+#[test]
+fn access_checks_mode_bits() {
+    let f = fixture(None);
+    let v = &f.view;
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(f.root.join("README.md"), fs::Permissions::from_mode(0o640)).unwrap();
+    let a = lookup_path(v, "README.md").unwrap();
+    assert!(v.access(a.ino, libc::R_OK, a.uid, a.gid).is_ok());
+    assert!(v.access(a.ino, libc::R_OK, a.uid + 1, a.gid).is_ok());
+    assert_eq!(v.access(a.ino, libc::R_OK, a.uid + 1, a.gid + 1).unwrap_err(), Errno::EACCES);
+    assert_eq!(v.access(a.ino, libc::X_OK, 0, 0).unwrap_err(), Errno::EACCES);
+    assert!(v.access(a.ino, libc::F_OK, 12345, 12345).is_ok());
+}
+
+#[test]
+fn host_changes_show_through_and_removals_are_enoent() {
+    let f = fixture(None);
+    let v = &f.view;
+    fs::write(f.root.join("README.md"), "changed on the host\n").unwrap();
+    assert_eq!(lookup_path(v, "README.md").unwrap().size, 20);
+    fs::remove_file(f.root.join("src/pay.py")).unwrap();
+    assert_eq!(lookup_path(v, "src/pay.py").unwrap_err(), Errno::ENOENT);
+    assert!(!names(v, lookup_path(v, "src").unwrap().ino).contains(&"pay.py".to_string()));
+    // A new host file is not granted, so it stays invisible.
+    fs::write(f.root.join("src/new.py"), "x").unwrap();
+    assert_eq!(lookup_path(v, "src/new.py").unwrap_err(), Errno::ENOENT);
+    // A granted file replaced by a symlink (to a secret) is refused.
+    fs::remove_file(f.root.join("README.md")).unwrap();
+    symlink(".env", f.root.join("README.md")).unwrap();
+    assert_eq!(lookup_path(v, "README.md").unwrap_err(), Errno::ENOENT);
+    // A directory replaced by a symlink leading out is refused all the way down.
+    fs::rename(f.root.join("src"), f.root.join("src.old")).unwrap();
+    symlink("/etc", f.root.join("src")).unwrap();
+    assert_eq!(lookup_path(v, "src").unwrap_err(), Errno::ENOENT);
+    assert_eq!(lookup_path(v, "src/deep/er/x.txt").unwrap_err(), Errno::ENOENT);
+}
+
+#[test]
+fn expired_grant_answers_eacces() {
+    let f = fixture(Some(Duration::from_millis(1200)));
+    let v = &f.view;
+    assert!(v.ttl() <= Duration::from_millis(1200));
+    assert!(lookup_path(v, "README.md").is_ok());
+    std::thread::sleep(Duration::from_millis(1300));
+    assert_eq!(v.getattr(ROOT).unwrap_err(), Errno::EACCES);
+    assert_eq!(v.lookup(ROOT, OsStr::new("README.md")).unwrap_err(), Errno::EACCES);
+    assert_eq!(v.opendir(ROOT).unwrap_err(), Errno::EACCES);
+    assert_eq!(v.statfs().unwrap_err(), Errno::EACCES);
+    assert_eq!(v.listxattr(ROOT).unwrap_err(), Errno::EACCES);
+    assert_eq!(v.write_denied(ROOT), Errno::EACCES);
+    assert_eq!(v.ttl(), Duration::ZERO);
+}
+
+#[test]
+fn statfs_and_xattrs() {
+    let f = fixture(None);
+    let v = &f.view;
+    let s = v.statfs().unwrap();
+    assert_eq!(s.files, 8); // root, README.md, src, deep, er, x.txt, link, pay.py
+    assert!(s.bsize > 0);
+    let readme = lookup_path(v, "README.md").unwrap();
+    let p = f.root.join("README.md");
+    let set = rustix::fs::setxattr(&p, "user.wopfs", b"v1", rustix::fs::XattrFlags::empty());
+    if set.is_ok() {
+        assert_eq!(v.getxattr(readme.ino, OsStr::new("user.wopfs")).unwrap(), b"v1");
+        let list = v.listxattr(readme.ino).unwrap();
+        assert!(list.split(|b| *b == 0).any(|n| n == b"user.wopfs"));
+    }
+    assert_eq!(v.getxattr(readme.ino, OsStr::new("user.none")).unwrap_err(), Errno::ENODATA);
+    let link = lookup_path(v, "src/link").unwrap();
+    assert_eq!(v.listxattr(link.ino).unwrap(), b"");
+}
