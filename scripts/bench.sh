@@ -150,29 +150,36 @@ EOF
 }
 
 # ---------------------------------------------------------------------------
-# Runner: time workload NAME on SIDE; prints the median of the timed runs.
-time_side() {
-    local name=$1 cache=$2 side=$3 dir t0 t1 i
-    local times=()
-    dir=$host
-    [[ "$side" == mount ]] && dir=$mnt
-    [[ "$cache" == warm ]] && "bench_$name" "$dir" >/dev/null
-    for ((i = 0; i < repeat; i++)); do
-        [[ "$cache" == cold ]] && make_cold "$side"
-        if declare -F "prep_$name" >/dev/null; then "prep_$name" "$side" "$dir"; fi
-        t0=$EPOCHREALTIME
-        "bench_$name" "$dir" >/dev/null
-        t1=$EPOCHREALTIME
-        times+=("$(elapsed "$t0" "$t1")")
-    done
-    printf '%s\n' "${times[@]}" | median
+# Runner. The two sides alternate within each repetition so that drift
+# (CPU frequency, background I/O) hits both alike.
+
+side_dir() { if [[ "$1" == mount ]]; then echo "$mnt"; else echo "$host"; fi; }
+
+# Time one run of workload NAME on SIDE; prints seconds.
+time_once() {
+    local name=$1 cache=$2 side=$3 dir t0 t1
+    dir=$(side_dir "$side")
+    if [[ "$cache" == cold ]]; then make_cold "$side"; fi
+    if declare -F "prep_$name" >/dev/null; then "prep_$name" "$side" "$dir"; fi
+    t0=$EPOCHREALTIME
+    "bench_$name" "$dir" >/dev/null
+    t1=$EPOCHREALTIME
+    elapsed "$t0" "$t1"
 }
 
 run_workload() {
-    local name=${1%%:*} cache=${1##*:} native mount ratio
+    local name=${1%%:*} cache=${1##*:} native mount ratio side i
+    local native_times=() mount_times=()
     declare -F "bench_$name" >/dev/null || die "unknown workload: $1"
-    native=$(time_side "$name" "$cache" native)
-    mount=$(time_side "$name" "$cache" mount)
+    if [[ "$cache" == warm ]]; then
+        for side in native mount; do "bench_$name" "$(side_dir "$side")" >/dev/null; done
+    fi
+    for ((i = 0; i < repeat; i++)); do
+        native_times+=("$(time_once "$name" "$cache" native)")
+        mount_times+=("$(time_once "$name" "$cache" mount)")
+    done
+    native=$(printf '%s\n' "${native_times[@]}" | median)
+    mount=$(printf '%s\n' "${mount_times[@]}" | median)
     ratio=$(awk -v n="$native" -v m="$mount" 'BEGIN { if (n > 0) printf "%.2fx", m / n; else print "n/a" }')
     printf '%-22s %12.4f %12.4f %8s\n' "$name ($cache)" "$native" "$mount" "$ratio"
 }

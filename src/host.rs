@@ -180,7 +180,10 @@ mod tests {
         let host = HostRoot::open(root.path()).unwrap();
         let mut s = String::new();
         use std::io::Read;
-        host.open_file("d/f").unwrap().read_to_string(&mut s).unwrap();
+        host.open_file("d/f")
+            .unwrap()
+            .read_to_string(&mut s)
+            .unwrap();
         assert_eq!(s, "hello");
         // A symlinked directory in the middle of a path is refused.
         assert!(host.open_file("out/secret").is_err());
@@ -190,7 +193,10 @@ mod tests {
         assert!(host.open_file("d/rel").is_err());
         assert_eq!(host.readlink("d/rel").unwrap(), b"../d/f");
         let st = host.lstat("abs").unwrap();
-        assert_eq!(rfs::FileType::from_raw_mode(st.st_mode), rfs::FileType::Symlink);
+        assert_eq!(
+            rfs::FileType::from_raw_mode(st.st_mode),
+            rfs::FileType::Symlink
+        );
         // Climbing out is refused too.
         assert!(host.open_file("../x").is_err());
         // Directories are not files.

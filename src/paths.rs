@@ -99,7 +99,10 @@ mod tests {
 
     #[test]
     fn resolve_link_stays_inside() {
-        assert_eq!(resolve_link("docs/readme", "../README.md").as_deref(), Some("README.md"));
+        assert_eq!(
+            resolve_link("docs/readme", "../README.md").as_deref(),
+            Some("README.md")
+        );
         assert_eq!(resolve_link("a/b/l", "./c").as_deref(), Some("a/b/c"));
         assert_eq!(resolve_link("l", "../outside"), None);
         assert_eq!(resolve_link("a/l", "../../x"), None);

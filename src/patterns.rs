@@ -37,7 +37,9 @@ struct Reach {
 /// `src/app/**/*.py` reaches `src/app` and beneath, `*.md` only the root,
 /// `src/*.rs` only `src`.
 fn reach(pattern: &str) -> Reach {
-    let meta = pattern.find(['*', '?', '[', '{', '\\']).unwrap_or(pattern.len());
+    let meta = pattern
+        .find(['*', '?', '[', '{', '\\'])
+        .unwrap_or(pattern.len());
     let (dir, rest) = match pattern[..meta].rfind('/') {
         Some(i) => (&pattern[..i], &pattern[i + 1..]),
         None => ("", pattern),
@@ -205,7 +207,10 @@ mod tests {
 
     #[test]
     fn bad_glob_is_named() {
-        let err = AllowSet::new(&["src/[".to_string()]).err().unwrap().to_string();
+        let err = AllowSet::new(&["src/[".to_string()])
+            .err()
+            .unwrap()
+            .to_string();
         assert!(err.contains("src/["), "{err}");
     }
 }

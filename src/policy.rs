@@ -85,10 +85,12 @@ impl Policy {
     /// Parses policy text; `source` names it in errors.
     pub fn parse(text: &str, source: &str) -> Result<Policy> {
         let mut policy: Policy = toml::from_str(text).map_err(|e| {
-            Error::invalid(format!(
-                "policy {source} is invalid: {}",
-                e.message().trim_end_matches('.')
-            ) + &toml_location(text, &e))
+            Error::invalid(
+                format!(
+                    "policy {source} is invalid: {}",
+                    e.message().trim_end_matches('.')
+                ) + &toml_location(text, &e),
+            )
         })?;
         policy.source = source.to_string();
         policy.validate()?;
@@ -120,7 +122,10 @@ impl Policy {
             )));
         }
         DenySet::new(&self.deny_patterns).map_err(|e| {
-            Error::invalid(format!("policy {} is invalid: deny_patterns: {e}", self.source))
+            Error::invalid(format!(
+                "policy {} is invalid: deny_patterns: {e}",
+                self.source
+            ))
         })?;
         Ok(())
     }
@@ -157,7 +162,10 @@ mod tests {
         assert!(d.enabled);
         assert_eq!(d.max_files, 200_000);
         assert_eq!(d.max_total_size_bytes, 8 << 30);
-        assert_eq!(d.allowed_modes, vec![Mode::ReadOnly, Mode::ReadWriteOverlay]);
+        assert_eq!(
+            d.allowed_modes,
+            vec![Mode::ReadOnly, Mode::ReadWriteOverlay]
+        );
         let deny = DenySet::new(&d.deny_patterns).unwrap();
         for secret in [
             ".env",
@@ -195,11 +203,17 @@ mod tests {
         let err = Policy::parse("enabled = true\nmax_files = -1\n", "p.toml")
             .unwrap_err()
             .to_string();
-        assert!(err.contains("`max_files`") && err.contains("line 2"), "{err}");
+        assert!(
+            err.contains("`max_files`") && err.contains("line 2"),
+            "{err}"
+        );
         let err = Policy::parse("allowed_modes = [\"write_all\"]\n", "p.toml")
             .unwrap_err()
             .to_string();
-        assert!(err.contains("write_all") && err.contains("`allowed_modes`"), "{err}");
+        assert!(
+            err.contains("write_all") && err.contains("`allowed_modes`"),
+            "{err}"
+        );
         let err = Policy::parse("max_total_size_bytes = 0\n", "p.toml")
             .unwrap_err()
             .to_string();
@@ -207,14 +221,21 @@ mod tests {
         let err = Policy::parse("deny_patterns = [\"a/[\"]\n", "p.toml")
             .unwrap_err()
             .to_string();
-        assert!(err.contains("deny_patterns") && err.contains("a/["), "{err}");
-        let err = Policy::parse("enabled = \"yes\"\n", "p.toml").unwrap_err().to_string();
+        assert!(
+            err.contains("deny_patterns") && err.contains("a/["),
+            "{err}"
+        );
+        let err = Policy::parse("enabled = \"yes\"\n", "p.toml")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("`enabled`"), "{err}");
     }
 
     #[test]
     fn missing_file_is_named() {
-        let err = Policy::load("/nonexistent/policy.toml").unwrap_err().to_string();
+        let err = Policy::load("/nonexistent/policy.toml")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("/nonexistent/policy.toml"), "{err}");
     }
 

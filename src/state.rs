@@ -83,8 +83,12 @@ impl StateDir {
             ))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let mut key = [0u8; 32];
-                getrandom::fill(&mut key)
-                    .map_err(|e| Error::io("generating the state dir key", std::io::Error::other(e.to_string())))?;
+                getrandom::fill(&mut key).map_err(|e| {
+                    Error::io(
+                        "generating the state dir key",
+                        std::io::Error::other(e.to_string()),
+                    )
+                })?;
                 let tmp = self.root.join(format!("key.{}", std::process::id()));
                 let mut f = OpenOptions::new()
                     .write(true)
@@ -92,7 +96,9 @@ impl StateDir {
                     .mode(0o600)
                     .open(&tmp)
                     .ctx(|| format!("creating {}", tmp.display()))?;
-                f.write_all(&key).and_then(|_| f.sync_all()).ctx(|| "writing the state dir key")?;
+                f.write_all(&key)
+                    .and_then(|_| f.sync_all())
+                    .ctx(|| "writing the state dir key")?;
                 // Two first uses may race: the first link wins, the other reads it.
                 let linked = fs::hard_link(&tmp, &path);
                 let _ = fs::remove_file(&tmp);
@@ -108,7 +114,12 @@ impl StateDir {
     /// Records a new grant, giving it a fresh id.
     pub fn create_grant(&self, mut grant: Grant) -> Result<Grant> {
         let mut raw = [0u8; 8];
-        getrandom::fill(&mut raw).map_err(|e| Error::io("generating a grant id", std::io::Error::other(e.to_string())))?;
+        getrandom::fill(&mut raw).map_err(|e| {
+            Error::io(
+                "generating a grant id",
+                std::io::Error::other(e.to_string()),
+            )
+        })?;
         grant.grant_id = format!("g-{}", hex(&raw));
         let dir = self.session_dir(&grant.grant_id);
         fs::DirBuilder::new()
@@ -271,7 +282,10 @@ mod tests {
         let e = state.load_grant(&g.grant_id).unwrap_err().to_string();
         assert!(e.contains("tampered"), "{e}");
 
-        let e = state.load_grant("g-0000000000000000").unwrap_err().to_string();
+        let e = state
+            .load_grant("g-0000000000000000")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("unknown grant g-0000000000000000"), "{e}");
         let e = state.load_grant("../../etc").unwrap_err().to_string();
         assert!(e.contains("unknown grant"), "{e}");

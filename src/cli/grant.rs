@@ -1,9 +1,9 @@
 //! `wopfs grant`
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::error::Result;
-use crate::grant::{parse_ttl, resolve, GrantRequest};
+use crate::grant::{parse_duration, resolve, GrantRequest};
 use crate::policy::{Mode, Policy};
 use crate::state::StateDir;
 
@@ -43,7 +43,9 @@ pub struct Args {
     json: bool,
 }
 
-pub fn run(state: &StateDir, a: &Args) -> Result<()> {
+pub fn run(state_path: &Path, a: &Args) -> Result<()> {
+    // Refused before the state dir is created, so the host stays untouched.
+    check_state_outside_root(state_path, &a.root)?;
     let policy = match &a.policy {
         Some(p) => Policy::load(p)?,
         None => Policy::builtin_default()?,
@@ -56,17 +58,15 @@ pub fn run(state: &StateDir, a: &Args) -> Result<()> {
         mode: a.mode,
         purpose: a.purpose.clone(),
         reason: a.reason.clone(),
-        ttl: a.ttl.as_deref().map(parse_ttl).transpose()?,
+        ttl: a
+            .ttl
+            .as_deref()
+            .map(|t| parse_duration("--ttl", t))
+            .transpose()?,
         max_files: a.max_files,
     };
     let grant = resolve(&req, &policy)?;
-    if state.path().starts_with(&grant.root) {
-        return Err(crate::error::Error::invalid(format!(
-            "state dir {} is inside the host tree {}; choose a --state-dir outside it",
-            state.path().display(),
-            grant.root.display()
-        )));
-    }
+    let state = StateDir::open(state_path)?;
     let grant = state.create_grant(grant)?;
     if a.json {
         super::print_json(&grant)
@@ -74,4 +74,24 @@ pub fn run(state: &StateDir, a: &Args) -> Result<()> {
         println!("{}", grant.grant_id);
         Ok(())
     }
+}
+
+/// The state dir must not live in the host tree: the agent would see it,
+/// and a commit could overwrite it.
+fn check_state_outside_root(state: &Path, root: &Path) -> Result<()> {
+    let (Ok(state), Ok(root)) = (std::path::absolute(state), std::fs::canonicalize(root)) else {
+        return Ok(()); // resolve() reports a missing root by name
+    };
+    // The state dir may not exist yet: compare its nearest existing ancestor.
+    let existing = state.ancestors().find(|a| a.exists()).unwrap_or(&state);
+    let canon = std::fs::canonicalize(existing).unwrap_or_else(|_| existing.to_path_buf());
+    let full = canon.join(state.strip_prefix(existing).unwrap_or(Path::new("")));
+    if full.starts_with(&root) {
+        return Err(crate::error::Error::invalid(format!(
+            "state dir {} is inside the host tree {}; choose a --state-dir outside it",
+            state.display(),
+            root.display()
+        )));
+    }
+    Ok(())
 }

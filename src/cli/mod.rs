@@ -13,7 +13,11 @@ use crate::error::Result;
 use crate::state::StateDir;
 
 #[derive(Parser, Debug)]
-#[command(name = "wopfs", version, about = "Granted, overlaid views of a source tree for AI agents")]
+#[command(
+    name = "wopfs",
+    version,
+    about = "Granted, overlaid views of a source tree for AI agents"
+)]
 pub struct Cli {
     /// State directory (grants, overlays, logs); must be outside every host tree.
     #[arg(long, global = true, env = "WOPFS_STATE_DIR", value_name = "DIR")]
@@ -38,9 +42,10 @@ pub enum Command {
 pub fn run(cli: Cli) -> Result<ExitCode> {
     let daemon = matches!(&cli.command, Command::Mount(m) if m.daemon);
     init_logging(daemon);
-    let state = || -> Result<StateDir> { StateDir::open(&StateDir::locate(cli.state_dir.clone())?) };
+    let state_path = StateDir::locate(cli.state_dir.clone())?;
+    let state = || StateDir::open(&state_path);
     match &cli.command {
-        Command::Grant(a) => grant::run(&state()?, a),
+        Command::Grant(a) => grant::run(&state_path, a),
         Command::Mount(a) => mount::run_mount(&state()?, a),
         Command::Umount(a) => mount::run_umount(&state()?, a),
         Command::Status(a) => status::run(&state()?, a),
@@ -52,7 +57,11 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
 /// `WOPFS_LOG` (e.g. `WOPFS_LOG=debug`).
 fn init_logging(daemon: bool) {
     use tracing_subscriber::EnvFilter;
-    let default = if daemon { "info,fuser=error" } else { "warn,fuser=error" };
+    let default = if daemon {
+        "info,fuser=error"
+    } else {
+        "warn,fuser=error"
+    };
     let filter = EnvFilter::try_from_env("WOPFS_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)

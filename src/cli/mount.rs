@@ -3,9 +3,10 @@
 use std::path::PathBuf;
 
 use crate::error::Result;
-use crate::grant::parse_ttl;
+use crate::grant::parse_duration;
 use crate::mount::{self, MountOptions};
 use crate::state::StateDir;
+use crate::view::ViewOptions;
 
 #[derive(clap::Args, Debug)]
 pub struct MountArgs {
@@ -37,12 +38,14 @@ pub struct UmountArgs {
 
 pub fn run_mount(state: &StateDir, a: &MountArgs) -> Result<()> {
     let grant = state.load_grant(&a.grant)?;
-    let mut opts = MountOptions::default();
-    opts.threads = a.threads;
-    opts.view.cache_ttl = if a.cache_ttl == "0" {
+    let cache_ttl = if a.cache_ttl == "0" {
         std::time::Duration::ZERO
     } else {
-        parse_ttl(&a.cache_ttl)?
+        parse_duration("--cache-ttl", &a.cache_ttl)?
+    };
+    let opts = MountOptions {
+        threads: a.threads,
+        view: ViewOptions { cache_ttl },
     };
     if !a.foreground {
         let extra = vec![

@@ -39,7 +39,13 @@ impl Passthrough {
 
     /// Registers `file` as the backing file of open handle `fh`, or returns
     /// `None` to serve it with plain reads.
-    pub fn attach(&self, ino: Ino, fh: u64, file: &File, reply: &ReplyOpen) -> Option<Arc<BackingId>> {
+    pub fn attach(
+        &self,
+        ino: Ino,
+        fh: u64,
+        file: &File,
+        reply: &ReplyOpen,
+    ) -> Option<Arc<BackingId>> {
         if !self.enabled.load(Ordering::Relaxed) {
             return None;
         }

@@ -48,6 +48,9 @@ mod tests {
         assert_eq!(FileType::detect("ci.yml"), FileType::Yaml);
         assert_eq!(FileType::detect("Makefile"), FileType::Other);
         assert_eq!(FileType::detect("dir.py/file"), FileType::Other);
-        assert_eq!(serde_json::to_string(&FileType::Markdown).unwrap(), "\"markdown\"");
+        assert_eq!(
+            serde_json::to_string(&FileType::Markdown).unwrap(),
+            "\"markdown\""
+        );
     }
 }

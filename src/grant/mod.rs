@@ -93,12 +93,14 @@ pub fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
-/// Parses a duration such as `90s`, `30m`, `2h`, `1d`, `1h30m`.
-pub fn parse_ttl(s: &str) -> Result<Duration> {
+/// Parses a duration such as `90s`, `30m`, `2h`, `1d`, `1h30m` given to `flag`.
+pub fn parse_duration(flag: &str, s: &str) -> Result<Duration> {
     let d = humantime::parse_duration(s)
-        .map_err(|e| Error::invalid(format!("invalid --ttl {s:?}: {e} (try 30m, 2h or 1d)")))?;
+        .map_err(|e| Error::invalid(format!("invalid {flag} {s:?}: {e} (try 30m, 2h or 1d)")))?;
     if d.is_zero() {
-        return Err(Error::invalid("invalid --ttl: it must be longer than zero"));
+        return Err(Error::invalid(format!(
+            "invalid {flag}: it must be longer than zero"
+        )));
     }
     Ok(d)
 }

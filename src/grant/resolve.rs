@@ -39,7 +39,11 @@ pub fn resolve(req: &GrantRequest, policy: &Policy) -> Result<Grant> {
         return rule(format!(
             "mode {} is not allowed (allowed_modes: {})",
             req.mode,
-            if allowed.is_empty() { "none".into() } else { allowed.join(", ") }
+            if allowed.is_empty() {
+                "none".into()
+            } else {
+                allowed.join(", ")
+            }
         ));
     }
     let reason = req.reason.clone().unwrap_or_default();
@@ -78,8 +82,8 @@ pub fn resolve(req: &GrantRequest, policy: &Policy) -> Result<Grant> {
     let allow = AllowSet::new(&allow_patterns)?;
     let deny = DenySet::new(&deny_patterns)?;
 
-    let root = std::fs::canonicalize(&req.root)
-        .ctx(|| format!("host tree {}", req.root.display()))?;
+    let root =
+        std::fs::canonicalize(&req.root).ctx(|| format!("host tree {}", req.root.display()))?;
     if !root.is_dir() {
         return Err(Error::invalid(format!(
             "host tree {} is not a directory",
@@ -87,8 +91,8 @@ pub fn resolve(req: &GrantRequest, policy: &Policy) -> Result<Grant> {
         )));
     }
     let host = HostRoot::open(&root).ctx(|| format!("opening host tree {}", root.display()))?;
-    let files = walk(&host, &allow, &deny)
-        .ctx(|| format!("reading host tree {}", root.display()))?;
+    let files =
+        walk(&host, &allow, &deny).ctx(|| format!("reading host tree {}", root.display()))?;
 
     if files.is_empty() {
         return Err(Error::invalid(format!(
@@ -236,7 +240,10 @@ mod tests {
             (".env", "SECRET=1"),
             ("config/.env.production", "SECRET=2"),
             ("deploy/id_rsa", "key"),
-            ("secrets/public.txt", "allowed-looking name inside a denied dir"),
+            (
+                "secrets/public.txt",
+                "allowed-looking name inside a denied dir",
+            ),
             (".git/config", "[core]"),
             ("node_modules/x/index.js", "js"),
         ] {
@@ -284,12 +291,19 @@ mod tests {
                 "src/util/round.py"
             ]
         );
-        let link = g.files.iter().find(|f| f.path == "src/readme_link").unwrap();
+        let link = g
+            .files
+            .iter()
+            .find(|f| f.path == "src/readme_link")
+            .unwrap();
         assert!(link.symlink);
         let pay = g.files.iter().find(|f| f.path == "src/pay.py").unwrap();
         assert_eq!(pay.size_bytes, 16);
         assert_eq!(pay.file_type, FileType::Python);
-        assert_eq!(g.total_size_bytes, g.files.iter().map(|f| f.size_bytes).sum::<u64>());
+        assert_eq!(
+            g.total_size_bytes,
+            g.files.iter().map(|f| f.size_bytes).sum::<u64>()
+        );
     }
 
     #[test]
@@ -312,12 +326,18 @@ mod tests {
 
         policy.max_files = 2;
         let e = resolve(&r, &policy).unwrap_err().to_string();
-        assert!(e.contains("too many files") && e.contains("5 files") && e.contains("2"), "{e}");
+        assert!(
+            e.contains("too many files") && e.contains("5 files") && e.contains("2"),
+            "{e}"
+        );
 
         policy.max_files = 100;
         policy.max_total_size_bytes = 10;
         let e = resolve(&r, &policy).unwrap_err().to_string();
-        assert!(e.contains("total size too large") && e.contains("max_total_size_bytes is 10"), "{e}");
+        assert!(
+            e.contains("total size too large") && e.contains("max_total_size_bytes is 10"),
+            "{e}"
+        );
 
         policy.max_total_size_bytes = 1 << 20;
         let mut r2 = r.clone();
@@ -339,7 +359,10 @@ mod tests {
         let mut r3 = r.clone();
         r3.max_files = Some(4);
         let e = resolve(&r3, &policy).unwrap_err().to_string();
-        assert!(e.contains("--max-files 4") && e.contains("max_files = 3"), "{e}");
+        assert!(
+            e.contains("--max-files 4") && e.contains("max_files = 3"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -347,14 +370,18 @@ mod tests {
         let d = tree();
         let mut r = req(d.path());
         r.allow = vec!["*.rs".into()];
-        let e = resolve(&r, &Policy::builtin_default().unwrap()).unwrap_err().to_string();
+        let e = resolve(&r, &Policy::builtin_default().unwrap())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("no file"), "{e}");
     }
 
     #[test]
     fn missing_root_is_named() {
         let r = req(std::path::Path::new("/nonexistent/tree"));
-        let e = resolve(&r, &Policy::builtin_default().unwrap()).unwrap_err().to_string();
+        let e = resolve(&r, &Policy::builtin_default().unwrap())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("/nonexistent/tree"), "{e}");
     }
 }

@@ -85,7 +85,7 @@ pub fn serve(
     config.n_threads = Some(opts.threads.max(1));
     config.clone_fd = true;
 
-    let mut session = fuser::Session::new(WopFs::new(view), &mp, &config)
+    let session = fuser::Session::new(WopFs::new(view), &mp, &config)
         .ctx(|| format!("mounting grant {} at {}", grant.grant_id, mp.display()))?;
     state.write_mount_record(
         &grant.grant_id,
@@ -94,8 +94,11 @@ pub fn serve(
             mountpoint: mp.clone(),
         },
     )?;
-    spawn_signal_handler(mp.clone(), state.path().to_path_buf(), grant.grant_id.clone())?;
-    let _unmount_on_drop = session.unmount_callable();
+    spawn_signal_handler(
+        mp.clone(),
+        state.path().to_path_buf(),
+        grant.grant_id.clone(),
+    )?;
     if notify {
         announce_ready(&state.log_path(&grant.grant_id))?;
     }
@@ -122,7 +125,10 @@ fn announce_ready(log: &Path) -> Result<()> {
     for fd in [1, 2] {
         // SAFETY: dup2 onto the standard descriptors; both fds are valid.
         if unsafe { libc::dup2(logf.as_raw_fd(), fd) } < 0 {
-            return Err(Error::io("redirecting output to the log", std::io::Error::last_os_error()));
+            return Err(Error::io(
+                "redirecting output to the log",
+                std::io::Error::last_os_error(),
+            ));
         }
     }
     Ok(())
@@ -154,7 +160,12 @@ fn spawn_signal_handler(mp: PathBuf, state_dir: PathBuf, grant_id: String) -> Re
 
 /// Starts a daemon for `grant` and returns once its mount is ready, or
 /// with the daemon's own error.
-pub fn spawn_daemon(state: &StateDir, grant: &Grant, mountpoint: &Path, extra_args: &[String]) -> Result<()> {
+pub fn spawn_daemon(
+    state: &StateDir,
+    grant: &Grant,
+    mountpoint: &Path,
+    extra_args: &[String],
+) -> Result<()> {
     preflight(state, grant, mountpoint)?;
     let exe = std::env::current_exe().ctx(|| "locating the wopfs binary")?;
     let mut child = Command::new(exe)
@@ -211,7 +222,11 @@ pub fn spawn_daemon(state: &StateDir, grant: &Grant, mountpoint: &Path, extra_ar
 /// detaches a busy mount.
 pub fn unmount(mp: &Path, lazy: bool) -> Result<()> {
     use rustix::mount::UnmountFlags;
-    let flags = if lazy { UnmountFlags::DETACH } else { UnmountFlags::empty() };
+    let flags = if lazy {
+        UnmountFlags::DETACH
+    } else {
+        UnmountFlags::empty()
+    };
     match rustix::mount::unmount(mp, flags) {
         Ok(()) => Ok(()),
         Err(rustix::io::Errno::PERM) => {
@@ -220,7 +235,11 @@ pub fn unmount(mp: &Path, lazy: bool) -> Result<()> {
             if lazy {
                 cmd.arg("-z");
             }
-            let out = cmd.arg("--").arg(mp).output().ctx(|| "running fusermount3 -u")?;
+            let out = cmd
+                .arg("--")
+                .arg(mp)
+                .output()
+                .ctx(|| "running fusermount3 -u")?;
             if out.status.success() {
                 Ok(())
             } else {

@@ -27,7 +27,10 @@ fn unescape(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
             let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
             out.push(v);
             i += 4;
@@ -125,7 +128,8 @@ mod tests {
 
     #[test]
     fn parses_mountinfo_with_escapes() {
-        let text = "36 35 98:0 / /mnt/a\\040b rw,noatime master:1 - fuse.wopfs wopfs:g-1 rw,user_id=0\n\
+        let text =
+            "36 35 98:0 / /mnt/a\\040b rw,noatime master:1 - fuse.wopfs wopfs:g-1 rw,user_id=0\n\
                     22 1 8:1 / / rw - ext4 /dev/vda rw\n";
         let m = parse(text);
         assert_eq!(m.len(), 2);
@@ -146,19 +150,27 @@ mod tests {
         let mp = tempfile::tempdir().unwrap();
         assert!(check_mountpoint(mp.path(), &h, &s).is_ok());
 
-        let e = check_mountpoint(&mp.path().join("nope"), &h, &s).unwrap_err().to_string();
+        let e = check_mountpoint(&mp.path().join("nope"), &h, &s)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("does not exist"), "{e}");
         std::fs::write(mp.path().join("f"), "").unwrap();
-        let e = check_mountpoint(&mp.path().join("f"), &h, &s).unwrap_err().to_string();
+        let e = check_mountpoint(&mp.path().join("f"), &h, &s)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("not a directory"), "{e}");
         std::fs::create_dir(h.join("sub")).unwrap();
-        let e = check_mountpoint(&h.join("sub"), &h, &s).unwrap_err().to_string();
+        let e = check_mountpoint(&h.join("sub"), &h, &s)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("inside the host tree"), "{e}");
         let e = check_mountpoint(&s, &h, &s).unwrap_err().to_string();
         assert!(e.contains("inside the state dir"), "{e}");
         let e = check_mountpoint(&b, &h, &s).unwrap_err().to_string();
         assert!(e.contains("contains the host tree"), "{e}");
-        let e = check_mountpoint(Path::new("/proc"), &h, &s).unwrap_err().to_string();
+        let e = check_mountpoint(Path::new("/proc"), &h, &s)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("busy"), "{e}");
     }
 }

@@ -17,8 +17,8 @@ use std::time::{Duration, SystemTime};
 
 pub use attr::{Attr, DIR_SIZE};
 use handles::{Handle, Handles};
-pub use tree::{Ino, Kind, ROOT};
 use tree::Tree;
+pub use tree::{Ino, Kind, ROOT};
 
 use crate::error::{Errno, Result as CmdResult};
 use crate::grant::Grant;
@@ -222,13 +222,29 @@ impl View {
         let st = rustix::fs::fstat(&dirfd)?;
         let me = attr::from_stat(ino, Kind::Dir, &st, self.dir_nlink(ino));
         let node = self.tree.get(ino).ok_or(Errno::ENOENT)?;
-        let parent = if ino == ROOT { me } else { self.attr_of(node.parent)? };
+        let parent = if ino == ROOT {
+            me
+        } else {
+            self.attr_of(node.parent)?
+        };
         let mut entries = Vec::with_capacity(node.children.len() + 2);
-        entries.push(DirEntry { ino, name: ".".into(), attr: me });
-        entries.push(DirEntry { ino: node.parent, name: "..".into(), attr: parent });
+        entries.push(DirEntry {
+            ino,
+            name: ".".into(),
+            attr: me,
+        });
+        entries.push(DirEntry {
+            ino: node.parent,
+            name: "..".into(),
+            attr: parent,
+        });
         for &child in &node.children {
-            let Some(c) = self.tree.get(child) else { continue };
-            let Ok(st) = stat_child(&dirfd, &c.name) else { continue };
+            let Some(c) = self.tree.get(child) else {
+                continue;
+            };
+            let Ok(st) = stat_child(&dirfd, &c.name) else {
+                continue;
+            };
             if attr::kind_of(&st) != Some(c.kind) {
                 continue;
             }

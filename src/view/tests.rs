@@ -52,7 +52,12 @@ fn fixture(ttl: Option<Duration>) -> Fixture {
 
 fn names(v: &View, ino: Ino) -> Vec<String> {
     let fh = v.opendir(ino).unwrap();
-    let out = v.readdir(fh).unwrap().iter().map(|e| e.name.to_string()).collect();
+    let out = v
+        .readdir(fh)
+        .unwrap()
+        .iter()
+        .map(|e| e.name.to_string())
+        .collect();
     v.releasedir(fh);
     out
 }
@@ -87,7 +92,13 @@ fn lists_exactly_the_granted_tree() {
 fn denied_names_are_enoent_everywhere() {
     let f = fixture(None);
     let v = &f.view;
-    for p in [".env", "secrets", "secrets/public.txt", "src/.env", "nothing"] {
+    for p in [
+        ".env",
+        "secrets",
+        "secrets/public.txt",
+        "src/.env",
+        "nothing",
+    ] {
         assert_eq!(lookup_path(v, p).unwrap_err(), Errno::ENOENT, "{p}");
     }
     // Inode numbers never handed out answer ENOENT too.
@@ -96,7 +107,10 @@ fn denied_names_are_enoent_everywhere() {
     assert_eq!(v.open(bogus, libc::O_RDONLY).unwrap_err(), Errno::ENOENT);
     assert_eq!(v.opendir(bogus).unwrap_err(), Errno::ENOENT);
     assert_eq!(v.readlink(bogus).unwrap_err(), Errno::ENOENT);
-    assert_eq!(v.getxattr(bogus, OsStr::new("user.x")).unwrap_err(), Errno::ENOENT);
+    assert_eq!(
+        v.getxattr(bogus, OsStr::new("user.x")).unwrap_err(),
+        Errno::ENOENT
+    );
     assert_eq!(v.listxattr(bogus).unwrap_err(), Errno::ENOENT);
     assert_eq!(v.write_denied(bogus), Errno::ENOENT);
 }
@@ -130,7 +144,10 @@ fn read_only_refuses_every_write() {
     }
     assert_eq!(v.write_denied(pay.ino), Errno::EROFS);
     assert_eq!(v.write_denied(ROOT), Errno::EROFS);
-    assert_eq!(v.access(pay.ino, libc::W_OK, 0, 0).unwrap_err(), Errno::EROFS);
+    assert_eq!(
+        v.access(pay.ino, libc::W_OK, 0, 0).unwrap_err(),
+        Errno::EROFS
+    );
     assert!(v.access(pay.ino, libc::R_OK, 0, 0).is_ok());
 }
 
@@ -143,8 +160,15 @@ fn access_checks_mode_bits() {
     let a = lookup_path(v, "README.md").unwrap();
     assert!(v.access(a.ino, libc::R_OK, a.uid, a.gid).is_ok());
     assert!(v.access(a.ino, libc::R_OK, a.uid + 1, a.gid).is_ok());
-    assert_eq!(v.access(a.ino, libc::R_OK, a.uid + 1, a.gid + 1).unwrap_err(), Errno::EACCES);
-    assert_eq!(v.access(a.ino, libc::X_OK, 0, 0).unwrap_err(), Errno::EACCES);
+    assert_eq!(
+        v.access(a.ino, libc::R_OK, a.uid + 1, a.gid + 1)
+            .unwrap_err(),
+        Errno::EACCES
+    );
+    assert_eq!(
+        v.access(a.ino, libc::X_OK, 0, 0).unwrap_err(),
+        Errno::EACCES
+    );
     assert!(v.access(a.ino, libc::F_OK, 12345, 12345).is_ok());
 }
 
@@ -168,7 +192,10 @@ fn host_changes_show_through_and_removals_are_enoent() {
     fs::rename(f.root.join("src"), f.root.join("src.old")).unwrap();
     symlink("/etc", f.root.join("src")).unwrap();
     assert_eq!(lookup_path(v, "src").unwrap_err(), Errno::ENOENT);
-    assert_eq!(lookup_path(v, "src/deep/er/x.txt").unwrap_err(), Errno::ENOENT);
+    assert_eq!(
+        lookup_path(v, "src/deep/er/x.txt").unwrap_err(),
+        Errno::ENOENT
+    );
 }
 
 #[test]
@@ -179,7 +206,10 @@ fn expired_grant_answers_eacces() {
     assert!(lookup_path(v, "README.md").is_ok());
     std::thread::sleep(Duration::from_millis(1300));
     assert_eq!(v.getattr(ROOT).unwrap_err(), Errno::EACCES);
-    assert_eq!(v.lookup(ROOT, OsStr::new("README.md")).unwrap_err(), Errno::EACCES);
+    assert_eq!(
+        v.lookup(ROOT, OsStr::new("README.md")).unwrap_err(),
+        Errno::EACCES
+    );
     assert_eq!(v.opendir(ROOT).unwrap_err(), Errno::EACCES);
     assert_eq!(v.statfs().unwrap_err(), Errno::EACCES);
     assert_eq!(v.listxattr(ROOT).unwrap_err(), Errno::EACCES);
@@ -198,11 +228,17 @@ fn statfs_and_xattrs() {
     let p = f.root.join("README.md");
     let set = rustix::fs::setxattr(&p, "user.wopfs", b"v1", rustix::fs::XattrFlags::empty());
     if set.is_ok() {
-        assert_eq!(v.getxattr(readme.ino, OsStr::new("user.wopfs")).unwrap(), b"v1");
+        assert_eq!(
+            v.getxattr(readme.ino, OsStr::new("user.wopfs")).unwrap(),
+            b"v1"
+        );
         let list = v.listxattr(readme.ino).unwrap();
         assert!(list.split(|b| *b == 0).any(|n| n == b"user.wopfs"));
     }
-    assert_eq!(v.getxattr(readme.ino, OsStr::new("user.none")).unwrap_err(), Errno::ENODATA);
+    assert_eq!(
+        v.getxattr(readme.ino, OsStr::new("user.none")).unwrap_err(),
+        Errno::ENODATA
+    );
     let link = lookup_path(v, "src/link").unwrap();
     assert_eq!(v.listxattr(link.ino).unwrap(), b"");
 }

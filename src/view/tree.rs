@@ -161,7 +161,13 @@ mod tests {
         assert_eq!(t.child(ROOT, "missing"), None);
         assert_eq!(t.child(c, "x"), None);
         assert_eq!(t.subdirs(ROOT), 2);
-        let names: Vec<_> = t.get(a).unwrap().children.iter().map(|i| t.name(*i)).collect();
+        let names: Vec<_> = t
+            .get(a)
+            .unwrap()
+            .children
+            .iter()
+            .map(|i| t.name(*i))
+            .collect();
         assert_eq!(names, vec!["b", "e.txt"]);
     }
 }
