@@ -18,7 +18,8 @@
 #
 # Cold runs drop the kernel's page, dentry and inode caches first (needs root;
 # skipped with a note otherwise) and, on the mount side, also remount so that
-# the FUSE attribute and entry caches start empty.
+# the FUSE attribute and entry caches start empty. In a VM the host may still
+# cache the disk, so cold numbers are noisy there: use BENCH_REPEAT=5 or more.
 set -euo pipefail
 shopt -s inherit_errexit   # keep set -e inside $(...), where the runs happen
 export LC_ALL=C   # '.' as decimal point in $EPOCHREALTIME, awk and sort
@@ -147,11 +148,16 @@ for i in range(n):
     with open(os.path.join(d, "f%05d.txt" % i), "w") as f:
         f.write(("line %d of a small file\n" % i) * (4 + i % 160))
 EOF
+    # Flush and read everything once, so the first timed run does not pay
+    # one-off costs (writeback; in a VM, the host's own cache) the rest don't.
+    sync
+    cat "$host/large.bin" >/dev/null
+    find "$host/tree" -type f -exec cat {} + >/dev/null
 }
 
 # ---------------------------------------------------------------------------
-# Runner. The two sides alternate within each repetition so that drift
-# (CPU frequency, background I/O) hits both alike.
+# Runner. The two sides run in turn, swapping which goes first on every
+# repetition, so that drift (CPU frequency, background I/O) hits both alike.
 
 side_dir() { if [[ "$1" == mount ]]; then echo "$mnt"; else echo "$host"; fi; }
 
@@ -175,8 +181,13 @@ run_workload() {
         for side in native mount; do "bench_$name" "$(side_dir "$side")" >/dev/null; done
     fi
     for ((i = 0; i < repeat; i++)); do
-        native_times+=("$(time_once "$name" "$cache" native)")
-        mount_times+=("$(time_once "$name" "$cache" mount)")
+        if ((i % 2 == 0)); then
+            native_times+=("$(time_once "$name" "$cache" native)")
+            mount_times+=("$(time_once "$name" "$cache" mount)")
+        else
+            mount_times+=("$(time_once "$name" "$cache" mount)")
+            native_times+=("$(time_once "$name" "$cache" native)")
+        fi
     done
     native=$(printf '%s\n' "${native_times[@]}" | median)
     mount=$(printf '%s\n' "${mount_times[@]}" | median)
