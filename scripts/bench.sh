@@ -232,6 +232,10 @@ printf 'sizes:   large file %s MiB, %s small files, %s random reads, median of %
 setup_data "$host"
 grant=$(wopfs grant --root "$host" --mode "$mode" --purpose "wopfs benchmark" --ttl 12h)
 mount_view
+# The comparison only means something if the view shows all the data.
+native_n=$(find "$host" | wc -l)
+mount_n=$(find "$mnt" | wc -l)
+((native_n == mount_n)) || die "the view shows $mount_n entries, the host tree $native_n: check the grant/policy"
 
 printf '%-22s %12s %12s %8s\n' workload native_s mount_s ratio
 for w in "${workloads[@]}"; do

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A five-minute tour of wopfs on the sample repo in examples/sample-repo.
+# A short, narrated tour of wopfs on the sample repo in examples/sample-repo.
 #
 # Builds wopfs, copies the sample repo to a temp dir (the "host tree"),
 # grants an agent a read-only view of it, mounts that view and shows what the

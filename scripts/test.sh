@@ -9,6 +9,9 @@ if [ ! -c /dev/fuse ]; then
     exit 1
 fi
 
+wopfs_mounts() { awk '$1 ~ /^wopfs:/ {print $2}' /proc/mounts | sort; }
+before=$(wopfs_mounts)
+
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy -D warnings"
@@ -19,7 +22,7 @@ echo "==> cargo test"
 timeout --kill-after=30s 40m cargo test --locked -- --test-threads=4
 
 # A test that leaked a mount is a bug even if it passed.
-leaked=$(grep -E ' fuse(\.[a-z0-9_-]+)? ' /proc/mounts | awk '$1 ~ /^wopfs:/ {print $2}' || true)
+leaked=$(comm -13 <(echo "$before") <(wopfs_mounts))
 if [ -n "$leaked" ]; then
     echo "test.sh: tests leaked wopfs mounts:" >&2
     echo "$leaked" >&2

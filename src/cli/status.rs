@@ -60,24 +60,29 @@ pub fn run(state: &StateDir, a: &Args) -> Result<()> {
         println!("no grants");
         return Ok(());
     }
+    let mounted: Vec<&str> = rows
+        .iter()
+        .map(|r| r.mountpoint.as_deref().unwrap_or("-"))
+        .collect();
+    let w = mounted
+        .iter()
+        .map(|m| m.len())
+        .max()
+        .unwrap_or(0)
+        .max("MOUNTED AT".len());
     println!(
-        "{:<18}  {:<18}  {:>7}  {:<20}  {:<24}  PURPOSE",
+        "{:<18}  {:<18}  {:>7}  {:<20}  {:<w$}  PURPOSE",
         "GRANT", "MODE", "FILES", "EXPIRES", "MOUNTED AT"
     );
-    for r in rows {
+    for (r, mp) in rows.iter().zip(mounted) {
         let expires = match (&r.expires_at, r.expired) {
-            (_, true) => "expired".to_string(),
-            (Some(t), false) => t.clone(),
-            (None, false) => "never".to_string(),
+            (_, true) => "expired",
+            (Some(t), false) => t.as_str(),
+            (None, false) => "never",
         };
         println!(
-            "{:<18}  {:<18}  {:>7}  {:<20}  {:<24}  {}",
-            r.grant_id,
-            r.mode,
-            r.files,
-            expires,
-            r.mountpoint.as_deref().unwrap_or("-"),
-            r.purpose
+            "{:<18}  {:<18}  {:>7}  {:<20}  {:<w$}  {}",
+            r.grant_id, r.mode, r.files, expires, mp, r.purpose
         );
     }
     Ok(())
