@@ -67,6 +67,26 @@ fn file_attr(a: &Attr) -> FileAttr {
 
 const GEN: Generation = Generation(0);
 
+fn negative_attr() -> FileAttr {
+    FileAttr {
+        ino: INodeNo(0),
+        size: 0,
+        blocks: 0,
+        atime: SystemTime::UNIX_EPOCH,
+        mtime: SystemTime::UNIX_EPOCH,
+        ctime: SystemTime::UNIX_EPOCH,
+        crtime: SystemTime::UNIX_EPOCH,
+        kind: FileType::RegularFile,
+        perm: 0,
+        nlink: 0,
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        blksize: 0,
+        flags: 0,
+    }
+}
+
 impl Filesystem for WopFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         // Best effort: each capability the kernel lacks is simply not used.
@@ -81,6 +101,10 @@ impl Filesystem for WopFs {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         match self.view.lookup(parent.0, name) {
             Ok(a) => reply.entry(&self.view.ttl(), &file_attr(&a), GEN),
+            // Inode 0 is a negative entry: the kernel remembers the name is
+            // absent for the TTL instead of asking again (builds and imports
+            // probe many absent names).
+            Err(Errno::ENOENT) => reply.entry(&self.view.ttl(), &negative_attr(), GEN),
             Err(e) => reply.error(err(e)),
         }
     }
