@@ -11,6 +11,7 @@ pub mod fuse;
 pub mod grant;
 pub mod host;
 pub mod mount;
+pub mod overlay;
 pub mod paths;
 pub mod patterns;
 pub mod policy;

@@ -1,16 +1,30 @@
-//! The view's inode tree: the granted files and the directories on their
-//! paths, nothing else. Inode numbers are indices, stable for a mount's life.
+//! The view's inode tree: the granted files, the directories on their
+//! paths, and whatever the agent created. Inode numbers are indices, never
+//! reused during a mount (a removed node stays as a tombstone), so the
+//! kernel can never confuse an old inode with a new one.
 
 use crate::grant::FileMatch;
 
 pub type Ino = u64;
 pub const ROOT: Ino = 1;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Kind {
     Dir,
     File,
     Symlink,
+}
+
+/// Where a node's content and metadata live.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// The host entry at the node's own path, untouched.
+    InPlace,
+    /// An untouched host entry that was renamed: it still reads from `path`.
+    Host(Box<str>),
+    /// An object in the session's overlay (created, or copied up).
+    Upper(u64),
 }
 
 #[derive(Debug)]
@@ -18,29 +32,40 @@ pub struct Node {
     pub parent: Ino,
     pub name: Box<str>,
     pub kind: Kind,
+    pub origin: Origin,
     /// Directories only: children sorted by name.
     pub children: Vec<Ino>,
+    /// Unlinked or replaced; kept so its number is never reused.
+    pub removed: bool,
 }
 
 #[derive(Debug)]
 pub struct Tree {
     /// `nodes[ino - 1]`; the root is first.
     nodes: Vec<Node>,
+    live: usize,
 }
 
 impl Tree {
-    /// Builds the tree from a grant's file list (sorted by path, as grants are).
-    pub fn from_files(files: &[FileMatch]) -> Tree {
-        let mut tree = Tree {
+    fn empty() -> Tree {
+        Tree {
             nodes: vec![Node {
                 parent: ROOT,
                 name: "".into(),
                 kind: Kind::Dir,
+                origin: Origin::InPlace,
                 children: Vec::new(),
+                removed: false,
             }],
-        };
-        // The directory chain of the previous path: sorted input means a new
-        // path shares a prefix of it, so each directory is created once.
+            live: 1,
+        }
+    }
+
+    /// Builds the tree from a grant's file list (sorted by path, as grants are).
+    pub fn from_files(files: &[FileMatch]) -> Tree {
+        let mut tree = Tree::empty();
+        // The directory chain of the previous path: paths sharing a prefix
+        // are adjacent in sorted order, so each directory is created once.
         let mut chain: Vec<(Box<str>, Ino)> = Vec::new();
         for f in files {
             let mut segs: Vec<&str> = f.path.split('/').collect();
@@ -53,12 +78,12 @@ impl Tree {
             chain.truncate(common);
             for seg in &segs[common..] {
                 let parent = chain.last().map_or(ROOT, |(_, ino)| *ino);
-                let ino = tree.push(parent, seg, Kind::Dir);
+                let ino = tree.push_unsorted(parent, seg, Kind::Dir, Origin::InPlace);
                 chain.push(((*seg).into(), ino));
             }
             let parent = chain.last().map_or(ROOT, |(_, ino)| *ino);
             let kind = if f.symlink { Kind::Symlink } else { Kind::File };
-            tree.push(parent, leaf, kind);
+            tree.push_unsorted(parent, leaf, kind, Origin::InPlace);
         }
         for i in 0..tree.nodes.len() {
             let mut children = std::mem::take(&mut tree.nodes[i].children);
@@ -68,41 +93,68 @@ impl Tree {
         tree
     }
 
-    fn push(&mut self, parent: Ino, name: &str, kind: Kind) -> Ino {
+    fn push_unsorted(&mut self, parent: Ino, name: &str, kind: Kind, origin: Origin) -> Ino {
         self.nodes.push(Node {
             parent,
             name: name.into(),
             kind,
+            origin,
             children: Vec::new(),
+            removed: false,
         });
+        self.live += 1;
         let ino = self.nodes.len() as Ino;
         self.nodes[(parent - 1) as usize].children.push(ino);
         ino
     }
 
+    /// A live node.
     pub fn get(&self, ino: Ino) -> Option<&Node> {
+        self.nodes
+            .get(ino.checked_sub(1)? as usize)
+            .filter(|n| !n.removed)
+    }
+
+    /// Any node ever handed out, removed or not (for open handles).
+    pub fn get_any(&self, ino: Ino) -> Option<&Node> {
         self.nodes.get(ino.checked_sub(1)? as usize)
     }
 
-    fn name(&self, ino: Ino) -> &str {
-        self.get(ino).map_or("", |n| &n.name)
+    fn node_mut(&mut self, ino: Ino) -> &mut Node {
+        &mut self.nodes[(ino - 1) as usize]
     }
 
+    fn name(&self, ino: Ino) -> &str {
+        self.get_any(ino).map_or("", |n| &n.name)
+    }
+
+    /// Live nodes, the root included.
     pub fn len(&self) -> usize {
-        self.nodes.len()
+        self.live
     }
 
     pub fn is_empty(&self) -> bool {
-        self.nodes.is_empty()
+        self.live == 0
+    }
+
+    fn slot(&self, parent: Ino, name: &str) -> Option<Result<usize, usize>> {
+        let dir = self.get(parent)?;
+        Some(dir.children.binary_search_by(|c| self.name(*c).cmp(name)))
     }
 
     /// The child of directory `parent` called `name`.
     pub fn child(&self, parent: Ino, name: &str) -> Option<Ino> {
-        let dir = self.get(parent)?;
-        dir.children
-            .binary_search_by(|c| self.name(*c).cmp(name))
-            .ok()
-            .map(|i| dir.children[i])
+        let i = self.slot(parent, name)?.ok()?;
+        self.get(parent).map(|d| d.children[i])
+    }
+
+    /// The node at a relative path (`""` is the root).
+    pub fn lookup_path(&self, path: &str) -> Option<Ino> {
+        if path.is_empty() {
+            return Some(ROOT);
+        }
+        path.split('/')
+            .try_fold(ROOT, |ino, seg| self.child(ino, seg))
     }
 
     /// The node's path relative to the root (`""` for the root).
@@ -118,6 +170,15 @@ impl Tree {
         Some(segs.join("/"))
     }
 
+    /// The host path a node reads from, if it comes from the host.
+    pub fn host_path(&self, ino: Ino) -> Option<String> {
+        match &self.get(ino)?.origin {
+            Origin::InPlace => self.path(ino),
+            Origin::Host(p) => Some(p.to_string()),
+            Origin::Upper(_) => None,
+        }
+    }
+
     /// Number of subdirectories of a directory (for its link count).
     pub fn subdirs(&self, ino: Ino) -> usize {
         self.get(ino).map_or(0, |n| {
@@ -126,6 +187,149 @@ impl Tree {
                 .filter(|c| self.get(**c).is_some_and(|c| c.kind == Kind::Dir))
                 .count()
         })
+    }
+
+    /// Adds a node named `name` under `parent`; the caller checked it is free.
+    pub fn insert(&mut self, parent: Ino, name: &str, kind: Kind, origin: Origin) -> Option<Ino> {
+        let Err(at) = self.slot(parent, name)? else {
+            return None;
+        };
+        self.nodes.push(Node {
+            parent,
+            name: name.into(),
+            kind,
+            origin,
+            children: Vec::new(),
+            removed: false,
+        });
+        self.live += 1;
+        let ino = self.nodes.len() as Ino;
+        self.node_mut(parent).children.insert(at, ino);
+        Some(ino)
+    }
+
+    /// Unhooks `ino` from its parent, keeping its subtree attached to it.
+    fn unhook(&mut self, ino: Ino) {
+        let parent = self.nodes[(ino - 1) as usize].parent;
+        let name = self.name(ino).to_string();
+        if let Some(Ok(i)) = self.slot(parent, &name) {
+            self.node_mut(parent).children.remove(i);
+        }
+    }
+
+    /// Removes `ino` and its whole subtree (which callers keep empty).
+    pub fn remove(&mut self, ino: Ino) {
+        if ino == ROOT || self.get(ino).is_none() {
+            return;
+        }
+        self.unhook(ino);
+        let mut stack = vec![ino];
+        while let Some(i) = stack.pop() {
+            let n = self.node_mut(i);
+            n.removed = true;
+            stack.extend(std::mem::take(&mut n.children));
+            self.live -= 1;
+        }
+    }
+
+    /// Before a subtree moves, its untouched host nodes remember where on
+    /// the host they read from.
+    fn pin_origins(&mut self, ino: Ino) {
+        for i in self.subtree(ino) {
+            if self.get(i).is_some_and(|n| n.origin == Origin::InPlace) {
+                if let Some(p) = self.path(i) {
+                    self.node_mut(i).origin = Origin::Host(p.into());
+                }
+            }
+        }
+    }
+
+    /// A moved host node that lands back on its own path is in place again.
+    fn unpin_origins(&mut self, ino: Ino) {
+        for i in self.subtree(ino) {
+            let back = match (self.get(i).map(|n| &n.origin), self.path(i)) {
+                (Some(Origin::Host(h)), Some(p)) => **h == *p,
+                _ => false,
+            };
+            if back {
+                self.node_mut(i).origin = Origin::InPlace;
+            }
+        }
+    }
+
+    /// Moves `ino` to `new_parent/new_name`; the caller removed any node there.
+    pub fn move_to(&mut self, ino: Ino, new_parent: Ino, new_name: &str) {
+        self.pin_origins(ino);
+        self.unhook(ino);
+        let n = self.node_mut(ino);
+        n.parent = new_parent;
+        n.name = new_name.into();
+        if let Some(Err(at)) = self.slot(new_parent, new_name) {
+            self.node_mut(new_parent).children.insert(at, ino);
+        }
+        self.unpin_origins(ino);
+    }
+
+    /// Swaps the places of two nodes (RENAME_EXCHANGE).
+    pub fn exchange(&mut self, a: Ino, b: Ino) {
+        let (pa, na) = (
+            self.nodes[(a - 1) as usize].parent,
+            self.name(a).to_string(),
+        );
+        let (pb, nb) = (
+            self.nodes[(b - 1) as usize].parent,
+            self.name(b).to_string(),
+        );
+        self.pin_origins(a);
+        self.pin_origins(b);
+        self.unhook(a);
+        self.unhook(b);
+        for (ino, parent, name) in [(a, pb, nb), (b, pa, na)] {
+            let n = self.node_mut(ino);
+            n.parent = parent;
+            n.name = name.as_str().into();
+            if let Some(Err(at)) = self.slot(parent, &name) {
+                self.node_mut(parent).children.insert(at, ino);
+            }
+        }
+        self.unpin_origins(a);
+        self.unpin_origins(b);
+    }
+
+    pub fn set_origin(&mut self, ino: Ino, origin: Origin) {
+        if let Some(n) = self.nodes.get_mut((ino - 1) as usize) {
+            n.origin = origin;
+        }
+    }
+
+    /// `ino` and every node beneath it, parents before children.
+    pub fn subtree(&self, ino: Ino) -> Vec<Ino> {
+        let mut out = vec![ino];
+        let mut i = 0;
+        while i < out.len() {
+            if let Some(n) = self.get(out[i]) {
+                out.extend(n.children.iter().copied());
+            }
+            i += 1;
+        }
+        out
+    }
+
+    /// Whether `anc` is `ino` or one of its ancestors.
+    pub fn is_ancestor(&self, anc: Ino, ino: Ino) -> bool {
+        let mut cur = ino;
+        loop {
+            if cur == anc {
+                return true;
+            }
+            if cur == ROOT {
+                return false;
+            }
+            match self.get_any(cur) {
+                Some(n) => cur = n.parent,
+                None => return false,
+            }
+        }
     }
 }
 
@@ -143,13 +347,17 @@ mod tests {
         }
     }
 
-    #[test]
-    fn builds_only_dirs_on_granted_paths() {
+    fn sample() -> Tree {
         let files: Vec<_> = ["README.md", "a/b/c.txt", "a/b/d.txt", "a/e.txt", "z/y/x"]
             .into_iter()
             .map(f)
             .collect();
-        let t = Tree::from_files(&files);
+        Tree::from_files(&files)
+    }
+
+    #[test]
+    fn builds_only_dirs_on_granted_paths() {
+        let t = sample();
         // root, README.md, a, a/b, c, d, e, z, z/y, x
         assert_eq!(t.len(), 10);
         let a = t.child(ROOT, "a").unwrap();
@@ -157,6 +365,7 @@ mod tests {
         assert_eq!(t.get(b).unwrap().kind, Kind::Dir);
         let c = t.child(b, "c.txt").unwrap();
         assert_eq!(t.path(c).unwrap(), "a/b/c.txt");
+        assert_eq!(t.lookup_path("a/b/c.txt"), Some(c));
         assert_eq!(t.path(ROOT).unwrap(), "");
         assert_eq!(t.child(ROOT, "missing"), None);
         assert_eq!(t.child(c, "x"), None);
@@ -169,5 +378,57 @@ mod tests {
             .map(|i| t.name(*i))
             .collect();
         assert_eq!(names, vec!["b", "e.txt"]);
+    }
+
+    #[test]
+    fn mutations_keep_children_sorted_and_numbers_unique() {
+        let mut t = sample();
+        let a = t.lookup_path("a").unwrap();
+        let n = t.insert(a, "aa", Kind::File, Origin::Upper(7)).unwrap();
+        assert_eq!(t.insert(a, "aa", Kind::File, Origin::Upper(8)), None);
+        let names: Vec<_> = t
+            .get(a)
+            .unwrap()
+            .children
+            .iter()
+            .map(|i| t.name(*i))
+            .collect();
+        assert_eq!(names, vec!["aa", "b", "e.txt"]);
+        assert_eq!(t.host_path(n), None);
+
+        // Renaming a directory keeps its subtree and inode numbers.
+        let b = t.lookup_path("a/b").unwrap();
+        let c = t.lookup_path("a/b/c.txt").unwrap();
+        t.move_to(b, ROOT, "moved");
+        assert_eq!(t.lookup_path("moved/c.txt"), Some(c));
+        assert_eq!(t.lookup_path("a/b"), None);
+        assert_eq!(t.host_path(c).unwrap(), "a/b/c.txt");
+        assert_eq!(t.get(c).unwrap().origin, Origin::Host("a/b/c.txt".into()));
+        // Moving back puts it in place again.
+        let a2 = t.lookup_path("a").unwrap();
+        t.move_to(b, a2, "b");
+        assert_eq!(t.get(c).unwrap().origin, Origin::InPlace);
+        t.move_to(b, ROOT, "moved");
+        assert!(t.is_ancestor(b, c));
+        assert!(!t.is_ancestor(c, b));
+        assert_eq!(t.subtree(b).len(), 3);
+
+        let before = t.len();
+        t.remove(b);
+        assert_eq!(t.len(), before - 3);
+        assert!(t.get(c).is_none() && t.get_any(c).is_some());
+        let again = t
+            .insert(ROOT, "moved", Kind::Dir, Origin::Upper(9))
+            .unwrap();
+        assert!(again > c, "numbers are never reused");
+
+        let readme = t.lookup_path("README.md").unwrap();
+        let z = t.lookup_path("z").unwrap();
+        t.exchange(readme, z);
+        assert_eq!(t.lookup_path("README.md"), Some(z));
+        assert_eq!(t.lookup_path("z"), Some(readme));
+        assert!(t.lookup_path("README.md/y/x").is_some());
+        assert_eq!(t.host_path(readme).unwrap(), "README.md");
+        assert_eq!(t.path(readme).unwrap(), "z");
     }
 }
