@@ -26,6 +26,12 @@ pub struct MountArgs {
     /// How long the kernel may cache names and attributes of host files.
     #[arg(long, default_value = "1s", value_name = "DURATION")]
     cache_ttl: String,
+    /// Overlay limit in bytes (default: the grant's max_total_size_bytes).
+    #[arg(long, value_name = "BYTES")]
+    quota_bytes: Option<u64>,
+    /// Overlay limit in entries (default: the grant's max_files).
+    #[arg(long, value_name = "N")]
+    quota_files: Option<u64>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -45,15 +51,25 @@ pub fn run_mount(state: &StateDir, a: &MountArgs) -> Result<()> {
     };
     let opts = MountOptions {
         threads: a.threads,
-        view: ViewOptions { cache_ttl },
+        view: ViewOptions {
+            cache_ttl,
+            quota_bytes: a.quota_bytes,
+            quota_files: a.quota_files,
+        },
     };
     if !a.foreground {
-        let extra = vec![
+        let mut extra = vec![
             "--threads".to_string(),
             a.threads.to_string(),
             "--cache-ttl".to_string(),
             a.cache_ttl.clone(),
         ];
+        if let Some(q) = a.quota_bytes {
+            extra.extend(["--quota-bytes".to_string(), q.to_string()]);
+        }
+        if let Some(q) = a.quota_files {
+            extra.extend(["--quota-files".to_string(), q.to_string()]);
+        }
         return mount::spawn_daemon(state, &grant, &a.mountpoint, &extra);
     }
     if a.daemon {

@@ -1,6 +1,7 @@
 //! The fuser adapter: translates FUSE requests into calls on the view core
 //! and its answers into replies. No policy decision lives here.
 
+mod iomode;
 mod passthrough;
 
 use std::ffi::OsStr;
@@ -16,12 +17,14 @@ use fuser::{
 };
 
 use crate::error::Errno;
-use crate::view::{Attr, Kind, View};
+use crate::view::{Attr, Caller, Kind, SetAttr, SetTime, View};
+use iomode::{IoMode, IoModes};
 use passthrough::Passthrough;
 
 pub struct WopFs {
     view: Arc<View>,
     passthrough: Passthrough,
+    iomodes: IoModes,
 }
 
 impl WopFs {
@@ -29,6 +32,7 @@ impl WopFs {
         WopFs {
             view,
             passthrough: Passthrough::default(),
+            iomodes: IoModes::default(),
         }
     }
 }
@@ -94,13 +98,15 @@ impl Filesystem for WopFs {
             .add_capabilities(InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO);
         let _ = config.add_capabilities(InitFlags::FUSE_PARALLEL_DIROPS);
         let _ = config.add_capabilities(InitFlags::FUSE_CACHE_SYMLINKS);
+        // open(O_TRUNC) arrives as one request, so a copy-up skips the data.
+        let _ = config.add_capabilities(InitFlags::FUSE_ATOMIC_O_TRUNC);
         self.passthrough.negotiate(config);
         Ok(())
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         match self.view.lookup(parent.0, name) {
-            Ok(a) => reply.entry(&self.view.ttl(), &file_attr(&a), GEN),
+            Ok(a) => reply.entry(&self.view.ttl_for(&a), &file_attr(&a), GEN),
             // Inode 0 is a negative entry: the kernel remembers the name is
             // absent for the TTL instead of asking again (builds and imports
             // probe many absent names).
@@ -109,9 +115,13 @@ impl Filesystem for WopFs {
         }
     }
 
-    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        match self.view.getattr(ino.0) {
-            Ok(a) => reply.attr(&self.view.ttl(), &file_attr(&a)),
+    fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        let attr = match fh {
+            Some(fh) => self.view.getattr_fh(ino.0, fh.0),
+            None => self.view.getattr(ino.0),
+        };
+        match attr {
+            Ok(a) => reply.attr(&self.view.ttl_for(&a), &file_attr(&a)),
             Err(e) => reply.error(err(e)),
         }
     }
@@ -124,14 +134,30 @@ impl Filesystem for WopFs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let (fh, file) = match self.view.open(ino.0, flags.0) {
-            Ok(opened) => opened,
+        let opened = match self.view.open(ino.0, flags.0) {
+            Ok(o) => o,
             Err(e) => return reply.error(err(e)),
         };
-        match self.passthrough.attach(ino.0, fh, &file, &reply) {
-            Some(id) => reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &id),
-            None => reply.opened(FileHandle(fh), FopenFlags::empty()),
+        let want_pt = self.passthrough.enabled() && !opened.writable;
+        let mut mode = self.iomodes.choose(ino.0, want_pt);
+        if mode == IoMode::Passthrough {
+            let obj = opened.obj;
+            if let Some(id) = self
+                .passthrough
+                .attach(ino.0, obj, opened.fh, &opened.file, &reply)
+            {
+                self.iomodes.opened(ino.0, opened.fh, mode);
+                return reply.opened_passthrough(FileHandle(opened.fh), FopenFlags::empty(), &id);
+            }
+            // Backed by another file (or unavailable): direct io mixes with anything.
+            mode = if self.passthrough.enabled() {
+                IoMode::Direct
+            } else {
+                IoMode::Cached
+            };
         }
+        self.iomodes.opened(ino.0, opened.fh, mode);
+        reply.opened(FileHandle(opened.fh), fopen_flags(mode));
     }
 
     fn read(
@@ -173,6 +199,7 @@ impl Filesystem for WopFs {
         reply: ReplyEmpty,
     ) {
         self.passthrough.detach(fh.0);
+        self.iomodes.released(fh.0);
         self.view.release(fh.0);
         reply.ok();
     }
@@ -219,6 +246,11 @@ impl Filesystem for WopFs {
         let ttl = self.view.ttl();
         for (i, e) in entries.iter().enumerate().skip(offset as usize) {
             let attr = file_attr(&e.attr);
+            let ttl = if e.attr.owned {
+                self.view.ttl_for(&e.attr)
+            } else {
+                ttl
+            };
             if reply.add(INodeNo(e.ino), (i + 1) as u64, &*e.name, &ttl, &attr, GEN) {
                 break;
             }
@@ -277,84 +309,113 @@ impl Filesystem for WopFs {
         }
     }
 
-    // Every request that would change the view: refused by the core.
+    // Changes: decided by the core (EROFS in a read-only view).
 
     fn setattr(
         &self,
         _req: &Request,
         ino: INodeNo,
-        _mode: Option<u32>,
-        _uid: Option<u32>,
-        _gid: Option<u32>,
-        _size: Option<u64>,
-        _atime: Option<TimeOrNow>,
-        _mtime: Option<TimeOrNow>,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
-        _fh: Option<FileHandle>,
+        fh: Option<FileHandle>,
         _crtime: Option<SystemTime>,
         _chgtime: Option<SystemTime>,
         _bkuptime: Option<SystemTime>,
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        reply.error(err(self.view.write_denied(ino.0)));
+        let set = SetAttr {
+            mode,
+            uid,
+            gid,
+            size,
+            atime: atime.map(set_time),
+            mtime: mtime.map(set_time),
+        };
+        match self.view.setattr(ino.0, fh.map(|f| f.0), set) {
+            Ok(a) => reply.attr(&self.view.ttl_for(&a), &file_attr(&a)),
+            Err(e) => reply.error(err(e)),
+        }
     }
 
     fn mknod(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
-        _name: &OsStr,
-        _mode: u32,
+        name: &OsStr,
+        mode: u32,
         _umask: u32,
         _rdev: u32,
         reply: ReplyEntry,
     ) {
-        reply.error(err(self.view.write_denied(parent.0)));
+        entry_reply(
+            &self.view,
+            self.view.mknod(parent.0, name, mode, caller(req)),
+            reply,
+        );
     }
 
     fn mkdir(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
-        _name: &OsStr,
-        _mode: u32,
+        name: &OsStr,
+        mode: u32,
         _umask: u32,
         reply: ReplyEntry,
     ) {
-        reply.error(err(self.view.write_denied(parent.0)));
+        entry_reply(
+            &self.view,
+            self.view.mkdir(parent.0, name, mode, caller(req)),
+            reply,
+        );
     }
 
-    fn unlink(&self, _req: &Request, parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(err(self.view.write_denied(parent.0)));
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        empty_reply(self.view.unlink(parent.0, name), reply);
     }
 
-    fn rmdir(&self, _req: &Request, parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(err(self.view.write_denied(parent.0)));
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        empty_reply(self.view.rmdir(parent.0, name), reply);
     }
 
     fn symlink(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
-        _name: &OsStr,
-        _target: &Path,
+        name: &OsStr,
+        target: &Path,
         reply: ReplyEntry,
     ) {
-        reply.error(err(self.view.write_denied(parent.0)));
+        use std::os::unix::ffi::OsStrExt;
+        let target = target.as_os_str().as_bytes();
+        entry_reply(
+            &self.view,
+            self.view.symlink(parent.0, name, target, caller(req)),
+            reply,
+        );
     }
 
     fn rename(
         &self,
         _req: &Request,
         parent: INodeNo,
-        _name: &OsStr,
-        _newparent: INodeNo,
-        _newname: &OsStr,
-        _flags: RenameFlags,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        reply.error(err(self.view.write_denied(parent.0)));
+        empty_reply(
+            self.view
+                .rename(parent.0, name, newparent.0, newname, flags.bits()),
+            reply,
+        );
     }
 
     fn link(
@@ -365,65 +426,120 @@ impl Filesystem for WopFs {
         _newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        reply.error(err(self.view.write_denied(ino.0)));
+        entry_reply(&self.view, self.view.link(ino.0), reply);
     }
 
     fn write(
         &self,
         _req: &Request,
-        ino: INodeNo,
-        _fh: FileHandle,
-        _offset: u64,
-        _data: &[u8],
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
         _wflags: WriteFlags,
         _flags: OpenFlags,
         _lock: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        reply.error(err(self.view.write_denied(ino.0)));
+        match self.view.write(fh.0, offset, data) {
+            Ok(n) => reply.written(n),
+            Err(e) => reply.error(err(e)),
+        }
     }
 
     fn create(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
-        _name: &OsStr,
-        _mode: u32,
+        name: &OsStr,
+        mode: u32,
         _umask: u32,
         _flags: i32,
         reply: ReplyCreate,
     ) {
-        reply.error(err(self.view.write_denied(parent.0)));
+        match self.view.create(parent.0, name, mode, caller(req)) {
+            Ok((a, opened)) => {
+                // A new inode: nothing else has it open, so it is cached.
+                self.iomodes.opened(a.ino, opened.fh, IoMode::Cached);
+                reply.created(
+                    &self.view.ttl_for(&a),
+                    &file_attr(&a),
+                    GEN,
+                    FileHandle(opened.fh),
+                    FopenFlags::empty(),
+                );
+            }
+            Err(e) => reply.error(err(e)),
+        }
     }
 
     fn setxattr(
         &self,
         _req: &Request,
         ino: INodeNo,
-        _name: &OsStr,
-        _value: &[u8],
-        _flags: i32,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        reply.error(err(self.view.write_denied(ino.0)));
+        empty_reply(self.view.setxattr(ino.0, name, value, flags), reply);
     }
 
-    fn removexattr(&self, _req: &Request, ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(err(self.view.write_denied(ino.0)));
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        empty_reply(self.view.removexattr(ino.0, name), reply);
     }
 
     fn fallocate(
         &self,
         _req: &Request,
-        ino: INodeNo,
-        _fh: FileHandle,
-        _offset: u64,
-        _length: u64,
-        _mode: i32,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
         reply: ReplyEmpty,
     ) {
-        reply.error(err(self.view.write_denied(ino.0)));
+        empty_reply(self.view.fallocate(fh.0, offset, length, mode), reply);
+    }
+
+    fn destroy(&mut self) {
+        self.view.shutdown();
+    }
+}
+
+fn caller(req: &Request) -> Caller {
+    Caller {
+        uid: req.uid(),
+        gid: req.gid(),
+    }
+}
+
+fn set_time(t: TimeOrNow) -> SetTime {
+    match t {
+        TimeOrNow::SpecificTime(t) => SetTime::At(t),
+        TimeOrNow::Now => SetTime::Now,
+    }
+}
+
+fn fopen_flags(mode: IoMode) -> FopenFlags {
+    match mode {
+        IoMode::Direct => FopenFlags::FOPEN_DIRECT_IO,
+        _ => FopenFlags::empty(),
+    }
+}
+
+fn entry_reply(view: &View, r: Result<Attr, Errno>, reply: ReplyEntry) {
+    match r {
+        Ok(a) => reply.entry(&view.ttl_for(&a), &file_attr(&a), GEN),
+        Err(e) => reply.error(err(e)),
+    }
+}
+
+fn empty_reply(r: Result<(), Errno>, reply: ReplyEmpty) {
+    match r {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(err(e)),
     }
 }
 

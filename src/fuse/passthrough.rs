@@ -1,7 +1,7 @@
 //! Kernel FUSE passthrough (Linux 6.9+, needs CAP_SYS_ADMIN): reads of an
-//! opened file go straight to the host file without a round trip through
+//! opened file go straight to the backing file without a round trip through
 //! the daemon. When the kernel or our privileges do not allow it, files are
-//! served by plain reads instead, quietly.
+//! served by the daemon instead, quietly.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -21,8 +21,9 @@ pub struct Passthrough {
 #[derive(Default)]
 struct Backings {
     /// The kernel allows one backing file per inode at a time, so opens of
-    /// the same inode share it while any is open.
-    by_ino: HashMap<Ino, Weak<BackingId>>,
+    /// the same inode share it while any is open. Beside it: which file it
+    /// is, the overlay object or `None` for the host file.
+    by_ino: HashMap<Ino, (Option<u64>, Weak<BackingId>)>,
     by_fh: HashMap<u64, (Ino, Arc<BackingId>)>,
 }
 
@@ -37,30 +38,42 @@ impl Passthrough {
         tracing::info!(passthrough = ok, "kernel passthrough negotiated");
     }
 
-    /// Registers `file` as the backing file of open handle `fh`, or returns
-    /// `None` to serve it with plain reads.
+    pub fn enabled(&self) -> bool {
+        self.enabled.load(Ordering::Relaxed)
+    }
+
+    /// Registers `file` (overlay object `obj`, or the host file) as the
+    /// backing file of open handle `fh`. `None` means serve it otherwise:
+    /// passthrough is off, or the inode is backed by another file right now
+    /// (the host file, opened before a copy-up).
     pub fn attach(
         &self,
         ino: Ino,
+        obj: Option<u64>,
         fh: u64,
         file: &File,
         reply: &ReplyOpen,
     ) -> Option<Arc<BackingId>> {
-        if !self.enabled.load(Ordering::Relaxed) {
+        if !self.enabled() {
             return None;
         }
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let id = match st.by_ino.get(&ino).and_then(Weak::upgrade) {
-            Some(id) => id,
+        let existing = st
+            .by_ino
+            .get(&ino)
+            .and_then(|(o, w)| w.upgrade().map(|id| (*o, id)));
+        let id = match existing {
+            Some((o, id)) if o == obj => id,
+            Some(_) => return None,
             None => match reply.open_backing(file) {
                 Ok(id) => {
                     let id = Arc::new(id);
-                    st.by_ino.insert(ino, Arc::downgrade(&id));
+                    st.by_ino.insert(ino, (obj, Arc::downgrade(&id)));
                     id
                 }
                 Err(e) => {
                     // EPERM without CAP_SYS_ADMIN, or an unsupported backing fs.
-                    tracing::info!(error = %e, "passthrough unavailable; using plain reads");
+                    tracing::info!(error = %e, "passthrough unavailable; serving reads");
                     self.enabled.store(false, Ordering::Relaxed);
                     return None;
                 }

@@ -68,7 +68,8 @@ pub fn serve(
     notify: bool,
 ) -> Result<()> {
     let mp = preflight(state, grant, mountpoint)?;
-    let view = Arc::new(View::new(grant, opts.view.clone())?);
+    let session = state.session_dir(&grant.grant_id);
+    let view = Arc::new(View::new(grant, Some(&session), opts.view.clone())?);
 
     let mut config = Config::default();
     config.mount_options = vec![

@@ -53,6 +53,26 @@ pub struct Seen {
 
 pub type SeenMap = BTreeMap<String, Seen>;
 
+/// Adds what was seen of a host path. The first sighting wins, except that
+/// a content hash taken later fills in a sighting that had none, provided
+/// the file is unchanged since. Returns whether anything was recorded.
+pub fn merge_seen(map: &mut SeenMap, s: Seen) -> bool {
+    match map.get_mut(&s.path) {
+        None => {
+            map.insert(s.path.clone(), s);
+            true
+        }
+        Some(old) if old.base.is_none() && s.base.is_some() => {
+            let same = (old.size, old.mtime_ns, old.ino) == (s.size, s.mtime_ns, s.ino);
+            if same {
+                old.base = s.base;
+            }
+            same
+        }
+        Some(_) => false,
+    }
+}
+
 /// The record that recreates node `ino` at its current path.
 pub fn put_record(tree: &Tree, ino: crate::view::Ino) -> Option<Record> {
     let n = tree.get(ino)?;
@@ -114,7 +134,7 @@ pub fn apply(tree: &mut Tree, seen: &mut SeenMap, rec: &Record) -> Result<(), St
             tree.remove(ino);
         }
         Record::Seen(s) => {
-            seen.entry(s.path.clone()).or_insert_with(|| s.clone());
+            merge_seen(seen, s.clone());
         }
     }
     Ok(())

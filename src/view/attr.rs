@@ -24,6 +24,8 @@ pub struct Attr {
     pub uid: u32,
     pub gid: u32,
     pub blksize: u32,
+    /// The daemon owns it (an overlay object): safe to cache long.
+    pub owned: bool,
 }
 
 fn time(secs: i64, nsec: i64) -> SystemTime {
@@ -65,5 +67,6 @@ pub fn from_stat(ino: Ino, kind: Kind, st: &Stat, dir_nlink: u32) -> Attr {
         uid: st.st_uid,
         gid: st.st_gid,
         blksize: st.st_blksize as u32,
+        owned: false,
     }
 }

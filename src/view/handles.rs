@@ -9,7 +9,12 @@ use super::DirEntry;
 
 #[derive(Clone)]
 pub enum Handle {
-    File(Arc<File>),
+    File {
+        file: Arc<File>,
+        /// The overlay object behind it, if any (for quota accounting).
+        obj: Option<u64>,
+        writable: bool,
+    },
     /// A directory listing snapshot taken at `opendir`, so offsets stay valid.
     Dir(Arc<Vec<DirEntry>>),
 }

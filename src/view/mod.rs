@@ -3,41 +3,59 @@
 //! FUSE adapter (`crate::fuse`) only translates.
 //!
 //! Invisible means invisible: a name outside the grant answers `ENOENT` to
-//! every call, exactly like a name that does not exist.
+//! every call, exactly like a name that does not exist. Reads live here;
+//! changes live in `write.rs` (namespace and data) and `copyup.rs`.
 
 mod attr;
+mod copyup;
 mod handles;
+pub mod scope;
 pub mod tree;
+mod write;
 
 use std::ffi::OsStr;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::sync::Arc;
+use std::path::Path;
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, SystemTime};
 
 pub use attr::{Attr, DIR_SIZE};
 use handles::{Handle, Handles};
 use tree::Tree;
-pub use tree::{Ino, Kind, ROOT};
+pub use tree::{Ino, Kind, Origin, ROOT};
+pub use write::{Caller, SetAttr, SetTime};
 
 use crate::error::{Errno, Result as CmdResult};
 use crate::grant::Grant;
 use crate::host::{stat_child, HostRoot};
+use crate::overlay::journal::SeenMap;
+use crate::overlay::Overlay;
 use crate::policy::Mode;
+use scope::Scope;
 
 pub type Result<T> = std::result::Result<T, Errno>;
+
+/// How long the kernel may cache what the daemon owns (overlay entries):
+/// they change only through the daemon, which keeps the kernel informed.
+pub const OWNED_TTL: Duration = Duration::from_secs(60);
 
 /// Tunables of a view.
 #[derive(Clone, Debug)]
 pub struct ViewOptions {
     /// How long the kernel may cache entries and attributes of host files.
     pub cache_ttl: Duration,
+    /// Overlay quota overrides (default: the grant's limits).
+    pub quota_bytes: Option<u64>,
+    pub quota_files: Option<u64>,
 }
 
 impl Default for ViewOptions {
     fn default() -> Self {
         ViewOptions {
             cache_ttl: Duration::from_secs(1),
+            quota_bytes: None,
+            quota_files: None,
         }
     }
 }
@@ -63,18 +81,33 @@ pub struct Statfs {
     pub frsize: u32,
 }
 
+/// An open file: the host file or an overlay object.
+#[derive(Debug)]
+pub struct Opened {
+    pub fh: u64,
+    pub file: Arc<File>,
+    /// The overlay object opened, or `None` for the host file.
+    pub obj: Option<u64>,
+    pub writable: bool,
+}
+
 pub struct View {
     grant_id: String,
     mode: Mode,
     expires_at: Option<SystemTime>,
     host: HostRoot,
-    tree: Tree,
+    tree: RwLock<Tree>,
     handles: Handles,
     opts: ViewOptions,
+    scope: Scope,
+    overlay: Option<Overlay>,
+    seen: Mutex<SeenMap>,
 }
 
 impl View {
-    pub fn new(grant: &Grant, opts: ViewOptions) -> CmdResult<View> {
+    /// A view of `grant`. Writable modes need the session directory, where
+    /// the overlay lives; read-only views never write anything.
+    pub fn new(grant: &Grant, session_dir: Option<&Path>, opts: ViewOptions) -> CmdResult<View> {
         let host = HostRoot::open(&grant.root).map_err(|e| {
             crate::error::Error::io(format!("opening host tree {}", grant.root.display()), e)
         })?;
@@ -83,14 +116,37 @@ impl View {
             files.sort_by(|a, b| a.path.cmp(&b.path));
             files.dedup_by(|a, b| a.path == b.path);
         }
+        let mut tree = Tree::from_files(&files);
+        let (overlay, seen) = match (grant.mode, session_dir) {
+            (Mode::ReadWriteOverlay, Some(dir)) => {
+                let base = Tree::from_files(&files);
+                let (ov, seen) = Overlay::open(
+                    dir,
+                    &mut tree,
+                    &base,
+                    opts.quota_bytes.unwrap_or(grant.max_total_size_bytes),
+                    opts.quota_files.unwrap_or(grant.max_files),
+                )?;
+                (Some(ov), seen)
+            }
+            (Mode::ReadWriteOverlay, None) => {
+                return Err(crate::error::Error::invalid(
+                    "an overlay view needs its session directory",
+                ))
+            }
+            _ => (None, SeenMap::new()),
+        };
         Ok(View {
             grant_id: grant.grant_id.clone(),
             mode: grant.mode,
             expires_at: grant.expires_at_time()?,
             host,
-            tree: Tree::from_files(&files),
+            tree: RwLock::new(tree),
             handles: Handles::default(),
             opts,
+            scope: Scope::from_grant(grant)?,
+            overlay,
+            seen: Mutex::new(seen),
         })
     }
 
@@ -107,14 +163,44 @@ impl View {
         self.handles.len()
     }
 
-    /// How long the kernel may cache what it is told now: never past expiry.
-    pub fn ttl(&self) -> Duration {
+    pub fn overlay(&self) -> Option<&Overlay> {
+        self.overlay.as_ref()
+    }
+
+    /// What the agent has seen of the host files it changed (for patches).
+    pub fn seen(&self) -> SeenMap {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn read_tree(&self) -> RwLockReadGuard<'_, Tree> {
+        self.tree.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write_tree(&self) -> RwLockWriteGuard<'_, Tree> {
+        self.tree.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn clamp(&self, ttl: Duration) -> Duration {
         match self.expires_at {
             Some(t) => t
                 .duration_since(SystemTime::now())
                 .unwrap_or_default()
-                .min(self.opts.cache_ttl),
-            None => self.opts.cache_ttl,
+                .min(ttl),
+            None => ttl,
+        }
+    }
+
+    /// How long the kernel may cache host-derived answers: never past expiry.
+    pub fn ttl(&self) -> Duration {
+        self.clamp(self.opts.cache_ttl)
+    }
+
+    /// How long the kernel may cache `attr`: long for what the daemon owns.
+    pub fn ttl_for(&self, attr: &Attr) -> Duration {
+        if attr.owned {
+            self.clamp(OWNED_TTL.max(self.opts.cache_ttl))
+        } else {
+            self.ttl()
         }
     }
 
@@ -126,70 +212,122 @@ impl View {
         }
     }
 
-    fn node_path(&self, ino: Ino) -> Result<(Kind, String)> {
-        let node = self.tree.get(ino).ok_or(Errno::ENOENT)?;
-        let path = self.tree.path(ino).ok_or(Errno::ENOENT)?;
-        Ok((node.kind, path))
-    }
-
-    /// Attributes of a node, from the host entry at its path. A host entry
-    /// that is gone or changed kind answers ENOENT.
-    fn attr_of(&self, ino: Ino) -> Result<Attr> {
-        let (kind, path) = self.node_path(ino)?;
-        let st = self.host.lstat(&path)?;
-        if attr::kind_of(&st) != Some(kind) {
-            return Err(Errno::ENOENT);
+    /// Attributes of a node, from its host entry or overlay object. A host
+    /// entry that is gone or changed kind answers ENOENT.
+    fn attr_in(&self, tree: &Tree, ino: Ino) -> Result<Attr> {
+        let node = tree.get(ino).ok_or(Errno::ENOENT)?;
+        let nlink = 2 + tree.subdirs(ino) as u32;
+        match &node.origin {
+            Origin::Upper(obj) => {
+                let ov = self.overlay.as_ref().ok_or(Errno::EIO)?;
+                let st = ov.stat(*obj)?;
+                let mut a = attr::from_stat(ino, node.kind, &st, nlink);
+                a.owned = true;
+                Ok(a)
+            }
+            _ => {
+                let path = tree.host_path(ino).ok_or(Errno::ENOENT)?;
+                let st = self.host.lstat(&path)?;
+                if attr::kind_of(&st) != Some(node.kind) {
+                    return Err(Errno::ENOENT);
+                }
+                Ok(attr::from_stat(ino, node.kind, &st, nlink))
+            }
         }
-        Ok(attr::from_stat(ino, kind, &st, self.dir_nlink(ino)))
-    }
-
-    fn dir_nlink(&self, ino: Ino) -> u32 {
-        2 + self.tree.subdirs(ino) as u32
     }
 
     pub fn lookup(&self, parent: Ino, name: &OsStr) -> Result<Attr> {
         self.live()?;
         let name = name.to_str().ok_or(Errno::ENOENT)?;
-        let child = self.tree.child(parent, name).ok_or(Errno::ENOENT)?;
-        self.attr_of(child)
+        let tree = self.read_tree();
+        let child = tree.child(parent, name).ok_or(Errno::ENOENT)?;
+        self.attr_in(&tree, child)
     }
 
     pub fn getattr(&self, ino: Ino) -> Result<Attr> {
         self.live()?;
-        self.attr_of(ino)
+        self.attr_in(&self.read_tree(), ino)
+    }
+
+    /// `fstat` on an open handle: answers even for an unlinked file.
+    pub fn getattr_fh(&self, ino: Ino, fh: u64) -> Result<Attr> {
+        self.live()?;
+        match self.handles.get(fh) {
+            Some(Handle::File { file, .. }) => {
+                let st = rustix::fs::fstat(&*file)?;
+                let tree = self.read_tree();
+                let kind = tree.get_any(ino).map_or(Kind::File, |n| n.kind);
+                let owned = tree
+                    .get_any(ino)
+                    .is_some_and(|n| matches!(n.origin, Origin::Upper(_)));
+                let mut a = attr::from_stat(ino, kind, &st, 1);
+                a.owned = owned;
+                Ok(a)
+            }
+            _ => self.getattr(ino),
+        }
     }
 
     pub fn readlink(&self, ino: Ino) -> Result<Vec<u8>> {
         self.live()?;
-        let (kind, path) = self.node_path(ino)?;
-        if kind != Kind::Symlink {
+        let tree = self.read_tree();
+        let node = tree.get(ino).ok_or(Errno::ENOENT)?;
+        if node.kind != Kind::Symlink {
             return Err(Errno::EINVAL);
         }
-        Ok(self.host.readlink(&path)?)
+        match &node.origin {
+            Origin::Upper(obj) => Ok(self.overlay.as_ref().ok_or(Errno::EIO)?.readlink(*obj)?),
+            _ => Ok(self
+                .host
+                .readlink(&tree.host_path(ino).ok_or(Errno::ENOENT)?)?),
+        }
     }
 
-    /// Opens a file; `flags` are the `open(2)` flags. Returns the handle and
-    /// the open host file (which the adapter may hand to the kernel for
-    /// passthrough reads).
-    pub fn open(&self, ino: Ino, flags: i32) -> Result<(u64, Arc<File>)> {
+    /// Opens a file with `open(2)` flags. Writing opens copy a host file up
+    /// into the overlay first; reads of untouched files come from the host.
+    pub fn open(&self, ino: Ino, flags: i32) -> Result<Opened> {
         self.live()?;
-        let (kind, path) = self.node_path(ino)?;
-        match kind {
-            Kind::File => {}
-            Kind::Dir => return Err(Errno::EISDIR),
-            Kind::Symlink => return Err(Errno(libc::ELOOP)),
+        let write = wants_write(flags);
+        {
+            let tree = self.read_tree();
+            match tree.get(ino).ok_or(Errno::ENOENT)?.kind {
+                Kind::File => {}
+                Kind::Dir => return Err(Errno::EISDIR),
+                Kind::Symlink => return Err(Errno(libc::ELOOP)),
+            }
         }
-        if wants_write(flags) {
-            self.check_writable()?;
-        }
-        let file = Arc::new(self.host.open_file(&path)?);
-        let fh = self.handles.insert(Handle::File(file.clone()));
-        Ok((fh, file))
+        let (file, obj) = if write {
+            self.open_for_write(ino, flags & libc::O_TRUNC != 0)?
+        } else {
+            let tree = self.read_tree();
+            match tree.get(ino).ok_or(Errno::ENOENT)?.origin {
+                Origin::Upper(obj) => {
+                    let ov = self.overlay.as_ref().ok_or(Errno::EIO)?;
+                    (ov.open_file(obj, false)?, Some(obj))
+                }
+                _ => {
+                    let path = tree.host_path(ino).ok_or(Errno::ENOENT)?;
+                    (self.host.open_file(&path)?, None)
+                }
+            }
+        };
+        let file = Arc::new(file);
+        let fh = self.handles.insert(Handle::File {
+            file: file.clone(),
+            obj,
+            writable: write,
+        });
+        Ok(Opened {
+            fh,
+            file,
+            obj,
+            writable: write,
+        })
     }
 
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
         self.live()?;
-        let Some(Handle::File(file)) = self.handles.get(fh) else {
+        let Some(Handle::File { file, .. }) = self.handles.get(fh) else {
             return Err(Errno::EBADF);
         };
         let mut buf = vec![0u8; size as usize];
@@ -211,21 +349,19 @@ impl View {
     }
 
     /// Takes a snapshot of a directory: `.`, `..` and the children that
-    /// still exist on the host with the kind the grant recorded.
+    /// exist, with their attributes.
     pub fn opendir(&self, ino: Ino) -> Result<u64> {
         self.live()?;
-        let (kind, path) = self.node_path(ino)?;
-        if kind != Kind::Dir {
+        let tree = self.read_tree();
+        let node = tree.get(ino).ok_or(Errno::ENOENT)?;
+        if node.kind != Kind::Dir {
             return Err(Errno::ENOTDIR);
         }
-        let dirfd = self.host.open_dir(&path)?;
-        let st = rustix::fs::fstat(&dirfd)?;
-        let me = attr::from_stat(ino, Kind::Dir, &st, self.dir_nlink(ino));
-        let node = self.tree.get(ino).ok_or(Errno::ENOENT)?;
+        let me = self.attr_in(&tree, ino)?;
         let parent = if ino == ROOT {
             me
         } else {
-            self.attr_of(node.parent)?
+            self.attr_in(&tree, node.parent)?
         };
         let mut entries = Vec::with_capacity(node.children.len() + 2);
         entries.push(DirEntry {
@@ -238,20 +374,34 @@ impl View {
             name: "..".into(),
             attr: parent,
         });
+        // Children still in place are statted through one open host directory.
+        let host_dir = match node.origin {
+            Origin::Upper(_) => None,
+            _ => tree
+                .host_path(ino)
+                .and_then(|p| self.host.open_dir(&p).ok()),
+        };
         for &child in &node.children {
-            let Some(c) = self.tree.get(child) else {
-                continue;
+            let Some(c) = tree.get(child) else { continue };
+            let attr = match (&c.origin, &host_dir) {
+                (Origin::InPlace, Some(dirfd)) if matches!(node.origin, Origin::InPlace) => {
+                    let Ok(st) = stat_child(dirfd, &c.name) else {
+                        continue;
+                    };
+                    if attr::kind_of(&st) != Some(c.kind) {
+                        continue;
+                    }
+                    attr::from_stat(child, c.kind, &st, 2 + tree.subdirs(child) as u32)
+                }
+                _ => match self.attr_in(&tree, child) {
+                    Ok(a) => a,
+                    Err(_) => continue,
+                },
             };
-            let Ok(st) = stat_child(&dirfd, &c.name) else {
-                continue;
-            };
-            if attr::kind_of(&st) != Some(c.kind) {
-                continue;
-            }
             entries.push(DirEntry {
                 ino: child,
                 name: c.name.clone(),
-                attr: attr::from_stat(child, c.kind, &st, self.dir_nlink(child)),
+                attr,
             });
         }
         Ok(self.handles.insert(Handle::Dir(Arc::new(entries))))
@@ -270,32 +420,68 @@ impl View {
         self.handles.remove(fh);
     }
 
+    /// Host filesystem space, bounded by the overlay quota when writable.
     pub fn statfs(&self) -> Result<Statfs> {
         self.live()?;
         let v = self.host.statvfs()?;
-        Ok(Statfs {
+        let bsize = v.f_bsize.max(1);
+        let mut s = Statfs {
             blocks: v.f_blocks,
             bfree: v.f_bfree,
             bavail: v.f_bavail,
-            files: self.tree.len() as u64,
+            files: self.read_tree().len() as u64,
             ffree: v.f_ffree,
-            bsize: v.f_bsize as u32,
+            bsize: bsize as u32,
             namelen: 255,
             frsize: v.f_frsize as u32,
-        })
+        };
+        if let Some(ov) = &self.overlay {
+            let q = &ov.quota;
+            let free_blocks = q.max_bytes.saturating_sub(q.bytes()) / v.f_frsize.max(1);
+            s.blocks = s.blocks.min(q.max_bytes / v.f_frsize.max(1));
+            s.bfree = s.bfree.min(free_blocks);
+            s.bavail = s.bavail.min(free_blocks);
+            s.files = q.max_objects;
+            s.ffree = s.ffree.min(q.max_objects.saturating_sub(q.objects()));
+        }
+        Ok(s)
     }
 
     pub fn getxattr(&self, ino: Ino, name: &OsStr) -> Result<Vec<u8>> {
         self.live()?;
-        let (_, path) = self.node_path(ino)?;
         let name = name.to_str().ok_or(Errno::ENODATA)?;
-        Ok(self.host.getxattr(&path, name)?)
+        let tree = self.read_tree();
+        let node = tree.get(ino).ok_or(Errno::ENOENT)?;
+        match node.origin {
+            Origin::Upper(obj) => {
+                let ov = self.overlay.as_ref().ok_or(Errno::EIO)?;
+                let mut buf = vec![0u8; 64 * 1024];
+                let n = rustix::fs::lgetxattr(ov.path(obj), name, &mut buf[..])?;
+                buf.truncate(n);
+                Ok(buf)
+            }
+            _ => Ok(self
+                .host
+                .getxattr(&tree.host_path(ino).ok_or(Errno::ENOENT)?, name)?),
+        }
     }
 
     pub fn listxattr(&self, ino: Ino) -> Result<Vec<u8>> {
         self.live()?;
-        let (_, path) = self.node_path(ino)?;
-        Ok(self.host.listxattr(&path)?)
+        let tree = self.read_tree();
+        let node = tree.get(ino).ok_or(Errno::ENOENT)?;
+        match node.origin {
+            Origin::Upper(obj) => {
+                let ov = self.overlay.as_ref().ok_or(Errno::EIO)?;
+                let mut buf = vec![0u8; 64 * 1024];
+                let n = rustix::fs::llistxattr(ov.path(obj), &mut buf[..])?;
+                buf.truncate(n);
+                Ok(buf)
+            }
+            _ => Ok(self
+                .host
+                .listxattr(&tree.host_path(ino).ok_or(Errno::ENOENT)?)?),
+        }
     }
 
     /// `access(2)`: existence, a read-only view for W_OK, then mode bits.
@@ -327,22 +513,28 @@ impl View {
         Ok(())
     }
 
-    /// The answer to any request that would change `ino` (or create under
-    /// it) in a view that cannot be written: ENOENT if it is not visible,
-    /// EROFS otherwise.
+    /// The overlay, or EROFS for a view that cannot be written.
+    fn check_writable(&self) -> Result<&Overlay> {
+        self.overlay.as_ref().ok_or(Errno::EROFS)
+    }
+
+    /// The answer to any change in a view that cannot be written: ENOENT
+    /// if `ino` is not visible, EROFS otherwise.
     pub fn write_denied(&self, ino: Ino) -> Errno {
         if let Err(e) = self.live() {
             return e;
         }
-        match self.tree.get(ino) {
+        match self.read_tree().get(ino) {
             None => Errno::ENOENT,
             Some(_) => Errno::EROFS,
         }
     }
 
-    fn check_writable(&self) -> Result<()> {
-        // Writes arrive with the overlay (issue 3); until then every mode is read-only.
-        Err(Errno::EROFS)
+    /// Flushes the journal (clean unmount).
+    pub fn shutdown(&self) {
+        if let Some(ov) = &self.overlay {
+            let _ = ov.sync();
+        }
     }
 }
 
@@ -352,3 +544,5 @@ fn wants_write(flags: i32) -> bool {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod write_tests;

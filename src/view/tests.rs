@@ -42,7 +42,7 @@ fn fixture(ttl: Option<Duration>) -> Fixture {
         max_files: None,
     };
     let grant = resolve(&req, &Policy::builtin_default().unwrap()).unwrap();
-    let view = View::new(&grant, ViewOptions::default()).unwrap();
+    let view = View::new(&grant, None, ViewOptions::default()).unwrap();
     Fixture {
         _host: host,
         root,
@@ -120,7 +120,7 @@ fn reads_come_from_the_host() {
     let f = fixture(None);
     let v = &f.view;
     let pay = lookup_path(v, "src/pay.py").unwrap();
-    let (fh, _) = v.open(pay.ino, libc::O_RDONLY).unwrap();
+    let fh = v.open(pay.ino, libc::O_RDONLY).unwrap().fh;
     assert_eq!(v.read(fh, 0, 4096).unwrap(), b"def pay():\n    return 1\n");
     assert_eq!(v.read(fh, 4, 3).unwrap(), b"pay");
     assert_eq!(v.read(fh, 1000, 10).unwrap(), b"");

@@ -1,0 +1,100 @@
+//! Write scope: where the agent may create new names. With write prefixes
+//! (`--write-prefix`), only beneath them; otherwise wherever the allow
+//! patterns match and no deny pattern does. Existing granted entries may be
+//! changed or removed anywhere in the view.
+
+use crate::error::Result;
+use crate::grant::Grant;
+use crate::patterns::{AllowSet, DenySet};
+use crate::view::Kind;
+
+pub struct Scope {
+    allow: AllowSet,
+    deny: DenySet,
+    prefixes: Vec<String>,
+}
+
+fn beneath(path: &str, dir: &str) -> bool {
+    path.len() > dir.len() && path.starts_with(dir) && path.as_bytes()[dir.len()] == b'/'
+}
+
+impl Scope {
+    pub fn from_grant(g: &Grant) -> Result<Scope> {
+        Ok(Scope {
+            allow: AllowSet::new(&g.allow_patterns)?,
+            deny: DenySet::new(&g.deny_patterns)?,
+            prefixes: g
+                .write_prefixes
+                .iter()
+                .map(|p| p.trim_matches('/').to_string())
+                .filter(|p| !p.is_empty())
+                .collect(),
+        })
+    }
+
+    /// Whether a new entry of `kind` may appear at `path`.
+    pub fn may_create(&self, path: &str, kind: Kind) -> bool {
+        if self.deny.matches(path) {
+            return false;
+        }
+        if !self.prefixes.is_empty() {
+            return self
+                .prefixes
+                .iter()
+                .any(|p| beneath(path, p) || kind == Kind::Dir && (path == p || beneath(p, path)));
+        }
+        match kind {
+            Kind::Dir => self.allow.matches(path) || self.allow.may_contain(path),
+            _ => self.allow.matches(path),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scope(allow: &[&str], deny: &[&str], prefixes: &[&str]) -> Scope {
+        let v = |x: &[&str]| x.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        Scope {
+            allow: AllowSet::new(&v(allow)).unwrap(),
+            deny: DenySet::new(&v(deny)).unwrap(),
+            prefixes: v(prefixes),
+        }
+    }
+
+    #[test]
+    fn prefixes_bound_new_names() {
+        let s = scope(&["**"], &["**/.env"], &["out", "build/gen"]);
+        assert!(s.may_create("out/a.txt", Kind::File));
+        assert!(s.may_create("out/deep/a.txt", Kind::File));
+        assert!(!s.may_create("out", Kind::File));
+        assert!(s.may_create("out", Kind::Dir));
+        assert!(
+            s.may_create("build", Kind::Dir),
+            "ancestors of a prefix may be made"
+        );
+        assert!(!s.may_create("build/x.txt", Kind::File));
+        assert!(!s.may_create("outside.txt", Kind::File));
+        assert!(!s.may_create("outx/a", Kind::File));
+        assert!(
+            !s.may_create("out/.env", Kind::File),
+            "deny wins inside prefixes"
+        );
+    }
+
+    #[test]
+    fn without_prefixes_allow_and_deny_decide() {
+        let s = scope(&["src/**/*.py", "docs/"], &["**/.git", "**/*.pem"], &[]);
+        assert!(s.may_create("src/new.py", Kind::File));
+        assert!(s.may_create("src/pkg/new.py", Kind::File));
+        assert!(!s.may_create("src/new.rs", Kind::File));
+        assert!(s.may_create("src/pkg", Kind::Dir));
+        assert!(s.may_create("docs/x/y.md", Kind::File));
+        assert!(!s.may_create("docs/key.pem", Kind::File));
+        assert!(!s.may_create(".git", Kind::Dir));
+        assert!(!s.may_create("src/.git", Kind::Dir));
+        assert!(!s.may_create("src/.git/config", Kind::File));
+        assert!(!s.may_create("elsewhere", Kind::Dir));
+    }
+}

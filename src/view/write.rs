@@ -1,0 +1,570 @@
+//! Changes to the view: namespace (create, mkdir, symlink, unlink, rmdir,
+//! rename) and data (write, truncate, fallocate, metadata, xattrs). Every
+//! change lands in the overlay; the journal gets one append per namespace
+//! change, made under the tree lock so its order is the tree's order.
+
+use std::ffi::OsStr;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use rustix::fs::{self as rfs, AtFlags, Timespec, Timestamps};
+
+use super::copyup::{gid, seen_of, uid};
+use super::handles::Handle;
+use super::tree::{Ino, Kind, Origin, Tree};
+use super::{Attr, Opened, Result, View};
+use crate::error::Errno;
+use crate::overlay::journal::{self, Record};
+use crate::overlay::Overlay;
+use crate::paths;
+
+const NAME_MAX: usize = 255;
+const RENAME_NOREPLACE: u32 = 1;
+const RENAME_EXCHANGE: u32 = 2;
+
+/// The caller of a request: new entries belong to them.
+#[derive(Clone, Copy, Debug)]
+pub struct Caller {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// A time to set: a given instant or "now".
+#[derive(Clone, Copy, Debug)]
+pub enum SetTime {
+    At(SystemTime),
+    Now,
+}
+
+/// The attribute changes of one `setattr`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SetAttr {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub atime: Option<SetTime>,
+    pub mtime: Option<SetTime>,
+}
+
+fn valid_name(name: &OsStr) -> Result<&str> {
+    if name.len() > NAME_MAX {
+        return Err(Errno(libc::ENAMETOOLONG));
+    }
+    let name = name.to_str().ok_or(Errno::EINVAL)?;
+    if name.is_empty() || name == "." || name == ".." || name.contains('/') {
+        return Err(Errno::EINVAL);
+    }
+    Ok(name)
+}
+
+fn timespec(t: SetTime) -> Timespec {
+    match t {
+        SetTime::Now => Timespec {
+            tv_sec: 0,
+            tv_nsec: rfs::UTIME_NOW,
+        },
+        SetTime::At(t) => {
+            let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+            Timespec {
+                tv_sec: d.as_secs() as i64,
+                tv_nsec: d.subsec_nanos() as _,
+            }
+        }
+    }
+}
+
+const OMIT: Timespec = Timespec {
+    tv_sec: 0,
+    tv_nsec: rfs::UTIME_OMIT,
+};
+
+impl View {
+    /// A live directory `parent` and the path of `name` inside it.
+    fn dir_and_path(&self, tree: &Tree, parent: Ino, name: &str) -> Result<String> {
+        let node = tree.get(parent).ok_or(Errno::ENOENT)?;
+        if node.kind != Kind::Dir {
+            return Err(Errno::ENOTDIR);
+        }
+        Ok(paths::join(&tree.path(parent).ok_or(Errno::ENOENT)?, name))
+    }
+
+    /// Owner of a new entry: the caller, or the directory's group when the
+    /// directory is set-group-id (which new directories then inherit).
+    fn new_owner(&self, tree: &Tree, parent: Ino, who: Caller) -> (u32, u32, bool) {
+        match self.attr_in(tree, parent) {
+            Ok(a) if u32::from(a.perm) & libc::S_ISGID != 0 => (who.uid, a.gid, true),
+            _ => (who.uid, who.gid, false),
+        }
+    }
+
+    /// Common path of create, mknod, mkdir and symlink: checks, makes the
+    /// object with `make`, inserts the node and journals it.
+    fn make_entry(
+        &self,
+        parent: Ino,
+        name: &OsStr,
+        kind: Kind,
+        who: Caller,
+        make: impl FnOnce(&Overlay, u64, bool) -> std::io::Result<()>,
+    ) -> Result<(Ino, u64)> {
+        self.live()?;
+        let ov = self.check_writable()?;
+        let name = valid_name(name)?;
+        let mut tree = self.write_tree();
+        let path = self.dir_and_path(&tree, parent, name)?;
+        if tree.child(parent, name).is_some() {
+            return Err(Errno(libc::EEXIST));
+        }
+        if !self.scope.may_create(&path, kind) {
+            return Err(Errno::EACCES);
+        }
+        let (owner, group, setgid) = self.new_owner(&tree, parent, who);
+        let obj = ov.new_obj();
+        ov.quota.add_object(obj, 0, kind == Kind::File)?;
+        let made = make(ov, obj, setgid && kind == Kind::Dir).and_then(|_| {
+            let r = rfs::chownat(
+                ov.objects_fd(),
+                obj.to_string(),
+                Some(uid(owner)),
+                Some(gid(group)),
+                AtFlags::SYMLINK_NOFOLLOW,
+            );
+            match r {
+                // An unprivileged daemon cannot give files away; they stay its own.
+                Err(rustix::io::Errno::PERM) => Ok(()),
+                other => other.map_err(Into::into),
+            }
+        });
+        if let Err(e) = made {
+            let _ = ov.remove(obj, kind);
+            return Err(e.into());
+        }
+        let ino = tree
+            .insert(parent, name, kind, Origin::Upper(obj))
+            .ok_or(Errno::EIO)?;
+        if let Err(e) = ov.append(
+            &journal::put_record(&tree, ino)
+                .into_iter()
+                .collect::<Vec<_>>(),
+        ) {
+            tree.remove(ino);
+            let _ = ov.remove(obj, kind);
+            return Err(e.into());
+        }
+        Ok((ino, obj))
+    }
+
+    /// `create(2)`: a new regular file, opened for writing.
+    pub fn create(
+        &self,
+        parent: Ino,
+        name: &OsStr,
+        mode: u32,
+        who: Caller,
+    ) -> Result<(Attr, Opened)> {
+        let mut file = None;
+        let (ino, obj) = self.make_entry(parent, name, Kind::File, who, |ov, obj, _| {
+            file = Some(ov.create_file(obj, mode)?);
+            Ok(())
+        })?;
+        let file = Arc::new(file.ok_or(Errno::EIO)?);
+        let attr = self.getattr(ino)?;
+        let fh = self.handles.insert(Handle::File {
+            file: file.clone(),
+            obj: Some(obj),
+            writable: true,
+        });
+        Ok((
+            attr,
+            Opened {
+                fh,
+                file,
+                obj: Some(obj),
+                writable: true,
+            },
+        ))
+    }
+
+    /// `mknod(2)`: regular files only; fifos, sockets and devices are not
+    /// part of a source tree and answer EPERM.
+    pub fn mknod(&self, parent: Ino, name: &OsStr, mode: u32, who: Caller) -> Result<Attr> {
+        if mode & libc::S_IFMT != libc::S_IFREG && mode & libc::S_IFMT != 0 {
+            return Err(Errno::EPERM);
+        }
+        let (ino, _) = self.make_entry(parent, name, Kind::File, who, |ov, obj, _| {
+            ov.create_file(obj, mode).map(drop)
+        })?;
+        self.getattr(ino)
+    }
+
+    pub fn mkdir(&self, parent: Ino, name: &OsStr, mode: u32, who: Caller) -> Result<Attr> {
+        let (ino, _) = self.make_entry(parent, name, Kind::Dir, who, |ov, obj, setgid| {
+            ov.mkdir(obj, mode)?;
+            if setgid {
+                // mkdir(2) ignores S_ISGID in its mode; set it explicitly.
+                rfs::chmodat(
+                    ov.objects_fd(),
+                    obj.to_string(),
+                    rfs::Mode::from_raw_mode((mode & 0o7777) | libc::S_ISGID),
+                    AtFlags::empty(),
+                )?;
+            }
+            Ok(())
+        })?;
+        self.getattr(ino)
+    }
+
+    pub fn symlink(&self, parent: Ino, name: &OsStr, target: &[u8], who: Caller) -> Result<Attr> {
+        if target.is_empty() {
+            return Err(Errno(libc::ENOENT));
+        }
+        let (ino, _) = self.make_entry(parent, name, Kind::Symlink, who, |ov, obj, _| {
+            ov.symlink(obj, target)
+        })?;
+        self.getattr(ino)
+    }
+
+    /// Hard links are not supported: each path is one patch.
+    pub fn link(&self, ino: Ino) -> Result<Attr> {
+        self.live()?;
+        self.check_writable()?;
+        self.read_tree().get(ino).ok_or(Errno::ENOENT)?;
+        Err(Errno::EPERM)
+    }
+
+    /// Seen records for the host entries of a subtree that is about to
+    /// leave its place (moved, deleted or replaced).
+    fn vacate_records(&self, tree: &Tree, ino: Ino) -> Vec<Record> {
+        let mut out = Vec::new();
+        for i in tree.subtree(ino) {
+            let Some(n) = tree.get(i) else { continue };
+            if matches!(n.origin, Origin::Upper(_)) || n.kind == Kind::Dir {
+                continue;
+            }
+            let Some(path) = tree.host_path(i) else {
+                continue;
+            };
+            if let Ok(st) = self.host.lstat(&path) {
+                out.extend(self.note_seen(seen_of(&path, n.kind, &st, None)));
+            }
+        }
+        out
+    }
+
+    /// Removes a subtree's overlay objects (after it left the tree).
+    fn drop_objects(&self, ov: &Overlay, tree: &Tree, inos: &[Ino]) {
+        for &i in inos.iter().rev() {
+            if let Some(n) = tree.get_any(i) {
+                if let Origin::Upper(obj) = n.origin {
+                    let _ = ov.remove(obj, n.kind);
+                }
+            }
+        }
+    }
+
+    fn remove_entry(&self, parent: Ino, name: &OsStr, dir: bool) -> Result<()> {
+        self.live()?;
+        let ov = self.check_writable()?;
+        let name = name.to_str().ok_or(Errno::ENOENT)?;
+        let mut tree = self.write_tree();
+        self.dir_and_path(&tree, parent, name)?;
+        let ino = tree.child(parent, name).ok_or(Errno::ENOENT)?;
+        let node = tree.get(ino).ok_or(Errno::ENOENT)?;
+        match (dir, node.kind == Kind::Dir) {
+            (false, true) => return Err(Errno::EISDIR),
+            (true, false) => return Err(Errno::ENOTDIR),
+            (true, true) if !node.children.is_empty() => return Err(Errno(libc::ENOTEMPTY)),
+            _ => {}
+        }
+        let path = tree.path(ino).ok_or(Errno::ENOENT)?;
+        let mut records = self.vacate_records(&tree, ino);
+        records.push(Record::Del { path });
+        ov.append(&records)?;
+        tree.remove(ino);
+        self.drop_objects(ov, &tree, &[ino]);
+        Ok(())
+    }
+
+    pub fn unlink(&self, parent: Ino, name: &OsStr) -> Result<()> {
+        self.remove_entry(parent, name, false)
+    }
+
+    pub fn rmdir(&self, parent: Ino, name: &OsStr) -> Result<()> {
+        self.remove_entry(parent, name, true)
+    }
+
+    /// Whether every node of `ino`'s subtree may appear under `new_path`.
+    fn subtree_in_scope(&self, tree: &Tree, ino: Ino, new_path: &str) -> bool {
+        let Some(old) = tree.path(ino) else {
+            return false;
+        };
+        tree.subtree(ino).into_iter().all(|i| {
+            let (Some(p), Some(n)) = (tree.path(i), tree.get(i)) else {
+                return false;
+            };
+            let moved = format!("{new_path}{}", &p[old.len()..]);
+            self.scope.may_create(&moved, n.kind)
+        })
+    }
+
+    fn puts(tree: &Tree, ino: Ino) -> Vec<Record> {
+        tree.subtree(ino)
+            .into_iter()
+            .filter_map(|i| journal::put_record(tree, i))
+            .collect()
+    }
+
+    /// `rename(2)`/`renameat2(2)` with RENAME_NOREPLACE and RENAME_EXCHANGE.
+    pub fn rename(
+        &self,
+        parent: Ino,
+        name: &OsStr,
+        newparent: Ino,
+        newname: &OsStr,
+        flags: u32,
+    ) -> Result<()> {
+        self.live()?;
+        let ov = self.check_writable()?;
+        if flags & !(RENAME_NOREPLACE | RENAME_EXCHANGE) != 0
+            || flags == RENAME_NOREPLACE | RENAME_EXCHANGE
+        {
+            return Err(Errno::EINVAL);
+        }
+        let name = name.to_str().ok_or(Errno::ENOENT)?;
+        let newname = valid_name(newname)?;
+        let mut tree = self.write_tree();
+        self.dir_and_path(&tree, parent, name)?;
+        let new_path = self.dir_and_path(&tree, newparent, newname)?;
+        let src = tree.child(parent, name).ok_or(Errno::ENOENT)?;
+        let src_path = tree.path(src).ok_or(Errno::ENOENT)?;
+        let src_kind = tree.get(src).ok_or(Errno::ENOENT)?.kind;
+        let dst = tree.child(newparent, newname);
+        if tree.is_ancestor(src, newparent) {
+            return Err(Errno::EINVAL); // a directory into itself
+        }
+
+        if flags & RENAME_EXCHANGE != 0 {
+            let dst = dst.ok_or(Errno::ENOENT)?;
+            if dst == src {
+                return Ok(());
+            }
+            if tree.is_ancestor(dst, parent) {
+                return Err(Errno::EINVAL);
+            }
+            if !self.subtree_in_scope(&tree, src, &new_path)
+                || !self.subtree_in_scope(&tree, dst, &src_path)
+            {
+                return Err(Errno::EACCES);
+            }
+            let mut records = self.vacate_records(&tree, src);
+            records.extend(self.vacate_records(&tree, dst));
+            records.push(Record::Del { path: src_path });
+            records.push(Record::Del { path: new_path });
+            tree.exchange(src, dst);
+            records.extend(Self::puts(&tree, src));
+            records.extend(Self::puts(&tree, dst));
+            return ov.append(&records).map_err(Into::into);
+        }
+
+        let mut records = Vec::new();
+        if let Some(dst) = dst {
+            if dst == src {
+                return Ok(());
+            }
+            if flags & RENAME_NOREPLACE != 0 {
+                return Err(Errno(libc::EEXIST));
+            }
+            let d = tree.get(dst).ok_or(Errno::ENOENT)?;
+            match (src_kind == Kind::Dir, d.kind == Kind::Dir) {
+                (true, false) => return Err(Errno::ENOTDIR),
+                (false, true) => return Err(Errno::EISDIR),
+                (true, true) if !d.children.is_empty() => return Err(Errno(libc::ENOTEMPTY)),
+                _ => {}
+            }
+        }
+        if !self.subtree_in_scope(&tree, src, &new_path) {
+            return Err(Errno::EACCES);
+        }
+        records.extend(self.vacate_records(&tree, src));
+        if let Some(dst) = dst {
+            records.extend(self.vacate_records(&tree, dst));
+            records.push(Record::Del { path: new_path });
+        }
+        records.push(Record::Del { path: src_path });
+        if let Some(dst) = dst {
+            tree.remove(dst);
+            self.drop_objects(ov, &tree, &[dst]);
+        }
+        tree.move_to(src, newparent, newname);
+        records.extend(Self::puts(&tree, src));
+        ov.append(&records).map_err(Into::into)
+    }
+
+    /// Opens `ino` for writing: copy-up, then the object read-write.
+    pub(super) fn open_for_write(
+        &self,
+        ino: Ino,
+        truncate: bool,
+    ) -> Result<(std::fs::File, Option<u64>)> {
+        let ov = self.check_writable()?;
+        let obj = self.copy_up(ino, !truncate)?;
+        let file = ov.open_file(obj, true)?;
+        if truncate {
+            ov.quota.resize(obj, 0, false)?;
+            file.set_len(0)?;
+        }
+        Ok((file, Some(obj)))
+    }
+
+    /// `setattr`: size, mode, owner and times, on the object (copied up
+    /// first). `fh` is the handle of an `ftruncate`/`fchmod`, if any.
+    pub fn setattr(&self, ino: Ino, fh: Option<u64>, set: SetAttr) -> Result<Attr> {
+        self.live()?;
+        let ov = self.check_writable()?;
+        let kind = self.read_tree().get(ino).ok_or(Errno::ENOENT)?.kind;
+        let obj = match fh.and_then(|fh| self.handles.get(fh)) {
+            Some(Handle::File { obj: Some(o), .. }) => o,
+            _ => self.copy_up(ino, set.size != Some(0))?,
+        };
+        let name = obj.to_string();
+        let dir = ov.objects_fd();
+        if let Some(size) = set.size {
+            if kind != Kind::File {
+                return Err(Errno::EISDIR);
+            }
+            ov.quota.resize(obj, size, false)?;
+            ov.open_file(obj, true)?.set_len(size)?;
+        }
+        if let Some(mode) = set.mode {
+            if kind != Kind::Symlink {
+                rfs::chmodat(
+                    dir,
+                    &name,
+                    rfs::Mode::from_raw_mode(mode & 0o7777),
+                    AtFlags::empty(),
+                )?;
+            }
+        }
+        if set.uid.is_some() || set.gid.is_some() {
+            rfs::chownat(
+                dir,
+                &name,
+                set.uid.map(uid),
+                set.gid.map(gid),
+                AtFlags::SYMLINK_NOFOLLOW,
+            )?;
+        }
+        if set.atime.is_some() || set.mtime.is_some() {
+            let ts = Timestamps {
+                last_access: set.atime.map_or(OMIT, timespec),
+                last_modification: set.mtime.map_or(OMIT, timespec),
+            };
+            rfs::utimensat(dir, &name, &ts, AtFlags::SYMLINK_NOFOLLOW)?;
+        }
+        self.getattr(ino)
+    }
+
+    /// Writes through a writable handle; over quota, nothing is written.
+    pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<u32> {
+        self.live()?;
+        let Some(Handle::File {
+            file,
+            obj,
+            writable: true,
+        }) = self.handles.get(fh)
+        else {
+            return Err(Errno::EBADF);
+        };
+        let end = offset
+            .checked_add(data.len() as u64)
+            .ok_or(Errno(libc::EFBIG))?;
+        if let (Some(obj), Some(ov)) = (obj, &self.overlay) {
+            ov.quota.resize(obj, end, true)?;
+        }
+        file.write_all_at(data, offset)?;
+        Ok(data.len() as u32)
+    }
+
+    /// `fallocate(2)`: plain allocation (which may grow the file, within
+    /// quota), KEEP_SIZE and PUNCH_HOLE; other modes are not supported.
+    pub fn fallocate(&self, fh: u64, offset: u64, length: u64, mode: i32) -> Result<()> {
+        self.live()?;
+        let Some(Handle::File {
+            file,
+            obj,
+            writable: true,
+        }) = self.handles.get(fh)
+        else {
+            return Err(Errno::EBADF);
+        };
+        let keep = libc::FALLOC_FL_KEEP_SIZE;
+        let punch = libc::FALLOC_FL_PUNCH_HOLE | keep;
+        if mode != 0 && mode != keep && mode != punch {
+            return Err(Errno(libc::EOPNOTSUPP));
+        }
+        if mode == 0 {
+            let end = offset.checked_add(length).ok_or(Errno(libc::EFBIG))?;
+            if let (Some(obj), Some(ov)) = (obj, &self.overlay) {
+                ov.quota.resize(obj, end, true)?;
+            }
+        }
+        rfs::fallocate(
+            &*file,
+            rfs::FallocateFlags::from_bits_retain(mode as u32),
+            offset,
+            length,
+        )?;
+        Ok(())
+    }
+
+    /// `fsync`/`fdatasync`: the data, and the journal naming it.
+    pub fn fsync(&self, fh: u64, datasync: bool) -> Result<()> {
+        if let Some(Handle::File { file, .. }) = self.handles.get(fh) {
+            if datasync {
+                file.sync_data()?;
+            } else {
+                file.sync_all()?;
+            }
+        }
+        if let Some(ov) = &self.overlay {
+            ov.sync()?;
+        }
+        Ok(())
+    }
+
+    pub fn fsyncdir(&self) -> Result<()> {
+        if let Some(ov) = &self.overlay {
+            ov.sync()?;
+        }
+        Ok(())
+    }
+
+    /// Only `user.*` attributes may be set or removed: others carry
+    /// security meaning a view must not let an agent forge.
+    pub fn setxattr(&self, ino: Ino, name: &OsStr, value: &[u8], flags: i32) -> Result<()> {
+        self.live()?;
+        let ov = self.check_writable()?;
+        let name = name.to_str().ok_or(Errno::EINVAL)?;
+        self.read_tree().get(ino).ok_or(Errno::ENOENT)?;
+        if !name.starts_with("user.") {
+            return Err(Errno::EPERM);
+        }
+        let obj = self.copy_up(ino, true)?;
+        let flags = rfs::XattrFlags::from_bits_retain(flags as _);
+        Ok(rfs::lsetxattr(ov.path(obj), name, value, flags)?)
+    }
+
+    pub fn removexattr(&self, ino: Ino, name: &OsStr) -> Result<()> {
+        self.live()?;
+        let ov = self.check_writable()?;
+        let name = name.to_str().ok_or(Errno::ENODATA)?;
+        self.read_tree().get(ino).ok_or(Errno::ENOENT)?;
+        if !name.starts_with("user.") {
+            return Err(Errno::EPERM);
+        }
+        let obj = self.copy_up(ino, true)?;
+        Ok(rfs::lremovexattr(ov.path(obj), name)?)
+    }
+}
