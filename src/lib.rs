@@ -12,6 +12,7 @@ pub mod grant;
 pub mod host;
 pub mod mount;
 pub mod overlay;
+pub mod patch;
 pub mod paths;
 pub mod patterns;
 pub mod policy;

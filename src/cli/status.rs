@@ -3,11 +3,12 @@
 use serde::Serialize;
 
 use crate::error::Result;
+use crate::patch::{self, Pending};
 use crate::state::StateDir;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Only this grant.
+    /// Only this grant, with its pending changes path by path.
     grant: Option<String>,
     #[arg(long)]
     json: bool,
@@ -26,6 +27,9 @@ struct Row {
     mounted: bool,
     mountpoint: Option<String>,
     pid: Option<u32>,
+    pending_summary: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pending: Option<Vec<Pending>>,
 }
 
 pub fn run(state: &StateDir, a: &Args) -> Result<()> {
@@ -39,6 +43,7 @@ pub fn run(state: &StateDir, a: &Args) -> Result<()> {
         let mount = state.live_mount(&id).filter(|m| {
             crate::mount::mountinfo::mount_at(&m.mountpoint).is_some_and(|e| e.is_wopfs())
         });
+        let pending = patch::pending(&g, &state.session_dir(&id))?;
         rows.push(Row {
             expired: g.is_expired()?,
             grant_id: g.grant_id,
@@ -51,6 +56,8 @@ pub fn run(state: &StateDir, a: &Args) -> Result<()> {
             mounted: mount.is_some(),
             mountpoint: mount.as_ref().map(|m| m.mountpoint.display().to_string()),
             pid: mount.map(|m| m.pid),
+            pending_summary: patch::summary(&pending),
+            pending: a.grant.is_some().then_some(pending),
         });
     }
     if a.json {
@@ -84,6 +91,19 @@ pub fn run(state: &StateDir, a: &Args) -> Result<()> {
             "{:<18}  {:<18}  {:>7}  {:<20}  {:<w$}  {}",
             r.grant_id, r.mode, r.files, expires, mp, r.purpose
         );
+    }
+    if let [r] = &rows[..] {
+        if let Some(p) = &r.pending {
+            println!("\npending changes: {}", r.pending_summary);
+            for c in p {
+                let sign = match c.op {
+                    patch::Op::Create => '+',
+                    patch::Op::Update => '~',
+                    patch::Op::Delete => '-',
+                };
+                println!("  {sign} {}  ({})", c.path, patch::human_bytes(c.size));
+            }
+        }
     }
     Ok(())
 }

@@ -261,8 +261,7 @@ pub fn unmount(mp: &Path, lazy: bool) -> Result<()> {
 
 /// `wopfs umount`: unmounts a wopfs mount and waits for its daemon to exit.
 pub fn umount_command(state: &StateDir, mp: &Path, lazy: bool) -> Result<()> {
-    let canon = std::fs::canonicalize(mp)
-        .map_err(|_| Error::invalid(format!("mountpoint {} does not exist", mp.display())))?;
+    let canon = mountinfo::resolve(mp)?;
     match mountinfo::mount_at(&canon) {
         Some(m) if m.is_wopfs() => {}
         Some(m) => {

@@ -76,19 +76,43 @@ fn within(inner: &Path, outer: &Path) -> bool {
     inner.starts_with(outer)
 }
 
+/// The absolute path of a mountpoint, resolved through its parent so that
+/// a dead FUSE mount on it (whose stat answers ENOTCONN) still resolves.
+pub fn resolve(mp: &Path) -> Result<PathBuf> {
+    let missing = || Error::invalid(format!("mountpoint {} does not exist", mp.display()));
+    let abs = std::path::absolute(mp).map_err(|_| missing())?;
+    let (Some(parent), Some(name)) = (abs.parent(), abs.file_name()) else {
+        return Ok(abs); // "/"
+    };
+    let canon = std::fs::canonicalize(parent)
+        .map_err(|_| missing())?
+        .join(name);
+    match std::fs::symlink_metadata(&canon) {
+        Ok(m) if m.file_type().is_symlink() => std::fs::canonicalize(&canon).map_err(|_| missing()),
+        Ok(_) => Ok(canon),
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => Ok(canon),
+        Err(_) => Err(missing()),
+    }
+}
+
+/// Whether a FUSE mount at `mp` lost its daemon (requests answer ENOTCONN).
+pub fn is_dead(mp: &Path) -> bool {
+    std::fs::symlink_metadata(mp).is_err_and(|e| e.raw_os_error() == Some(libc::ENOTCONN))
+}
+
 /// Checks a mountpoint and returns its canonical path. It must exist, be a
 /// directory, not be mounted on already, and neither lie inside nor contain
 /// the host tree or the state dir (a view must never hide or loop over them).
 pub fn check_mountpoint(mp: &Path, host_root: &Path, state_dir: &Path) -> Result<PathBuf> {
-    let canon = match std::fs::canonicalize(mp) {
-        Ok(c) => c,
-        Err(_) => {
-            return Err(Error::invalid(format!(
-                "mountpoint {} does not exist",
-                mp.display()
-            )))
-        }
-    };
+    let canon = resolve(mp)?;
+    if let Some(m) = mount_at(&canon).filter(|m| m.is_wopfs() && is_dead(&canon)) {
+        return Err(Error::invalid(format!(
+            "mountpoint {} holds a wopfs mount ({}) whose daemon has died; run `wopfs umount {}` and mount again",
+            mp.display(),
+            m.source,
+            mp.display()
+        )));
+    }
     if !canon.is_dir() {
         return Err(Error::invalid(format!(
             "mountpoint {} is not a directory",

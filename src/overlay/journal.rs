@@ -42,7 +42,7 @@ pub struct Seen {
     pub path: String,
     pub kind: Kind,
     pub size: u64,
-    pub mtime_ns: i128,
+    pub mtime_ns: i64,
     pub ino: u64,
     pub mode: u32,
     /// `blake3:<hex>` of the content, when it was read (copy-up reads it

@@ -231,6 +231,16 @@ impl Overlay {
     }
 }
 
+/// Reads a session's overlay without changing anything (the daemon may be
+/// appending meanwhile): the view's tree, the seen records, and a way to
+/// stat objects.
+pub fn inspect(session_dir: &Path, tree: &mut Tree) -> Result<(SeenMap, PathBuf)> {
+    let dir = session_dir.join("overlay");
+    let mut seen = SeenMap::new();
+    replay(&dir.join("journal.jsonl"), tree, &mut seen)?;
+    Ok((seen, dir.join("objects")))
+}
+
 /// Replays the journal at `path` onto `tree`. A torn last line (a crash
 /// in the middle of an append) is ignored; damage anywhere else is an error.
 fn replay(path: &Path, tree: &mut Tree, seen: &mut SeenMap) -> Result<()> {

@@ -19,7 +19,10 @@ pub(super) fn seen_of(path: &str, kind: Kind, st: &Stat, base: Option<String>) -
         path: path.to_string(),
         kind,
         size: st.st_size as u64,
-        mtime_ns: st.st_mtime as i128 * 1_000_000_000 + st.st_mtime_nsec as i128,
+        mtime_ns: st
+            .st_mtime
+            .saturating_mul(1_000_000_000)
+            .saturating_add(st.st_mtime_nsec as i64),
         ino: st.st_ino,
         mode: st.st_mode,
         base,
