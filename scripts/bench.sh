@@ -11,7 +11,9 @@
 #   BENCH_FILES     number of small files in the tree workloads [5000]
 #   BENCH_REPEAT    timed runs per side; the median is reported [3]
 #   BENCH_RANDOM_READS  4 KiB preads in the random-read workload [20000]
-#   BENCH_MODE      grant mode: read_only or read_write_overlay [read_only]
+#   BENCH_MODE      grant mode: read_write_overlay, or read_only to run
+#                   only the read workloads [read_write_overlay]
+#   BENCH_SOURCES   C files in the make -j2 project [60]
 #   BENCH_DIR       where to create the temp dir [$TMPDIR or /tmp]
 #   BENCH_WORKLOADS space-separated subset of the workloads below [all]
 #   WOPFS_BIN       use this wopfs binary instead of building one
@@ -29,7 +31,8 @@ large_mb=${BENCH_LARGE_MB:-1024}
 nfiles=${BENCH_FILES:-5000}
 repeat=${BENCH_REPEAT:-3}
 nreads=${BENCH_RANDOM_READS:-20000}
-mode=${BENCH_MODE:-read_only}
+mode=${BENCH_MODE:-read_write_overlay}
+nsources=${BENCH_SOURCES:-60}
 
 # Workloads as NAME:CACHE, run in this order. CACHE is "cold" (caches emptied
 # before every timed run) or "warm" (one untimed run first).
@@ -40,7 +43,12 @@ all_workloads=(
     randread:cold
     randread:warm
     stat_tree:cold
+    seqwrite:warm
+    untar:warm
+    rm_rf:warm
+    make_j2:warm
 )
+write_workloads=" seqwrite untar rm_rf make_j2 "
 read -r -a workloads <<<"${BENCH_WORKLOADS:-${all_workloads[*]}}"
 
 work=""     # temp dir holding host/, state/ and mnt/; set once created
@@ -133,6 +141,59 @@ bench_stat_tree() {
     find "$1/tree" -print0 | xargs -0 stat --format='%s %Y' >/dev/null
 }
 
+# Write workloads. Each writes under scratch-* names, which its prep step
+# (untimed) clears first, so the overlay does not grow run after run.
+
+clear_scratch() { rm -rf "$1"/scratch-*; }
+
+prep_seqwrite() { clear_scratch "$2"; }
+bench_seqwrite() {
+    dd if=/dev/zero of="$1/scratch-seq.bin" bs=1M count="$large_mb" status=none
+}
+
+prep_untar() { clear_scratch "$2"; }
+bench_untar() {
+    mkdir "$1/scratch-untar"
+    tar xf "$work/small.tar" -C "$1/scratch-untar"
+}
+
+prep_rm_rf() {
+    clear_scratch "$2"
+    mkdir "$2/scratch-rm"
+    tar xf "$work/small.tar" -C "$2/scratch-rm"
+}
+bench_rm_rf() { rm -rf "$1/scratch-rm"; }
+
+prep_make_j2() {
+    clear_scratch "$2"
+    mkdir "$2/scratch-make"
+    tar xf "$work/cproj.tar" -C "$2/scratch-make"
+}
+bench_make_j2() { make -s -j2 -C "$1/scratch-make/cproj"; }
+
+# A small C project: BENCH_SOURCES files of a few functions each, one header.
+make_c_project() {
+    local dir=$1/cproj i
+    mkdir -p "$dir"
+    printf 'int twice(int x);\n' >"$dir/common.h"
+    printf '#include "common.h"\nint twice(int x) { return 2 * x; }\n' >"$dir/common.c"
+    for ((i = 0; i < nsources; i++)); do
+        {
+            printf '#include "common.h"\n'
+            printf 'static int f%d_%d(int x) { return twice(x) + %d; }\n' "$i" 0 "$i" "$i" 1 "$i" "$i" 2 "$i"
+            printf 'int entry%d(int x) { return f%d_0(x) + f%d_1(x) + f%d_2(x); }\n' "$i" "$i" "$i" "$i"
+        } >"$dir/m$i.c"
+    done
+    {
+        printf '#include <stdio.h>\n'
+        for ((i = 0; i < nsources; i++)); do printf 'int entry%d(int);\n' "$i"; done
+        printf 'int main(void) { long s = 0;\n'
+        for ((i = 0; i < nsources; i++)); do printf 's += entry%d(%d);\n' "$i" "$i"; done
+        printf 'printf("%%ld\\n", s); return 0; }\n'
+    } >"$dir/main.c"
+    printf 'SRCS := $(wildcard *.c)\nprog: $(SRCS:.c=.o)\n\tcc -o $@ $^\n%%.o: %%.c common.h\n\tcc -O1 -c -o $@ $<\n' >"$dir/Makefile"
+}
+
 # Test data, created once in the host tree (so both sides see the same files).
 setup_data() {
     local host=$1
@@ -150,6 +211,10 @@ for i in range(n):
 EOF
     # Flush and read everything once, so the first timed run does not pay
     # one-off costs (writeback; in a VM, the host's own cache) the rest don't.
+    # Tarballs for the write workloads live outside the host tree.
+    tar cf "$work/small.tar" -C "$host" tree
+    make_c_project "$work/src"
+    tar cf "$work/cproj.tar" -C "$work/src" cproj
     sync
     cat "$host/large.bin" >/dev/null
     find "$host/tree" -type f -exec cat {} + >/dev/null
@@ -178,7 +243,10 @@ run_workload() {
     local native_times=() mount_times=()
     declare -F "bench_$name" >/dev/null || die "unknown workload: $1"
     if [[ "$cache" == warm ]]; then
-        for side in native mount; do "bench_$name" "$(side_dir "$side")" >/dev/null; done
+        for side in native mount; do
+            if declare -F "prep_$name" >/dev/null; then "prep_$name" "$side" "$(side_dir "$side")"; fi
+            "bench_$name" "$(side_dir "$side")" >/dev/null
+        done
     fi
     for ((i = 0; i < repeat; i++)); do
         if ((i % 2 == 0)); then
@@ -239,5 +307,9 @@ mount_n=$(find "$mnt" | wc -l)
 
 printf '%-22s %12s %12s %8s\n' workload native_s mount_s ratio
 for w in "${workloads[@]}"; do
+    if [[ "$mode" == read_only && "$write_workloads" == *" ${w%%:*} "* ]]; then
+        note "skipping ${w%%:*}: it writes, and BENCH_MODE is read_only"
+        continue
+    fi
     run_workload "$w"
 done

@@ -147,6 +147,109 @@ impl HostRoot {
     }
 }
 
+/// Changes to the host tree, used only by `read_write_direct` views. Each
+/// resolves the parent directory beneath the root (no symlinks), then acts
+/// on one name inside it.
+impl HostRoot {
+    fn parent_of<'a>(&self, rel: &'a str) -> io::Result<(OwnedFd, &'a str)> {
+        let (parent, name) = rel.rsplit_once('/').unwrap_or(("", rel));
+        Ok((self.open_dir(parent)?, name))
+    }
+
+    pub fn create_file(&self, rel: &str, mode: u32) -> io::Result<File> {
+        let (dir, name) = self.parent_of(rel)?;
+        let fd = rfs::openat(
+            &dir,
+            name,
+            OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            RMode::from_raw_mode(mode & 0o7777),
+        )?;
+        Ok(File::from(fd))
+    }
+
+    pub fn open_file_rw(&self, rel: &str) -> io::Result<File> {
+        let fd = self.open_at(rel, OFlags::RDWR | OFlags::NONBLOCK)?;
+        let st = rfs::fstat(&fd)?;
+        if rfs::FileType::from_raw_mode(st.st_mode) != rfs::FileType::RegularFile {
+            return Err(io::Error::from_raw_os_error(libc::ENOENT));
+        }
+        Ok(File::from(fd))
+    }
+
+    pub fn mkdir(&self, rel: &str, mode: u32) -> io::Result<()> {
+        let (dir, name) = self.parent_of(rel)?;
+        Ok(rfs::mkdirat(
+            &dir,
+            name,
+            RMode::from_raw_mode(mode & 0o7777),
+        )?)
+    }
+
+    pub fn symlink(&self, rel: &str, target: &[u8]) -> io::Result<()> {
+        use std::os::unix::ffi::OsStrExt;
+        let (dir, name) = self.parent_of(rel)?;
+        Ok(rfs::symlinkat(
+            std::ffi::OsStr::from_bytes(target),
+            &dir,
+            name,
+        )?)
+    }
+
+    pub fn remove(&self, rel: &str, dir_entry: bool) -> io::Result<()> {
+        let (dir, name) = self.parent_of(rel)?;
+        let flags = if dir_entry {
+            AtFlags::REMOVEDIR
+        } else {
+            AtFlags::empty()
+        };
+        Ok(rfs::unlinkat(&dir, name, flags)?)
+    }
+
+    pub fn rename(&self, from: &str, to: &str, flags: u32) -> io::Result<()> {
+        let (fdir, fname) = self.parent_of(from)?;
+        let (tdir, tname) = self.parent_of(to)?;
+        let flags = rfs::RenameFlags::from_bits_retain(flags);
+        Ok(rfs::renameat_with(&fdir, fname, &tdir, tname, flags)?)
+    }
+
+    pub fn chmod(&self, rel: &str, mode: u32) -> io::Result<()> {
+        let (dir, name) = self.parent_of(rel)?;
+        Ok(rfs::chmodat(
+            &dir,
+            name,
+            RMode::from_raw_mode(mode & 0o7777),
+            AtFlags::empty(),
+        )?)
+    }
+
+    pub fn chown(&self, rel: &str, uid: Option<u32>, gid: Option<u32>) -> io::Result<()> {
+        let (dir, name) = self.parent_of(rel)?;
+        Ok(rfs::chownat(
+            &dir,
+            name,
+            uid.map(rfs::Uid::from_raw),
+            gid.map(rfs::Gid::from_raw),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )?)
+    }
+
+    pub fn utimens(&self, rel: &str, ts: &rfs::Timestamps) -> io::Result<()> {
+        let (dir, name) = self.parent_of(rel)?;
+        Ok(rfs::utimensat(&dir, name, ts, AtFlags::SYMLINK_NOFOLLOW)?)
+    }
+
+    pub fn setxattr(&self, rel: &str, name: &str, value: &[u8], flags: i32) -> io::Result<()> {
+        let fd = self.open_for_xattr(rel)?;
+        let flags = rfs::XattrFlags::from_bits_retain(flags as _);
+        Ok(rfs::fsetxattr(&fd, name, value, flags)?)
+    }
+
+    pub fn removexattr(&self, rel: &str, name: &str) -> io::Result<()> {
+        let fd = self.open_for_xattr(rel)?;
+        Ok(rfs::fremovexattr(&fd, name)?)
+    }
+}
+
 /// `lstat` of one name in an open directory (a single component, so no
 /// path traversal is involved).
 pub fn stat_child(dir: impl AsFd, name: &str) -> io::Result<Stat> {

@@ -26,6 +26,10 @@ pub struct MountArgs {
     /// How long the kernel may cache names and attributes of host files.
     #[arg(long, default_value = "1s", value_name = "DURATION")]
     cache_ttl: String,
+    /// Let other users (a container's uid, say) use the view; needs root or
+    /// `user_allow_other` in /etc/fuse.conf.
+    #[arg(long)]
+    allow_other: bool,
     /// Overlay limit in bytes (default: the grant's max_total_size_bytes).
     #[arg(long, value_name = "BYTES")]
     quota_bytes: Option<u64>,
@@ -51,6 +55,7 @@ pub fn run_mount(state: &StateDir, a: &MountArgs) -> Result<()> {
     };
     let opts = MountOptions {
         threads: a.threads,
+        allow_other: a.allow_other,
         view: ViewOptions {
             cache_ttl,
             quota_bytes: a.quota_bytes,
@@ -64,6 +69,9 @@ pub fn run_mount(state: &StateDir, a: &MountArgs) -> Result<()> {
             "--cache-ttl".to_string(),
             a.cache_ttl.clone(),
         ];
+        if a.allow_other {
+            extra.push("--allow-other".to_string());
+        }
         if let Some(q) = a.quota_bytes {
             extra.extend(["--quota-bytes".to_string(), q.to_string()]);
         }

@@ -1,7 +1,6 @@
 //! The fuser adapter: translates FUSE requests into calls on the view core
 //! and its answers into replies. No policy decision lives here.
 
-mod iomode;
 mod passthrough;
 
 use std::ffi::OsStr;
@@ -17,14 +16,13 @@ use fuser::{
 };
 
 use crate::error::Errno;
+use crate::policy::Mode;
 use crate::view::{Attr, Caller, Kind, SetAttr, SetTime, View};
-use iomode::{IoMode, IoModes};
 use passthrough::Passthrough;
 
 pub struct WopFs {
     view: Arc<View>,
     passthrough: Passthrough,
-    iomodes: IoModes,
 }
 
 impl WopFs {
@@ -32,7 +30,6 @@ impl WopFs {
         WopFs {
             view,
             passthrough: Passthrough::default(),
-            iomodes: IoModes::default(),
         }
     }
 }
@@ -100,7 +97,14 @@ impl Filesystem for WopFs {
         let _ = config.add_capabilities(InitFlags::FUSE_CACHE_SYMLINKS);
         // open(O_TRUNC) arrives as one request, so a copy-up skips the data.
         let _ = config.add_capabilities(InitFlags::FUSE_ATOMIC_O_TRUNC);
-        self.passthrough.negotiate(config);
+        // We clear set-id bits ourselves (see View::write and setattr), so
+        // the kernel need not ask for security.capability before each write.
+        let _ = config.add_capabilities(InitFlags::FUSE_HANDLE_KILLPRIV_V2);
+        // Kept page caches are dropped when a file's mtime or size changes.
+        let _ = config.add_capabilities(InitFlags::FUSE_AUTO_INVAL_DATA);
+        if self.view.mode() == Mode::ReadOnly {
+            self.passthrough.negotiate(config);
+        }
         Ok(())
     }
 
@@ -138,26 +142,20 @@ impl Filesystem for WopFs {
             Ok(o) => o,
             Err(e) => return reply.error(err(e)),
         };
-        let want_pt = self.passthrough.enabled() && !opened.writable;
-        let mut mode = self.iomodes.choose(ino.0, want_pt);
-        if mode == IoMode::Passthrough {
-            let obj = opened.obj;
-            if let Some(id) = self
-                .passthrough
-                .attach(ino.0, obj, opened.fh, &opened.file, &reply)
-            {
-                self.iomodes.opened(ino.0, opened.fh, mode);
+        // Passthrough only in read-only views: the kernel needs every open
+        // of an inode that has a passthrough open to share its backing file,
+        // which a copy-up (and the daemon-served writes the quota needs)
+        // cannot. Writable views keep the page cache across opens instead.
+        if self.view.mode() == Mode::ReadOnly {
+            let attached =
+                self.passthrough
+                    .attach(ino.0, opened.obj, opened.fh, &opened.file, &reply);
+            if let Some(id) = attached {
                 return reply.opened_passthrough(FileHandle(opened.fh), FopenFlags::empty(), &id);
             }
-            // Backed by another file (or unavailable): direct io mixes with anything.
-            mode = if self.passthrough.enabled() {
-                IoMode::Direct
-            } else {
-                IoMode::Cached
-            };
+            return reply.opened(FileHandle(opened.fh), FopenFlags::empty());
         }
-        self.iomodes.opened(ino.0, opened.fh, mode);
-        reply.opened(FileHandle(opened.fh), fopen_flags(mode));
+        reply.opened(FileHandle(opened.fh), FopenFlags::FOPEN_KEEP_CACHE);
     }
 
     fn read(
@@ -182,10 +180,12 @@ impl Filesystem for WopFs {
         _req: &Request,
         _ino: INodeNo,
         _fh: FileHandle,
-        _lo: LockOwner,
+        _lock: LockOwner,
         reply: ReplyEmpty,
     ) {
-        reply.ok();
+        // Nothing is buffered here, so there is nothing to flush: ENOSYS
+        // tells the kernel to stop sending FLUSH at every close.
+        reply.error(FErrno::ENOSYS);
     }
 
     fn release(
@@ -199,7 +199,6 @@ impl Filesystem for WopFs {
         reply: ReplyEmpty,
     ) {
         self.passthrough.detach(fh.0);
-        self.iomodes.released(fh.0);
         self.view.release(fh.0);
         reply.ok();
     }
@@ -313,7 +312,7 @@ impl Filesystem for WopFs {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -337,7 +336,7 @@ impl Filesystem for WopFs {
             atime: atime.map(set_time),
             mtime: mtime.map(set_time),
         };
-        match self.view.setattr(ino.0, fh.map(|f| f.0), set) {
+        match self.view.setattr(ino.0, fh.map(|f| f.0), set, caller(req)) {
             Ok(a) => reply.attr(&self.view.ttl_for(&a), &file_attr(&a)),
             Err(e) => reply.error(err(e)),
         }
@@ -436,12 +435,13 @@ impl Filesystem for WopFs {
         fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _wflags: WriteFlags,
+        wflags: WriteFlags,
         _flags: OpenFlags,
         _lock: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        match self.view.write(fh.0, offset, data) {
+        let kill = wflags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
+        match self.view.write(fh.0, offset, data, kill) {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(err(e)),
         }
@@ -458,17 +458,13 @@ impl Filesystem for WopFs {
         reply: ReplyCreate,
     ) {
         match self.view.create(parent.0, name, mode, caller(req)) {
-            Ok((a, opened)) => {
-                // A new inode: nothing else has it open, so it is cached.
-                self.iomodes.opened(a.ino, opened.fh, IoMode::Cached);
-                reply.created(
-                    &self.view.ttl_for(&a),
-                    &file_attr(&a),
-                    GEN,
-                    FileHandle(opened.fh),
-                    FopenFlags::empty(),
-                );
-            }
+            Ok((a, opened)) => reply.created(
+                &self.view.ttl_for(&a),
+                &file_attr(&a),
+                GEN,
+                FileHandle(opened.fh),
+                FopenFlags::FOPEN_KEEP_CACHE,
+            ),
             Err(e) => reply.error(err(e)),
         }
     }
@@ -519,13 +515,6 @@ fn set_time(t: TimeOrNow) -> SetTime {
     match t {
         TimeOrNow::SpecificTime(t) => SetTime::At(t),
         TimeOrNow::Now => SetTime::Now,
-    }
-}
-
-fn fopen_flags(mode: IoMode) -> FopenFlags {
-    match mode {
-        IoMode::Direct => FopenFlags::FOPEN_DIRECT_IO,
-        _ => FopenFlags::empty(),
     }
 }
 

@@ -25,6 +25,8 @@ pub struct MountOptions {
     pub view: ViewOptions,
     /// FUSE request threads.
     pub threads: usize,
+    /// Let users other than the mounter use the view.
+    pub allow_other: bool,
 }
 
 impl Default for MountOptions {
@@ -32,6 +34,7 @@ impl Default for MountOptions {
         MountOptions {
             view: ViewOptions::default(),
             threads: 4,
+            allow_other: false,
         }
     }
 }
@@ -68,6 +71,9 @@ pub fn serve(
     notify: bool,
 ) -> Result<()> {
     let mp = preflight(state, grant, mountpoint)?;
+    // Modes of new entries arrive with the caller's umask applied already;
+    // the daemon's own must not strip more. Files of its own name their modes.
+    rustix::process::umask(rustix::fs::Mode::empty());
     let session = state.session_dir(&grant.grant_id);
     let view = Arc::new(View::new(grant, Some(&session), opts.view.clone())?);
 
@@ -82,7 +88,16 @@ pub fn serve(
     if grant.mode == Mode::ReadOnly {
         config.mount_options.push(MountOption::RO);
     }
-    config.acl = SessionACL::Owner;
+    // allow_other lets other users (a container's uid) in; the kernel's
+    // default_permissions still checks every access against the modes.
+    config.acl = if opts.allow_other {
+        config
+            .mount_options
+            .push(MountOption::CUSTOM("allow_other".into()));
+        SessionACL::All
+    } else {
+        SessionACL::Owner
+    };
     config.n_threads = Some(opts.threads.max(1));
     config.clone_fd = true;
 
@@ -118,9 +133,11 @@ fn announce_ready(log: &Path) -> Result<()> {
     writeln!(out, "{READY}")
         .and_then(|_| out.flush())
         .ctx(|| "notifying readiness")?;
+    use std::os::unix::fs::OpenOptionsExt;
     let logf = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o600)
         .open(log)
         .ctx(|| format!("opening {}", log.display()))?;
     for fd in [1, 2] {

@@ -19,6 +19,7 @@ pub mod quota;
 use std::fs::File;
 use std::io::{self, BufRead, Write};
 use std::os::fd::OwnedFd;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -55,7 +56,10 @@ impl Overlay {
     ) -> Result<(Overlay, SeenMap)> {
         let dir = session_dir.join("overlay");
         let objects_path = dir.join("objects");
-        std::fs::create_dir_all(&objects_path)
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&objects_path)
             .ctx(|| format!("creating overlay {}", objects_path.display()))?;
         let objects = rfs::open(
             &objects_path,

@@ -11,9 +11,12 @@ use super::DirEntry;
 pub enum Handle {
     File {
         file: Arc<File>,
+        ino: u64,
         /// The overlay object behind it, if any (for quota accounting).
         obj: Option<u64>,
         writable: bool,
+        /// Bytes written through it (logged at close in direct views).
+        written: Arc<std::sync::atomic::AtomicU64>,
     },
     /// A directory listing snapshot taken at `opendir`, so offsets stay valid.
     Dir(Arc<Vec<DirEntry>>),
@@ -34,6 +37,27 @@ impl Handles {
 
     pub fn get(&self, fh: u64) -> Option<Handle> {
         self.lock().get(&fh).cloned()
+    }
+
+    /// Any open file handle of `ino` (for calls on an unlinked open file,
+    /// which the kernel sends without a handle).
+    pub fn any_for(&self, ino: u64) -> Option<Handle> {
+        self.lock()
+            .values()
+            .find(|h| matches!(h, Handle::File { ino: i, .. } if *i == ino))
+            .cloned()
+    }
+
+    /// Replaces the file behind a handle (a reader re-targeted to the
+    /// overlay object after a copy-up).
+    pub fn retarget(&self, fh: u64, file: Arc<File>, obj: u64) {
+        if let Some(Handle::File {
+            file: f, obj: o, ..
+        }) = self.lock().get_mut(&fh)
+        {
+            *f = file;
+            *o = Some(obj);
+        }
     }
 
     pub fn remove(&self, fh: u64) -> Option<Handle> {

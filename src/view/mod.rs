@@ -8,6 +8,7 @@
 
 mod attr;
 mod copyup;
+mod direct;
 mod handles;
 pub mod scope;
 pub mod tree;
@@ -101,6 +102,7 @@ pub struct View {
     opts: ViewOptions,
     scope: Scope,
     overlay: Option<Overlay>,
+    direct: Option<direct::DirectLog>,
     seen: Mutex<SeenMap>,
 }
 
@@ -136,6 +138,15 @@ impl View {
             }
             _ => (None, SeenMap::new()),
         };
+        let direct = match (grant.mode, session_dir) {
+            (Mode::ReadWriteDirect, Some(dir)) => Some(direct::DirectLog::open(dir)?),
+            (Mode::ReadWriteDirect, None) => {
+                return Err(crate::error::Error::invalid(
+                    "a direct view needs its session directory for its event log",
+                ))
+            }
+            _ => None,
+        };
         Ok(View {
             grant_id: grant.grant_id.clone(),
             mode: grant.mode,
@@ -146,6 +157,7 @@ impl View {
             opts,
             scope: Scope::from_grant(grant)?,
             overlay,
+            direct,
             seen: Mutex::new(seen),
         })
     }
@@ -238,6 +250,9 @@ impl View {
 
     pub fn lookup(&self, parent: Ino, name: &OsStr) -> Result<Attr> {
         self.live()?;
+        if name.len() > 255 {
+            return Err(Errno(libc::ENAMETOOLONG));
+        }
         let name = name.to_str().ok_or(Errno::ENOENT)?;
         let tree = self.read_tree();
         let child = tree.child(parent, name).ok_or(Errno::ENOENT)?;
@@ -246,24 +261,35 @@ impl View {
 
     pub fn getattr(&self, ino: Ino) -> Result<Attr> {
         self.live()?;
-        self.attr_in(&self.read_tree(), ino)
+        let tree = self.read_tree();
+        match self.attr_in(&tree, ino) {
+            // Unlinked but still open: fstat through any of its handles.
+            Err(Errno::ENOENT) if tree.get_any(ino).is_some_and(|n| n.removed) => {
+                drop(tree);
+                match self.handles.any_for(ino) {
+                    Some(Handle::File { file, .. }) => self.attr_of_file(ino, &file),
+                    _ => Err(Errno::ENOENT),
+                }
+            }
+            other => other,
+        }
+    }
+
+    fn attr_of_file(&self, ino: Ino, file: &File) -> Result<Attr> {
+        let st = rustix::fs::fstat(file)?;
+        let tree = self.read_tree();
+        let node = tree.get_any(ino);
+        let kind = node.map_or(Kind::File, |n| n.kind);
+        let mut a = attr::from_stat(ino, kind, &st, 1);
+        a.owned = node.is_some_and(|n| matches!(n.origin, Origin::Upper(_)));
+        Ok(a)
     }
 
     /// `fstat` on an open handle: answers even for an unlinked file.
     pub fn getattr_fh(&self, ino: Ino, fh: u64) -> Result<Attr> {
         self.live()?;
         match self.handles.get(fh) {
-            Some(Handle::File { file, .. }) => {
-                let st = rustix::fs::fstat(&*file)?;
-                let tree = self.read_tree();
-                let kind = tree.get_any(ino).map_or(Kind::File, |n| n.kind);
-                let owned = tree
-                    .get_any(ino)
-                    .is_some_and(|n| matches!(n.origin, Origin::Upper(_)));
-                let mut a = attr::from_stat(ino, kind, &st, 1);
-                a.owned = owned;
-                Ok(a)
-            }
+            Some(Handle::File { file, .. }) => self.attr_of_file(ino, &file),
             _ => self.getattr(ino),
         }
     }
@@ -314,8 +340,10 @@ impl View {
         let file = Arc::new(file);
         let fh = self.handles.insert(Handle::File {
             file: file.clone(),
+            ino,
             obj,
             writable: write,
+            written: Default::default(),
         });
         Ok(Opened {
             fh,
@@ -327,8 +355,19 @@ impl View {
 
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
         self.live()?;
-        let Some(Handle::File { file, .. }) = self.handles.get(fh) else {
+        let Some(Handle::File { file, ino, obj, .. }) = self.handles.get(fh) else {
             return Err(Errno::EBADF);
+        };
+        let file = match (obj, self.copied_up(ino)) {
+            // Opened on the host file, copied up since: every open of an
+            // inode reads the same content, so follow it to the object.
+            (None, Some(o)) => {
+                let ov = self.overlay.as_ref().ok_or(Errno::EIO)?;
+                let f = Arc::new(ov.open_file(o, false)?);
+                self.handles.retarget(fh, f.clone(), o);
+                f
+            }
+            _ => file,
         };
         let mut buf = vec![0u8; size as usize];
         let mut done = 0;
@@ -344,8 +383,30 @@ impl View {
         Ok(buf)
     }
 
+    /// The overlay object of a node that has been copied up.
+    fn copied_up(&self, ino: Ino) -> Option<u64> {
+        self.overlay.as_ref()?;
+        match self.read_tree().get(ino)?.origin {
+            Origin::Upper(o) => Some(o),
+            _ => None,
+        }
+    }
+
     pub fn release(&self, fh: u64) {
-        self.handles.remove(fh);
+        if let (Some(Handle::File { ino, written, .. }), Some(log)) =
+            (self.handles.remove(fh), &self.direct)
+        {
+            let bytes = written.load(std::sync::atomic::Ordering::Relaxed);
+            if bytes > 0 {
+                let path = self
+                    .read_tree()
+                    .path(ino)
+                    .unwrap_or_else(|| "(unlinked)".into());
+                if let Err(e) = log.log("write", &path, None, Some(bytes)) {
+                    tracing::error!(error = %e, path, "cannot log a direct write");
+                }
+            }
+        }
     }
 
     /// Takes a snapshot of a directory: `.`, `..` and the children that
@@ -488,7 +549,7 @@ impl View {
     pub fn access(&self, ino: Ino, mask: i32, uid: u32, gid: u32) -> Result<()> {
         let a = self.getattr(ino)?;
         if mask & libc::W_OK != 0 {
-            self.check_writable()?;
+            self.writer()?;
         }
         if mask == libc::F_OK {
             return Ok(());
@@ -513,7 +574,7 @@ impl View {
         Ok(())
     }
 
-    /// The overlay, or EROFS for a view that cannot be written.
+    /// The overlay (copy-up needs one), or EROFS.
     fn check_writable(&self) -> Result<&Overlay> {
         self.overlay.as_ref().ok_or(Errno::EROFS)
     }

@@ -296,6 +296,14 @@ impl Tree {
         self.unpin_origins(b);
     }
 
+    /// Marks a subtree as in place on the host (a direct view moved the
+    /// host entries along with the nodes).
+    pub fn mark_in_place(&mut self, ino: Ino) {
+        for i in self.subtree(ino) {
+            self.set_origin(i, Origin::InPlace);
+        }
+    }
+
     pub fn set_origin(&mut self, ino: Ino, origin: Origin) {
         if let Some(n) = self.nodes.get_mut((ino - 1) as usize) {
             n.origin = origin;

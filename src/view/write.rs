@@ -19,6 +19,20 @@ use crate::overlay::journal::{self, Record};
 use crate::overlay::Overlay;
 use crate::paths;
 
+use super::direct::DirectLog;
+
+/// Where the changes of a writable view go.
+pub(super) enum Writer<'a> {
+    Overlay(&'a Overlay),
+    Direct(&'a DirectLog),
+}
+
+/// Where a new entry is made: an overlay object, or the host path itself.
+pub(super) enum Place<'a> {
+    Object(&'a Overlay, u64),
+    Host(&'a str),
+}
+
 const NAME_MAX: usize = 255;
 const RENAME_NOREPLACE: u32 = 1;
 const RENAME_EXCHANGE: u32 = 2;
@@ -100,17 +114,18 @@ impl View {
     }
 
     /// Common path of create, mknod, mkdir and symlink: checks, makes the
-    /// object with `make`, inserts the node and journals it.
+    /// entry with `make` (an overlay object, or on the host in direct
+    /// mode), inserts the node and journals or logs it.
     fn make_entry(
         &self,
         parent: Ino,
         name: &OsStr,
         kind: Kind,
         who: Caller,
-        make: impl FnOnce(&Overlay, u64, bool) -> std::io::Result<()>,
-    ) -> Result<(Ino, u64)> {
+        make: impl FnOnce(Place<'_>, bool) -> std::io::Result<()>,
+    ) -> Result<(Ino, Option<u64>)> {
         self.live()?;
-        let ov = self.check_writable()?;
+        let writer = self.writer()?;
         let name = valid_name(name)?;
         let mut tree = self.write_tree();
         let path = self.dir_and_path(&tree, parent, name)?;
@@ -121,39 +136,59 @@ impl View {
             return Err(Errno::EACCES);
         }
         let (owner, group, setgid) = self.new_owner(&tree, parent, who);
-        let obj = ov.new_obj();
-        ov.quota.add_object(obj, 0, kind == Kind::File)?;
-        let made = make(ov, obj, setgid && kind == Kind::Dir).and_then(|_| {
-            let r = rfs::chownat(
-                ov.objects_fd(),
-                obj.to_string(),
-                Some(uid(owner)),
-                Some(gid(group)),
-                AtFlags::SYMLINK_NOFOLLOW,
-            );
-            match r {
-                // An unprivileged daemon cannot give files away; they stay its own.
-                Err(rustix::io::Errno::PERM) => Ok(()),
-                other => other.map_err(Into::into),
+        let setgid_dir = setgid && kind == Kind::Dir;
+        match writer {
+            Writer::Overlay(ov) => {
+                let obj = ov.new_obj();
+                ov.quota.add_object(obj, 0, kind == Kind::File)?;
+                let made = make(Place::Object(ov, obj), setgid_dir).and_then(|_| {
+                    give_away(rfs::chownat(
+                        ov.objects_fd(),
+                        obj.to_string(),
+                        Some(uid(owner)),
+                        Some(gid(group)),
+                        AtFlags::SYMLINK_NOFOLLOW,
+                    ))
+                });
+                if let Err(e) = made {
+                    let _ = ov.remove(obj, kind);
+                    return Err(e.into());
+                }
+                let ino = tree
+                    .insert(parent, name, kind, Origin::Upper(obj))
+                    .ok_or(Errno::EIO)?;
+                let rec: Vec<Record> = journal::put_record(&tree, ino).into_iter().collect();
+                if let Err(e) = ov.append(&rec) {
+                    tree.remove(ino);
+                    let _ = ov.remove(obj, kind);
+                    return Err(e.into());
+                }
+                Ok((ino, Some(obj)))
             }
-        });
-        if let Err(e) = made {
-            let _ = ov.remove(obj, kind);
-            return Err(e.into());
+            Writer::Direct(log) => {
+                let made = make(Place::Host(&path), setgid_dir).and_then(|_| {
+                    let r = self.host.chown(&path, Some(owner), Some(group));
+                    match r {
+                        Err(e) if e.raw_os_error() == Some(libc::EPERM) => Ok(()),
+                        other => other,
+                    }
+                });
+                if let Err(e) = made {
+                    let _ = self.host.remove(&path, kind == Kind::Dir);
+                    return Err(e.into());
+                }
+                let ino = tree
+                    .insert(parent, name, kind, Origin::InPlace)
+                    .ok_or(Errno::EIO)?;
+                let op = match kind {
+                    Kind::File => "create",
+                    Kind::Dir => "mkdir",
+                    Kind::Symlink => "symlink",
+                };
+                log.log(op, &path, None, None)?;
+                Ok((ino, None))
+            }
         }
-        let ino = tree
-            .insert(parent, name, kind, Origin::Upper(obj))
-            .ok_or(Errno::EIO)?;
-        if let Err(e) = ov.append(
-            &journal::put_record(&tree, ino)
-                .into_iter()
-                .collect::<Vec<_>>(),
-        ) {
-            tree.remove(ino);
-            let _ = ov.remove(obj, kind);
-            return Err(e.into());
-        }
-        Ok((ino, obj))
     }
 
     /// `create(2)`: a new regular file, opened for writing.
@@ -165,23 +200,28 @@ impl View {
         who: Caller,
     ) -> Result<(Attr, Opened)> {
         let mut file = None;
-        let (ino, obj) = self.make_entry(parent, name, Kind::File, who, |ov, obj, _| {
-            file = Some(ov.create_file(obj, mode)?);
+        let (ino, obj) = self.make_entry(parent, name, Kind::File, who, |place, _| {
+            file = Some(match place {
+                Place::Object(ov, obj) => ov.create_file(obj, mode)?,
+                Place::Host(path) => self.host.create_file(path, mode)?,
+            });
             Ok(())
         })?;
         let file = Arc::new(file.ok_or(Errno::EIO)?);
         let attr = self.getattr(ino)?;
         let fh = self.handles.insert(Handle::File {
             file: file.clone(),
-            obj: Some(obj),
+            ino,
+            obj,
             writable: true,
+            written: Default::default(),
         });
         Ok((
             attr,
             Opened {
                 fh,
                 file,
-                obj: Some(obj),
+                obj,
                 writable: true,
             },
         ))
@@ -193,23 +233,35 @@ impl View {
         if mode & libc::S_IFMT != libc::S_IFREG && mode & libc::S_IFMT != 0 {
             return Err(Errno::EPERM);
         }
-        let (ino, _) = self.make_entry(parent, name, Kind::File, who, |ov, obj, _| {
-            ov.create_file(obj, mode).map(drop)
+        let (ino, _) = self.make_entry(parent, name, Kind::File, who, |place, _| match place {
+            Place::Object(ov, obj) => ov.create_file(obj, mode).map(drop),
+            Place::Host(path) => self.host.create_file(path, mode).map(drop),
         })?;
         self.getattr(ino)
     }
 
     pub fn mkdir(&self, parent: Ino, name: &OsStr, mode: u32, who: Caller) -> Result<Attr> {
-        let (ino, _) = self.make_entry(parent, name, Kind::Dir, who, |ov, obj, setgid| {
-            ov.mkdir(obj, mode)?;
-            if setgid {
-                // mkdir(2) ignores S_ISGID in its mode; set it explicitly.
-                rfs::chmodat(
-                    ov.objects_fd(),
-                    obj.to_string(),
-                    rfs::Mode::from_raw_mode((mode & 0o7777) | libc::S_ISGID),
-                    AtFlags::empty(),
-                )?;
+        let (ino, _) = self.make_entry(parent, name, Kind::Dir, who, |place, setgid| {
+            // mkdir(2) ignores S_ISGID in its mode; set it explicitly.
+            let sgid_mode = (mode & 0o7777) | libc::S_ISGID;
+            match place {
+                Place::Object(ov, obj) => {
+                    ov.mkdir(obj, mode)?;
+                    if setgid {
+                        rfs::chmodat(
+                            ov.objects_fd(),
+                            obj.to_string(),
+                            rfs::Mode::from_raw_mode(sgid_mode),
+                            AtFlags::empty(),
+                        )?;
+                    }
+                }
+                Place::Host(path) => {
+                    self.host.mkdir(path, mode)?;
+                    if setgid {
+                        self.host.chmod(path, sgid_mode)?;
+                    }
+                }
             }
             Ok(())
         })?;
@@ -220,16 +272,18 @@ impl View {
         if target.is_empty() {
             return Err(Errno(libc::ENOENT));
         }
-        let (ino, _) = self.make_entry(parent, name, Kind::Symlink, who, |ov, obj, _| {
-            ov.symlink(obj, target)
-        })?;
+        let (ino, _) =
+            self.make_entry(parent, name, Kind::Symlink, who, |place, _| match place {
+                Place::Object(ov, obj) => ov.symlink(obj, target),
+                Place::Host(path) => self.host.symlink(path, target),
+            })?;
         self.getattr(ino)
     }
 
     /// Hard links are not supported: each path is one patch.
     pub fn link(&self, ino: Ino) -> Result<Attr> {
         self.live()?;
-        self.check_writable()?;
+        self.writer()?;
         self.read_tree().get(ino).ok_or(Errno::ENOENT)?;
         Err(Errno::EPERM)
     }
@@ -266,7 +320,7 @@ impl View {
 
     fn remove_entry(&self, parent: Ino, name: &OsStr, dir: bool) -> Result<()> {
         self.live()?;
-        let ov = self.check_writable()?;
+        let writer = self.writer()?;
         let name = name.to_str().ok_or(Errno::ENOENT)?;
         let mut tree = self.write_tree();
         self.dir_and_path(&tree, parent, name)?;
@@ -279,11 +333,20 @@ impl View {
             _ => {}
         }
         let path = tree.path(ino).ok_or(Errno::ENOENT)?;
-        let mut records = self.vacate_records(&tree, ino);
-        records.push(Record::Del { path });
-        ov.append(&records)?;
-        tree.remove(ino);
-        self.drop_objects(ov, &tree, &[ino]);
+        match writer {
+            Writer::Overlay(ov) => {
+                let mut records = self.vacate_records(&tree, ino);
+                records.push(Record::Del { path });
+                ov.append(&records)?;
+                tree.remove(ino);
+                self.drop_objects(ov, &tree, &[ino]);
+            }
+            Writer::Direct(log) => {
+                self.host.remove(&path, dir)?;
+                tree.remove(ino);
+                log.log(if dir { "rmdir" } else { "unlink" }, &path, None, None)?;
+            }
+        }
         Ok(())
     }
 
@@ -326,7 +389,7 @@ impl View {
         flags: u32,
     ) -> Result<()> {
         self.live()?;
-        let ov = self.check_writable()?;
+        let writer = self.writer()?;
         if flags & !(RENAME_NOREPLACE | RENAME_EXCHANGE) != 0
             || flags == RENAME_NOREPLACE | RENAME_EXCHANGE
         {
@@ -358,6 +421,16 @@ impl View {
             {
                 return Err(Errno::EACCES);
             }
+            let ov = match writer {
+                Writer::Overlay(ov) => ov,
+                Writer::Direct(log) => {
+                    self.host.rename(&src_path, &new_path, flags)?;
+                    tree.exchange(src, dst);
+                    tree.mark_in_place(src);
+                    tree.mark_in_place(dst);
+                    return Ok(log.log("exchange", &src_path, Some(&new_path), None)?);
+                }
+            };
             let mut records = self.vacate_records(&tree, src);
             records.extend(self.vacate_records(&tree, dst));
             records.push(Record::Del { path: src_path });
@@ -387,6 +460,18 @@ impl View {
         if !self.subtree_in_scope(&tree, src, &new_path) {
             return Err(Errno::EACCES);
         }
+        let ov = match writer {
+            Writer::Overlay(ov) => ov,
+            Writer::Direct(log) => {
+                self.host.rename(&src_path, &new_path, flags)?;
+                if let Some(dst) = dst {
+                    tree.remove(dst);
+                }
+                tree.move_to(src, newparent, newname);
+                tree.mark_in_place(src);
+                return Ok(log.log("rename", &src_path, Some(&new_path), None)?);
+            }
+        };
         records.extend(self.vacate_records(&tree, src));
         if let Some(dst) = dst {
             records.extend(self.vacate_records(&tree, dst));
@@ -408,7 +493,19 @@ impl View {
         ino: Ino,
         truncate: bool,
     ) -> Result<(std::fs::File, Option<u64>)> {
-        let ov = self.check_writable()?;
+        let ov = match self.writer()? {
+            Writer::Overlay(ov) => ov,
+            Writer::Direct(log) => {
+                let path = self.read_tree().path(ino).ok_or(Errno::ENOENT)?;
+                let file = self.host.open_file_rw(&path)?;
+                if truncate {
+                    file.set_len(0)?;
+                    log.log("truncate", &path, None, Some(0))?;
+                }
+                log.log("open_write", &path, None, None)?;
+                return Ok((file, None));
+            }
+        };
         let obj = self.copy_up(ino, !truncate)?;
         let file = ov.open_file(obj, true)?;
         if truncate {
@@ -418,25 +515,48 @@ impl View {
         Ok((file, Some(obj)))
     }
 
-    /// `setattr`: size, mode, owner and times, on the object (copied up
-    /// first). `fh` is the handle of an `ftruncate`/`fchmod`, if any.
-    pub fn setattr(&self, ino: Ino, fh: Option<u64>, set: SetAttr) -> Result<Attr> {
+    /// `setattr`: size, mode, owner and times, on the overlay object
+    /// (copied up first), or through an open handle when the file was
+    /// unlinked while open. Set-id bits are cleared on chown of a regular
+    /// file and on a size change by anyone but root, as the kernel would on
+    /// a local filesystem.
+    pub fn setattr(&self, ino: Ino, fh: Option<u64>, set: SetAttr, who: Caller) -> Result<Attr> {
         self.live()?;
-        let ov = self.check_writable()?;
-        let kind = self.read_tree().get(ino).ok_or(Errno::ENOENT)?.kind;
-        let obj = match fh.and_then(|fh| self.handles.get(fh)) {
-            Some(Handle::File { obj: Some(o), .. }) => o,
-            _ => self.copy_up(ino, set.size != Some(0))?,
+        let node = self
+            .read_tree()
+            .get_any(ino)
+            .map(|n| (n.kind, n.removed))
+            .ok_or(Errno::ENOENT)?;
+        let (kind, removed) = node;
+        if set.size.is_some() && kind != Kind::File {
+            return Err(Errno::EISDIR);
+        }
+        let handle_file = fh
+            .and_then(|fh| self.handles.get(fh))
+            .or_else(|| removed.then(|| self.handles.any_for(ino)).flatten());
+        if removed {
+            let Some(Handle::File { file, obj, .. }) = handle_file else {
+                return Err(Errno::ENOENT);
+            };
+            apply_to_fd(&file, obj, self.overlay.as_ref(), set, who)?;
+            return self.getattr_fh(ino, fh.unwrap_or(0));
+        }
+        let ov = match self.writer()? {
+            Writer::Overlay(ov) => ov,
+            Writer::Direct(log) => {
+                self.direct_setattr(ino, kind, set, log)?;
+                return self.getattr(ino);
+            }
         };
+        let obj = self.copy_up(ino, set.size != Some(0))?;
+        if kind == Kind::File {
+            let file = ov.open_file(obj, true)?;
+            apply_to_fd(&file, Some(obj), Some(ov), set, who)?;
+            return self.getattr(ino);
+        }
+        // Directories and symlinks: by name in the objects directory.
         let name = obj.to_string();
         let dir = ov.objects_fd();
-        if let Some(size) = set.size {
-            if kind != Kind::File {
-                return Err(Errno::EISDIR);
-            }
-            ov.quota.resize(obj, size, false)?;
-            ov.open_file(obj, true)?.set_len(size)?;
-        }
         if let Some(mode) = set.mode {
             if kind != Kind::Symlink {
                 rfs::chmodat(
@@ -457,22 +577,21 @@ impl View {
             )?;
         }
         if set.atime.is_some() || set.mtime.is_some() {
-            let ts = Timestamps {
-                last_access: set.atime.map_or(OMIT, timespec),
-                last_modification: set.mtime.map_or(OMIT, timespec),
-            };
-            rfs::utimensat(dir, &name, &ts, AtFlags::SYMLINK_NOFOLLOW)?;
+            rfs::utimensat(dir, &name, &timestamps(set), AtFlags::SYMLINK_NOFOLLOW)?;
         }
         self.getattr(ino)
     }
 
-    /// Writes through a writable handle; over quota, nothing is written.
-    pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<u32> {
+    /// `kill_suidgid`: the writer lacks CAP_FSETID, so set-user-id (and
+    /// set-group-id with group execute) are cleared, as POSIX requires.
+    pub fn write(&self, fh: u64, offset: u64, data: &[u8], kill_suidgid: bool) -> Result<u32> {
         self.live()?;
         let Some(Handle::File {
             file,
             obj,
             writable: true,
+            written,
+            ..
         }) = self.handles.get(fh)
         else {
             return Err(Errno::EBADF);
@@ -483,7 +602,11 @@ impl View {
         if let (Some(obj), Some(ov)) = (obj, &self.overlay) {
             ov.quota.resize(obj, end, true)?;
         }
+        if kill_suidgid {
+            clear_setid(&file)?;
+        }
         file.write_all_at(data, offset)?;
+        written.fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
         Ok(data.len() as u32)
     }
 
@@ -495,6 +618,7 @@ impl View {
             file,
             obj,
             writable: true,
+            ..
         }) = self.handles.get(fh)
         else {
             return Err(Errno::EBADF);
@@ -545,12 +669,19 @@ impl View {
     /// security meaning a view must not let an agent forge.
     pub fn setxattr(&self, ino: Ino, name: &OsStr, value: &[u8], flags: i32) -> Result<()> {
         self.live()?;
-        let ov = self.check_writable()?;
+        let writer = self.writer()?;
         let name = name.to_str().ok_or(Errno::EINVAL)?;
-        self.read_tree().get(ino).ok_or(Errno::ENOENT)?;
+        let path = self.read_tree().path(ino).ok_or(Errno::ENOENT)?;
         if !name.starts_with("user.") {
             return Err(Errno::EPERM);
         }
+        let ov = match writer {
+            Writer::Overlay(ov) => ov,
+            Writer::Direct(log) => {
+                self.host.setxattr(&path, name, value, flags)?;
+                return Ok(log.log("setxattr", &path, None, None)?);
+            }
+        };
         let obj = self.copy_up(ino, true)?;
         let flags = rfs::XattrFlags::from_bits_retain(flags as _);
         Ok(rfs::lsetxattr(ov.path(obj), name, value, flags)?)
@@ -558,13 +689,121 @@ impl View {
 
     pub fn removexattr(&self, ino: Ino, name: &OsStr) -> Result<()> {
         self.live()?;
-        let ov = self.check_writable()?;
+        let writer = self.writer()?;
         let name = name.to_str().ok_or(Errno::ENODATA)?;
-        self.read_tree().get(ino).ok_or(Errno::ENOENT)?;
+        let path = self.read_tree().path(ino).ok_or(Errno::ENOENT)?;
         if !name.starts_with("user.") {
             return Err(Errno::EPERM);
         }
+        let ov = match writer {
+            Writer::Overlay(ov) => ov,
+            Writer::Direct(log) => {
+                self.host.removexattr(&path, name)?;
+                return Ok(log.log("removexattr", &path, None, None)?);
+            }
+        };
         let obj = self.copy_up(ino, true)?;
         Ok(rfs::lremovexattr(ov.path(obj), name)?)
+    }
+}
+
+fn timestamps(set: SetAttr) -> Timestamps {
+    Timestamps {
+        last_access: set.atime.map_or(OMIT, timespec),
+        last_modification: set.mtime.map_or(OMIT, timespec),
+    }
+}
+
+/// Applies a setattr to an open regular file (an overlay object, or a
+/// host file in a direct view), with quota accounting for size changes.
+fn apply_to_fd(
+    file: &std::fs::File,
+    obj: Option<u64>,
+    ov: Option<&Overlay>,
+    set: SetAttr,
+    who: Caller,
+) -> Result<()> {
+    if let Some(size) = set.size {
+        if let (Some(obj), Some(ov)) = (obj, ov) {
+            ov.quota.resize(obj, size, false)?;
+        }
+        file.set_len(size)?;
+        if who.uid != 0 {
+            clear_setid(file)?;
+        }
+    }
+    if let Some(mode) = set.mode {
+        rfs::fchmod(file, rfs::Mode::from_raw_mode(mode & 0o7777))?;
+    }
+    if set.uid.is_some() || set.gid.is_some() {
+        rfs::fchown(file, set.uid.map(uid), set.gid.map(gid))?;
+        if set.mode.is_none() {
+            clear_setid(file)?;
+        }
+    }
+    if set.atime.is_some() || set.mtime.is_some() {
+        rfs::futimens(file, &timestamps(set))?;
+    }
+    Ok(())
+}
+
+/// Clears S_ISUID, and S_ISGID when group-execute is set (otherwise it
+/// marks mandatory locking and stays), on an open file.
+fn clear_setid(file: &std::fs::File) -> Result<()> {
+    let st = rfs::fstat(file)?;
+    let mut mode = st.st_mode & 0o7777;
+    let before = mode;
+    mode &= !libc::S_ISUID;
+    if mode & libc::S_IXGRP != 0 {
+        mode &= !libc::S_ISGID;
+    }
+    if mode != before {
+        rfs::fchmod(file, rfs::Mode::from_raw_mode(mode))?;
+    }
+    Ok(())
+}
+
+/// An unprivileged daemon cannot give entries away; they stay its own.
+fn give_away(r: rustix::io::Result<()>) -> std::io::Result<()> {
+    match r {
+        Err(rustix::io::Errno::PERM) => Ok(()),
+        other => other.map_err(Into::into),
+    }
+}
+
+impl View {
+    /// The writer of this view, or EROFS for a read-only one.
+    pub(super) fn writer(&self) -> Result<Writer<'_>> {
+        match (&self.overlay, &self.direct) {
+            (Some(ov), _) => Ok(Writer::Overlay(ov)),
+            (None, Some(log)) => Ok(Writer::Direct(log)),
+            (None, None) => Err(Errno::EROFS),
+        }
+    }
+
+    fn direct_setattr(&self, ino: Ino, kind: Kind, set: SetAttr, log: &DirectLog) -> Result<()> {
+        let path = self.read_tree().path(ino).ok_or(Errno::ENOENT)?;
+        if let Some(size) = set.size {
+            if kind != Kind::File {
+                return Err(Errno::EISDIR);
+            }
+            self.host.open_file_rw(&path)?.set_len(size)?;
+            log.log("truncate", &path, None, Some(size))?;
+        }
+        if let Some(mode) = set.mode {
+            if kind != Kind::Symlink {
+                self.host.chmod(&path, mode)?;
+                log.log("chmod", &path, None, None)?;
+            }
+        }
+        if set.uid.is_some() || set.gid.is_some() {
+            self.host.chown(&path, set.uid, set.gid)?;
+            log.log("chown", &path, None, None)?;
+        }
+        if set.atime.is_some() || set.mtime.is_some() {
+            self.host.utimens(&path, &timestamps(set))?;
+            log.log("utimens", &path, None, None)?;
+        }
+        Ok(())
     }
 }
