@@ -1,1 +1,306 @@
+//! The write half of the view core, driven directly (no mount): errno
+//! rules, scope, quotas, copy-up bases, and a reopen from the journal.
 
+use std::ffi::OsStr;
+use std::fs;
+
+use super::*;
+use crate::grant::{resolve, GrantRequest};
+use crate::policy::Policy;
+
+const ROOTUSER: Caller = Caller { uid: 0, gid: 0 };
+
+struct Fx {
+    _dirs: (tempfile::TempDir, tempfile::TempDir),
+    host: std::path::PathBuf,
+    session: std::path::PathBuf,
+    grant: Grant,
+}
+
+fn fixture(prefixes: &[&str]) -> Fx {
+    let host_dir = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let host = host_dir.path().to_path_buf();
+    for (f, c) in [
+        ("a.txt", "alpha\n"),
+        ("d/b.txt", "beta\n"),
+        ("d/e/c.txt", "gamma\n"),
+    ] {
+        fs::create_dir_all(host.join(f).parent().unwrap()).unwrap();
+        fs::write(host.join(f), c).unwrap();
+    }
+    let req = GrantRequest {
+        root: host.clone(),
+        allow: vec![],
+        deny: vec![],
+        write_prefixes: prefixes.iter().map(|s| s.to_string()).collect(),
+        mode: Mode::ReadWriteOverlay,
+        purpose: "t".into(),
+        reason: None,
+        ttl: None,
+        max_files: None,
+    };
+    let grant = resolve(&req, &Policy::builtin_default().unwrap()).unwrap();
+    let session = state.path().join("s");
+    fs::create_dir_all(&session).unwrap();
+    Fx {
+        _dirs: (host_dir, state),
+        host,
+        session,
+        grant,
+    }
+}
+
+fn open_view(fx: &Fx, opts: ViewOptions) -> View {
+    View::new(&fx.grant, Some(&fx.session), opts).unwrap()
+}
+
+fn ino(v: &View, path: &str) -> Ino {
+    v.read_tree()
+        .lookup_path(path)
+        .unwrap_or_else(|| panic!("{path} missing"))
+}
+
+fn name(s: &str) -> &OsStr {
+    OsStr::new(s)
+}
+
+fn listing(v: &View) -> Vec<String> {
+    let t = v.read_tree();
+    let mut out: Vec<String> = t
+        .subtree(ROOT)
+        .into_iter()
+        .skip(1)
+        .filter_map(|i| t.path(i))
+        .collect();
+    out.sort();
+    out
+}
+
+fn read_all(v: &View, path: &str) -> Vec<u8> {
+    let o = v.open(ino(v, path), libc::O_RDONLY).unwrap();
+    let data = v.read(o.fh, 0, 1 << 20).unwrap();
+    v.release(o.fh);
+    data
+}
+
+fn write_file(v: &View, parent: &str, file: &str, data: &[u8]) -> Result<()> {
+    let (_, o) = v.create(ino(v, parent), name(file), 0o644, ROOTUSER)?;
+    let r = v.write(o.fh, 0, data, false).map(drop);
+    v.release(o.fh);
+    r
+}
+
+#[test]
+fn rename_answers_posix_errnos() {
+    let fx = fixture(&[]);
+    let v = open_view(&fx, ViewOptions::default());
+    let d = ino(&v, "d");
+    v.mkdir(ROOT, name("empty"), 0o755, ROOTUSER).unwrap();
+    let err = |r: Result<()>| r.unwrap_err().0;
+    assert_eq!(
+        err(v.rename(ROOT, name("d"), ino(&v, "d/e"), name("x"), 0)),
+        libc::EINVAL
+    );
+    assert_eq!(
+        err(v.rename(ROOT, name("empty"), ROOT, name("d"), 0)),
+        libc::ENOTEMPTY
+    );
+    assert_eq!(
+        err(v.rename(ROOT, name("empty"), ROOT, name("a.txt"), 0)),
+        libc::ENOTDIR
+    );
+    assert_eq!(
+        err(v.rename(ROOT, name("a.txt"), ROOT, name("empty"), 0)),
+        libc::EISDIR
+    );
+    assert_eq!(
+        err(v.rename(ROOT, name("a.txt"), d, name("b.txt"), 1)),
+        libc::EEXIST
+    );
+    assert_eq!(
+        err(v.rename(ROOT, name("nope"), ROOT, name("x"), 0)),
+        libc::ENOENT
+    );
+    assert_eq!(
+        err(v.rename(ROOT, name("a.txt"), ROOT, name("z"), 2)),
+        libc::ENOENT
+    );
+    assert_eq!(
+        err(v.rename(ROOT, name("a.txt"), ROOT, name("z"), 3)),
+        libc::EINVAL
+    );
+    let long = "x".repeat(256);
+    assert_eq!(
+        err(v.rename(ROOT, name("a.txt"), ROOT, name(&long), 0)),
+        libc::ENAMETOOLONG
+    );
+    // Exchange swaps, a plain rename replaces.
+    v.rename(ROOT, name("a.txt"), d, name("b.txt"), 2).unwrap();
+    assert_eq!(read_all(&v, "a.txt"), b"beta\n");
+    assert_eq!(read_all(&v, "d/b.txt"), b"alpha\n");
+    v.rename(d, name("b.txt"), ROOT, name("a.txt"), 0).unwrap();
+    assert_eq!(read_all(&v, "a.txt"), b"alpha\n");
+    assert!(!listing(&v).contains(&"d/b.txt".to_string()));
+    // Removing the root's entries by their errno rules.
+    assert_eq!(v.rmdir(ROOT, name("d")).unwrap_err().0, libc::ENOTEMPTY);
+    assert_eq!(v.rmdir(ROOT, name("a.txt")).unwrap_err().0, libc::ENOTDIR);
+    assert_eq!(v.unlink(ROOT, name("d")).unwrap_err().0, libc::EISDIR);
+    assert_eq!(v.link(ino(&v, "a.txt")).unwrap_err(), Errno::EPERM);
+    assert_eq!(
+        v.mkdir(ROOT, name("d"), 0o755, ROOTUSER).unwrap_err().0,
+        libc::EEXIST
+    );
+}
+
+#[test]
+fn out_of_scope_names_are_eacces_and_leave_nothing() {
+    let fx = fixture(&["out"]);
+    let v = open_view(&fx, ViewOptions::default());
+    let before = listing(&v);
+    assert_eq!(
+        write_file(&v, "d", "x.txt", b"x").unwrap_err(),
+        Errno::EACCES
+    );
+    assert_eq!(
+        v.mkdir(ROOT, name(".git"), 0o755, ROOTUSER).unwrap_err(),
+        Errno::EACCES
+    );
+    assert_eq!(
+        v.symlink(ROOT, name("l"), b"a.txt", ROOTUSER).unwrap_err(),
+        Errno::EACCES
+    );
+    assert_eq!(
+        v.rename(ROOT, name("a.txt"), ROOT, name("z.txt"), 0)
+            .unwrap_err(),
+        Errno::EACCES
+    );
+    assert_eq!(listing(&v), before);
+    let objects = fx.session.join("overlay/objects");
+    assert_eq!(
+        fs::read_dir(&objects).unwrap().count(),
+        0,
+        "an object was left behind"
+    );
+    // Inside the prefix: fine. Existing files may change anywhere.
+    v.mkdir(ROOT, name("out"), 0o755, ROOTUSER).unwrap();
+    write_file(&v, "out", "x.txt", b"x").unwrap();
+    let o = v
+        .open(ino(&v, "d/b.txt"), libc::O_WRONLY | libc::O_TRUNC)
+        .unwrap();
+    v.write(o.fh, 0, b"B", false).unwrap();
+    v.release(o.fh);
+    assert_eq!(read_all(&v, "d/b.txt"), b"B");
+    assert_eq!(
+        fs::read_to_string(fx.host.join("d/b.txt")).unwrap(),
+        "beta\n"
+    );
+}
+
+#[test]
+fn copy_up_records_the_base_and_reopen_replays_the_journal() {
+    let fx = fixture(&[]);
+    let v = open_view(&fx, ViewOptions::default());
+    let o = v
+        .open(ino(&v, "a.txt"), libc::O_WRONLY | libc::O_APPEND)
+        .unwrap();
+    v.write(o.fh, 6, b"more\n", false).unwrap();
+    v.release(o.fh);
+    v.rename(ROOT, name("d"), ROOT, name("renamed"), 0).unwrap();
+    v.unlink(ino(&v, "renamed/e"), name("c.txt")).unwrap();
+    write_file(&v, "", "new.txt", b"new\n").unwrap();
+    let seen = v.seen();
+    let want = format!("blake3:{}", blake3::hash(b"alpha\n").to_hex());
+    assert_eq!(seen["a.txt"].base.as_deref(), Some(want.as_str()));
+    assert!(
+        seen.contains_key("d/b.txt") && seen.contains_key("d/e/c.txt"),
+        "{seen:?}"
+    );
+    let before = listing(&v);
+    drop(v);
+
+    let v = open_view(&fx, ViewOptions::default());
+    assert_eq!(listing(&v), before);
+    assert_eq!(read_all(&v, "a.txt"), b"alpha\nmore\n");
+    assert_eq!(read_all(&v, "renamed/b.txt"), b"beta\n");
+    assert_eq!(read_all(&v, "new.txt"), b"new\n");
+    assert_eq!(v.seen(), seen);
+    // The host never changed.
+    assert_eq!(
+        fs::read_to_string(fx.host.join("a.txt")).unwrap(),
+        "alpha\n"
+    );
+    assert!(fx.host.join("d/e/c.txt").exists());
+}
+
+#[test]
+fn quotas_refuse_whole_writes() {
+    let fx = fixture(&[]);
+    let v = open_view(
+        &fx,
+        ViewOptions {
+            quota_bytes: Some(100),
+            quota_files: Some(3),
+            ..ViewOptions::default()
+        },
+    );
+    let (_, o) = v.create(ROOT, name("f"), 0o644, ROOTUSER).unwrap();
+    v.write(o.fh, 0, &[1; 60], false).unwrap();
+    assert_eq!(
+        v.write(o.fh, 60, &[2; 41], false).unwrap_err().0,
+        libc::EDQUOT
+    );
+    assert_eq!(
+        v.write(o.fh, 1000, &[2; 1], false).unwrap_err().0,
+        libc::EDQUOT
+    );
+    v.write(o.fh, 60, &[2; 40], false).unwrap();
+    v.release(o.fh);
+    assert_eq!(read_all(&v, "f").len(), 100);
+    v.mkdir(ROOT, name("m"), 0o755, ROOTUSER).unwrap();
+    // The third object is a copy-up; the fourth is refused.
+    v.setattr(
+        ino(&v, "a.txt"),
+        None,
+        SetAttr {
+            mode: Some(0o600),
+            ..SetAttr::default()
+        },
+        ROOTUSER,
+    )
+    .unwrap();
+    assert_eq!(
+        v.mkdir(ROOT, name("n"), 0o755, ROOTUSER).unwrap_err().0,
+        libc::EDQUOT
+    );
+    let s = v.statfs().unwrap();
+    assert_eq!(s.files, 3);
+}
+
+#[test]
+fn read_only_and_expired_views_refuse_writes() {
+    let mut fx = fixture(&[]);
+    fx.grant.mode = Mode::ReadOnly;
+    let v = View::new(&fx.grant, None, ViewOptions::default()).unwrap();
+    assert_eq!(
+        v.mkdir(ROOT, name("x"), 0o755, ROOTUSER).unwrap_err(),
+        Errno::EROFS
+    );
+    assert_eq!(v.unlink(ROOT, name("a.txt")).unwrap_err(), Errno::EROFS);
+    assert_eq!(
+        v.rename(ROOT, name("a.txt"), ROOT, name("b"), 0)
+            .unwrap_err(),
+        Errno::EROFS
+    );
+    assert_eq!(
+        v.setxattr(ROOT, name("user.x"), b"1", 0).unwrap_err(),
+        Errno::EROFS
+    );
+    fx.grant.mode = Mode::ReadWriteOverlay;
+    fx.grant.expires_at = Some("2000-01-01T00:00:00Z".into());
+    let v = open_view(&fx, ViewOptions::default());
+    assert_eq!(
+        v.mkdir(ROOT, name("x"), 0o755, ROOTUSER).unwrap_err(),
+        Errno::EACCES
+    );
+}
