@@ -258,17 +258,23 @@ fn quotas_refuse_whole_writes() {
     v.release(o.fh);
     assert_eq!(read_all(&v, "f").len(), 100);
     v.mkdir(ROOT, name("m"), 0o755, ROOTUSER).unwrap();
-    // The third object is a copy-up; the fourth is refused.
-    v.setattr(
-        ino(&v, "a.txt"),
-        None,
-        SetAttr {
-            mode: Some(0o600),
-            ..SetAttr::default()
-        },
-        ROOTUSER,
-    )
-    .unwrap();
+    let chmod = SetAttr {
+        mode: Some(0o600),
+        ..SetAttr::default()
+    };
+    // The bytes are used up: copying a.txt up is refused, and leaves no object.
+    let a = ino(&v, "a.txt");
+    assert_eq!(
+        v.setattr(a, None, chmod, ROOTUSER).unwrap_err().0,
+        libc::EDQUOT
+    );
+    let shrink = SetAttr {
+        size: Some(50),
+        ..SetAttr::default()
+    };
+    v.setattr(ino(&v, "f"), None, shrink, ROOTUSER).unwrap();
+    // Now the copy-up fits: the third object; a fourth is refused.
+    v.setattr(a, None, chmod, ROOTUSER).unwrap();
     assert_eq!(
         v.mkdir(ROOT, name("n"), 0o755, ROOTUSER).unwrap_err().0,
         libc::EDQUOT
