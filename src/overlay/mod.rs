@@ -39,8 +39,13 @@ pub struct Overlay {
     pub quota: Quota,
 }
 
+/// Objects fan out over 256 subdirectories (`objects/2a/298`): a single
+/// flat directory would draw every inode from one ext4 block group, where
+/// creating files after many deletions gets slow.
+const FANOUT: u64 = 256;
+
 fn name(obj: u64) -> String {
-    obj.to_string()
+    format!("{:02x}/{obj}", obj % FANOUT)
 }
 
 impl Overlay {
@@ -61,6 +66,17 @@ impl Overlay {
             .mode(0o700)
             .create(&objects_path)
             .ctx(|| format!("creating overlay {}", objects_path.display()))?;
+        for i in 0..FANOUT {
+            match std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(objects_path.join(format!("{i:02x}")))
+            {
+                Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
+                    return Err(Error::io(format!("creating {}", objects_path.display()), e))
+                }
+                _ => {}
+            }
+        }
         let objects = rfs::open(
             &objects_path,
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
@@ -230,6 +246,11 @@ impl Overlay {
         self.dir.join("objects").join(name(obj))
     }
 
+    /// The object's name relative to `objects_fd()`, for *at calls.
+    pub fn name(obj: u64) -> String {
+        name(obj)
+    }
+
     pub fn objects_fd(&self) -> &OwnedFd {
         &self.objects
     }
@@ -243,6 +264,11 @@ pub fn inspect(session_dir: &Path, tree: &mut Tree) -> Result<(SeenMap, PathBuf)
     let mut seen = SeenMap::new();
     replay(&dir.join("journal.jsonl"), tree, &mut seen)?;
     Ok((seen, dir.join("objects")))
+}
+
+/// The path of object `obj` under an objects directory.
+pub fn object_path(objects: &Path, obj: u64) -> PathBuf {
+    objects.join(name(obj))
 }
 
 /// Replays the journal at `path` onto `tree`. A torn last line (a crash

@@ -162,9 +162,11 @@ pub fn pending(
         .into_iter()
         .map(|c| {
             let size = match &c.source {
-                Some(Source::Object(o)) => std::fs::symlink_metadata(objects.join(o.to_string()))
-                    .map(|m| m.len())
-                    .unwrap_or(0),
+                Some(Source::Object(o)) => {
+                    std::fs::symlink_metadata(crate::overlay::object_path(&objects, *o))
+                        .map(|m| m.len())
+                        .unwrap_or(0)
+                }
                 Some(Source::Host(h)) => host
                     .as_ref()
                     .and_then(|hr| hr.lstat(h).ok())

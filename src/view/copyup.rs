@@ -12,6 +12,7 @@ use super::tree::{Ino, Kind, Origin};
 use super::{Result, View};
 use crate::error::Errno;
 use crate::overlay::journal::{self, Record, Seen};
+use crate::overlay::Overlay;
 
 /// The fingerprint of a host entry (and, when read, its content hash).
 pub(super) fn seen_of(path: &str, kind: Kind, st: &Stat, base: Option<String>) -> Seen {
@@ -139,14 +140,14 @@ impl View {
                 }
                 let _ = rfs::chownat(
                     ov.objects_fd(),
-                    obj.to_string(),
+                    Overlay::name(obj),
                     Some(uid(st.st_uid)),
                     Some(gid(st.st_gid)),
                     AtFlags::SYMLINK_NOFOLLOW,
                 );
                 let _ = rfs::utimensat(
                     ov.objects_fd(),
-                    obj.to_string(),
+                    Overlay::name(obj),
                     &times(&st),
                     AtFlags::empty(),
                 );
@@ -163,14 +164,14 @@ impl View {
                 }
                 let _ = rfs::chownat(
                     ov.objects_fd(),
-                    obj.to_string(),
+                    Overlay::name(obj),
                     Some(uid(st.st_uid)),
                     Some(gid(st.st_gid)),
                     AtFlags::SYMLINK_NOFOLLOW,
                 );
                 let _ = rfs::utimensat(
                     ov.objects_fd(),
-                    obj.to_string(),
+                    Overlay::name(obj),
                     &times(&st),
                     AtFlags::SYMLINK_NOFOLLOW,
                 );

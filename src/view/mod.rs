@@ -514,6 +514,9 @@ impl View {
         let tree = self.read_tree();
         let node = tree.get(ino).ok_or(Errno::ENOENT)?;
         match node.origin {
+            // The kernel asks before most writes and chowns; overlay objects
+            // never carry it (only user.* is ever set or copied up).
+            Origin::Upper(_) if name == "security.capability" => Err(Errno::ENODATA),
             Origin::Upper(obj) => {
                 let ov = self.overlay.as_ref().ok_or(Errno::EIO)?;
                 let mut buf = vec![0u8; 64 * 1024];

@@ -144,7 +144,7 @@ impl View {
                 let made = make(Place::Object(ov, obj), setgid_dir).and_then(|_| {
                     give_away(rfs::chownat(
                         ov.objects_fd(),
-                        obj.to_string(),
+                        Overlay::name(obj),
                         Some(uid(owner)),
                         Some(gid(group)),
                         AtFlags::SYMLINK_NOFOLLOW,
@@ -250,7 +250,7 @@ impl View {
                     if setgid {
                         rfs::chmodat(
                             ov.objects_fd(),
-                            obj.to_string(),
+                            Overlay::name(obj),
                             rfs::Mode::from_raw_mode(sgid_mode),
                             AtFlags::empty(),
                         )?;
@@ -555,7 +555,7 @@ impl View {
             return self.getattr(ino);
         }
         // Directories and symlinks: by name in the objects directory.
-        let name = obj.to_string();
+        let name = Overlay::name(obj);
         let dir = ov.objects_fd();
         if let Some(mode) = set.mode {
             if kind != Kind::Symlink {
