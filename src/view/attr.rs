@@ -28,12 +28,27 @@ pub struct Attr {
     pub owned: bool,
 }
 
+/// A timestamp from `stat`; absurd values (a host file may carry any) are
+/// clamped instead of overflowing.
 fn time(secs: i64, nsec: i64) -> SystemTime {
-    let nsec = nsec.clamp(0, 999_999_999) as u32;
-    if secs >= 0 {
-        UNIX_EPOCH + Duration::new(secs as u64, nsec)
+    let nsec = Duration::new(0, nsec.clamp(0, 999_999_999) as u32);
+    let t = if secs >= 0 {
+        UNIX_EPOCH.checked_add(Duration::from_secs(secs as u64))
     } else {
-        UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs()) + Duration::new(0, nsec)
+        UNIX_EPOCH.checked_sub(Duration::from_secs(secs.unsigned_abs()))
+    };
+    t.and_then(|t| t.checked_add(nsec)).unwrap_or(UNIX_EPOCH)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn absurd_times_do_not_panic() {
+        use super::time;
+        // Extremes either fit or clamp; neither panics.
+        assert!(time(i64::MIN, -5) <= std::time::UNIX_EPOCH);
+        assert!(time(i64::MAX, 2_000_000_000) >= std::time::UNIX_EPOCH);
+        assert!(time(-1, 0) < std::time::UNIX_EPOCH);
     }
 }
 
