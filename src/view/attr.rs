@@ -40,18 +40,6 @@ fn time(secs: i64, nsec: i64) -> SystemTime {
     t.and_then(|t| t.checked_add(nsec)).unwrap_or(UNIX_EPOCH)
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn absurd_times_do_not_panic() {
-        use super::time;
-        // Extremes either fit or clamp; neither panics.
-        assert!(time(i64::MIN, -5) <= std::time::UNIX_EPOCH);
-        assert!(time(i64::MAX, 2_000_000_000) >= std::time::UNIX_EPOCH);
-        assert!(time(-1, 0) < std::time::UNIX_EPOCH);
-    }
-}
-
 /// The kind of a host entry, if the view can show it.
 pub fn kind_of(st: &Stat) -> Option<Kind> {
     match st.st_mode & libc::S_IFMT {
@@ -83,5 +71,17 @@ pub fn from_stat(ino: Ino, kind: Kind, st: &Stat, dir_nlink: u32) -> Attr {
         gid: st.st_gid,
         blksize: st.st_blksize as u32,
         owned: false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn absurd_times_do_not_panic() {
+        use super::time;
+        // Extremes either fit or clamp; neither panics.
+        assert!(time(i64::MIN, -5) <= std::time::UNIX_EPOCH);
+        assert!(time(i64::MAX, 2_000_000_000) >= std::time::UNIX_EPOCH);
+        assert!(time(-1, 0) < std::time::UNIX_EPOCH);
     }
 }
