@@ -62,6 +62,16 @@ fn times(st: &Stat) -> Timestamps {
     }
 }
 
+/// Gives a directory or symlink object the host entry's owner and times
+/// (best effort: an unprivileged daemon cannot give entries away).
+fn copy_owner_and_times(ov: &Overlay, obj: u64, st: &Stat) {
+    let name = Overlay::name(obj);
+    let nofollow = AtFlags::SYMLINK_NOFOLLOW;
+    let owner = (Some(uid(st.st_uid)), Some(gid(st.st_gid)));
+    let _ = rfs::chownat(ov.objects_fd(), &name, owner.0, owner.1, nofollow);
+    let _ = rfs::utimensat(ov.objects_fd(), &name, &times(st), nofollow);
+}
+
 /// Copies user xattrs from an open host entry onto the object at `dst`.
 fn copy_xattrs(src: impl AsFd, dst: &std::path::Path) {
     let mut names = vec![0u8; 64 * 1024];
@@ -138,19 +148,7 @@ impl View {
                     ov.quota.remove_object(obj);
                     return Err(e.into());
                 }
-                let _ = rfs::chownat(
-                    ov.objects_fd(),
-                    Overlay::name(obj),
-                    Some(uid(st.st_uid)),
-                    Some(gid(st.st_gid)),
-                    AtFlags::SYMLINK_NOFOLLOW,
-                );
-                let _ = rfs::utimensat(
-                    ov.objects_fd(),
-                    Overlay::name(obj),
-                    &times(&st),
-                    AtFlags::empty(),
-                );
+                copy_owner_and_times(ov, obj, &st);
                 copy_xattrs(&dirfd, &ov.path(obj));
                 seen_of(&host_path, kind, &st, None)
             }
@@ -162,19 +160,7 @@ impl View {
                     ov.quota.remove_object(obj);
                     return Err(e.into());
                 }
-                let _ = rfs::chownat(
-                    ov.objects_fd(),
-                    Overlay::name(obj),
-                    Some(uid(st.st_uid)),
-                    Some(gid(st.st_gid)),
-                    AtFlags::SYMLINK_NOFOLLOW,
-                );
-                let _ = rfs::utimensat(
-                    ov.objects_fd(),
-                    Overlay::name(obj),
-                    &times(&st),
-                    AtFlags::SYMLINK_NOFOLLOW,
-                );
+                copy_owner_and_times(ov, obj, &st);
                 let hash = format!("blake3:{}", blake3::hash(&target).to_hex());
                 seen_of(&host_path, kind, &st, Some(hash))
             }

@@ -93,7 +93,8 @@ impl Tree {
         tree
     }
 
-    fn push_unsorted(&mut self, parent: Ino, name: &str, kind: Kind, origin: Origin) -> Ino {
+    /// Appends a node (not yet linked into its parent) and returns its number.
+    fn push(&mut self, parent: Ino, name: &str, kind: Kind, origin: Origin) -> Ino {
         self.nodes.push(Node {
             parent,
             name: name.into(),
@@ -103,8 +104,12 @@ impl Tree {
             removed: false,
         });
         self.live += 1;
-        let ino = self.nodes.len() as Ino;
-        self.nodes[(parent - 1) as usize].children.push(ino);
+        self.nodes.len() as Ino
+    }
+
+    fn push_unsorted(&mut self, parent: Ino, name: &str, kind: Kind, origin: Origin) -> Ino {
+        let ino = self.push(parent, name, kind, origin);
+        self.node_mut(parent).children.push(ino);
         ino
     }
 
@@ -194,16 +199,7 @@ impl Tree {
         let Err(at) = self.slot(parent, name)? else {
             return None;
         };
-        self.nodes.push(Node {
-            parent,
-            name: name.into(),
-            kind,
-            origin,
-            children: Vec::new(),
-            removed: false,
-        });
-        self.live += 1;
-        let ino = self.nodes.len() as Ino;
+        let ino = self.push(parent, name, kind, origin);
         self.node_mut(parent).children.insert(at, ino);
         Some(ino)
     }

@@ -665,16 +665,21 @@ impl View {
         Ok(())
     }
 
-    /// Only `user.*` attributes may be set or removed: others carry
-    /// security meaning a view must not let an agent forge.
-    pub fn setxattr(&self, ino: Ino, name: &OsStr, value: &[u8], flags: i32) -> Result<()> {
+    /// The checks of setxattr and removexattr. Only `user.*` attributes
+    /// may change: others carry security meaning a view must not let an
+    /// agent forge.
+    fn xattr_target<'a>(&self, ino: Ino, name: &'a OsStr) -> Result<(Writer<'_>, &'a str, String)> {
         self.live()?;
         let writer = self.writer()?;
-        let name = name.to_str().ok_or(Errno::EINVAL)?;
         let path = self.read_tree().path(ino).ok_or(Errno::ENOENT)?;
-        if !name.starts_with("user.") {
-            return Err(Errno::EPERM);
+        match name.to_str() {
+            Some(n) if n.starts_with("user.") => Ok((writer, n, path)),
+            _ => Err(Errno::EPERM),
         }
+    }
+
+    pub fn setxattr(&self, ino: Ino, name: &OsStr, value: &[u8], flags: i32) -> Result<()> {
+        let (writer, name, path) = self.xattr_target(ino, name)?;
         let ov = match writer {
             Writer::Overlay(ov) => ov,
             Writer::Direct(log) => {
@@ -688,13 +693,7 @@ impl View {
     }
 
     pub fn removexattr(&self, ino: Ino, name: &OsStr) -> Result<()> {
-        self.live()?;
-        let writer = self.writer()?;
-        let name = name.to_str().ok_or(Errno::ENODATA)?;
-        let path = self.read_tree().path(ino).ok_or(Errno::ENOENT)?;
-        if !name.starts_with("user.") {
-            return Err(Errno::EPERM);
-        }
+        let (writer, name, path) = self.xattr_target(ino, name)?;
         let ov = match writer {
             Writer::Overlay(ov) => ov,
             Writer::Direct(log) => {
