@@ -1,6 +1,7 @@
 //! The fuser adapter: translates FUSE requests into calls on the view core
 //! and its answers into replies. No policy decision lives here.
 
+mod iomode;
 mod passthrough;
 
 use std::ffi::OsStr;
@@ -18,11 +19,13 @@ use fuser::{
 use crate::error::Errno;
 use crate::policy::Mode;
 use crate::view::{Attr, Caller, Kind, SetAttr, SetTime, View};
+use iomode::{IoMode, IoModes};
 use passthrough::Passthrough;
 
 pub struct WopFs {
     view: Arc<View>,
     passthrough: Passthrough,
+    iomodes: IoModes,
 }
 
 impl WopFs {
@@ -30,6 +33,7 @@ impl WopFs {
         WopFs {
             view,
             passthrough: Passthrough::default(),
+            iomodes: IoModes::default(),
         }
     }
 }
@@ -102,7 +106,7 @@ impl Filesystem for WopFs {
         let _ = config.add_capabilities(InitFlags::FUSE_HANDLE_KILLPRIV_V2);
         // Kept page caches are dropped when a file's mtime or size changes.
         let _ = config.add_capabilities(InitFlags::FUSE_AUTO_INVAL_DATA);
-        if self.view.mode() == Mode::ReadOnly {
+        if self.view.mode() != Mode::ReadWriteDirect {
             self.passthrough.negotiate(config);
         }
         Ok(())
@@ -142,20 +146,36 @@ impl Filesystem for WopFs {
             Ok(o) => o,
             Err(e) => return reply.error(err(e)),
         };
-        // Passthrough only in read-only views: the kernel needs every open
-        // of an inode that has a passthrough open to share its backing file,
-        // which a copy-up (and the daemon-served writes the quota needs)
-        // cannot. Writable views keep the page cache across opens instead.
+        let fh = FileHandle(opened.fh);
         if self.view.mode() == Mode::ReadOnly {
-            let attached =
-                self.passthrough
-                    .attach(ino.0, opened.obj, opened.fh, &opened.file, &reply);
-            if let Some(id) = attached {
-                return reply.opened_passthrough(FileHandle(opened.fh), FopenFlags::empty(), &id);
-            }
-            return reply.opened(FileHandle(opened.fh), FopenFlags::empty());
+            // Nothing writes here: every open can share the host file.
+            let id = self
+                .passthrough
+                .attach(ino.0, None, opened.fh, &opened.file, &reply);
+            return match id {
+                Some(id) => reply.opened_passthrough(fh, FopenFlags::empty(), &id),
+                None => reply.opened(fh, FopenFlags::empty()),
+            };
         }
-        reply.opened(FileHandle(opened.fh), FopenFlags::FOPEN_KEEP_CACHE);
+        let is_object = opened.obj.is_some() && self.view.overlay().is_some();
+        let mode = self.iomodes.choose(ino.0, is_object, opened.writable);
+        if mode == IoMode::Passthrough {
+            let id = self
+                .passthrough
+                .attach(ino.0, opened.obj, opened.fh, &opened.file, &reply);
+            if let Some(id) = id {
+                self.iomodes.opened(ino.0, opened.fh, IoMode::Passthrough);
+                return reply.opened_passthrough(fh, FopenFlags::empty(), &id);
+            }
+            if opened.writable {
+                // A writer is sent here only to join passthrough opens; one
+                // that cannot would be refused by the kernel anyway.
+                self.view.release(opened.fh);
+                return reply.error(FErrno::EIO);
+            }
+        }
+        self.iomodes.opened(ino.0, opened.fh, IoMode::Cached);
+        reply.opened(fh, FopenFlags::FOPEN_KEEP_CACHE);
     }
 
     fn read(
@@ -199,6 +219,10 @@ impl Filesystem for WopFs {
         reply: ReplyEmpty,
     ) {
         self.passthrough.detach(fh.0);
+        if self.iomodes.released(fh.0) == Some(IoMode::Passthrough) {
+            // A passthrough writer's growth bypassed the quota: settle it.
+            self.view.settle_quota(fh.0);
+        }
         self.view.release(fh.0);
         reply.ok();
     }

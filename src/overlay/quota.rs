@@ -103,6 +103,23 @@ impl Quota {
         }
     }
 
+    /// Records an object's actual size after writes the daemon did not see
+    /// (passthrough), without a limit check: the growth already happened;
+    /// further growth is refused while over the limit.
+    pub fn settle(&self, obj: u64, size: u64) {
+        let mut sizes = self.lock();
+        let Some(old) = sizes.insert(obj, size) else {
+            sizes.remove(&obj);
+            return;
+        };
+        if size >= old {
+            self.bytes.fetch_add(size - old, Ordering::AcqRel);
+        } else {
+            self.bytes
+                .fetch_sub((old - size).min(self.bytes()), Ordering::AcqRel);
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, u64>> {
         self.sizes.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -327,9 +327,11 @@ impl View {
         } else {
             let tree = self.read_tree();
             match tree.get(ino).ok_or(Errno::ENOENT)?.origin {
+                // Read-write even for a reader: if the kernel makes this the
+                // passthrough backing file, later writers share it.
                 Origin::Upper(obj) => {
                     let ov = self.overlay.as_ref().ok_or(Errno::EIO)?;
-                    (ov.open_file(obj, false)?, Some(obj))
+                    (ov.open_file(obj, true)?, Some(obj))
                 }
                 _ => {
                     let path = tree.host_path(ino).ok_or(Errno::ENOENT)?;
@@ -381,6 +383,24 @@ impl View {
         }
         buf.truncate(done);
         Ok(buf)
+    }
+
+    /// Settles the quota after a passthrough writer closes: its writes went
+    /// straight to the object, so its size is read back.
+    pub fn settle_quota(&self, fh: u64) {
+        if let (
+            Some(Handle::File {
+                file,
+                obj: Some(obj),
+                ..
+            }),
+            Some(ov),
+        ) = (self.handles.get(fh), &self.overlay)
+        {
+            if let Ok(st) = rustix::fs::fstat(&*file) {
+                ov.quota.settle(obj, st.st_size as u64);
+            }
+        }
     }
 
     /// The overlay object of a node that has been copied up.
