@@ -5,6 +5,7 @@
 //! adapter ([`fuse`]) and the mount lifecycle ([`mount`]) put it on a
 //! mountpoint. See ARCHITECTURE.md for the map.
 
+pub mod audit;
 pub mod cli;
 pub mod error;
 pub mod fuse;

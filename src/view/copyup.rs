@@ -99,6 +99,23 @@ impl View {
         journal::merge_seen(&mut seen, s.clone()).then_some(Record::Seen(s))
     }
 
+    /// Whether the base of a host path is known already.
+    pub(super) fn seen_has_base(&self, path: &str) -> bool {
+        let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        seen.get(path).is_some_and(|s| s.base.is_some())
+    }
+
+    /// `blake3:<hex>` of a host file's content (of a symlink's target).
+    pub(super) fn host_hash(&self, path: &str, kind: Kind) -> Result<String> {
+        match kind {
+            Kind::Symlink => {
+                let target = self.host.readlink(path)?;
+                Ok(format!("blake3:{}", blake3::hash(&target).to_hex()))
+            }
+            _ => Ok(copy_and_hash(&self.host.open_file(path)?, None)?),
+        }
+    }
+
     /// Makes `ino` an overlay object, if it is not one already, and returns
     /// the object id. `content` false skips copying the data (an open with
     /// O_TRUNC), though the base is still hashed.

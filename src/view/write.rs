@@ -289,7 +289,8 @@ impl View {
     }
 
     /// Seen records for the host entries of a subtree that is about to
-    /// leave its place (moved, deleted or replaced).
+    /// leave its place (moved, deleted or replaced), with the content hash
+    /// a commit checks against: reading it costs what the files hold, once.
     fn vacate_records(&self, tree: &Tree, ino: Ino) -> Vec<Record> {
         let mut out = Vec::new();
         for i in tree.subtree(ino) {
@@ -300,8 +301,12 @@ impl View {
             let Some(path) = tree.host_path(i) else {
                 continue;
             };
+            if self.seen_has_base(&path) {
+                continue;
+            }
             if let Ok(st) = self.host.lstat(&path) {
-                out.extend(self.note_seen(seen_of(&path, n.kind, &st, None)));
+                let base = self.host_hash(&path, n.kind).ok();
+                out.extend(self.note_seen(seen_of(&path, n.kind, &st, base)));
             }
         }
         out
