@@ -177,7 +177,9 @@ impl Audit {
         for (i, line) in lines.iter().enumerate() {
             let n = i + 1;
             let rec: Record = serde_json::from_str(line).map_err(|e| {
-                Error::policy(format!("audit log line {n} has been altered: it is not a record ({e})"))
+                Error::policy(format!(
+                    "audit log line {n} has been altered: it is not a record ({e})"
+                ))
             })?;
             if rec.prev != prev {
                 return Err(Error::policy(format!(
@@ -215,9 +217,19 @@ mod tests {
     fn log3() -> (tempfile::TempDir, Audit) {
         let d = tempfile::tempdir().unwrap();
         let a = Audit::new(d.path());
-        for (i, ev) in [Event::Start, Event::Progress, Event::Complete].into_iter().enumerate() {
-            a.append("wopfs.patch.commit", Some("g-1"), "tester", ev, "ok", serde_json::json!({"n": i}))
-                .unwrap();
+        for (i, ev) in [Event::Start, Event::Progress, Event::Complete]
+            .into_iter()
+            .enumerate()
+        {
+            a.append(
+                "wopfs.patch.commit",
+                Some("g-1"),
+                "tester",
+                ev,
+                "ok",
+                serde_json::json!({"n": i}),
+            )
+            .unwrap();
         }
         (d, a)
     }

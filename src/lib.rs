@@ -7,6 +7,7 @@
 
 pub mod audit;
 pub mod cli;
+pub mod controller;
 pub mod error;
 pub mod fuse;
 pub mod grant;
@@ -17,5 +18,6 @@ pub mod patch;
 pub mod paths;
 pub mod patterns;
 pub mod policy;
+pub mod session;
 pub mod state;
 pub mod view;

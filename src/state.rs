@@ -134,6 +134,20 @@ impl StateDir {
         Ok(grant)
     }
 
+    /// Rewrites a grant after a commit changed its host truth (re-MACed).
+    pub fn update_grant(&self, grant: &Grant) -> Result<()> {
+        let dir = self.session_dir(&grant.grant_id);
+        let json = serde_json::to_vec_pretty(grant)
+            .map_err(|e| Error::invalid(format!("serializing grant: {e}")))?;
+        let mac = blake3::keyed_hash(&self.key()?, &json).to_hex();
+        // Two steps a crash cannot break: the new MAC waits beside the old
+        // one until the new grant is in place (load_grant accepts either).
+        write_atomic(&dir.join("grant.mac.new"), mac.as_bytes())?;
+        write_atomic(&dir.join("grant.json"), &json)?;
+        std::fs::rename(dir.join("grant.mac.new"), dir.join("grant.mac"))
+            .ctx(|| format!("updating the MAC of grant {}", grant.grant_id))
+    }
+
     /// Loads a grant, refusing unknown ids and grants edited since issue.
     pub fn load_grant(&self, grant_id: &str) -> Result<Grant> {
         if !is_grant_id(grant_id) {
@@ -152,9 +166,14 @@ impl StateDir {
             }
             Err(e) => return Err(Error::io(format!("reading grant {grant_id}"), e)),
         };
-        let mac = fs::read_to_string(dir.join("grant.mac")).unwrap_or_default();
         let expect = blake3::keyed_hash(&self.key()?, &json);
-        let ok = blake3::Hash::from_hex(mac.trim()).is_ok_and(|m| m == expect);
+        let matches = |name: &str| {
+            let mac = fs::read_to_string(dir.join(name)).unwrap_or_default();
+            blake3::Hash::from_hex(mac.trim()).is_ok_and(|m| m == expect)
+        };
+        let ok = matches("grant.mac")
+            || matches("grant.mac.new")
+                && fs::rename(dir.join("grant.mac.new"), dir.join("grant.mac")).is_ok();
         if !ok {
             return Err(Error::policy(format!(
                 "grant {grant_id} has been tampered with: its record does not match its MAC"

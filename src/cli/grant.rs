@@ -68,6 +68,17 @@ pub fn run(state_path: &Path, a: &Args) -> Result<()> {
     let grant = resolve(&req, &policy)?;
     let state = StateDir::open(state_path)?;
     let grant = state.create_grant(grant)?;
+    crate::audit::Audit::new(state.path()).append(
+        "wopfs.grant.create",
+        Some(&grant.grant_id),
+        &crate::audit::current_actor(),
+        crate::audit::Event::Complete,
+        "granted",
+        serde_json::json!({
+            "mode": grant.mode, "files": grant.files.len(), "purpose": grant.purpose,
+            "policy": grant.policy, "expires_at": grant.expires_at,
+        }),
+    )?;
     if a.json {
         super::print_json(&grant)
     } else {

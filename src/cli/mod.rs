@@ -1,7 +1,10 @@
 //! Command-line interface: one module per subcommand, each thin over the library.
 
+mod audit;
+mod commit;
 mod grant;
 mod mount;
+mod patch;
 mod status;
 
 use std::path::PathBuf;
@@ -35,8 +38,20 @@ pub enum Command {
     Mount(mount::MountArgs),
     /// Unmount a view.
     Umount(mount::UmountArgs),
-    /// List grants: mode, files, expiry, whether mounted.
+    /// List grants: mode, files, expiry, whether mounted, pending changes.
     Status(status::Args),
+    /// Show what a session would change, as a unified diff.
+    Diff(patch::DiffArgs),
+    /// Write a session's WorkspacePatch set.
+    Export(patch::ExportArgs),
+    /// Approve and apply a session's changes to the host tree.
+    Commit(commit::CommitArgs),
+    /// Discard a session's changes, keeping the record and the reason.
+    Reject(commit::RejectArgs),
+    /// Complete or roll back an interrupted commit.
+    Recover(commit::RecoverArgs),
+    /// Show the audit log; --verify checks its hash chain.
+    Audit(audit::Args),
 }
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
@@ -49,6 +64,12 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Mount(a) => mount::run_mount(&state()?, a),
         Command::Umount(a) => mount::run_umount(&state()?, a),
         Command::Status(a) => status::run(&state()?, a),
+        Command::Diff(a) => patch::run_diff(&state()?, a),
+        Command::Export(a) => patch::run_export(&state()?, a),
+        Command::Commit(a) => commit::run_commit(&state()?, a),
+        Command::Reject(a) => commit::run_reject(&state()?, a),
+        Command::Recover(a) => commit::run_recover(&state()?, a),
+        Command::Audit(a) => audit::run(&state()?, a),
     }?;
     Ok(ExitCode::SUCCESS)
 }

@@ -47,6 +47,8 @@ const READY: &str = "wopfs-ready";
 /// not already mounted.
 pub fn preflight(state: &StateDir, grant: &Grant, mountpoint: &Path) -> Result<PathBuf> {
     grant.check_live()?;
+    crate::session::SessionState::load(&state.session_dir(&grant.grant_id))?
+        .check_not_ended(&grant.grant_id, "mount")?;
     if let Some(rec) = state.live_mount(&grant.grant_id) {
         if mountinfo::mount_at(&rec.mountpoint).is_some() {
             return Err(Error::invalid(format!(
@@ -119,8 +121,32 @@ pub fn serve(
         announce_ready(&state.log_path(&grant.grant_id))?;
     }
     tracing::info!(grant = %grant.grant_id, mountpoint = %mp.display(), "mounted");
+    let audit = crate::audit::Audit::new(state.path());
+    let actor = crate::audit::current_actor();
+    let log = |op: &str, outcome: &str| {
+        let details = serde_json::json!({"mountpoint": mp, "pid": std::process::id()});
+        if let Err(e) = audit.append(
+            op,
+            Some(&grant.grant_id),
+            &actor,
+            crate::audit::Event::Complete,
+            outcome,
+            details,
+        ) {
+            tracing::error!(error = %e, "cannot write the audit log");
+        }
+    };
+    log("wopfs.view.mount", "mounted");
     let result = session.run();
     state.clear_mount_record(&grant.grant_id);
+    log(
+        "wopfs.view.umount",
+        if result.is_ok() {
+            "unmounted"
+        } else {
+            "failed"
+        },
+    );
     tracing::info!(grant = %grant.grant_id, "unmounted; daemon exiting");
     result.ctx(|| format!("serving grant {}", grant.grant_id))
 }

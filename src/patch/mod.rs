@@ -1,12 +1,16 @@
 //! What a session changes: the overlay compared with the grant's host
 //! tree, one change per path. Renames are a delete plus a create, as in
-//! the patch format.
+//! the patch format. `set.rs` turns the changes into WorkspacePatch sets,
+//! `diff.rs` shows them.
 
-use serde::Serialize;
+pub mod diff;
+pub mod set;
+
+use serde::{Deserialize, Serialize};
 
 use crate::view::tree::{Kind, Origin, Tree, ROOT};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Op {
     Create,

@@ -1,0 +1,139 @@
+//! `wopfs commit`, `wopfs reject`, `wopfs recover`
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+
+use crate::controller::{self, CommitOptions};
+use crate::error::Result;
+use crate::patch::Op;
+use crate::state::StateDir;
+
+#[derive(clap::Args, Debug)]
+pub struct CommitArgs {
+    grant: String,
+    /// Approve without asking (needed off a terminal when approval is required).
+    #[arg(long)]
+    yes: bool,
+    /// Report exactly what would happen; write nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Commit only these paths (or everything beneath these directories).
+    #[arg(long = "path", value_name = "P")]
+    paths: Vec<String>,
+    /// Who approves (recorded in the audit log; default: the user).
+    #[arg(long)]
+    approver: Option<String>,
+    /// Commit an exported patch set (a directory or its patchset.json).
+    #[arg(long, value_name = "PATCHSET")]
+    from: Option<PathBuf>,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RejectArgs {
+    grant: String,
+    /// Why the changes are rejected (kept in the record).
+    #[arg(long)]
+    reason: String,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RecoverArgs {
+    grant: String,
+}
+
+fn ask(summary: &str) -> bool {
+    if !std::io::stdin().is_terminal() {
+        return false;
+    }
+    eprint!("Apply {summary}? [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line).is_ok() && matches!(line.trim(), "y" | "Y" | "yes")
+}
+
+pub fn run_commit(state: &StateDir, a: &CommitArgs) -> Result<()> {
+    let grant = state.load_grant(&a.grant)?;
+    if grant.requires_human_approval && !a.yes && !a.dry_run && std::io::stdin().is_terminal() {
+        // Show what is about to be approved.
+        let _ = super::patch::run_diff(state, &super::patch::DiffArgs::for_stat(&a.grant));
+    }
+    let pending = crate::patch::pending(&grant, &state.session_dir(&grant.grant_id))?;
+    let pb = super::patch::progress_bar(pending.len() as u64, "committing");
+    let pb2 = pb.clone();
+    let outcome = controller::commit(
+        state,
+        &grant,
+        CommitOptions {
+            yes: a.yes,
+            dry_run: a.dry_run,
+            paths: a.paths.clone(),
+            approver: a.approver.clone(),
+            from: a.from.clone(),
+            confirm: Some(Box::new(ask)),
+            progress: Some(Box::new(move |_| pb2.inc(1))),
+        },
+    )?;
+    pb.finish_and_clear();
+    if a.json {
+        return super::print_json(&outcome);
+    }
+    let verb = if outcome.dry_run { "would " } else { "" };
+    for (path, op) in &outcome.applied {
+        let what = match op {
+            Op::Create => "create",
+            Op::Update => "update",
+            Op::Delete => "delete",
+        };
+        println!("{verb}{what} {path}");
+    }
+    for path in &outcome.skipped {
+        println!("{verb}skip {path} (already so on the host)");
+    }
+    if outcome.dry_run {
+        println!("dry run: nothing was written");
+    } else if outcome.complete {
+        println!(
+            "committed grant {}: {} change(s) applied",
+            grant.grant_id,
+            outcome.applied.len()
+        );
+    } else {
+        println!(
+            "applied {} change(s); the rest stays pending",
+            outcome.applied.len()
+        );
+    }
+    Ok(())
+}
+
+pub fn run_reject(state: &StateDir, a: &RejectArgs) -> Result<()> {
+    let grant = state.load_grant(&a.grant)?;
+    controller::reject(state, &grant, &a.reason)?;
+    println!(
+        "rejected grant {}; the host tree is unchanged",
+        grant.grant_id
+    );
+    Ok(())
+}
+
+pub fn run_recover(state: &StateDir, a: &RecoverArgs) -> Result<()> {
+    let grant = state.load_grant(&a.grant)?;
+    match controller::recover(state, &grant)? {
+        None => println!("grant {}: no interrupted commit", grant.grant_id),
+        Some(controller::apply::Phase::Done) => {
+            println!(
+                "grant {}: the interrupted commit was completed",
+                grant.grant_id
+            )
+        }
+        Some(controller::apply::Phase::Prepared) => {
+            println!(
+                "grant {}: the interrupted commit was rolled back; the host is as before",
+                grant.grant_id
+            )
+        }
+    }
+    Ok(())
+}

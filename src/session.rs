@@ -1,0 +1,86 @@
+//! A session's lifecycle: open → pending → committed | rejected. Stored in
+//! `STATE/sessions/g-…/session.json`; absent means open.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// The agent may still change the view.
+    Open,
+    /// Exported for review; still changeable until committed or rejected.
+    Pending,
+    Committed,
+    Rejected,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SessionState {
+    pub phase: Phase,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approver: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<String>,
+}
+
+impl SessionState {
+    pub fn load(session_dir: &Path) -> Result<SessionState> {
+        match std::fs::read(session_dir.join("session.json")) {
+            Ok(b) => serde_json::from_slice(&b)
+                .map_err(|e| Error::invalid(format!("session state is damaged: {e}"))),
+            Err(_) => Ok(SessionState {
+                phase: Phase::Open,
+                reason: None,
+                approver: None,
+                at: None,
+            }),
+        }
+    }
+
+    pub fn save(&self, session_dir: &Path) -> Result<()> {
+        let json = serde_json::to_vec_pretty(self).map_err(|e| Error::invalid(e.to_string()))?;
+        crate::state::write_atomic(&session_dir.join("session.json"), &json)
+    }
+
+    /// Refuses to go on with a session that has ended.
+    pub fn check_not_ended(&self, grant_id: &str, what: &str) -> Result<()> {
+        match self.phase {
+            Phase::Committed => Err(Error::invalid(format!(
+                "cannot {what}: grant {grant_id} has already been committed{}",
+                self.at
+                    .as_deref()
+                    .map(|t| format!(" (at {t})"))
+                    .unwrap_or_default()
+            ))),
+            Phase::Rejected => Err(Error::invalid(format!(
+                "cannot {what}: grant {grant_id} was rejected{}",
+                self.reason
+                    .as_deref()
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default()
+            ))),
+            _ => Ok(()),
+        }
+    }
+}
+
+pub fn set_phase(
+    session_dir: &Path,
+    phase: Phase,
+    reason: Option<String>,
+    approver: Option<String>,
+) -> Result<()> {
+    SessionState {
+        phase,
+        reason,
+        approver,
+        at: Some(crate::grant::rfc3339(std::time::SystemTime::now())),
+    }
+    .save(session_dir)
+}
