@@ -1,0 +1,425 @@
+//! The approver's workflow, really mounted: grant, mount, edit, diff,
+//! export (checked against the JSON Schema), commit (the host changes as
+//! shown), reject (the host does not), the audit chain, partial commits,
+//! and crash safety: a commit interrupted at many points recovers to
+//! exactly before or exactly after.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+
+fn schema() -> jsonschema::Validator {
+    let text = fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/schema/patchset.schema.json"
+    ))
+    .unwrap();
+    jsonschema::validator_for(&serde_json::from_str(&text).unwrap()).unwrap()
+}
+
+fn check_schema(json: &serde_json::Value) {
+    let v = schema();
+    let errors: Vec<String> = v
+        .iter_errors(json)
+        .map(|e| format!("{e} at {}", e.instance_path()))
+        .collect();
+    assert!(errors.is_empty(), "schema errors: {errors:?}");
+}
+
+/// Paths, kinds, modes, contents and link targets: what a commit changes.
+/// (Directory mtimes are left out: writing a file in a directory changes
+/// them, even when the commit is rolled back.)
+fn content_digest(root: &Path) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let mut h = blake3::Hasher::new();
+    for rel in list_tree(root) {
+        let p = root.join(&rel);
+        let m = fs::symlink_metadata(&p).unwrap();
+        h.update(rel.as_bytes());
+        h.update(&m.mode().to_le_bytes());
+        if m.file_type().is_symlink() {
+            h.update(fs::read_link(&p).unwrap().as_os_str().as_encoded_bytes());
+        } else if m.is_file() {
+            h.update(&fs::read(&p).unwrap());
+        }
+    }
+    h.finalize().to_hex().to_string()
+}
+
+fn sample(env: &Env) {
+    env.write("README.md", "# payments\n");
+    env.write("src/pay.py", "def pay(x):\n    return int(x)\n");
+    env.write("src/old.py", "old = True\n");
+    env.write("docs/guide.md", "guide\n");
+    env.write("run.sh", "#!/bin/sh\necho run\n");
+    env.write(".env", "SECRET=1\n");
+}
+
+#[test]
+fn a_whole_session_committed_and_another_rejected() {
+    let env = Env::new();
+    sample(&env);
+    let g = env.grant(&["--mode", "read_write_overlay"]);
+    let m = env.mount(&g, &env.mountpoint("mnt"), &[]);
+    fs::write(
+        m.path("src/pay.py"),
+        "def pay(x):\n    return round(x, 2)\n",
+    )
+    .unwrap();
+    fs::remove_file(m.path("src/old.py")).unwrap();
+    fs::write(m.path("src/new.py"), "new = 1\n").unwrap();
+    fs::rename(m.path("docs/guide.md"), m.path("docs/GUIDE.md")).unwrap();
+    fs::set_permissions(m.path("run.sh"), fs::Permissions::from_mode(0o755)).unwrap();
+    std::os::unix::fs::symlink("pay.py", m.path("src/pay_link.py")).unwrap();
+    let big: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
+    fs::write(m.path("data.bin"), &big).unwrap();
+    let view = list_tree(&m.mp);
+    let err = env.fails(&["commit", &g, "--yes"]);
+    assert!(
+        err.contains("is mounted") && err.contains("umount"),
+        "{err}"
+    );
+    drop(m);
+    let before = content_digest(&env.host);
+
+    // diff: a unified diff, a rename, a mode change, a binary file, no contents dumped.
+    let diff = env.ok(&["diff", &g]);
+    assert!(
+        diff.contains("-    return int(x)\n+    return round(x, 2)"),
+        "{diff}"
+    );
+    assert!(
+        diff.contains("rename from docs/guide.md\nrename to docs/GUIDE.md"),
+        "{diff}"
+    );
+    assert!(diff.contains("old mode 100644\nnew mode 100755"), "{diff}");
+    assert!(
+        diff.contains("deleted file mode") && diff.contains("new file mode"),
+        "{diff}"
+    );
+    assert!(
+        diff.contains("Binary files differ") && diff.contains("200000 bytes"),
+        "{diff}"
+    );
+    assert!(!diff.contains('\x1b'), "no colour when piped");
+    let stat = env.ok(&["diff", &g, "--stat"]);
+    assert!(
+        stat.contains("src/pay.py") && stat.contains("files changed"),
+        "{stat}"
+    );
+    let dj: serde_json::Value = serde_json::from_str(&env.ok(&["diff", &g, "--json"])).unwrap();
+    assert!(dj
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|d| d["path"] == "data.bin" && d["binary"] == true));
+
+    // export: schema-valid, sorted, blobs for large contents, inline on request.
+    let out = env.dir.path().join("set");
+    env.ok(&["export", &g, "-o", out.to_str().unwrap()]);
+    let set: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(out.join("patchset.json")).unwrap()).unwrap();
+    check_schema(&set);
+    let patches = set["patches"].as_array().unwrap();
+    let paths: Vec<&str> = patches
+        .iter()
+        .map(|p| p["path"].as_str().unwrap())
+        .collect();
+    let mut sorted = paths.clone();
+    sorted.sort();
+    assert_eq!(paths, sorted);
+    let pay = patches.iter().find(|p| p["path"] == "src/pay.py").unwrap();
+    assert_eq!(pay["operation"], "update");
+    let want_base = format!(
+        "blake3:{}",
+        blake3::hash(b"def pay(x):\n    return int(x)\n").to_hex()
+    );
+    assert_eq!(pay["base"], want_base.as_str());
+    let bin = patches.iter().find(|p| p["path"] == "data.bin").unwrap();
+    assert!(bin.get("content").is_none(), "large content goes to blobs/");
+    let hex = &bin["blob"].as_str().unwrap()["blake3:".len()..];
+    assert_eq!(fs::read(out.join("blobs").join(hex)).unwrap(), big);
+    let inline: serde_json::Value =
+        serde_json::from_str(&env.ok(&["export", &g, "--inline"])).unwrap();
+    check_schema(&inline);
+    assert!(inline["patches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|p| p["operation"] == "delete" || p.get("content").is_some()));
+    let mut again = inline.clone();
+    again["created_at"] = set["created_at"].clone();
+    let mut first = set.clone();
+    for p in first["patches"].as_array_mut().unwrap() {
+        p.as_object_mut().unwrap().remove("content");
+    }
+    for p in again["patches"].as_array_mut().unwrap() {
+        p.as_object_mut().unwrap().remove("content");
+    }
+    assert_eq!(first, again, "exports are deterministic");
+
+    // dry run: says what, writes nothing.
+    let dry = env.ok(&["commit", &g, "--dry-run"]);
+    assert!(
+        dry.contains("would update src/pay.py") && dry.contains("would delete src/old.py"),
+        "{dry}"
+    );
+    assert_eq!(content_digest(&env.host), before);
+
+    // commit: the host becomes what the view showed.
+    env.ok(&["commit", &g, "--yes", "--approver", "alice"]);
+    let mut host_now = list_tree(&env.host);
+    host_now.retain(|p| p != ".env");
+    assert_eq!(host_now, view);
+    assert_eq!(
+        fs::read_to_string(env.host.join("src/pay.py")).unwrap(),
+        "def pay(x):\n    return round(x, 2)\n"
+    );
+    assert_eq!(fs::read(env.host.join("data.bin")).unwrap(), big);
+    assert_eq!(
+        fs::read_link(env.host.join("src/pay_link.py")).unwrap(),
+        Path::new("pay.py")
+    );
+    assert_eq!(
+        fs::metadata(env.host.join("run.sh"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o755
+    );
+    assert!(!env.host.join("src/old.py").exists() && !env.host.join("docs/guide.md").exists());
+    assert_eq!(
+        fs::read_to_string(env.host.join(".env")).unwrap(),
+        "SECRET=1\n"
+    );
+    assert!(!fs::read_dir(env.host.join("src")).unwrap().any(|e| e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .starts_with(".wopfs-")));
+    let st: serde_json::Value = serde_json::from_str(&env.ok(&["status", &g, "--json"])).unwrap();
+    assert_eq!(st[0]["pending"].as_array().unwrap().len(), 0);
+    assert!(
+        !env.state.join("sessions").join(&g).join("overlay").exists(),
+        "overlay released"
+    );
+    let e = env.fails(&["mount", &g, env.mountpoint("again").to_str().unwrap()]);
+    assert!(e.contains("already been committed"), "{e}");
+
+    // Another session, rejected: the host does not change.
+    let g2 = env.grant(&["--mode", "read_write_overlay"]);
+    let m = env.mount(&g2, &env.mountpoint("mnt2"), &[]);
+    fs::write(m.path("README.md"), "# vandalised\n").unwrap();
+    fs::remove_file(m.path("src/pay.py")).unwrap();
+    drop(m);
+    let before = tree_digest(&env.host);
+    env.ok(&["reject", &g2, "--reason", "not what we asked for"]);
+    assert_eq!(tree_digest(&env.host), before);
+    let e = env.fails(&["commit", &g2, "--yes"]);
+    assert!(
+        e.contains("was rejected") && e.contains("not what we asked for"),
+        "{e}"
+    );
+
+    // The audit log: every step, a verified chain, no contents.
+    let verify = env.ok(&["audit", "--verify"]);
+    assert!(verify.contains("verified"), "{verify}");
+    let log: serde_json::Value = serde_json::from_str(&env.ok(&["audit", "--json"])).unwrap();
+    let ops: Vec<(String, String)> = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["operationType"].as_str().unwrap().to_string(),
+                r["event"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    for want in [
+        ("wopfs.grant.create", "complete"),
+        ("wopfs.view.mount", "complete"),
+        ("wopfs.view.umount", "complete"),
+        ("wopfs.patch.export", "complete"),
+        ("wopfs.patch.commit", "start"),
+        ("wopfs.patch.commit", "complete"),
+        ("wopfs.patch.reject", "complete"),
+    ] {
+        assert!(
+            ops.iter().any(|(o, e)| o == want.0 && e == want.1),
+            "missing {want:?} in {ops:?}"
+        );
+    }
+    assert!(log
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["actor"] == "alice"));
+    let raw = fs::read_to_string(env.state.join("audit.jsonl")).unwrap();
+    assert!(
+        !raw.contains("round(x, 2)") && !raw.contains("vandalised"),
+        "contents in the audit log"
+    );
+}
+
+#[test]
+fn a_partial_commit_leaves_the_rest_pending() {
+    let env = Env::new();
+    sample(&env);
+    let g = env.grant(&["--mode", "read_write_overlay"]);
+    let m = env.mount(&g, &env.mountpoint("mnt"), &[]);
+    fs::write(m.path("src/pay.py"), "def pay(x):\n    return x\n").unwrap();
+    fs::write(m.path("docs/new.md"), "new\n").unwrap();
+    fs::remove_file(m.path("README.md")).unwrap();
+    drop(m);
+    env.ok(&["commit", &g, "--path", "src", "--path", "README.md"]);
+    assert_eq!(
+        fs::read_to_string(env.host.join("src/pay.py")).unwrap(),
+        "def pay(x):\n    return x\n"
+    );
+    assert!(!env.host.join("README.md").exists());
+    assert!(!env.host.join("docs/new.md").exists());
+    let st: serde_json::Value = serde_json::from_str(&env.ok(&["status", &g, "--json"])).unwrap();
+    let pending: Vec<&str> = st[0]["pending"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(pending, vec!["docs/new.md"]);
+    let e = env.fails(&["commit", &g, "--path", "nothing/here"]);
+    assert!(e.contains("no pending change"), "{e}");
+    // The session goes on: mount again, change more, commit the rest.
+    let m = env.mount(&g, &env.mountpoint("mnt2"), &[]);
+    assert_eq!(
+        fs::read_to_string(m.path("src/pay.py")).unwrap(),
+        "def pay(x):\n    return x\n"
+    );
+    fs::remove_file(m.path("src/pay.py")).unwrap();
+    drop(m);
+    env.ok(&["commit", &g]);
+    assert!(env.host.join("docs/new.md").exists() && !env.host.join("src/pay.py").exists());
+}
+
+/// A commit of a few hundred files is killed at many points (a test-only
+/// switch makes the process exit, as a crash would); `wopfs recover` must
+/// then leave the host exactly as before or exactly as after.
+#[test]
+fn an_interrupted_commit_recovers_to_before_or_after() {
+    let env = Env::new();
+    let populate = |env: &Env| {
+        for i in 0..120 {
+            env.write(&format!("d{}/f{i}.txt", i % 6), &format!("original {i}\n"));
+        }
+    };
+    populate(&env);
+    let g = env.grant(&["--mode", "read_write_overlay"]);
+    let m = env.mount(&g, &env.mountpoint("mnt"), &[]);
+    for i in 0..120 {
+        let p = m.path(&format!("d{}/f{i}.txt", i % 6));
+        match i % 3 {
+            0 => fs::write(&p, format!("changed {i}\n")).unwrap(),
+            1 => fs::remove_file(&p).unwrap(),
+            _ => {}
+        }
+    }
+    for i in 0..100 {
+        fs::create_dir_all(m.path(&format!("new{}", i % 5))).unwrap();
+        fs::write(
+            m.path(&format!("new{}/n{i}.txt", i % 5)),
+            format!("new {i}\n"),
+        )
+        .unwrap();
+    }
+    drop(m);
+    let pre = content_digest(&env.host);
+    let reset = |env: &Env| {
+        for e in fs::read_dir(&env.host).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                fs::remove_dir_all(&p).unwrap();
+            } else {
+                fs::remove_file(&p).unwrap();
+            }
+        }
+        populate(env);
+        assert_eq!(content_digest(&env.host), pre);
+    };
+
+    let mut outcomes = Vec::new();
+    for fault in [
+        1, 2, 3, 5, 8, 40, 100, 180, 230, 260, 300, 330, 360, 400, 420, 440, 460, 480,
+    ] {
+        let out = Command::new(BIN)
+            .args([
+                "--state-dir",
+                env.state.to_str().unwrap(),
+                "commit",
+                &g,
+                "--yes",
+            ])
+            .env("WOPFS_FAULT_AFTER", fault.to_string())
+            .output()
+            .unwrap();
+        let crashed = out.status.code() == Some(86);
+        env.ok(&["recover", &g]);
+        let after = content_digest(&env.host);
+        outcomes.push((fault, crashed, after.clone()));
+        if after != pre {
+            break; // the commit point was passed: this is the after state
+        }
+        assert!(
+            crashed,
+            "fault {fault}: the commit finished without reaching the fault"
+        );
+        assert!(
+            !list_tree(&env.host).iter().any(|p| p.contains(".wopfs-")),
+            "fault {fault}: scratch files left"
+        );
+        reset(&env);
+    }
+    let (last_fault, _, post) = outcomes.last().unwrap().clone();
+    assert_ne!(
+        post, pre,
+        "no trial got past the commit point (last fault {last_fault})"
+    );
+    assert!(
+        outcomes.len() >= 6,
+        "too few trials before the commit point: {outcomes:?}"
+    );
+    // The after state is exactly the session's result: a fresh copy of the
+    // same changes committed without faults gives the same digest.
+    let env2 = Env::new();
+    populate(&env2);
+    let g2 = env2.grant(&["--mode", "read_write_overlay"]);
+    let m = env2.mount(&g2, &env2.mountpoint("mnt"), &[]);
+    for i in 0..120 {
+        let p = m.path(&format!("d{}/f{i}.txt", i % 6));
+        match i % 3 {
+            0 => fs::write(&p, format!("changed {i}\n")).unwrap(),
+            1 => fs::remove_file(&p).unwrap(),
+            _ => {}
+        }
+    }
+    for i in 0..100 {
+        fs::create_dir_all(m.path(&format!("new{}", i % 5))).unwrap();
+        fs::write(
+            m.path(&format!("new{}/n{i}.txt", i % 5)),
+            format!("new {i}\n"),
+        )
+        .unwrap();
+    }
+    drop(m);
+    env2.ok(&["commit", &g2, "--yes"]);
+    assert_eq!(
+        content_digest(&env2.host),
+        post,
+        "the recovered host is not the committed state"
+    );
+}
