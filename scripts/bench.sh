@@ -14,6 +14,8 @@
 #   BENCH_MODE      grant mode: read_write_overlay, or read_only to run
 #                   only the read workloads [read_write_overlay]
 #   BENCH_SOURCES   C files in the make -j2 project [60]
+#   BENCH_COMMIT_FILES  changed files in the export/commit comparison; 0 skips
+#                   it [10000]
 #   BENCH_DIR       where to create the temp dir [$TMPDIR or /tmp]
 #   BENCH_WORKLOADS space-separated subset of the workloads below [all]
 #   WOPFS_BIN       use this wopfs binary instead of building one
@@ -33,6 +35,7 @@ repeat=${BENCH_REPEAT:-3}
 nreads=${BENCH_RANDOM_READS:-20000}
 mode=${BENCH_MODE:-read_write_overlay}
 nsources=${BENCH_SOURCES:-60}
+ncommit=${BENCH_COMMIT_FILES:-10000}
 
 # Workloads as NAME:CACHE, run in this order. CACHE is "cold" (caches emptied
 # before every timed run) or "warm" (one untimed run first).
@@ -313,3 +316,65 @@ for w in "${workloads[@]}"; do
     fi
     run_workload "$w"
 done
+
+# ---------------------------------------------------------------------------
+# Export and commit of a session that changed $ncommit files, against `cp -a`
+# of the same new contents over a copy of the same tree (what an approver
+# would otherwise do by hand). Each repetition uses a fresh tree and grant.
+
+commit_tree() {   # DIR PREFIX: $ncommit files in 100 dirs
+    python3 - "$1" "$ncommit" "$2" <<'EOF'
+import os, sys
+root, n, prefix = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+for i in range(n):
+    d = os.path.join(root, "c%02d" % (i % 100))
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "f%05d.txt" % i), "w") as f:
+        f.write(("%s line %d\n" % (prefix, i)) * (8 + i % 64))
+EOF
+}
+
+bench_commit_set() {
+    local i cw cm export_times=() commit_times=() cp_times=() t0 t1
+    for ((i = 0; i < repeat; i++)); do
+        cw=$work/commit.$i
+        mkdir -p "$cw/host" "$cw/mnt" "$cw/new" "$cw/native"
+        commit_tree "$cw/host" old
+        commit_tree "$cw/new" new
+        cp -a "$cw/host/." "$cw/native/"
+        cm=$(wopfs grant --root "$cw/host" --mode read_write_overlay --purpose "commit benchmark" --ttl 12h)
+        wopfs mount "$cm" "$cw/mnt" >/dev/null
+        cp -r "$cw/new/." "$cw/mnt/"          # the agent's edits (untimed)
+        wopfs umount "$cw/mnt" >/dev/null
+        drop_caches
+        t0=$EPOCHREALTIME
+        wopfs export "$cm" -o "$cw/set" >/dev/null
+        t1=$EPOCHREALTIME
+        export_times+=("$(elapsed "$t0" "$t1")")
+        drop_caches
+        t0=$EPOCHREALTIME
+        wopfs commit "$cm" --yes >/dev/null
+        t1=$EPOCHREALTIME
+        commit_times+=("$(elapsed "$t0" "$t1")")
+        drop_caches
+        t0=$EPOCHREALTIME
+        cp -a "$cw/new/." "$cw/native/"
+        sync
+        t1=$EPOCHREALTIME
+        cp_times+=("$(elapsed "$t0" "$t1")")
+        diff -r "$cw/host" "$cw/native" >/dev/null \
+            || die "after the commit the host differs from the cp -a copy"
+        rm -rf --one-file-system "$cw"
+    done
+    local cp export commit
+    cp=$(printf '%s\n' "${cp_times[@]}" | median)
+    export=$(printf '%s\n' "${export_times[@]}" | median)
+    commit=$(printf '%s\n' "${commit_times[@]}" | median)
+    printf '\n%-22s %12s %12s %8s\n' "set of $ncommit files" cp_a_s wopfs_s ratio
+    printf '%-22s %12.4f %12.4f %8s\n' export "$cp" "$export" "$(awk -v n="$cp" -v m="$export" 'BEGIN { printf "%.2fx", m / n }')"
+    printf '%-22s %12.4f %12.4f %8s\n' commit "$cp" "$commit" "$(awk -v n="$cp" -v m="$commit" 'BEGIN { printf "%.2fx", m / n }')"
+}
+
+if ((ncommit > 0)) && [[ "$mode" != read_only ]]; then
+    bench_commit_set
+fi

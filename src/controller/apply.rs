@@ -2,9 +2,10 @@
 //!
 //! 1. The commit journal (`STATE/sessions/g-…/commit.json`) is written with
 //!    every step planned: temp and backup names in each target directory.
-//! 2. New contents go to the temp files, fsync'ed, modes set.
+//! 2. New contents go to the temp files, modes set; one `syncfs` puts them
+//!    all on disk.
 //! 3. Renames: an updated or deleted file moves to its backup name, the new
-//!    content moves into place; then the directories are fsync'ed.
+//!    content moves into place; another `syncfs` puts the renames on disk.
 //! 4. The journal says `done`: the commit point. Backups are removed.
 //!
 //! Recovery after a crash (`recover`): before the commit point everything
@@ -214,14 +215,17 @@ pub fn apply(
                     let mode = p.mode.unwrap_or(0o644) & 0o7777;
                     rfs::fchmod(&f, Mode::from_raw_mode(mode)).map_err(Into::into)
                 })
-                .and_then(|_| f.sync_all())
                 .ctx(|| format!("writing {}", step.tmp))?;
         }
         fault_point(&mut done);
     }
 
+    // Every new content is on disk before anything moves: one syncfs of
+    // the host filesystem instead of an fsync per file.
+    let root = dir_of(host, &mut dirs, "")?;
+    rfs::syncfs(root).map_err(|e| Error::io("syncing the host filesystem", e.into()))?;
+
     // Renames.
-    let mut touched = BTreeSet::new();
     for (p, step) in patches.iter().zip(&journal.steps) {
         let (dir, name) = split(&p.path);
         let dfd = dir_of(host, &mut dirs, dir)?;
@@ -240,13 +244,11 @@ pub fn apply(
             Op::Create => r(tmp, name, RenameFlags::NOREPLACE)?,
         }
         fault_point(&mut done);
-        touched.insert(dir.to_string());
         progress(p);
     }
-    for d in &touched {
-        let fd = dir_of(host, &mut dirs, d)?;
-        rfs::fsync(fd).map_err(|e| Error::io(format!("syncing host directory {d:?}"), e.into()))?;
-    }
+    // The renames are on disk (directories included) before the commit point.
+    let root = dir_of(host, &mut dirs, "")?;
+    rfs::syncfs(root).map_err(|e| Error::io("syncing the host filesystem", e.into()))?;
 
     // The commit point.
     journal.phase = Phase::Done;
