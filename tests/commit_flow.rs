@@ -364,7 +364,7 @@ fn an_interrupted_commit_recovers_to_before_or_after() {
                 &g,
                 "--yes",
             ])
-            .env("WOPFS_FAULT_AFTER", fault.to_string())
+            .env("WOPFS_TEST_FAULT_AFTER", fault.to_string())
             .output()
             .unwrap();
         let crashed = out.status.code() == Some(86);

@@ -75,11 +75,11 @@ pub fn load(session_dir: &Path) -> Result<Option<Journal>> {
     }
 }
 
-/// A test-only switch: `WOPFS_FAULT_AFTER=N` makes the process die after N
+/// A test-only switch: `WOPFS_TEST_FAULT_AFTER=N` makes the process die after N
 /// host changes of a commit, as a crash would (no cleanup runs).
 fn fault_point(done: &mut u64) {
     *done += 1;
-    if let Some(n) = std::env::var("WOPFS_FAULT_AFTER")
+    if let Some(n) = std::env::var("WOPFS_TEST_FAULT_AFTER")
         .ok()
         .and_then(|v| v.parse::<u64>().ok())
     {
