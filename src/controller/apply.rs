@@ -75,10 +75,23 @@ pub fn load(session_dir: &Path) -> Result<Option<Journal>> {
     }
 }
 
-/// A test-only switch: `WOPFS_TEST_FAULT_AFTER=N` makes the process die after N
-/// host changes of a commit, as a crash would (no cleanup runs).
-fn fault_point(done: &mut u64) {
+/// Test-only switches: `WOPFS_TEST_FAULT_AFTER=N` makes the process die
+/// after N host changes of a commit, as a crash would (no cleanup runs);
+/// `WOPFS_TEST_ERROR_AFTER=N` makes the Nth change fail with an error, as a
+/// full disk would (the commit rolls itself back).
+fn fault_point(done: &mut u64) -> Result<()> {
     *done += 1;
+    if let Some(n) = std::env::var("WOPFS_TEST_ERROR_AFTER")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        if *done >= n {
+            return Err(Error::io(
+                "applying the commit",
+                std::io::Error::from_raw_os_error(libc::ENOSPC),
+            ));
+        }
+    }
     if let Some(n) = std::env::var("WOPFS_TEST_FAULT_AFTER")
         .ok()
         .and_then(|v| v.parse::<u64>().ok())
@@ -87,6 +100,7 @@ fn fault_point(done: &mut u64) {
             std::process::exit(86);
         }
     }
+    Ok(())
 }
 
 fn split(path: &str) -> (&str, &str) {
@@ -115,6 +129,11 @@ fn dir_of<'a>(
 /// Directories a set needs that the host lacks, parents first. Each one
 /// that exists must be a real directory reached without symlinks.
 pub fn missing_dirs(host: &HostRoot, patches: &[&WorkspacePatch]) -> Result<Vec<String>> {
+    let deleted: BTreeSet<&str> = patches
+        .iter()
+        .filter(|p| p.operation == Op::Delete)
+        .map(|p| p.path.as_str())
+        .collect();
     let mut need = BTreeSet::new();
     for p in patches.iter().filter(|p| p.operation != Op::Delete) {
         for anc in paths::ancestors(&p.path) {
@@ -130,6 +149,10 @@ pub fn missing_dirs(host: &HostRoot, patches: &[&WorkspacePatch]) -> Result<Vec<
                         "host directory {d:?} is reached through a symlink; refusing to write through it ({e})"
                     ))
                 })?;
+            }
+            // A file this set deletes: the directory takes its place.
+            Ok(st) if st.st_mode & libc::S_IFMT != libc::S_IFLNK && deleted.contains(d.as_str()) => {
+                missing.push(d)
             }
             Ok(_) => {
                 return Err(Error::invalid(format!(
@@ -181,14 +204,25 @@ pub fn apply(
     };
     save(session_dir, &journal)?;
     let mut done = 0;
+    let mut dirs = std::collections::HashMap::new();
+
+    // Deleted files move aside first: a directory may take a file's place.
+    for (p, step) in patches.iter().zip(&journal.steps) {
+        if p.operation == Op::Delete {
+            let (dir, name) = split(&p.path);
+            let dfd = dir_of(host, &mut dirs, dir)?;
+            rfs::renameat_with(dfd, name, dfd, split(&step.bak).1, RenameFlags::NOREPLACE)
+                .map_err(|e| Error::io(format!("moving {} aside", p.path), e.into()))?;
+            fault_point(&mut done)?;
+        }
+    }
 
     // New directories, then new contents into temp files.
     for d in &journal.dirs {
         host.mkdir(d, 0o755)
             .ctx(|| format!("creating host directory {d}"))?;
-        fault_point(&mut done);
+        fault_point(&mut done)?;
     }
-    let mut dirs = std::collections::HashMap::new();
     for (p, step) in patches.iter().zip(&journal.steps) {
         if p.operation == Op::Delete {
             continue;
@@ -212,12 +246,14 @@ pub fn apply(
             let mut f = File::from(fd);
             f.write_all(&data)
                 .and_then(|_| {
-                    let mode = p.mode.unwrap_or(0o644) & 0o7777;
+                    // Permission bits only: a commit never makes a file
+                    // set-user-id, set-group-id or sticky.
+                    let mode = p.mode.unwrap_or(0o644) & 0o777;
                     rfs::fchmod(&f, Mode::from_raw_mode(mode)).map_err(Into::into)
                 })
                 .ctx(|| format!("writing {}", step.tmp))?;
         }
-        fault_point(&mut done);
+        fault_point(&mut done)?;
     }
 
     // Every new content is on disk before anything moves: one syncfs of
@@ -237,13 +273,13 @@ pub fn apply(
         match p.operation {
             Op::Update => {
                 r(name, bak, RenameFlags::NOREPLACE)?;
-                fault_point(&mut done);
+                fault_point(&mut done)?;
                 r(tmp, name, RenameFlags::NOREPLACE)?;
             }
-            Op::Delete => r(name, bak, RenameFlags::NOREPLACE)?,
+            Op::Delete => {} // moved aside above
             Op::Create => r(tmp, name, RenameFlags::NOREPLACE)?,
         }
-        fault_point(&mut done);
+        fault_point(&mut done)?;
         progress(p);
     }
     // The renames are on disk (directories included) before the commit point.
@@ -253,7 +289,7 @@ pub fn apply(
     // The commit point.
     journal.phase = Phase::Done;
     save(session_dir, &journal)?;
-    fault_point(&mut done);
+    fault_point(&mut done)?;
     finish(session_dir, host, &journal)
 }
 
@@ -268,48 +304,48 @@ fn finish(session_dir: &Path, host: &HostRoot, j: &Journal) -> Result<()> {
     std::fs::remove_file(journal_path(session_dir)).ctx(|| "removing the commit journal")
 }
 
-/// Before the commit point: puts every old file back and removes every new
-/// one, leaving the host exactly as before.
+/// Before the commit point: removes every new file and directory, then
+/// puts every old file back, leaving the host exactly as before.
 fn roll_back(session_dir: &Path, host: &HostRoot, j: &Journal) -> Result<()> {
+    let exists = |p: &str| host.lstat(p).is_ok();
+    // New contents: temps, and what was already moved into place.
     for s in j.steps.iter().rev() {
-        let exists = |p: &str| host.lstat(p).is_ok();
-        match s.op {
-            Op::Update | Op::Delete => {
-                if exists(&s.bak) {
-                    if exists(&s.path) {
-                        host.remove(&s.path, false)
-                            .ctx(|| format!("removing new {}", s.path))?;
-                    }
-                    host.rename(&s.bak, &s.path, 0)
-                        .ctx(|| format!("restoring {}", s.path))?;
-                }
-            }
-            Op::Create => {
-                // Moved into place already: remove it, if it is ours.
-                if !exists(&s.tmp) && exists(&s.path) {
-                    let st = host.lstat(&s.path).ctx(|| format!("checking {}", s.path))?;
-                    let kind = if st.st_mode & libc::S_IFMT == libc::S_IFLNK {
-                        crate::view::Kind::Symlink
-                    } else {
-                        crate::view::Kind::File
-                    };
-                    let ours = crate::patch::set::host_hash(host, &s.path, kind).ok();
-                    if ours.is_some() && ours == s.blob {
-                        host.remove(&s.path, false)
-                            .ctx(|| format!("removing new {}", s.path))?;
-                    }
-                }
-            }
-        }
         if exists(&s.tmp) {
             host.remove(&s.tmp, false)
                 .ctx(|| format!("removing {}", s.tmp))?;
+        } else if s.op != Op::Delete && exists(&s.path) && is_ours(host, s) {
+            // An update's old file is in its backup until restored below.
+            if s.op == Op::Create || exists(&s.bak) {
+                host.remove(&s.path, false)
+                    .ctx(|| format!("removing new {}", s.path))?;
+            }
         }
     }
     for d in j.dirs.iter().rev() {
         let _ = host.remove(d, true);
     }
+    // Old contents back in place.
+    for s in j.steps.iter().rev() {
+        if s.op != Op::Create && exists(&s.bak) {
+            host.rename(&s.bak, &s.path, 0)
+                .ctx(|| format!("restoring {}", s.path))?;
+        }
+    }
     std::fs::remove_file(journal_path(session_dir)).ctx(|| "removing the commit journal")
+}
+
+/// Whether the entry at a step's path holds the content this commit wrote.
+fn is_ours(host: &HostRoot, s: &Step) -> bool {
+    let Ok(st) = host.lstat(&s.path) else {
+        return false;
+    };
+    let kind = if st.st_mode & libc::S_IFMT == libc::S_IFLNK {
+        crate::view::Kind::Symlink
+    } else {
+        crate::view::Kind::File
+    };
+    let ours = crate::patch::set::host_hash(host, &s.path, kind).ok();
+    ours.is_some() && ours == s.blob
 }
 
 /// Completes or rolls back an interrupted commit. Returns what it did.

@@ -88,25 +88,49 @@ fn patch_set(state: &StateDir, grant: &Grant, from: Option<&Path>) -> Result<Loa
     set::load(&staging)
 }
 
-fn kind_of(p: &WorkspacePatch) -> Kind {
-    if p.is_symlink() {
-        Kind::Symlink
-    } else {
-        Kind::File
-    }
-}
-
-/// Sorts each patch: to apply, already applied, or in conflict.
-fn check(host: &HostRoot, patches: &[&WorkspacePatch]) -> (Vec<usize>, Vec<String>, Vec<Conflict>) {
+/// Sorts each patch: to apply, already applied, or in conflict. A host
+/// path that cannot be reached beneath the root without a symlink is an
+/// error: nothing is decided about it.
+fn check(
+    host: &HostRoot,
+    patches: &[&WorkspacePatch],
+) -> Result<(Vec<usize>, Vec<String>, Vec<Conflict>)> {
     let (mut todo, mut skipped, mut conflicts) = (Vec::new(), Vec::new(), Vec::new());
+    let deleted: std::collections::BTreeSet<&str> = patches
+        .iter()
+        .filter(|p| p.operation == Op::Delete)
+        .map(|p| p.path.as_str())
+        .collect();
     for (i, p) in patches.iter().enumerate() {
-        let now = set::host_hash(host, &p.path, kind_of(p));
-        let exists = host.lstat(&p.path).is_ok();
-        let now_s = match (&now, exists) {
-            (Ok(h), _) => h.clone(),
-            (Err(_), false) => "absent".to_string(),
-            (Err(e), true) => format!("unreadable ({e})"),
+        let now_s = match host.lstat(&p.path) {
+            Ok(st) => {
+                let kind = match st.st_mode & libc::S_IFMT {
+                    libc::S_IFLNK => Some(Kind::Symlink),
+                    libc::S_IFREG => Some(Kind::File),
+                    _ => None,
+                };
+                match kind.map(|k| set::host_hash(host, &p.path, k)) {
+                    Some(Ok(h)) => h,
+                    Some(Err(e)) => format!("unreadable ({e})"),
+                    None => "a directory or special file".to_string(),
+                }
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => "absent".to_string(),
+            // Beneath a file this set deletes: a directory takes its place.
+            Err(e)
+                if e.raw_os_error() == Some(libc::ENOTDIR)
+                    && crate::paths::ancestors(&p.path).any(|a| deleted.contains(a)) =>
+            {
+                "absent".to_string()
+            }
+            Err(e) => {
+                return Err(Error::invalid(format!(
+                    "host path {} cannot be reached beneath the root without following a symlink ({e}); nothing was written",
+                    p.path
+                )))
+            }
         };
+        let exists = now_s != "absent";
         let base = p.base.clone().unwrap_or_else(|| "absent".into());
         let new = p.blob.clone().unwrap_or_else(|| "absent".into());
         let conflict = |expected: String| Conflict {
@@ -126,7 +150,7 @@ fn check(host: &HostRoot, patches: &[&WorkspacePatch]) -> (Vec<usize>, Vec<Strin
             Op::Delete => conflicts.push(conflict(base)),
         }
     }
-    (todo, skipped, conflicts)
+    Ok((todo, skipped, conflicts))
 }
 
 /// `wopfs commit`.
@@ -174,7 +198,7 @@ pub fn commit(state: &StateDir, grant: &Grant, mut opts: CommitOptions) -> Resul
         });
     }
     let whole = chosen.len() == loaded.set.patches.len() && opts.from.is_none();
-    let (todo, skipped, conflicts) = check(&host, &chosen);
+    let (todo, skipped, conflicts) = check(&host, &chosen)?;
     let details = json!({"patches": chosen.len(), "from": opts.from, "paths": opts.paths});
     if !conflicts.is_empty() {
         audit.append(

@@ -315,6 +315,13 @@ impl Loaded {
             )));
         }
         let granted: BTreeSet<&str> = grant.files.iter().map(|f| f.path.as_str()).collect();
+        // Paths that will hold a file or symlink after the set.
+        let leaves: BTreeSet<&str> = set
+            .patches
+            .iter()
+            .filter(|p| p.operation != Op::Delete)
+            .map(|p| p.path.as_str())
+            .collect();
         let scope = Scope::from_grant(grant)?;
         let mut seen_paths = BTreeSet::new();
         for p in &set.patches {
@@ -327,6 +334,12 @@ impl Loaded {
             paths::validate(&p.path).map_err(|e| Error::invalid(format!("patch set: {e}")))?;
             if !seen_paths.insert(p.path.as_str()) {
                 return Err(Error::invalid(format!("patch set names {} twice", p.path)));
+            }
+            if let Some(a) = paths::ancestors(&p.path).find(|a| leaves.contains(a)) {
+                return Err(Error::invalid(format!(
+                    "patch set makes {a} both a file and a directory (it also holds {})",
+                    p.path
+                )));
             }
             let kind = if p.is_symlink() {
                 Kind::Symlink
