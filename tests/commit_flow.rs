@@ -423,3 +423,22 @@ fn an_interrupted_commit_recovers_to_before_or_after() {
         "the recovered host is not the committed state"
     );
 }
+
+/// An agent's set-user-id bit never reaches the host: a commit run as root
+/// would otherwise plant a root-owned setuid file.
+#[test]
+fn set_id_bits_are_never_committed() {
+    let env = Env::new();
+    sample(&env);
+    let g = env.grant(&["--mode", "read_write_overlay"]);
+    let m = env.mount(&g, &env.mountpoint("mnt"), &[]);
+    fs::write(m.path("tool"), "#!/bin/sh\n").unwrap();
+    fs::set_permissions(m.path("tool"), fs::Permissions::from_mode(0o6755)).unwrap();
+    fs::set_permissions(m.path("run.sh"), fs::Permissions::from_mode(0o4755)).unwrap();
+    drop(m);
+    env.ok(&["commit", &g, "--yes"]);
+    for f in ["tool", "run.sh"] {
+        let mode = fs::metadata(env.host.join(f)).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o755, "{f} committed with mode {mode:o}");
+    }
+}
