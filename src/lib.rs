@@ -18,6 +18,7 @@ pub mod patch;
 pub mod paths;
 pub mod patterns;
 pub mod policy;
+pub mod run;
 pub mod session;
 pub mod state;
 pub mod view;

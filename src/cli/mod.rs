@@ -5,6 +5,7 @@ mod commit;
 mod grant;
 mod mount;
 mod patch;
+mod run;
 mod status;
 
 use std::path::PathBuf;
@@ -52,6 +53,8 @@ pub enum Command {
     Recover(commit::RecoverArgs),
     /// Show the audit log; --verify checks its hash chain.
     Audit(audit::Args),
+    /// Run a command in a private mount namespace that sees only the view.
+    Run(run::Args),
 }
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
@@ -70,6 +73,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Reject(a) => commit::run_reject(&state()?, a),
         Command::Recover(a) => commit::run_recover(&state()?, a),
         Command::Audit(a) => audit::run(&state()?, a),
+        Command::Run(a) => return run::run(&state()?, a),
     }?;
     Ok(ExitCode::SUCCESS)
 }

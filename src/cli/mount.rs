@@ -30,6 +30,12 @@ pub struct MountArgs {
     /// `user_allow_other` in /etc/fuse.conf.
     #[arg(long)]
     allow_other: bool,
+    /// Present the view's files as owned by this uid (with --gid).
+    #[arg(long, requires = "gid", value_name = "N")]
+    uid: Option<u32>,
+    /// Present the view's files as owned by this gid (with --uid).
+    #[arg(long, requires = "uid", value_name = "N")]
+    gid: Option<u32>,
     /// Overlay limit in bytes (default: the grant's max_total_size_bytes).
     #[arg(long, value_name = "BYTES")]
     quota_bytes: Option<u64>,
@@ -60,6 +66,7 @@ pub fn run_mount(state: &StateDir, a: &MountArgs) -> Result<()> {
             cache_ttl,
             quota_bytes: a.quota_bytes,
             quota_files: a.quota_files,
+            owner: a.uid.zip(a.gid),
         },
     };
     if !a.foreground {
@@ -71,6 +78,9 @@ pub fn run_mount(state: &StateDir, a: &MountArgs) -> Result<()> {
         ];
         if a.allow_other {
             extra.push("--allow-other".to_string());
+        }
+        if let (Some(u), Some(g)) = (a.uid, a.gid) {
+            extra.extend(["--uid".into(), u.to_string(), "--gid".into(), g.to_string()]);
         }
         if let Some(q) = a.quota_bytes {
             extra.extend(["--quota-bytes".to_string(), q.to_string()]);

@@ -49,6 +49,8 @@ pub struct ViewOptions {
     /// Overlay quota overrides (default: the grant's limits).
     pub quota_bytes: Option<u64>,
     pub quota_files: Option<u64>,
+    /// Present every entry as owned by this uid/gid (a container's user).
+    pub owner: Option<(u32, u32)>,
 }
 
 impl Default for ViewOptions {
@@ -57,6 +59,7 @@ impl Default for ViewOptions {
             cache_ttl: Duration::from_secs(1),
             quota_bytes: None,
             quota_files: None,
+            owner: None,
         }
     }
 }
@@ -216,6 +219,16 @@ impl View {
         }
     }
 
+    /// Attributes as presented: with `--uid/--gid`, every entry belongs to
+    /// that user, so a container's user can work in the view.
+    fn present(&self, mut a: Attr) -> Attr {
+        if let Some((uid, gid)) = self.opts.owner {
+            a.uid = uid;
+            a.gid = gid;
+        }
+        a
+    }
+
     /// After the grant expires every request answers EACCES.
     fn live(&self) -> Result<()> {
         match self.expires_at {
@@ -235,7 +248,7 @@ impl View {
                 let st = ov.stat(*obj)?;
                 let mut a = attr::from_stat(ino, node.kind, &st, nlink);
                 a.owned = true;
-                Ok(a)
+                Ok(self.present(a))
             }
             _ => {
                 let path = tree.host_path(ino).ok_or(Errno::ENOENT)?;
@@ -243,7 +256,7 @@ impl View {
                 if attr::kind_of(&st) != Some(node.kind) {
                     return Err(Errno::ENOENT);
                 }
-                Ok(attr::from_stat(ino, node.kind, &st, nlink))
+                Ok(self.present(attr::from_stat(ino, node.kind, &st, nlink)))
             }
         }
     }
@@ -282,7 +295,7 @@ impl View {
         let kind = node.map_or(Kind::File, |n| n.kind);
         let mut a = attr::from_stat(ino, kind, &st, 1);
         a.owned = node.is_some_and(|n| matches!(n.origin, Origin::Upper(_)));
-        Ok(a)
+        Ok(self.present(a))
     }
 
     /// `fstat` on an open handle: answers even for an unlinked file.
@@ -472,7 +485,12 @@ impl View {
                     if attr::kind_of(&st) != Some(c.kind) {
                         continue;
                     }
-                    attr::from_stat(child, c.kind, &st, 2 + tree.subdirs(child) as u32)
+                    self.present(attr::from_stat(
+                        child,
+                        c.kind,
+                        &st,
+                        2 + tree.subdirs(child) as u32,
+                    ))
                 }
                 _ => match self.attr_in(&tree, child) {
                     Ok(a) => a,

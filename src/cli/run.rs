@@ -1,0 +1,41 @@
+//! `wopfs run`
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use crate::error::Result;
+use crate::mount::MountOptions;
+use crate::run::{self, RunOptions};
+use crate::state::StateDir;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    grant: String,
+    /// Where the view appears inside the command's namespace.
+    #[arg(long, default_value = "/workspace", value_name = "PATH")]
+    at: PathBuf,
+    /// Let other users in the namespace use the view.
+    #[arg(long)]
+    allow_other: bool,
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, required = true)]
+    command: Vec<OsString>,
+}
+
+pub fn run(state: &StateDir, a: &Args) -> Result<ExitCode> {
+    let grant = state.load_grant(&a.grant)?;
+    let code = run::run(
+        state,
+        &grant,
+        RunOptions {
+            at: a.at.clone(),
+            command: a.command.clone(),
+            mount: MountOptions {
+                allow_other: a.allow_other,
+                ..MountOptions::default()
+            },
+        },
+    )?;
+    Ok(ExitCode::from(code.clamp(0, 255) as u8))
+}

@@ -1,0 +1,306 @@
+//! `wopfs run`: a command in a private mount namespace that sees only the
+//! view. The view is served by this process, in the caller's namespace, on
+//! a temporary mountpoint; the command's child process then
+//!
+//! 1. unshares its mount namespace (and, when not root, a user namespace
+//!    mapping the caller to themselves) and makes every mount private;
+//! 2. bind-mounts the view at `--at` (default `/workspace`) and over the
+//!    host tree's own path, so the tree is not reachable by its real path;
+//! 3. mounts an empty read-only tmpfs over the state dir, hiding overlays,
+//!    grants and logs;
+//! 4. changes to `--at` and execs the command.
+//!
+//! When the command exits its namespace goes away, the view is unmounted
+//! and the daemon stops: the mount never outlives the run.
+
+use std::ffi::{CString, OsString};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use fuser::{Config, MountOption, SessionACL};
+
+use crate::error::{Error, IoContext, Result};
+use crate::fuse::WopFs;
+use crate::grant::Grant;
+use crate::mount::{mountinfo, MountOptions};
+use crate::state::{MountRecord, StateDir};
+use crate::view::View;
+
+pub struct RunOptions {
+    pub at: PathBuf,
+    pub command: Vec<OsString>,
+    pub mount: MountOptions,
+}
+
+fn cstr(p: &Path) -> Result<CString> {
+    CString::new(p.as_os_str().as_bytes())
+        .map_err(|_| Error::invalid(format!("path {} contains a NUL byte", p.display())))
+}
+
+/// Everything the child needs, prepared before fork: after it only
+/// async-signal-safe calls are allowed.
+struct ChildPlan {
+    view: CString,
+    at: CString,
+    host_root: CString,
+    state_dir: CString,
+    tmpfs: CString,
+    tmpfs_opts: CString,
+    root: CString,
+    /// For a user namespace: (uid_map, gid_map) contents.
+    user_maps: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+fn write_file(path: &[u8], data: &[u8]) -> std::io::Result<()> {
+    // SAFETY: NUL-terminated paths prepared by the caller; raw syscalls only.
+    unsafe {
+        let fd = libc::open(path.as_ptr().cast(), libc::O_WRONLY | libc::O_CLOEXEC);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let n = libc::write(fd, data.as_ptr().cast(), data.len());
+        libc::close(fd);
+        if n < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+impl ChildPlan {
+    /// Runs in the child between fork and exec.
+    fn enter(&self) -> std::io::Result<()> {
+        let err = |rc: i32| {
+            if rc < 0 {
+                Err(std::io::Error::last_os_error())
+            } else {
+                Ok(())
+            }
+        };
+        // SAFETY: plain syscalls on NUL-terminated strings prepared before fork.
+        unsafe {
+            match &self.user_maps {
+                Some((uid_map, gid_map)) => {
+                    err(libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS))?;
+                    write_file(b"/proc/self/setgroups\0", b"deny")?;
+                    write_file(b"/proc/self/uid_map\0", uid_map)?;
+                    write_file(b"/proc/self/gid_map\0", gid_map)?;
+                }
+                None => err(libc::unshare(libc::CLONE_NEWNS))?,
+            }
+            let null = std::ptr::null();
+            err(libc::mount(
+                null,
+                self.root.as_ptr(),
+                null,
+                libc::MS_REC | libc::MS_PRIVATE,
+                null.cast(),
+            ))?;
+            let bind = libc::MS_BIND | libc::MS_REC;
+            err(libc::mount(
+                self.view.as_ptr(),
+                self.host_root.as_ptr(),
+                null,
+                bind,
+                null.cast(),
+            ))?;
+            err(libc::mount(
+                self.tmpfs.as_ptr(),
+                self.state_dir.as_ptr(),
+                self.tmpfs.as_ptr(),
+                libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                self.tmpfs_opts.as_ptr().cast(),
+            ))?;
+            err(libc::mount(
+                self.view.as_ptr(),
+                self.at.as_ptr(),
+                null,
+                bind,
+                null.cast(),
+            ))?;
+            err(libc::chdir(self.at.as_ptr()))?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs `opts.command` against the view of `grant`; returns its exit code
+/// (128 + N when killed by signal N).
+pub fn run(state: &StateDir, grant: &Grant, opts: RunOptions) -> Result<i32> {
+    let Some(program) = opts.command.first() else {
+        return Err(Error::invalid("wopfs run needs a command after --"));
+    };
+    grant.check_live()?;
+    crate::session::SessionState::load(&state.session_dir(&grant.grant_id))?
+        .check_not_ended(&grant.grant_id, "run")?;
+    if let Some(rec) = state.live_mount(&grant.grant_id) {
+        if mountinfo::mount_at(&rec.mountpoint).is_some() {
+            return Err(Error::invalid(format!(
+                "grant {} is already mounted at {} (pid {}); unmount it first",
+                grant.grant_id,
+                rec.mountpoint.display(),
+                rec.pid
+            )));
+        }
+    }
+    let at = std::path::absolute(&opts.at).ctx(|| format!("--at {}", opts.at.display()))?;
+    for (what, p) in [
+        ("host tree", &grant.root),
+        ("state dir", &state.path().to_path_buf()),
+    ] {
+        if at.starts_with(p) || p.starts_with(&at) {
+            return Err(Error::invalid(format!(
+                "--at {} overlaps the {what} {}; choose another place",
+                at.display(),
+                p.display()
+            )));
+        }
+    }
+    let created_at = !at.exists();
+    if created_at {
+        std::fs::create_dir_all(&at).ctx(|| {
+            format!(
+                "creating --at {} (create it first, or choose another --at)",
+                at.display()
+            )
+        })?;
+    }
+
+    // Serve the view on a private temporary mountpoint.
+    let tmp = tempfile::Builder::new()
+        .prefix("wopfs-run.")
+        .tempdir()
+        .ctx(|| "making a temporary mountpoint")?;
+    let mp = mountinfo::check_mountpoint(tmp.path(), &grant.root, state.path())?;
+    rustix::process::umask(rustix::fs::Mode::empty());
+    let session = state.session_dir(&grant.grant_id);
+    let view = Arc::new(View::new(grant, Some(&session), opts.mount.view.clone())?);
+    let mut config = Config::default();
+    config.mount_options = vec![
+        MountOption::FSName(format!("{}{}", mountinfo::SOURCE_PREFIX, grant.grant_id)),
+        MountOption::Subtype("wopfs".into()),
+        MountOption::DefaultPermissions,
+        MountOption::NoDev,
+        MountOption::NoSuid,
+    ];
+    if grant.mode == crate::policy::Mode::ReadOnly {
+        config.mount_options.push(MountOption::RO);
+    }
+    config.acl = if opts.mount.allow_other {
+        config
+            .mount_options
+            .push(MountOption::CUSTOM("allow_other".into()));
+        SessionACL::All
+    } else {
+        SessionACL::Owner
+    };
+    config.n_threads = Some(opts.mount.threads.max(1));
+    config.clone_fd = true;
+    let fuse = fuser::Session::new(WopFs::new(view), &mp, &config)
+        .ctx(|| format!("mounting grant {} for wopfs run", grant.grant_id))?;
+    let background = fuse.spawn().ctx(|| "starting the FUSE threads")?;
+    state.write_mount_record(
+        &grant.grant_id,
+        &MountRecord {
+            pid: std::process::id(),
+            mountpoint: mp.clone(),
+        },
+    )?;
+    let actor = crate::audit::current_actor();
+    let audit = crate::audit::Audit::new(state.path());
+    let cmdline: Vec<String> = opts
+        .command
+        .iter()
+        .map(|a| a.to_string_lossy().into())
+        .collect();
+    audit.append(
+        "wopfs.view.run",
+        Some(&grant.grant_id),
+        &actor,
+        crate::audit::Event::Start,
+        "running",
+        serde_json::json!({"at": at, "command": cmdline}),
+    )?;
+
+    let uid = rustix::process::getuid().as_raw();
+    let gid = rustix::process::getgid().as_raw();
+    let plan = ChildPlan {
+        view: cstr(&mp)?,
+        at: cstr(&at)?,
+        host_root: cstr(&grant.root)?,
+        state_dir: cstr(state.path())?,
+        tmpfs: cstr(Path::new("tmpfs"))?,
+        tmpfs_opts: cstr(Path::new("size=4k,mode=0555"))?,
+        root: cstr(Path::new("/"))?,
+        user_maps: (uid != 0).then(|| {
+            (
+                format!("{uid} {uid} 1").into_bytes(),
+                format!("{gid} {gid} 1").into_bytes(),
+            )
+        }),
+    };
+    let mut cmd = Command::new(program);
+    cmd.args(&opts.command[1..]);
+    // SAFETY: `enter` makes only async-signal-safe system calls on data
+    // prepared above.
+    unsafe {
+        cmd.pre_exec(move || plan.enter());
+    }
+    let result = run_child(cmd);
+
+    // Tear down: the namespace died with the command; unmount ours.
+    let _ = crate::mount::unmount(&mp, false).or_else(|_| crate::mount::unmount(&mp, true));
+    drop(background);
+    state.clear_mount_record(&grant.grant_id);
+    if created_at {
+        let _ = std::fs::remove_dir(&at);
+    }
+    let code = result?;
+    let pending = crate::patch::pending(grant, &session)?;
+    eprintln!(
+        "wopfs run: exit {code}; grant {} now has {} pending (see wopfs diff {})",
+        grant.grant_id,
+        crate::patch::summary(&pending),
+        grant.grant_id
+    );
+    audit.append(
+        "wopfs.view.run",
+        Some(&grant.grant_id),
+        &actor,
+        crate::audit::Event::Complete,
+        &format!("exit {code}"),
+        serde_json::json!({"pending": pending.len()}),
+    )?;
+    Ok(code)
+}
+
+/// Spawns the command, forwards SIGINT/SIGTERM/SIGHUP to it, and waits.
+fn run_child(mut cmd: Command) -> Result<i32> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut child = cmd.spawn().map_err(|e| {
+        Error::io(
+            format!("starting {:?} in the view's namespace", cmd.get_program()),
+            e,
+        )
+    })?;
+    let pid = child.id() as i32;
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
+        .ctx(|| "installing signal handlers")?;
+    let handle = signals.handle();
+    let forwarder = std::thread::spawn(move || {
+        for sig in signals.forever() {
+            // SAFETY: kill(2) on our own child.
+            unsafe { libc::kill(pid, sig) };
+        }
+    });
+    let status = child.wait().ctx(|| "waiting for the command");
+    handle.close();
+    let _ = forwarder.join();
+    let status = status?;
+    Ok(status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+}
