@@ -52,6 +52,8 @@ struct ChildPlan {
     root: CString,
     /// For a user namespace: (uid_map, gid_map) contents.
     user_maps: Option<(Vec<u8>, Vec<u8>)>,
+    /// The caller's umask (the daemon side runs with 0).
+    umask: libc::mode_t,
 }
 
 fn write_file(path: &[u8], data: &[u8]) -> std::io::Result<()> {
@@ -122,6 +124,7 @@ impl ChildPlan {
                 null.cast(),
             ))?;
             err(libc::chdir(self.at.as_ptr()))?;
+            libc::umask(self.umask);
         }
         Ok(())
     }
@@ -175,7 +178,7 @@ pub fn run(state: &StateDir, grant: &Grant, opts: RunOptions) -> Result<i32> {
         .tempdir()
         .ctx(|| "making a temporary mountpoint")?;
     let mp = mountinfo::check_mountpoint(tmp.path(), &grant.root, state.path())?;
-    rustix::process::umask(rustix::fs::Mode::empty());
+    let caller_umask = rustix::process::umask(rustix::fs::Mode::empty()).bits();
     let session = state.session_dir(&grant.grant_id);
     let view = Arc::new(View::new(grant, Some(&session), opts.mount.view.clone())?);
     let mut config = Config::default();

@@ -177,6 +177,12 @@ pub fn commit(state: &StateDir, grant: &Grant, mut opts: CommitOptions) -> Resul
 
     let loaded = patch_set(state, grant, opts.from.as_deref())?;
     loaded.validate(grant)?;
+    if loaded.set.patches.is_empty() {
+        return Err(Error::invalid(format!(
+            "grant {} has no pending changes; nothing to commit",
+            grant.grant_id
+        )));
+    }
     let mut chosen: Vec<&WorkspacePatch> = loaded.set.patches.iter().collect();
     if !opts.paths.is_empty() {
         for want in &opts.paths {
