@@ -244,6 +244,7 @@ pub fn run(state: &StateDir, grant: &Grant, opts: RunOptions) -> Result<i32> {
                 format!("{gid} {gid} 1").into_bytes(),
             )
         }),
+        umask: caller_umask as libc::mode_t,
     };
     let mut cmd = Command::new(program);
     cmd.args(&opts.command[1..]);
