@@ -42,6 +42,9 @@ impl Default for MountOptions {
 /// The line a daemon prints on stdout once its mount is ready.
 const READY: &str = "wopfs-ready";
 
+/// Set when the FUSE session loop has ended (the kernel closed the connection).
+static SESSION_ENDED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Checks everything a mount needs before any process is started, so the
 /// user gets a clear error: a live grant, a usable mountpoint, a session
 /// not already mounted.
@@ -138,6 +141,7 @@ pub fn serve(
     };
     log("wopfs.view.mount", "mounted");
     let result = session.run();
+    SESSION_ENDED.store(true, std::sync::atomic::Ordering::SeqCst);
     state.clear_mount_record(&grant.grant_id);
     log(
         "wopfs.view.umount",
@@ -178,8 +182,11 @@ fn announce_ready(log: &Path) -> Result<()> {
     Ok(())
 }
 
-/// On SIGINT, SIGTERM or SIGHUP: unmount. If the mount is busy, detach it
-/// lazily and exit, which aborts the FUSE connection so nothing hangs.
+/// On SIGINT, SIGTERM or SIGHUP: unmount (lazily if busy). If the session
+/// has not ended shortly after, something still holds the view (a busy
+/// mount, or a copy of it in a container's mount namespace): the daemon
+/// exits, which aborts the FUSE connection, so its users get ENOTCONN
+/// instead of a view that lingers or hangs.
 fn spawn_signal_handler(mp: PathBuf, state_dir: PathBuf, grant_id: String) -> Result<()> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
@@ -191,10 +198,17 @@ fn spawn_signal_handler(mp: PathBuf, state_dir: PathBuf, grant_id: String) -> Re
                 tracing::info!(signal = sig, "signal received; unmounting");
                 if unmount(&mp, false).is_err() {
                     let _ = unmount(&mp, true);
-                    if let Ok(state) = StateDir::open(&state_dir) {
-                        state.clear_mount_record(&grant_id);
+                }
+                let start = Instant::now();
+                while !SESSION_ENDED.load(std::sync::atomic::Ordering::SeqCst) {
+                    if start.elapsed() > Duration::from_secs(2) {
+                        tracing::info!("the view is still held elsewhere; aborting the connection");
+                        if let Ok(state) = StateDir::open(&state_dir) {
+                            state.clear_mount_record(&grant_id);
+                        }
+                        std::process::exit(0);
                     }
-                    std::process::exit(0);
+                    std::thread::sleep(Duration::from_millis(20));
                 }
             }
         })
@@ -323,8 +337,16 @@ pub fn umount_command(state: &StateDir, mp: &Path, lazy: bool) -> Result<()> {
         .find(|r| r.mountpoint == canon);
     unmount(&canon, lazy)?;
     if let Some(rec) = daemon {
+        // A daemon whose view is still held in another mount namespace (a
+        // container) keeps serving it: ask it to stop, which aborts it.
         let start = Instant::now();
+        let mut asked = false;
         while crate::state::pid_alive(rec.pid) && start.elapsed() < Duration::from_secs(10) {
+            if !asked && start.elapsed() > Duration::from_millis(500) {
+                // SAFETY: kill(2) on the daemon recorded for this mount.
+                unsafe { libc::kill(rec.pid as i32, libc::SIGTERM) };
+                asked = true;
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
     }

@@ -1,0 +1,472 @@
+//! Sandboxes and containers, really mounted: `wopfs run` (what the command
+//! can and cannot reach, exit codes, signals), bubblewrap and `unshare`
+//! bind mounts with another uid, a view unmounted under a running
+//! container, and the rootless path through fusermount3.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn project(env: &Env) {
+    env.write("README.md", "# project\n");
+    env.write("src/a.py", "a = 1\n");
+    env.write(".env", "SECRET=1\n");
+}
+
+fn run_in(env: &Env, g: &str, at: &std::path::Path, script: &str) -> std::process::Output {
+    Command::new(BIN)
+        .args([
+            "--state-dir",
+            env.state.to_str().unwrap(),
+            "run",
+            g,
+            "--at",
+            at.to_str().unwrap(),
+            "--",
+            "sh",
+            "-c",
+            script,
+        ])
+        .output()
+        .unwrap()
+}
+
+fn no_wopfs_mounts_of(g: &str) -> bool {
+    !fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .contains(&format!("wopfs:{g}"))
+}
+
+#[test]
+fn run_shows_only_the_view_and_returns_the_exit_code() {
+    let env = Env::new();
+    project(&env);
+    let g = env.grant(&["--mode", "read_write_overlay", "--write-prefix", "src"]);
+    let at = env.dir.path().join("ws");
+    let host = env.host.to_str().unwrap();
+    let state = env.state.to_str().unwrap();
+    let script = format!(
+        "set -e; test \"$(pwd)\" = {at}; ls -A | tr '\\n' ' ' > /dev/stderr; \
+         test ! -e .env; test ! -e {host}/.env; test -e {host}/README.md; \
+         test -z \"$(ls -A {state})\"; \
+         echo new > src/new.py; rm src/a.py; \
+         if echo x > top.txt 2>/dev/null; then exit 99; fi; \
+         umask; exit 3",
+        at = at.display()
+    );
+    let out = run_in(&env, &g, &at, &script);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("README.md src"), "{stderr}");
+    assert!(
+        stderr.contains("wopfs run: exit 3")
+            && stderr.contains("1 created")
+            && stderr.contains("1 deleted"),
+        "{stderr}"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "0022",
+        "the command gets the caller's umask"
+    );
+    assert!(!at.exists(), "--at made by run is removed");
+    assert!(no_wopfs_mounts_of(&g), "the mount outlived the run");
+    assert!(env.host.join("src/a.py").exists() && !env.host.join("src/new.py").exists());
+    let st: serde_json::Value = serde_json::from_str(&env.ok(&["status", &g, "--json"])).unwrap();
+    assert_eq!(st[0]["mounted"], false);
+    assert_eq!(st[0]["pending"].as_array().unwrap().len(), 2);
+    let e = env.fails(&["run", &g, "--", "/nonexistent/cmd"]);
+    assert!(e.contains("/nonexistent/cmd"), "{e}");
+    assert!(no_wopfs_mounts_of(&g));
+}
+
+#[test]
+fn run_forwards_sigterm_and_never_outlives_the_command() {
+    let env = Env::new();
+    project(&env);
+    let g = env.grant(&["--mode", "read_write_overlay"]);
+    let at = env.dir.path().join("ws");
+    let mut child = Command::new(BIN)
+        .args([
+            "--state-dir",
+            env.state.to_str().unwrap(),
+            "run",
+            &g,
+            "--at",
+            at.to_str().unwrap(),
+            "--",
+        ])
+        .args([
+            "sh",
+            "-c",
+            "trap 'exit 7' TERM; while true; do sleep 0.1; done",
+        ])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while no_wopfs_mounts_of(&g) && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!no_wopfs_mounts_of(&g), "run never mounted");
+    std::thread::sleep(Duration::from_millis(300));
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "run did not end after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(7), "the command's own exit code");
+    assert!(no_wopfs_mounts_of(&g));
+}
+
+/// Root runs bubblewrap with a user namespace: the sandbox's uid 1000 is
+/// root outside, and the view (owned by root) shows as uid 1000's inside.
+#[test]
+fn bubblewrap_with_a_mapped_uid_works_in_the_view() {
+    let env = Env::new();
+    project(&env);
+    let before = tree_digest(&env.host);
+    let g = env.grant(&["--mode", "read_write_overlay"]);
+    let m = env.mountpoint("mnt");
+    let inside = env.mountpoint("workspace");
+    let m = env.mount(&g, &m, &["--allow-other"]);
+    let ws = inside.to_str().unwrap();
+    let out = Command::new("bwrap")
+        .args(["--unshare-user", "--uid", "1000", "--gid", "1000", "--bind", "/", "/", "--dev", "/dev"])
+        .args(["--bind", m.mp.to_str().unwrap(), ws, "--chdir", ws])
+        .args(["sh", "-c", "set -e; test $(id -u) = 1000; test $(stat -c %u README.md) = 1000; \
+                cat README.md; echo more >> README.md; echo new > src/new.py; rm src/a.py; mkdir d; echo in > d/f"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "bwrap: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "# project\n");
+    assert_eq!(
+        fs::read_to_string(m.path("README.md")).unwrap(),
+        "# project\nmore\n"
+    );
+    assert_eq!(fs::read_to_string(m.path("d/f")).unwrap(), "in\n");
+    drop(m);
+    assert_eq!(tree_digest(&env.host), before);
+    let st: serde_json::Value = serde_json::from_str(&env.ok(&["status", &g, "--json"])).unwrap();
+    let pending: Vec<(&str, &str)> = st[0]["pending"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["path"].as_str().unwrap(), p["op"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        pending,
+        vec![
+            ("README.md", "update"),
+            ("d/f", "create"),
+            ("src/a.py", "delete"),
+            ("src/new.py", "create")
+        ]
+    );
+}
+
+/// A real uid 1000 (as a container's user would be) through bubblewrap:
+/// the view is presented as theirs with --uid/--gid, and what they create
+/// is stored as theirs in the overlay.
+#[test]
+fn bubblewrap_as_uid_1000_with_a_presented_owner() {
+    let env = Env::new();
+    project(&env);
+    fs::set_permissions(env.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let g = env.grant(&["--mode", "read_write_overlay"]);
+    let inside = env.mountpoint("workspace");
+    let m = env.mount(
+        &g,
+        &env.mountpoint("mnt"),
+        &["--allow-other", "--uid", "1000", "--gid", "1000"],
+    );
+    assert_eq!(fs::metadata(m.path("README.md")).unwrap().uid(), 1000);
+    let ws = inside.to_str().unwrap();
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid",
+            "1000",
+            "--regid",
+            "1000",
+            "--clear-groups",
+            "bwrap",
+            "--unshare-user",
+            "--uid",
+            "1000",
+            "--gid",
+            "1000",
+        ])
+        .args([
+            "--bind",
+            "/",
+            "/",
+            "--dev",
+            "/dev",
+            "--bind",
+            m.mp.to_str().unwrap(),
+            ws,
+            "--chdir",
+            ws,
+        ])
+        .args([
+            "sh",
+            "-c",
+            "set -e; echo mine > mine.txt; echo edit >> README.md; rm src/a.py; ls",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(fs::read_to_string(m.path("mine.txt")).unwrap(), "mine\n");
+    drop(m);
+    // Stored as uid 1000's in the overlay.
+    let journal = fs::read_to_string(
+        env.state
+            .join("sessions")
+            .join(&g)
+            .join("overlay/journal.jsonl"),
+    )
+    .unwrap();
+    let obj = journal
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|r| r["path"] == "mine.txt")
+        .and_then(|r| r["obj"].as_u64())
+        .expect("mine.txt in the journal");
+    let objects = env.state.join("sessions").join(&g).join("overlay/objects");
+    let p = objects
+        .join(format!("{:02x}", obj % 256))
+        .join(obj.to_string());
+    assert_eq!(fs::metadata(p).unwrap().uid(), 1000);
+}
+
+#[test]
+fn unshare_mount_and_a_bind_mount_work_in_the_view() {
+    let env = Env::new();
+    project(&env);
+    let g = env.grant(&["--mode", "read_write_overlay"]);
+    let m = env.mount(&g, &env.mountpoint("mnt"), &[]);
+    let target = env.mountpoint("bound");
+    let script = format!(
+        "set -e; mount --bind {} {}; cd {}; cat README.md; echo u > u.txt; rm src/a.py; mkdir n; echo x > n/x",
+        m.mp.display(),
+        target.display(),
+        target.display()
+    );
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "# project\n");
+    assert_eq!(fs::read_to_string(m.path("u.txt")).unwrap(), "u\n");
+    assert_eq!(fs::read_to_string(m.path("n/x")).unwrap(), "x\n");
+    assert_eq!(errno(fs::metadata(m.path("src/a.py"))), libc::ENOENT);
+    assert!(
+        !is_mounted(&target),
+        "the bind mount stayed in its namespace"
+    );
+}
+
+/// A view unmounted under a running container: its next access fails with
+/// a clear error (ENOTCONN), and nothing hangs.
+#[test]
+fn a_view_unmounted_under_a_running_container_fails_cleanly() {
+    let env = Env::new();
+    project(&env);
+    let g = env.grant(&[]);
+    let inside = env.mountpoint("workspace");
+    let m = env.mount(&g, &env.mountpoint("mnt"), &["--allow-other"]);
+    let ws = inside.to_str().unwrap();
+    let mut sandbox = Command::new("bwrap")
+        .args([
+            "--bind",
+            "/",
+            "/",
+            "--dev",
+            "/dev",
+            "--bind",
+            m.mp.to_str().unwrap(),
+            ws,
+            "--chdir",
+            ws,
+        ])
+        .args([
+            "sh",
+            "-c",
+            "while cat README.md > /dev/null; do sleep 0.1; done; cat README.md",
+        ])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        sandbox.try_wait().unwrap().is_none(),
+        "the sandbox should be reading"
+    );
+    // The daemon is asked to stop; the sandbox keeps the mount busy, so it
+    // is detached and the connection aborted.
+    unsafe { libc::kill(m.pid.unwrap() as i32, libc::SIGTERM) };
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = sandbox.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the sandbox hung on a dead view"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    use std::io::Read;
+    sandbox
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(!status.success());
+    assert!(
+        err.contains("Transport endpoint is not connected") || err.contains("No such file"),
+        "{err}"
+    );
+    drop(m);
+}
+
+/// A user who is not root grants, mounts (through fusermount3), runs and
+/// commits within their own tree; passthrough quietly gives way.
+#[test]
+fn rootless_grant_mount_run_and_commit() {
+    let env = Env::new();
+    project(&env);
+    let dev = fs::metadata("/dev/fuse").unwrap().permissions().mode() & 0o777;
+    if dev != 0o666 {
+        // The mode distributions ship (see .ci/run); fusermount3 needs it.
+        fs::set_permissions("/dev/fuse", fs::Permissions::from_mode(0o666)).unwrap();
+    }
+    let base = env.dir.path().canonicalize().unwrap();
+    fs::set_permissions(&base, fs::Permissions::from_mode(0o755)).unwrap();
+    let mnt = env.mountpoint("mnt");
+    let ws = env.mountpoint("ws");
+    fs::create_dir_all(&env.state).unwrap();
+    for p in [&env.host, &mnt, &ws, &env.state] {
+        Command::new("chown")
+            .args(["-R", "1000:1000", p.to_str().unwrap()])
+            .status()
+            .unwrap();
+    }
+    let as_user = |args: &[&str]| {
+        Command::new("setpriv")
+            .args([
+                "--reuid",
+                "1000",
+                "--regid",
+                "1000",
+                "--clear-groups",
+                BIN,
+                "--state-dir",
+                env.state.to_str().unwrap(),
+            ])
+            .args(args)
+            .env("HOME", &base)
+            .output()
+            .unwrap()
+    };
+    let ok = |args: &[&str]| {
+        let out = as_user(args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let g = ok(&[
+        "grant",
+        "--root",
+        env.host.to_str().unwrap(),
+        "--purpose",
+        "p",
+        "--mode",
+        "read_write_overlay",
+    ]);
+    ok(&["mount", &g, mnt.to_str().unwrap()]);
+    let guard = Mounted::new(mnt.clone(), env.daemon_pid(&g));
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid",
+            "1000",
+            "--regid",
+            "1000",
+            "--clear-groups",
+            "sh",
+            "-c",
+        ])
+        .arg(format!(
+            "cat {0}/README.md && echo v2 > {0}/src/a.py",
+            mnt.display()
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ok(&["umount", mnt.to_str().unwrap()]);
+    drop(guard);
+    let out = as_user(&[
+        "run",
+        &g,
+        "--at",
+        ws.to_str().unwrap(),
+        "--",
+        "sh",
+        "-c",
+        &format!(
+            "set -e; test $(id -u) = 1000; cat src/a.py; echo b > src/b.py; test ! -e {}/.env",
+            env.host.display()
+        ),
+    ]);
+    assert!(
+        out.status.success(),
+        "run: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "v2\n");
+    ok(&["commit", &g, "--yes"]);
+    assert_eq!(
+        fs::read_to_string(env.host.join("src/a.py")).unwrap(),
+        "v2\n"
+    );
+    assert_eq!(
+        fs::read_to_string(env.host.join("src/b.py")).unwrap(),
+        "b\n"
+    );
+    assert_eq!(fs::metadata(env.host.join("src/b.py")).unwrap().uid(), 1000);
+    assert!(no_wopfs_mounts_of(&g));
+}
