@@ -75,6 +75,7 @@ fi
 
 step "Copying the sample repo to a temp dir; this copy is the 'host tree' (the real files)"
 work=$(mktemp -d "${TMPDIR:-/tmp}/wopfs-demo.XXXXXX")
+chmod 755 "$work"   # the agent (uid 1000) reads its script here; state/ stays 0700
 host=$work/host/sample-repo
 # The state dir and the mount point must be outside the host tree.
 mkdir -p "$work/host" "$work/state" "$work/mnt"
@@ -82,87 +83,126 @@ cp -a "$repo_root/examples/sample-repo" "$host"
 if command -v git >/dev/null; then
     # A .git dir so we can show that the default policy hides it too.
     git -C "$host" init -q
+    git -C "$host" -c user.name=demo -c user.email=demo@wopfs.invalid add -A
+    git -C "$host" -c user.name=demo -c user.email=demo@wopfs.invalid commit -qm "sample repo"
     secrets+=(.git)
 fi
 printf '   DEMO=%s\n' "$work"
 say "(every wopfs command below also gets --state-dir $work/state)"
 run ls -AC "$host"
 
-step "Granting a read-only view of the sample repo (secrets denied by the default policy)"
-say "\$ wopfs grant --root $host --mode read_only --purpose \"$purpose\" --ttl 30m"
-grant=$(wopfs grant --root "$host" --mode read_only --purpose "$purpose" --ttl 30m)
+step "Granting the agent a view: secrets denied by the default policy, writes only under src/ and tests/"
+say "\$ wopfs grant --root $host --mode read_write_overlay --write-prefix src --write-prefix tests --purpose \"$purpose\" --ttl 30m"
+grant=$(wopfs grant --root "$host" --mode read_write_overlay --write-prefix src --write-prefix tests \
+    --purpose "$purpose" --reason "failing test_pay" --ttl 30m)
 [[ -n "$grant" && "$grant" != *[[:space:]]* ]] || die "grant printed no usable grant id: '$grant'"
 say "grant id: $grant"
 
-step "Mounting the granted view at \$DEMO/mnt (this is the directory the agent works in)"
-mnt=$work/mnt
-run wopfs mount "$grant" "$mnt"
-if is_mounted "$mnt"; then
-    pass "the view is mounted"
+# The agent: an unprivileged user (uid 1000) in a private mount namespace
+# where /workspace is the view, the host tree's real path shows the view
+# too, and the state dir is an empty tmpfs.
+agent=$work/agent.sh
+cat >"$agent" <<EOF
+#!/bin/sh
+# A scripted agent. It sees only /workspace; its results go to stdout.
+ok() { echo "PASS: \$*"; }
+bad() { echo "FAIL: \$*"; }
+echo "agent: I am uid \$(id -u), working in \$(pwd)"
+echo "agent: the files I was given:"; find . -type f | sort | sed 's/^/    /'
+grep -n "BUG" src/payments/pay.py | sed 's/^/    /'
+# Fix the rounding bug: round half up to the cent with Decimal.
+python3 - <<'PY'
+import re
+p = "src/payments/pay.py"
+s = open(p).read()
+s = s.replace('"""Money arithmetic. Amounts are floats in the order currency."""\n',
+              '"""Money arithmetic. Amounts are floats in the order currency."""\n\nfrom decimal import ROUND_HALF_UP, Decimal\n')
+s = re.sub(r"    # BUG:.*?return int\(discounted \* 100\) / 100",
+           "    cents = Decimal(str(discounted)).quantize(Decimal(\"0.01\"), rounding=ROUND_HALF_UP)\n    return float(cents)",
+           s, flags=re.S)
+open(p, "w").write(s)
+PY
+cat > tests/test_rounding.py <<'PY'
+import unittest
+
+from payments import apply_discount
+
+
+class RoundingTest(unittest.TestCase):
+    def test_whole_cents(self):
+        self.assertEqual(apply_discount(19.99, 0), 19.99)
+
+
+if __name__ == "__main__":
+    unittest.main()
+PY
+rm src/payments/checkout.py.orig 2>/dev/null
+if make -s test >/dev/null 2>&1; then ok "the tests pass after my fix"; else bad "the tests still fail"; fi
+rm docs/design.md 2>/dev/null && bad "I could delete docs/design.md outside my write prefix" || ok "deleting outside src/ and tests/ is refused"
+if echo x > NOTES.md 2>/dev/null; then bad "I could create NOTES.md outside my write prefix"; else ok "creating files outside src/ and tests/ is refused"; fi
+# Every route to a secret I can think of:
+try() { if cat "\$1" >/dev/null 2>&1; then bad "read \$1"; else ok "cannot read \$1"; fi; }
+try .env
+try config/.env.production
+try deploy/id_rsa
+try .aws/credentials
+try $host/.env
+try $host/deploy/id_rsa
+try ../$(basename "$host")/.env
+try /proc/self/root$host/.env
+try /proc/1/root$host/.env
+if ls $work/state/sessions >/dev/null 2>&1; then bad "I can see the state dir"; else ok "the state dir (overlays, grants) is hidden"; fi
+if ln -s $host/.env src/leak 2>/dev/null && cat src/leak >/dev/null 2>&1; then bad "read .env through a symlink"; else ok "a symlink to the host's .env leads nowhere"; fi
+rm -f src/leak
+if grep -rq "fake-demo-key" . 2>/dev/null; then bad "found the .env key by searching the view"; else ok "searching the whole view finds no secret"; fi
+EOF
+chmod 755 "$agent"
+
+step "Running the scripted agent inside 'wopfs run': it sees only the view, at /workspace"
+say "\$ wopfs run $grant --allow-other --uid 1000 --gid 1000 -- setpriv --reuid 1000 --regid 1000 --clear-groups sh agent.sh"
+agent_out=$(wopfs run "$grant" --allow-other --uid 1000 --gid 1000 -- \
+    setpriv --reuid 1000 --regid 1000 --clear-groups sh "$agent" 2>&1) || true
+printf '%s\n' "$agent_out" | sed 's/^/   /'
+while IFS= read -r line; do
+    case "$line" in
+        PASS:*) passed=$((passed + 1)) ;;
+        FAIL:*) failed=$((failed + 1)) ;;
+    esac
+done <<<"$agent_out"
+if grep -q '^PASS: the tests pass' <<<"$agent_out"; then :; else fail "the agent's fix did not make the tests pass"; fi
+
+step "The host tree has not changed: the agent's work waits in the overlay"
+if grep -q 'return int(discounted' "$host/src/payments/pay.py" && [[ ! -e "$host/tests/test_rounding.py" ]]; then
+    pass "the host tree is untouched"
 else
-    die "wopfs mount returned but $mnt is not a mount point"
+    fail "the host tree changed before approval"
 fi
 
-step "Listing everything the agent can see"
-say "\$ cd $mnt && find . | sort"
-(cd "$mnt" && find . -mindepth 1 | sort)
+step "The approver reviews the session (outside the sandbox)"
+run wopfs diff "$grant" --stat
+run wopfs diff "$grant"
 
-step "Reading a file through the view: it is the real file from the host tree"
-run cat "$mnt/src/payments/pay.py"
-if cmp -s "$host/src/payments/pay.py" "$mnt/src/payments/pay.py"; then
-    pass "src/payments/pay.py reads the same through the view as on the host"
+step "The approver commits it to the host tree"
+run wopfs commit "$grant" --yes --approver demo-approver
+
+step "The changed host files"
+if command -v git >/dev/null; then
+    run git -C "$host" status --short
+    run git -C "$host" diff --stat
+fi
+run cat "$host/src/payments/pay.py"
+if (cd "$host" && PYTHONPATH=src python3 -m unittest discover -s tests >/dev/null 2>&1); then
+    pass "the host's tests pass with the committed fix"
 else
-    fail "src/payments/pay.py differs between the view and the host"
+    fail "the host's tests fail after the commit"
 fi
 
-step "Checking that the secrets are invisible (they do exist in the host tree)"
-say "\$ cd $mnt && ls -AC . deploy config"
-(cd "$mnt" && ls -AC . deploy config)
-for s in "${secrets[@]}"; do
-    [[ -e "$host/$s" ]] || die "sample repo is missing $s"
-    if [[ -e "$mnt/$s" || -L "$mnt/$s" ]]; then
-        fail "$s is visible in the view"
-    elif [[ -n "$(find "$mnt/$(dirname "$s")" -mindepth 1 -maxdepth 1 -name "$(basename "$s")" 2>/dev/null)" ]]; then
-        fail "$s shows up in the directory listing"
-    else
-        pass "$s is hidden"
-    fi
-done
-say "\$ cat $mnt/.env"
-if err=$(cat "$mnt/.env" 2>&1); then
-    fail "cat .env succeeded"
-elif say "$err" && [[ "$err" == *"No such file or directory"* ]]; then
-    pass "cat .env fails with 'No such file or directory', as if it did not exist"
+step "The audit log: every step recorded, hash chain verified"
+run wopfs audit
+if wopfs audit --verify; then
+    pass "the audit chain verifies"
 else
-    fail "cat .env failed, but not with 'No such file or directory': $err"
-fi
-
-step "Trying to write: the view is read-only, so the host tree cannot change"
-for target in "$mnt/NOTES.md" "$mnt/src/payments/pay.py"; do
-    say "\$ echo '# agent was here' | tee -a $target"
-    if err=$(echo "# agent was here" | tee -a "$target" 2>&1 >/dev/null); then
-        fail "writing ${target#"$mnt"/} succeeded"
-    elif say "$err" && [[ "$err" == *"Read-only file system"* ]]; then
-        pass "writing ${target#"$mnt"/} fails with 'Read-only file system'"
-    else
-        fail "writing ${target#"$mnt"/} failed, but not with 'Read-only file system': $err"
-    fi
-done
-if [[ -e "$host/NOTES.md" ]] || ! cmp -s "$host/src/payments/pay.py" "$repo_root/examples/sample-repo/src/payments/pay.py"; then
-    fail "the host tree was modified"
-else
-    pass "the host tree is unchanged"
-fi
-
-step "Showing the grants wopfs knows about (purpose, mode, expiry)"
-run wopfs status
-
-step "Unmounting the view"
-run wopfs umount "$mnt"
-if is_mounted "$mnt"; then
-    fail "the view is still mounted after wopfs umount"   # cleanup() retries
-else
-    pass "the view is unmounted"
+    fail "the audit chain does not verify"
 fi
 
 printf '\ndemo: %d passed, %d failed\n' "$passed" "$failed"

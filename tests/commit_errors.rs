@@ -465,26 +465,35 @@ fn paths_outside_the_grant_are_refused() {
         "src/gen",
     ]);
     let m = env.mount(&g2, &env.mountpoint("mnt2"), &[]);
-    fs::write(m.path("src/main.c"), MAIN_NEW).unwrap();
+    // Outside the write prefix the view refuses the edit itself...
+    assert_eq!(
+        fs::write(m.path("src/main.c"), MAIN_NEW)
+            .unwrap_err()
+            .raw_os_error(),
+        Some(libc::EACCES)
+    );
     fs::create_dir_all(m.path("src/gen")).unwrap();
     fs::write(m.path("src/gen/x.c"), "x\n").unwrap();
     drop(m);
     let before = tree_digest(&env.host);
     let (_, set2) = export(&env, &g2, "set2", true);
-    for (n, (from, to)) in [
-        ("src/gen/x.c", "src/x.c"),
-        ("src/gen/x.c", "top.c"),
-        ("src/gen/x.c", "src/gen2/x.c"),
-        ("src/main.c", "README.md"),
-        ("src/main.c", "src/new.c"),
+    // ...and a forged set doing it (or creating outside) is refused too.
+    for (n, (to, op)) in [
+        ("src/x.c", "create"),
+        ("top.c", "create"),
+        ("src/gen2/x.c", "create"),
+        ("README.md", "update"),
+        ("src/main.c", "update"),
+        ("src/new.c", "update"),
     ]
     .into_iter()
     .enumerate()
     {
         let dir = forged(&env, &set2, &format!("narrow{n}"), |v| {
-            let p = patch(v, from);
+            let p = patch(v, "src/gen/x.c");
             p["path"] = json!(to);
-            if from == "src/main.c" {
+            p["operation"] = json!(op);
+            if op == "update" {
                 p["base"] = json!(hash(
                     &fs::read(env.host.join(to)).unwrap_or_else(|_| b"x".to_vec())
                 ));

@@ -1833,7 +1833,7 @@ fn setuid_is_cleared_by_another_users_write() {
 // Where new names may appear.
 
 #[test]
-fn write_prefix_bounds_new_names() {
+fn write_prefix_bounds_every_change() {
     let fx = Fx::new(
         |env| {
             env.write("top.txt", "top\n");
@@ -1897,11 +1897,35 @@ fn write_prefix_bounds_new_names() {
         libc::EACCES,
         "rename to a new name outside out"
     );
-    // Existing entries may still be changed, moved into the prefix or removed.
-    fs::write(p("top.txt"), "changed\n").expect("write an existing host file");
-    assert_eq!(read(&p("top.txt")), b"changed\n");
-    fs::rename(p("src/lib.rs"), p("out/lib.rs")).expect("rename into out");
-    assert_eq!(read(&p("out/lib.rs")), b"lib\n");
+    // Existing entries outside the prefix cannot change either: written,
+    // removed, moved away (even into the prefix), chmod'ed.
+    assert_eq!(
+        errno(fs::write(p("top.txt"), "changed\n")),
+        libc::EACCES,
+        "write outside out"
+    );
+    assert_eq!(read(&p("top.txt")), b"top\n");
+    assert_eq!(
+        errno(fs::remove_file(p("src/lib.rs"))),
+        libc::EACCES,
+        "unlink outside out"
+    );
+    assert_eq!(
+        errno(fs::rename(p("src/lib.rs"), p("out/lib.rs"))),
+        libc::EACCES,
+        "move into out"
+    );
+    assert_eq!(
+        errno(fs::set_permissions(
+            p("top.txt"),
+            fs::Permissions::from_mode(0o600)
+        )),
+        libc::EACCES,
+        "chmod outside out"
+    );
+    assert_eq!(names(&p("src")), ["lib.rs"], "src unchanged");
+    // Inside it: anything.
+    fs::write(p("out/old.txt"), "changed\n").expect("write in out");
     fs::remove_file(p("out/old.txt")).expect("unlink in out");
     assert_eq!(names(&p("")), before, "the root listing at the end");
     fx.host_unchanged();

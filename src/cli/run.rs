@@ -18,6 +18,12 @@ pub struct Args {
     /// Let other users in the namespace use the view.
     #[arg(long)]
     allow_other: bool,
+    /// Present the view's files as owned by this uid (with --gid), for a
+    /// command that drops to that user.
+    #[arg(long, requires = "gid", value_name = "N")]
+    uid: Option<u32>,
+    #[arg(long, requires = "uid", value_name = "N")]
+    gid: Option<u32>,
     /// The command and its arguments, after `--`.
     #[arg(last = true, required = true)]
     command: Vec<OsString>,
@@ -33,6 +39,10 @@ pub fn run(state: &StateDir, a: &Args) -> Result<ExitCode> {
             command: a.command.clone(),
             mount: MountOptions {
                 allow_other: a.allow_other,
+                view: crate::view::ViewOptions {
+                    owner: a.uid.zip(a.gid),
+                    ..Default::default()
+                },
                 ..MountOptions::default()
             },
         },

@@ -347,7 +347,9 @@ impl Loaded {
                 Kind::File
             };
             let inside = match p.operation {
-                Op::Update | Op::Delete => granted.contains(p.path.as_str()),
+                Op::Update | Op::Delete => {
+                    granted.contains(p.path.as_str()) && scope.may_change(&p.path)
+                }
                 Op::Create => scope.may_create(&p.path, kind),
             };
             if !inside {

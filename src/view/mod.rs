@@ -336,6 +336,7 @@ impl View {
             }
         }
         let (file, obj) = if write {
+            self.check_change(ino)?;
             self.open_for_write(ino, flags & libc::O_TRUNC != 0)?
         } else {
             let tree = self.read_tree();
@@ -613,6 +614,18 @@ impl View {
             return Err(Errno::EACCES);
         }
         Ok(())
+    }
+
+    /// EACCES unless the entry may be changed (write prefixes). A view that
+    /// cannot be written answers EROFS first.
+    fn check_change(&self, ino: Ino) -> Result<()> {
+        self.writer()?;
+        let path = self.read_tree().path(ino).ok_or(Errno::ENOENT)?;
+        if self.scope.may_change(&path) {
+            Ok(())
+        } else {
+            Err(Errno::EACCES)
+        }
     }
 
     /// The overlay (copy-up needs one), or EROFS.

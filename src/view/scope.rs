@@ -1,7 +1,8 @@
-//! Write scope: where the agent may create new names. With write prefixes
-//! (`--write-prefix`), only beneath them; otherwise wherever the allow
-//! patterns match and no deny pattern does. Existing granted entries may be
-//! changed or removed anywhere in the view.
+//! Write scope. With write prefixes (`--write-prefix`), every change —
+//! a new name, an edit, a deletion, a rename (both ends), a mode or xattr
+//! change — must be beneath one of them. Without prefixes, new names may
+//! appear wherever the allow patterns match and no deny pattern does, and
+//! granted entries may be changed anywhere in the view.
 
 use crate::error::Result;
 use crate::grant::Grant;
@@ -30,6 +31,11 @@ impl Scope {
                 .filter(|p| !p.is_empty())
                 .collect(),
         })
+    }
+
+    /// Whether the existing entry at `path` may be changed or removed.
+    pub fn may_change(&self, path: &str) -> bool {
+        self.prefixes.is_empty() || self.prefixes.iter().any(|p| path == p || beneath(path, p))
     }
 
     /// Whether a new entry of `kind` may appear at `path`.

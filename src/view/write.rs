@@ -338,6 +338,9 @@ impl View {
             _ => {}
         }
         let path = tree.path(ino).ok_or(Errno::ENOENT)?;
+        if !self.scope.may_change(&path) {
+            return Err(Errno::EACCES);
+        }
         match writer {
             Writer::Overlay(ov) => {
                 let mut records = self.vacate_records(&tree, ino);
@@ -408,6 +411,9 @@ impl View {
         let src = tree.child(parent, name).ok_or(Errno::ENOENT)?;
         let src_path = tree.path(src).ok_or(Errno::ENOENT)?;
         let src_kind = tree.get(src).ok_or(Errno::ENOENT)?.kind;
+        if !self.scope.may_change(&src_path) {
+            return Err(Errno::EACCES);
+        }
         let dst = tree.child(newparent, newname);
         if tree.is_ancestor(src, newparent) {
             return Err(Errno::EINVAL); // a directory into itself
@@ -420,6 +426,9 @@ impl View {
             }
             if tree.is_ancestor(dst, parent) {
                 return Err(Errno::EINVAL);
+            }
+            if !self.scope.may_change(&new_path) {
+                return Err(Errno::EACCES);
             }
             if !self.subtree_in_scope(&tree, src, &new_path)
                 || !self.subtree_in_scope(&tree, dst, &src_path)
@@ -453,6 +462,9 @@ impl View {
             }
             if flags & RENAME_NOREPLACE != 0 {
                 return Err(Errno(libc::EEXIST));
+            }
+            if !self.scope.may_change(&new_path) {
+                return Err(Errno::EACCES);
             }
             let d = tree.get(dst).ok_or(Errno::ENOENT)?;
             match (src_kind == Kind::Dir, d.kind == Kind::Dir) {
@@ -539,6 +551,9 @@ impl View {
         let handle_file = fh
             .and_then(|fh| self.handles.get(fh))
             .or_else(|| removed.then(|| self.handles.any_for(ino)).flatten());
+        if !removed {
+            self.check_change(ino)?;
+        }
         if removed {
             let Some(Handle::File { file, obj, .. }) = handle_file else {
                 return Err(Errno::ENOENT);
@@ -677,6 +692,9 @@ impl View {
         self.live()?;
         let writer = self.writer()?;
         let path = self.read_tree().path(ino).ok_or(Errno::ENOENT)?;
+        if !self.scope.may_change(&path) {
+            return Err(Errno::EACCES);
+        }
         match name.to_str() {
             Some(n) if n.starts_with("user.") => Ok((writer, n, path)),
             _ => Err(Errno::EPERM),

@@ -182,15 +182,39 @@ fn out_of_scope_names_are_eacces_and_leave_nothing() {
         .map(|d| fs::read_dir(d.unwrap().path()).unwrap().count())
         .sum();
     assert_eq!(left, 0, "an object was left behind");
-    // Inside the prefix: fine. Existing files may change anywhere.
+    // Existing files outside the prefix may not change either.
+    assert_eq!(
+        v.open(ino(&v, "d/b.txt"), libc::O_WRONLY).unwrap_err(),
+        Errno::EACCES
+    );
+    assert_eq!(
+        v.unlink(ino(&v, "d"), name("b.txt")).unwrap_err(),
+        Errno::EACCES
+    );
+    let chmod = SetAttr {
+        mode: Some(0o600),
+        ..SetAttr::default()
+    };
+    assert_eq!(
+        v.setattr(ino(&v, "a.txt"), None, chmod, ROOTUSER)
+            .unwrap_err(),
+        Errno::EACCES
+    );
+    assert_eq!(
+        v.setxattr(ino(&v, "a.txt"), name("user.x"), b"1", 0)
+            .unwrap_err(),
+        Errno::EACCES
+    );
+    assert_eq!(listing(&v), before);
+    // Inside the prefix: fine.
     v.mkdir(ROOT, name("out"), 0o755, ROOTUSER).unwrap();
     write_file(&v, "out", "x.txt", b"x").unwrap();
     let o = v
-        .open(ino(&v, "d/b.txt"), libc::O_WRONLY | libc::O_TRUNC)
+        .open(ino(&v, "out/x.txt"), libc::O_WRONLY | libc::O_TRUNC)
         .unwrap();
-    v.write(o.fh, 0, b"B", false).unwrap();
+    v.write(o.fh, 0, b"X", false).unwrap();
     v.release(o.fh);
-    assert_eq!(read_all(&v, "d/b.txt"), b"B");
+    assert_eq!(read_all(&v, "out/x.txt"), b"X");
     assert_eq!(
         fs::read_to_string(fx.host.join("d/b.txt")).unwrap(),
         "beta\n"
