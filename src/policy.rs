@@ -74,6 +74,13 @@ pub struct Policy {
     pub require_human_approval: bool,
     #[serde(default = "default_max_total")]
     pub max_total_size_bytes: u64,
+    /// Uids allowed to commit and reject through `wopfs serve`.
+    #[serde(default = "root_only")]
+    pub approver_uids: Vec<u32>,
+}
+
+fn root_only() -> Vec<u32> {
+    vec![0]
 }
 
 const BUILTIN: &[(&str, &str)] = &[

@@ -2,9 +2,10 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::error::Result;
-use crate::grant::{parse_duration, resolve, GrantRequest};
+use crate::error::{Error, Result};
+use crate::grant::{parse_duration, resolve, FileType, GrantRequest};
 use crate::policy::{Mode, Policy};
+use crate::search::{exact_pattern, search, Query};
 use crate::state::StateDir;
 
 #[derive(clap::Args, Debug)]
@@ -18,6 +19,16 @@ pub struct Args {
     /// Glob of files to grant (repeatable; default `**`). `*` and `?` never cross `/`.
     #[arg(long = "allow", value_name = "GLOB")]
     allow: Vec<String>,
+    /// Grant by intent (repeatable): search the tree for the purpose plus
+    /// these words and grant exactly the best files (up to --max-files,
+    /// default 10). Not with --allow.
+    #[arg(long = "hint", value_name = "WORD")]
+    hint: Vec<String>,
+    /// Grant by intent, only files of this type (repeatable): python,
+    /// typescript, javascript, yaml, json, toml, markdown, sql, shell, other.
+    /// Not with --allow.
+    #[arg(long = "type", value_name = "TYPE", value_parser = super::search::file_type_parser())]
+    types: Vec<FileType>,
     /// Glob of files to withhold (repeatable); deny always wins over allow.
     #[arg(long = "deny", value_name = "GLOB")]
     deny: Vec<String>,
@@ -50,9 +61,15 @@ pub fn run(state_path: &Path, a: &Args) -> Result<()> {
         Some(p) => Policy::load(p)?,
         None => Policy::builtin_default()?,
     };
+    let intent = !a.hint.is_empty() || !a.types.is_empty();
+    let allow = if intent {
+        by_intent(a, &policy)?
+    } else {
+        a.allow.clone()
+    };
     let req = GrantRequest {
         root: a.root.clone(),
-        allow: a.allow.clone(),
+        allow,
         deny: a.deny.clone(),
         write_prefixes: a.write_prefix.clone(),
         mode: a.mode,
@@ -68,16 +85,20 @@ pub fn run(state_path: &Path, a: &Args) -> Result<()> {
     let grant = resolve(&req, &policy)?;
     let state = StateDir::open(state_path)?;
     let grant = state.create_grant(grant)?;
+    let mut detail = serde_json::json!({
+        "mode": grant.mode, "files": grant.files.len(), "purpose": grant.purpose,
+        "policy": grant.policy, "expires_at": grant.expires_at,
+    });
+    if intent {
+        detail["intent"] = serde_json::json!({ "hints": a.hint, "types": a.types });
+    }
     crate::audit::Audit::new(state.path()).append(
         "wopfs.grant.create",
         Some(&grant.grant_id),
         &crate::audit::current_actor(),
         crate::audit::Event::Complete,
         "granted",
-        serde_json::json!({
-            "mode": grant.mode, "files": grant.files.len(), "purpose": grant.purpose,
-            "policy": grant.policy, "expires_at": grant.expires_at,
-        }),
+        detail,
     )?;
     if a.json {
         super::print_json(&grant)
@@ -85,6 +106,67 @@ pub fn run(state_path: &Path, a: &Args) -> Result<()> {
         println!("{}", grant.grant_id);
         Ok(())
     }
+}
+
+/// How many files a grant by intent holds without --max-files.
+const INTENT_FILES: u64 = 10;
+
+/// Grant by intent: the allow patterns naming exactly the files that best
+/// match the purpose and the hints (one pattern per file, glob
+/// metacharacters escaped).
+fn by_intent(a: &Args, policy: &Policy) -> Result<Vec<String>> {
+    if !a.allow.is_empty() {
+        return Err(Error::invalid(
+            "--hint/--type choose files by intent; they cannot be combined with --allow",
+        ));
+    }
+    // Refusals that do not depend on the files come before any file is read.
+    let rule = |msg: &str| Err(Error::policy(format!("{msg} (policy {})", policy.source)));
+    if !policy.enabled {
+        return rule("workspace access is disabled by policy (enabled = false)");
+    }
+    if policy.require_reason && a.reason.as_deref().unwrap_or("").trim().is_empty() {
+        return rule("a reason is required (require_reason = true); pass --reason");
+    }
+    let text = std::iter::once(a.purpose.as_str())
+        .chain(a.hint.iter().map(String::as_str))
+        .collect::<Vec<_>>()
+        .join(" ");
+    // Never more than the policy allows: a grant of the best N files, not a refusal.
+    let limit = a
+        .max_files
+        .unwrap_or(INTENT_FILES)
+        .min(policy.max_files)
+        .max(1)
+        .try_into()
+        .unwrap_or(usize::MAX);
+    let hits = search(
+        &a.root,
+        policy,
+        &a.deny,
+        &Query {
+            text: &text,
+            types: &a.types,
+            limit,
+        },
+    )?;
+    if hits.is_empty() {
+        let names: Vec<&str> = a
+            .types
+            .iter()
+            .map(|t| super::search::type_name(*t))
+            .collect();
+        let types = if names.is_empty() {
+            String::new()
+        } else {
+            format!("; types: {}", names.join(", "))
+        };
+        return Err(Error::invalid(format!(
+            "no file of {} matches the purpose and hints ({text:?}{types}) outside the deny patterns",
+            a.root.display()
+        )));
+    }
+    Ok(hits.iter().map(|h| exact_pattern(&h.path)).collect())
 }
 
 /// The state dir must not live in the host tree: the agent would see it,

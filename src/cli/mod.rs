@@ -6,7 +6,10 @@ mod grant;
 mod mount;
 mod patch;
 mod run;
+mod search;
+mod serve;
 mod status;
+mod token;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -55,6 +58,14 @@ pub enum Command {
     Audit(audit::Args),
     /// Run a command in a private mount namespace that sees only the view.
     Run(run::Args),
+    /// Mint, delegate and verify signed grant tokens.
+    Token(token::Args),
+    /// Search a host tree by intent: ranked files, never denied ones.
+    Search(search::Args),
+    /// Serve the control API (the seed's WorkspaceClient) on a Unix socket.
+    Serve(serve::Args),
+    /// Write a redacted bundle for bug reports (no tokens, keys or contents).
+    Diagnostics(serve::DiagArgs),
 }
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
@@ -74,6 +85,10 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Recover(a) => commit::run_recover(&state()?, a),
         Command::Audit(a) => audit::run(&state()?, a),
         Command::Run(a) => return run::run(&state()?, a),
+        Command::Token(a) => token::run(&state()?, a),
+        Command::Search(a) => search::run(a),
+        Command::Serve(a) => serve::run(&state()?, a),
+        Command::Diagnostics(a) => serve::diagnostics(&state()?, a),
     }?;
     Ok(ExitCode::SUCCESS)
 }

@@ -1,19 +1,25 @@
 //! `wopfs mount` and `wopfs umount`
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::grant::parse_duration;
 use crate::mount::{self, MountOptions};
 use crate::state::StateDir;
 use crate::view::ViewOptions;
 
 #[derive(clap::Args, Debug)]
+#[command(override_usage = "wopfs mount [OPTIONS] GRANT MOUNTPOINT\n       \
+    wopfs mount [OPTIONS] --token TOKEN --root DIR --audience NAME MOUNTPOINT")]
 pub struct MountArgs {
-    /// Grant id (g-…).
-    grant: String,
+    /// Grant id (g-…); leave it out with --token.
+    #[arg(value_name = "GRANT")]
+    grant: Option<String>,
     /// An existing empty directory outside the host tree and the state dir.
-    mountpoint: PathBuf,
+    #[arg(value_name = "MOUNTPOINT")]
+    mountpoint: Option<PathBuf>,
+    #[command(flatten)]
+    token: super::token::TokenMountArgs,
     /// Serve in this process instead of returning once the mount is ready.
     #[arg(long)]
     foreground: bool,
@@ -52,12 +58,34 @@ pub struct UmountArgs {
     lazy: bool,
 }
 
+/// GRANT MOUNTPOINT, or MOUNTPOINT alone with --token.
+fn grant_and_mountpoint(a: &MountArgs) -> Result<(Option<&str>, &Path)> {
+    match (a.grant.as_deref(), a.mountpoint.as_deref(), a.token.given()) {
+        (Some(g), Some(mp), false) => Ok((Some(g), mp)),
+        (Some(mp), None, true) => Ok((None, Path::new(mp))),
+        (Some(_), Some(_), true) => Err(Error::invalid(
+            "give either a GRANT or --token, not both (with --token, MOUNTPOINT is the only argument)",
+        )),
+        (Some(_), None, false) => Err(Error::invalid(
+            "wopfs mount needs a GRANT and a MOUNTPOINT (or --token TOKEN and a MOUNTPOINT)",
+        )),
+        (None, _, _) => Err(Error::invalid(
+            "wopfs mount needs a GRANT and a MOUNTPOINT, or --token TOKEN --root DIR --audience NAME and a MOUNTPOINT",
+        )),
+    }
+}
+
 pub fn run_mount(state: &StateDir, a: &MountArgs) -> Result<()> {
-    let grant = state.load_grant(&a.grant)?;
+    let (grant_id, mountpoint) = grant_and_mountpoint(a)?;
     let cache_ttl = if a.cache_ttl == "0" {
         std::time::Duration::ZERO
     } else {
         parse_duration("--cache-ttl", &a.cache_ttl)?
+    };
+    let grant = match grant_id {
+        Some(id) => state.load_grant(id)?,
+        // Verified, resolved and recorded only once everything checks out.
+        None => super::token::grant_from_token(state, &a.token, Some(mountpoint))?,
     };
     let opts = MountOptions {
         threads: a.threads,
@@ -88,7 +116,15 @@ pub fn run_mount(state: &StateDir, a: &MountArgs) -> Result<()> {
         if let Some(q) = a.quota_files {
             extra.extend(["--quota-files".to_string(), q.to_string()]);
         }
-        return mount::spawn_daemon(state, &grant, &a.mountpoint, &extra);
+        mount::spawn_daemon(state, &grant, mountpoint, &extra)?;
+        if grant_id.is_none() {
+            // The grant recorded for the token: what diff, commit and status take.
+            println!("{}", grant.grant_id);
+        }
+        return Ok(());
+    }
+    if grant_id.is_none() {
+        println!("{}", grant.grant_id);
     }
     if a.daemon {
         // Leave the caller's session so its terminal signals do not reach us,
@@ -96,7 +132,7 @@ pub fn run_mount(state: &StateDir, a: &MountArgs) -> Result<()> {
         let _ = rustix::process::setsid();
         let _ = std::env::set_current_dir("/");
     }
-    mount::serve(state, &grant, &a.mountpoint, &opts, a.daemon)
+    mount::serve(state, &grant, mountpoint, &opts, a.daemon)
 }
 
 pub fn run_umount(state: &StateDir, a: &UmountArgs) -> Result<()> {

@@ -4,14 +4,19 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::mount::MountOptions;
 use crate::run::{self, RunOptions};
 use crate::state::StateDir;
 
 #[derive(clap::Args, Debug)]
+#[command(override_usage = "wopfs run [OPTIONS] GRANT -- CMD...\n       \
+    wopfs run [OPTIONS] --token TOKEN --root DIR --audience NAME -- CMD...")]
 pub struct Args {
-    grant: String,
+    /// Grant id (g-…); leave it out with --token.
+    grant: Option<String>,
+    #[command(flatten)]
+    token: super::token::TokenMountArgs,
     /// Where the view appears inside the command's namespace.
     #[arg(long, default_value = "/workspace", value_name = "PATH")]
     at: PathBuf,
@@ -30,7 +35,20 @@ pub struct Args {
 }
 
 pub fn run(state: &StateDir, a: &Args) -> Result<ExitCode> {
-    let grant = state.load_grant(&a.grant)?;
+    let grant = match (&a.grant, a.token.given()) {
+        (Some(id), false) => state.load_grant(id)?,
+        (None, true) => {
+            let grant = super::token::grant_from_token(state, &a.token, None)?;
+            eprintln!("wopfs run: grant {} from the token", grant.grant_id);
+            grant
+        }
+        (Some(_), true) => return Err(Error::invalid("give either a GRANT or --token, not both")),
+        (None, false) => {
+            return Err(Error::invalid(
+                "wopfs run needs a GRANT, or --token TOKEN --root DIR --audience NAME",
+            ))
+        }
+    };
     let code = run::run(
         state,
         &grant,

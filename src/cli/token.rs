@@ -1,0 +1,379 @@
+//! `wopfs token mint|delegate|verify`, and mounting by token
+//! (`wopfs mount --token`, `wopfs run --token`).
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Subcommand;
+use serde_json::json;
+
+use crate::audit::{current_actor, Audit, Event};
+use crate::error::{Error, IoContext, Result};
+use crate::grant::{resolve, Grant, GrantRequest};
+use crate::policy::{Mode, Policy};
+use crate::state::StateDir;
+use crate::token::{self, Claims, MintRequest, Narrowing};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(subcommand)]
+    command: TokenCommand,
+}
+
+#[derive(Subcommand, Debug)]
+enum TokenCommand {
+    /// Mint a root token; print it.
+    Mint(MintArgs),
+    /// Verify a token, then mint a narrower child token for another audience; print it.
+    Delegate(DelegateArgs),
+    /// Verify a token and print its claims.
+    Verify(VerifyArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct MintArgs {
+    /// Who grants (an agent name or URL).
+    #[arg(long)]
+    issuer: String,
+    /// Who the token is for.
+    #[arg(long)]
+    audience: String,
+    /// The workspace the token covers.
+    #[arg(long)]
+    bucket: String,
+    /// Glob of files to grant (repeatable; default `**`).
+    #[arg(long = "allow", value_name = "GLOB")]
+    allow: Vec<String>,
+    /// Glob of files to withhold (repeatable).
+    #[arg(long = "deny", value_name = "GLOB")]
+    deny: Vec<String>,
+    /// Where writes may go (repeatable).
+    #[arg(long = "write-prefix", value_name = "P")]
+    write_prefix: Vec<String>,
+    /// The one place the audience writes its outputs (also a write prefix).
+    #[arg(long, value_name = "P")]
+    outputs_prefix: Option<String>,
+    #[arg(long, value_enum, default_value = "read_only")]
+    mode: Mode,
+    /// Lifetime in seconds (or a duration such as 30m); default 300.
+    #[arg(long, value_name = "SECONDS")]
+    ttl: Option<String>,
+    /// Ed25519 signing key (default: $A2A_GRANT_SIGNING_KEY).
+    #[arg(long, value_name = "FILE")]
+    signing_key: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
+struct DelegateArgs {
+    /// The parent token (`-` reads it from stdin).
+    token: String,
+    /// Who the child token is for.
+    #[arg(long)]
+    audience: String,
+    /// Must be the parent's bucket (the default).
+    #[arg(long)]
+    bucket: Option<String>,
+    /// Glob of files to grant, each covered by the parent's (default: the parent's).
+    #[arg(long = "allow", value_name = "GLOB")]
+    allow: Vec<String>,
+    /// More globs to withhold (the parent's are kept).
+    #[arg(long = "deny", value_name = "GLOB")]
+    deny: Vec<String>,
+    /// Where writes may go, within the parent's (default: the parent's).
+    #[arg(long = "write-prefix", value_name = "P")]
+    write_prefix: Vec<String>,
+    #[arg(long, value_name = "P")]
+    outputs_prefix: Option<String>,
+    /// No higher than the parent's (default: the parent's).
+    #[arg(long, value_enum)]
+    mode: Option<Mode>,
+    /// Lifetime in seconds (or 30m); never past the parent's expiry (the default).
+    #[arg(long, value_name = "SECONDS")]
+    ttl: Option<String>,
+    /// Ed25519 signing key (default: $A2A_GRANT_SIGNING_KEY).
+    #[arg(long, value_name = "FILE")]
+    signing_key: Option<PathBuf>,
+    /// Key that verifies the parent (default: $A2A_GRANT_VERIFYING_KEY, else
+    /// the signing key's public half).
+    #[arg(long, value_name = "FILE")]
+    verifying_key: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
+struct VerifyArgs {
+    /// The token (`-` reads it from stdin).
+    token: String,
+    /// Refuse the token unless it is addressed to this audience.
+    #[arg(long)]
+    audience: Option<String>,
+    /// Print the claims as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Verifying key (default: $A2A_GRANT_VERIFYING_KEY, else derived from
+    /// $A2A_GRANT_SIGNING_KEY).
+    #[arg(long, value_name = "FILE")]
+    verifying_key: Option<PathBuf>,
+}
+
+/// `--token` and its companions for `wopfs mount` and `wopfs run`.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct TokenMountArgs {
+    /// Mount what a signed grant token describes (`-` reads it from stdin)
+    /// instead of a recorded grant; needs --root and --audience.
+    #[arg(long, value_name = "TOKEN")]
+    pub token: Option<String>,
+    /// With --token: the host tree to cut the view from.
+    #[arg(long, value_name = "DIR", requires = "token")]
+    pub root: Option<PathBuf>,
+    /// With --token: who we are; the token must be addressed to NAME.
+    #[arg(long, value_name = "NAME", requires = "token")]
+    pub audience: Option<String>,
+    /// With --token: the key that verifies it (default:
+    /// $A2A_GRANT_VERIFYING_KEY, else derived from $A2A_GRANT_SIGNING_KEY).
+    #[arg(long, value_name = "FILE", requires = "token")]
+    pub verifying_key: Option<PathBuf>,
+    /// With --token: the local policy (a file, or default, strict).
+    #[arg(long, value_name = "FILE", requires = "token")]
+    pub policy: Option<String>,
+}
+
+pub fn run(state: &StateDir, a: &Args) -> Result<()> {
+    match &a.command {
+        TokenCommand::Mint(m) => mint(state, m),
+        TokenCommand::Delegate(d) => delegate(state, d),
+        TokenCommand::Verify(v) => verify(v),
+    }
+}
+
+/// A token argument; `-` reads it from stdin.
+fn token_text(arg: &str) -> Result<String> {
+    if arg != "-" {
+        return Ok(arg.trim().to_string());
+    }
+    let mut s = String::new();
+    std::io::stdin()
+        .read_to_string(&mut s)
+        .ctx(|| "reading the token from stdin")?;
+    Ok(s.trim().to_string())
+}
+
+/// `--ttl`: whole seconds, or a duration such as `30m`.
+fn parse_ttl(s: Option<&str>) -> Result<Option<u64>> {
+    let Some(s) = s else { return Ok(None) };
+    let secs = match s.trim().parse::<u64>() {
+        Ok(n) => n,
+        Err(_) => crate::grant::parse_duration("--ttl", s)?.as_secs(),
+    };
+    if secs == 0 {
+        return Err(Error::invalid("--ttl must be at least 1 second"));
+    }
+    Ok(Some(secs))
+}
+
+fn audit_token(state: &StateDir, op: &str, outcome: &str, c: &Claims) -> Result<()> {
+    Audit::new(state.path()).append(
+        op,
+        None,
+        &current_actor(),
+        Event::Complete,
+        outcome,
+        json!({
+            "token": c.grant_id, "parent": c.parent_grant_id, "issuer": c.issuer,
+            "audience": c.audience, "bucket": c.bucket, "mode": c.mode,
+            "depth": c.delegation_depth, "expires_at": c.expires_at,
+        }),
+    )?;
+    Ok(())
+}
+
+fn mint(state: &StateDir, a: &MintArgs) -> Result<()> {
+    let key = token::load_signing_key(a.signing_key.as_deref())?;
+    let claims = token::mint(&MintRequest {
+        issuer: a.issuer.clone(),
+        audience: a.audience.clone(),
+        bucket: a.bucket.clone(),
+        mode: a.mode,
+        allow: a.allow.clone(),
+        deny: a.deny.clone(),
+        write_prefixes: a.write_prefix.clone(),
+        outputs_prefix: a.outputs_prefix.clone(),
+        ttl_secs: parse_ttl(a.ttl.as_deref())?,
+    })?;
+    let text = token::encode(&key, &claims)?;
+    audit_token(state, "wopfs.token.mint", "minted", &claims)?;
+    println!("{text}");
+    Ok(())
+}
+
+fn delegate(state: &StateDir, a: &DelegateArgs) -> Result<()> {
+    let signing = token::load_signing_key(a.signing_key.as_deref())?;
+    let verifying = token::load_verifying_key_or(a.verifying_key.as_deref(), Some(&signing))?;
+    let parent = token::verify(&token_text(&a.token)?, &verifying, None)
+        .map_err(|e| Error::invalid(format!("the parent token is refused: {e}")))?;
+    if let Some(b) = &a.bucket {
+        token::check_bucket(&parent, b)?;
+    }
+    let child = token::delegate(
+        &parent,
+        &Narrowing {
+            audience: a.audience.clone(),
+            allow: a.allow.clone(),
+            deny: a.deny.clone(),
+            write_prefixes: a.write_prefix.clone(),
+            outputs_prefix: a.outputs_prefix.clone(),
+            mode: a.mode,
+            ttl_secs: parse_ttl(a.ttl.as_deref())?,
+        },
+    )
+    .map_err(|e| Error::policy(format!("delegation refused: {e}")))?;
+    let text = token::encode(&signing, &child)?;
+    audit_token(state, "wopfs.token.delegate", "delegated", &child)?;
+    println!("{text}");
+    Ok(())
+}
+
+fn verify(a: &VerifyArgs) -> Result<()> {
+    let key = token::load_verifying_key(a.verifying_key.as_deref())?;
+    let claims = token::verify(&token_text(&a.token)?, &key, a.audience.as_deref())?;
+    if a.json {
+        return super::print_json(&claims);
+    }
+    print!("{}", summary(&claims));
+    Ok(())
+}
+
+fn or_none(items: &[String]) -> String {
+    if items.is_empty() {
+        "-".to_string()
+    } else {
+        items.join(", ")
+    }
+}
+
+/// A readable account of a verified token.
+fn summary(c: &Claims) -> String {
+    let left = humantime::format_duration(Duration::from_secs(c.remaining_secs()));
+    let mut s = format!("valid grant token {}\n", c.grant_id);
+    let mut line = |k: &str, v: String| s.push_str(&format!("  {k:<10} {v}\n"));
+    line("issuer", c.issuer.clone());
+    line("audience", c.audience.clone());
+    line("bucket", c.bucket.clone());
+    line("mode", c.mode.to_string());
+    line("allow", or_none(&c.allow_patterns));
+    line("deny", or_none(&c.deny_patterns));
+    line("write", or_none(&c.write_prefixes));
+    line(
+        "outputs",
+        c.outputs_prefix.clone().unwrap_or_else(|| "-".into()),
+    );
+    line(
+        "parent",
+        format!(
+            "{} (depth {} of at most {})",
+            c.parent_grant_id.as_deref().unwrap_or("-"),
+            c.delegation_depth,
+            c.max_delegation_depth
+        ),
+    );
+    line("issued", token::unix_rfc3339(c.issued_at));
+    line(
+        "expires",
+        format!("{} (in {left})", token::unix_rfc3339(c.expires_at)),
+    );
+    for (k, v) in &c.extra {
+        line(k, v.to_string());
+    }
+    s
+}
+
+impl TokenMountArgs {
+    pub fn given(&self) -> bool {
+        self.token.is_some()
+    }
+}
+
+/// The state dir must not live in the host tree (as for `wopfs grant`).
+fn check_state_outside_root(state: &Path, root: &Path) -> Result<()> {
+    let (Ok(state), Ok(root)) = (std::fs::canonicalize(state), std::fs::canonicalize(root)) else {
+        return Ok(()); // resolve() reports a missing root by name
+    };
+    if state.starts_with(&root) {
+        return Err(Error::invalid(format!(
+            "state dir {} is inside the host tree {}; choose a --state-dir outside it",
+            state.display(),
+            root.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Verifies the token of `a` (signature, expiry, audience), resolves the
+/// local grant it describes against the local policy, checks `mountpoint`
+/// (when given) and only then records the grant. Nothing is recorded when
+/// any step refuses.
+pub fn grant_from_token(
+    state: &StateDir,
+    a: &TokenMountArgs,
+    mountpoint: Option<&Path>,
+) -> Result<Grant> {
+    let Some(tok) = &a.token else {
+        return Err(Error::invalid("no --token given"));
+    };
+    let (Some(root), Some(audience)) = (&a.root, &a.audience) else {
+        return Err(Error::invalid(
+            "--token needs --root DIR (the host tree) and --audience NAME (who we are)",
+        ));
+    };
+    let key = token::load_verifying_key(a.verifying_key.as_deref())?;
+    let claims = token::verify(&token_text(tok)?, &key, Some(audience))?;
+    check_state_outside_root(state.path(), root)?;
+    let policy = match &a.policy {
+        Some(p) => Policy::load(p)?,
+        None => Policy::builtin_default()?,
+    };
+    // To the token's very second: the recorded grant must not outlive it.
+    let expiry = std::time::UNIX_EPOCH + Duration::from_secs(claims.expires_at);
+    let Some(remaining) = expiry
+        .duration_since(std::time::SystemTime::now())
+        .ok()
+        .filter(|d| !d.is_zero())
+    else {
+        return Err(Error::policy(format!(
+            "grant token {} expired at {}",
+            claims.grant_id,
+            token::unix_rfc3339(claims.expires_at)
+        )));
+    };
+    let req = GrantRequest {
+        root: root.clone(),
+        allow: claims.allow_patterns.clone(),
+        deny: claims.deny_patterns.clone(),
+        write_prefixes: claims.write_dirs(),
+        mode: claims.mode,
+        purpose: format!("token {} for {}", claims.grant_id, claims.audience),
+        reason: Some(format!("delegated by {}", claims.issuer)),
+        ttl: Some(remaining),
+        max_files: None,
+    };
+    let grant = resolve(&req, &policy)?;
+    if let Some(mp) = mountpoint {
+        crate::mount::mountinfo::check_mountpoint(mp, &grant.root, state.path())?;
+    }
+    let grant = state.create_grant(grant)?;
+    Audit::new(state.path()).append(
+        "wopfs.grant.create",
+        Some(&grant.grant_id),
+        &current_actor(),
+        Event::Complete,
+        "granted from a token",
+        json!({
+            "mode": grant.mode, "files": grant.files.len(), "purpose": grant.purpose,
+            "policy": grant.policy, "expires_at": grant.expires_at,
+            "token": claims.grant_id, "issuer": claims.issuer, "audience": claims.audience,
+            "bucket": claims.bucket, "parent": claims.parent_grant_id,
+            "depth": claims.delegation_depth,
+        }),
+    )?;
+    Ok(grant)
+}
