@@ -211,6 +211,69 @@ fn a_python_agent_works_by_intent_and_an_approver_commits() {
     assert_eq!(claims["mode"], "read_only");
     assert_eq!(claims["parent_grant_id"], g.as_str());
     assert_eq!(claims["allow_patterns"].as_array().unwrap().len(), 1);
+    // The sub-agent mounts the view its token describes: pay.py, read-only.
+    let sub = env.mountpoint("sub");
+    let out = Command::new(BIN)
+        .args([
+            "--state-dir",
+            env.state.to_str().unwrap(),
+            "mount",
+            "--token",
+            token,
+        ])
+        .args([
+            "--root",
+            env.host.to_str().unwrap(),
+            "--audience",
+            "reviewer-agent",
+            sub.to_str().unwrap(),
+        ])
+        .env("A2A_GRANT_SIGNING_KEY", KEY_B64)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sub_grant = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let m = Mounted::new(sub.clone(), env.daemon_pid(&sub_grant));
+    assert!(fs::read_to_string(m.path("src/payments/pay.py"))
+        .unwrap()
+        .contains("def apply_discount"));
+    assert_eq!(
+        errno(fs::metadata(m.path("src/payments/cart.py"))),
+        libc::ENOENT
+    );
+    assert_eq!(
+        errno(fs::write(m.path("src/payments/pay.py"), "x")),
+        libc::EROFS
+    );
+    drop(m);
+    let wrong = Command::new(BIN)
+        .args([
+            "--state-dir",
+            env.state.to_str().unwrap(),
+            "mount",
+            "--token",
+            token,
+        ])
+        .args([
+            "--root",
+            env.host.to_str().unwrap(),
+            "--audience",
+            "someone-else",
+            sub.to_str().unwrap(),
+        ])
+        .env("A2A_GRANT_SIGNING_KEY", KEY_B64)
+        .output()
+        .unwrap();
+    assert!(!wrong.status.success());
+    assert!(
+        String::from_utf8_lossy(&wrong.stderr).contains("someone-else"),
+        "{}",
+        String::from_utf8_lossy(&wrong.stderr)
+    );
     // The host is untouched until an approver commits, over the API.
     assert!(fs::read_to_string(env.host.join("src/payments/pay.py"))
         .unwrap()
@@ -400,4 +463,31 @@ fn bad_requests_get_clear_errors_and_the_server_keeps_serving() {
     );
     health();
     drop(server);
+}
+
+#[test]
+fn diagnostics_are_redacted() {
+    let env = Env::new();
+    project(&env);
+    let g = env.grant(&["--mode", "read_write_overlay"]);
+    let m = env.mount(&g, &env.mountpoint("mnt"), &[]);
+    fs::write(m.path("src/payments/pay.py"), "SECRET_CONTENT_MARKER\n").unwrap();
+    drop(m);
+    let out = env.dir.path().join("diag.json");
+    let e = env.fails(&["diagnostics", "-o", out.to_str().unwrap()]);
+    assert!(e.contains("--redacted"), "{e}");
+    env.ok(&["diagnostics", "--redacted", "-o", out.to_str().unwrap()]);
+    let text = fs::read_to_string(&out).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["sessions"][0]["grant_id"], g.as_str());
+    assert_eq!(v["sessions"][0]["pending"], 1);
+    for leak in [
+        "SECRET_CONTENT_MARKER",
+        "DISCOUNT_SECRET",
+        "pay.py",
+        "A2A_GRANT",
+        KEY_B64,
+    ] {
+        assert!(!text.contains(leak), "the bundle leaks {leak:?}");
+    }
 }

@@ -71,10 +71,11 @@ pub enum Command {
 pub fn run(cli: Cli) -> Result<ExitCode> {
     let daemon = matches!(&cli.command, Command::Mount(m) if m.daemon);
     init_logging(daemon);
-    let state_path = StateDir::locate(cli.state_dir.clone())?;
-    let state = || StateDir::open(&state_path);
+    // Located only by the commands that use it (search needs none).
+    let state_path = || StateDir::locate(cli.state_dir.clone());
+    let state = || StateDir::open(&state_path()?);
     match &cli.command {
-        Command::Grant(a) => grant::run(&state_path, a),
+        Command::Grant(a) => grant::run(&state_path()?, a),
         Command::Mount(a) => mount::run_mount(&state()?, a),
         Command::Umount(a) => mount::run_umount(&state()?, a),
         Command::Status(a) => status::run(&state()?, a),
