@@ -20,8 +20,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
-use fuser::{Config, MountOption, SessionACL};
-
 use crate::error::{Error, IoContext, Result};
 use crate::fuse::WopFs;
 use crate::grant::Grant;
@@ -181,27 +179,7 @@ pub fn run(state: &StateDir, grant: &Grant, opts: RunOptions) -> Result<i32> {
     let caller_umask = rustix::process::umask(rustix::fs::Mode::empty()).bits();
     let session = state.session_dir(&grant.grant_id);
     let view = Arc::new(View::new(grant, Some(&session), opts.mount.view.clone())?);
-    let mut config = Config::default();
-    config.mount_options = vec![
-        MountOption::FSName(format!("{}{}", mountinfo::SOURCE_PREFIX, grant.grant_id)),
-        MountOption::Subtype("wopfs".into()),
-        MountOption::DefaultPermissions,
-        MountOption::NoDev,
-        MountOption::NoSuid,
-    ];
-    if grant.mode == crate::policy::Mode::ReadOnly {
-        config.mount_options.push(MountOption::RO);
-    }
-    config.acl = if opts.mount.allow_other {
-        config
-            .mount_options
-            .push(MountOption::CUSTOM("allow_other".into()));
-        SessionACL::All
-    } else {
-        SessionACL::Owner
-    };
-    config.n_threads = Some(opts.mount.threads.max(1));
-    config.clone_fd = true;
+    let config = crate::mount::fuse_config(grant, &opts.mount);
     let fuse = fuser::Session::new(WopFs::new(view), &mp, &config)
         .ctx(|| format!("mounting grant {} for wopfs run", grant.grant_id))?;
     let background = fuse.spawn().ctx(|| "starting the FUSE threads")?;

@@ -65,23 +65,8 @@ pub fn preflight(state: &StateDir, grant: &Grant, mountpoint: &Path) -> Result<P
     mountinfo::check_mountpoint(mountpoint, &grant.root, state.path())
 }
 
-/// Serves the view in this process until it is unmounted or signalled.
-/// With `notify`, prints the ready line on stdout once the mount is up and
-/// then points stdout and stderr at the session log.
-pub fn serve(
-    state: &StateDir,
-    grant: &Grant,
-    mountpoint: &Path,
-    opts: &MountOptions,
-    notify: bool,
-) -> Result<()> {
-    let mp = preflight(state, grant, mountpoint)?;
-    // Modes of new entries arrive with the caller's umask applied already;
-    // the daemon's own must not strip more. Files of its own name their modes.
-    rustix::process::umask(rustix::fs::Mode::empty());
-    let session = state.session_dir(&grant.grant_id);
-    let view = Arc::new(View::new(grant, Some(&session), opts.view.clone())?);
-
+/// The FUSE mount configuration of a grant's view.
+pub fn fuse_config(grant: &Grant, opts: &MountOptions) -> Config {
     let mut config = Config::default();
     config.mount_options = vec![
         MountOption::FSName(format!("{}{}", mountinfo::SOURCE_PREFIX, grant.grant_id)),
@@ -105,7 +90,27 @@ pub fn serve(
     };
     config.n_threads = Some(opts.threads.max(1));
     config.clone_fd = true;
+    config
+}
 
+/// Serves the view in this process until it is unmounted or signalled.
+/// With `notify`, prints the ready line on stdout once the mount is up and
+/// then points stdout and stderr at the session log.
+pub fn serve(
+    state: &StateDir,
+    grant: &Grant,
+    mountpoint: &Path,
+    opts: &MountOptions,
+    notify: bool,
+) -> Result<()> {
+    let mp = preflight(state, grant, mountpoint)?;
+    // Modes of new entries arrive with the caller's umask applied already;
+    // the daemon's own must not strip more. Files of its own name their modes.
+    rustix::process::umask(rustix::fs::Mode::empty());
+    let session = state.session_dir(&grant.grant_id);
+    let view = Arc::new(View::new(grant, Some(&session), opts.view.clone())?);
+
+    let config = fuse_config(grant, opts);
     let session = fuser::Session::new(WopFs::new(view), &mp, &config)
         .ctx(|| format!("mounting grant {} at {}", grant.grant_id, mp.display()))?;
     state.write_mount_record(
