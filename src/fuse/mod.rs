@@ -237,17 +237,17 @@ impl Filesystem for WopFs {
     fn readdir(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let entries = match self.view.readdir(fh.0) {
+        let entries = match self.view.readdir(ino.0, fh.0, offset) {
             Ok(e) => e,
             Err(e) => return reply.error(err(e)),
         };
-        for (i, e) in entries.iter().enumerate().skip(offset as usize) {
-            if reply.add(INodeNo(e.ino), (i + 1) as u64, kind(e.attr.kind), &*e.name) {
+        for (next, e) in &entries {
+            if reply.add(INodeNo(e.ino), *next, kind(e.attr.kind), &*e.name) {
                 break;
             }
         }
@@ -257,24 +257,19 @@ impl Filesystem for WopFs {
     fn readdirplus(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let entries = match self.view.readdir(fh.0) {
+        let entries = match self.view.readdir(ino.0, fh.0, offset) {
             Ok(e) => e,
             Err(e) => return reply.error(err(e)),
         };
-        let ttl = self.view.ttl();
-        for (i, e) in entries.iter().enumerate().skip(offset as usize) {
+        for (next, e) in &entries {
             let attr = file_attr(&e.attr);
-            let ttl = if e.attr.owned {
-                self.view.ttl_for(&e.attr)
-            } else {
-                ttl
-            };
-            if reply.add(INodeNo(e.ino), (i + 1) as u64, &*e.name, &ttl, &attr, GEN) {
+            let ttl = self.view.ttl_for(&e.attr);
+            if reply.add(INodeNo(e.ino), *next, &*e.name, &ttl, &attr, GEN) {
                 break;
             }
         }

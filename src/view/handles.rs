@@ -5,8 +5,6 @@ use std::fs::File;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use super::DirEntry;
-
 #[derive(Clone)]
 pub enum Handle {
     File {
@@ -18,8 +16,8 @@ pub enum Handle {
         /// Bytes written through it (logged at close in direct views).
         written: Arc<std::sync::atomic::AtomicU64>,
     },
-    /// A directory listing snapshot taken at `opendir`, so offsets stay valid.
-    Dir(Arc<Vec<DirEntry>>),
+    /// The names of a directory at `opendir`, so offsets stay valid.
+    Dir(Arc<Vec<(u64, Box<str>)>>),
 }
 
 #[derive(Default)]

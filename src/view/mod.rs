@@ -443,8 +443,9 @@ impl View {
         }
     }
 
-    /// Takes a snapshot of a directory: `.`, `..` and the children that
-    /// exist, with their attributes.
+    /// Opens a directory: a snapshot of its names (`.`, `..`, children),
+    /// so offsets stay stable while it changes. What each name is now is
+    /// decided when the entries are read (`readdir`).
     pub fn opendir(&self, ino: Ino) -> Result<u64> {
         self.live()?;
         let tree = self.read_tree();
@@ -452,68 +453,71 @@ impl View {
         if node.kind != Kind::Dir {
             return Err(Errno::ENOTDIR);
         }
-        let me = self.attr_in(&tree, ino)?;
-        let parent = if ino == ROOT {
-            me
-        } else {
-            self.attr_in(&tree, node.parent)?
-        };
-        let mut entries = Vec::with_capacity(node.children.len() + 2);
-        entries.push(DirEntry {
-            ino,
-            name: ".".into(),
-            attr: me,
-        });
-        entries.push(DirEntry {
-            ino: node.parent,
-            name: "..".into(),
-            attr: parent,
-        });
-        // Children still in place are statted through one open host directory.
-        let host_dir = match node.origin {
-            Origin::Upper(_) => None,
-            _ => tree
-                .host_path(ino)
-                .and_then(|p| self.host.open_dir(&p).ok()),
-        };
+        let mut names: Vec<(Ino, Box<str>)> = Vec::with_capacity(node.children.len() + 2);
+        names.push((ino, ".".into()));
+        names.push((node.parent, "..".into()));
         for &child in &node.children {
-            let Some(c) = tree.get(child) else { continue };
-            let attr = match (&c.origin, &host_dir) {
-                (Origin::InPlace, Some(dirfd)) if matches!(node.origin, Origin::InPlace) => {
-                    let Ok(st) = stat_child(dirfd, &c.name) else {
-                        continue;
-                    };
-                    if attr::kind_of(&st) != Some(c.kind) {
-                        continue;
-                    }
-                    self.present(attr::from_stat(
-                        child,
-                        c.kind,
-                        &st,
-                        2 + tree.subdirs(child) as u32,
-                    ))
-                }
-                _ => match self.attr_in(&tree, child) {
-                    Ok(a) => a,
-                    Err(_) => continue,
-                },
-            };
-            entries.push(DirEntry {
-                ino: child,
-                name: c.name.clone(),
-                attr,
-            });
+            if let Some(c) = tree.get(child) {
+                names.push((child, c.name.clone()));
+            }
         }
-        Ok(self.handles.insert(Handle::Dir(Arc::new(entries))))
+        Ok(self.handles.insert(Handle::Dir(Arc::new(names))))
     }
 
-    /// The listing snapshot of an open directory; offsets index into it.
-    pub fn readdir(&self, fh: u64) -> Result<Arc<Vec<DirEntry>>> {
+    /// Entries of an open directory from `offset`, each with the offset
+    /// of the next one, as they are now: a name unlinked or moved since
+    /// `opendir` is left out (the kernel would otherwise cache a dentry for
+    /// a removed inode), attributes are current, host entries that are gone
+    /// or changed kind are left out. At most a batch per call.
+    pub fn readdir(&self, dir: Ino, fh: u64, offset: u64) -> Result<Vec<(u64, DirEntry)>> {
+        const BATCH: usize = 128;
         self.live()?;
-        match self.handles.get(fh) {
-            Some(Handle::Dir(entries)) => Ok(entries),
-            _ => Err(Errno::EBADF),
+        let Some(Handle::Dir(names)) = self.handles.get(fh) else {
+            return Err(Errno::EBADF);
+        };
+        let tree = self.read_tree();
+        let Some(node) = tree.get(dir) else {
+            return Ok(Vec::new()); // removed while open: nothing more to list
+        };
+        // Children still in place are statted through one open host directory.
+        let host_dir = match node.origin {
+            Origin::InPlace => tree
+                .host_path(dir)
+                .and_then(|p| self.host.open_dir(&p).ok()),
+            _ => None,
+        };
+        let mut out = Vec::new();
+        for (i, (ino, name)) in names.iter().enumerate().skip(offset as usize) {
+            if out.len() >= BATCH {
+                break;
+            }
+            let attr = match &**name {
+                "." => self.attr_in(&tree, dir),
+                ".." => self.attr_in(&tree, if dir == ROOT { ROOT } else { node.parent }),
+                n if tree.child(dir, n) != Some(*ino) => continue,
+                n => match (tree.get(*ino), &host_dir) {
+                    (Some(c), Some(dirfd)) if c.origin == Origin::InPlace => {
+                        match stat_child(dirfd, n) {
+                            Ok(st) if attr::kind_of(&st) == Some(c.kind) => Ok(self.present(
+                                attr::from_stat(*ino, c.kind, &st, 2 + tree.subdirs(*ino) as u32),
+                            )),
+                            _ => continue,
+                        }
+                    }
+                    _ => self.attr_in(&tree, *ino),
+                },
+            };
+            let Ok(attr) = attr else { continue };
+            out.push((
+                i as u64 + 1,
+                DirEntry {
+                    ino: *ino,
+                    name: name.clone(),
+                    attr,
+                },
+            ));
         }
+        Ok(out)
     }
 
     pub fn releasedir(&self, fh: u64) {

@@ -52,12 +52,14 @@ fn fixture(ttl: Option<Duration>) -> Fixture {
 
 fn names(v: &View, ino: Ino) -> Vec<String> {
     let fh = v.opendir(ino).unwrap();
-    let out = v
-        .readdir(fh)
-        .unwrap()
-        .iter()
-        .map(|e| e.name.to_string())
-        .collect();
+    let mut out = Vec::new();
+    let mut offset = 0;
+    loop {
+        let batch = v.readdir(ino, fh, offset).unwrap();
+        let Some((last, _)) = batch.last() else { break };
+        offset = *last;
+        out.extend(batch.iter().map(|(_, e)| e.name.to_string()));
+    }
     v.releasedir(fh);
     out
 }

@@ -334,3 +334,37 @@ fn read_only_and_expired_views_refuse_writes() {
         Errno::EACCES
     );
 }
+
+/// A name unlinked (or moved) after `opendir` is not listed by a later
+/// `readdir`: listing it would make the kernel cache a dentry for a
+/// removed inode, and the next create of that name would fail.
+#[test]
+fn readdir_leaves_out_names_removed_since_opendir() {
+    let fx = fixture(&[]);
+    let v = open_view(&fx, ViewOptions::default());
+    let d = ino(&v, "d");
+    write_file(&v, "d", "made.txt", b"m").unwrap();
+    let fh = v.opendir(d).unwrap();
+    v.unlink(d, name("made.txt")).unwrap();
+    v.unlink(d, name("b.txt")).unwrap();
+    v.rename(d, name("e"), ROOT, name("e2"), 0).unwrap();
+    write_file(&v, "d", "made.txt", b"again").unwrap();
+    let listed: Vec<(String, Ino)> = v
+        .readdir(d, fh, 0)
+        .unwrap()
+        .into_iter()
+        .map(|(_, e)| (e.name.to_string(), e.ino))
+        .collect();
+    v.releasedir(fh);
+    let names: Vec<&str> = listed.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        vec![".", ".."],
+        "removed, moved and re-made names are left out"
+    );
+    // A batch filtered to nothing before the end still goes on.
+    let fh = v.opendir(ROOT).unwrap();
+    let all = v.readdir(ROOT, fh, 0).unwrap();
+    assert!(all.iter().any(|(_, e)| &*e.name == "e2"));
+    v.releasedir(fh);
+}
