@@ -298,7 +298,7 @@ fn a_python_agent_works_by_intent_and_an_approver_commits() {
         .unwrap()
         .contains("round(amount, 2)"));
     assert!(
-        no_mount_of(&g),
+        no_mount_of_grant(&g),
         "open_view's mount was not stopped before the commit"
     );
     // Every call was an audited WorkspaceOperation.
@@ -329,12 +329,6 @@ fn a_python_agent_works_by_intent_and_an_approver_commits() {
     );
     env.ok(&["audit", "--verify"]);
     drop(server);
-}
-
-fn no_mount_of(g: &str) -> bool {
-    !fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .contains(&format!("wopfs:{g}"))
 }
 
 #[test]

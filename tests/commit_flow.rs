@@ -307,20 +307,16 @@ fn a_partial_commit_leaves_the_rest_pending() {
     assert!(env.host.join("docs/new.md").exists() && !env.host.join("src/pay.py").exists());
 }
 
-/// A commit of a few hundred files is killed at many points (a test-only
-/// switch makes the process exit, as a crash would); `wopfs recover` must
-/// then leave the host exactly as before or exactly as after.
-#[test]
-fn an_interrupted_commit_recovers_to_before_or_after() {
-    let env = Env::new();
-    let populate = |env: &Env| {
-        for i in 0..120 {
-            env.write(&format!("d{}/f{i}.txt", i % 6), &format!("original {i}\n"));
-        }
-    };
-    populate(&env);
-    let g = env.grant(&["--mode", "read_write_overlay"]);
-    let m = env.mount(&g, &env.mountpoint("mnt"), &[]);
+/// The crash test's host tree: 120 files in 6 directories.
+fn crash_populate(env: &Env) {
+    for i in 0..120 {
+        env.write(&format!("d{}/f{i}.txt", i % 6), &format!("original {i}\n"));
+    }
+}
+
+/// The crash test's session: a third of the files changed, a third
+/// deleted, and 100 new files in 5 new directories.
+fn crash_session_edits(m: &Mounted) {
     for i in 0..120 {
         let p = m.path(&format!("d{}/f{i}.txt", i % 6));
         match i % 3 {
@@ -337,6 +333,18 @@ fn an_interrupted_commit_recovers_to_before_or_after() {
         )
         .unwrap();
     }
+}
+
+/// A commit of a few hundred files is killed at many points (a test-only
+/// switch makes the process exit, as a crash would); `wopfs recover` must
+/// then leave the host exactly as before or exactly as after.
+#[test]
+fn an_interrupted_commit_recovers_to_before_or_after() {
+    let env = Env::new();
+    crash_populate(&env);
+    let g = env.grant(&["--mode", "read_write_overlay"]);
+    let m = env.mount(&g, &env.mountpoint("mnt"), &[]);
+    crash_session_edits(&m);
     drop(m);
     let pre = content_digest(&env.host);
     let reset = |env: &Env| {
@@ -348,7 +356,7 @@ fn an_interrupted_commit_recovers_to_before_or_after() {
                 fs::remove_file(&p).unwrap();
             }
         }
-        populate(env);
+        crash_populate(env);
         assert_eq!(content_digest(&env.host), pre);
     };
 
@@ -396,25 +404,10 @@ fn an_interrupted_commit_recovers_to_before_or_after() {
     // The after state is exactly the session's result: a fresh copy of the
     // same changes committed without faults gives the same digest.
     let env2 = Env::new();
-    populate(&env2);
+    crash_populate(&env2);
     let g2 = env2.grant(&["--mode", "read_write_overlay"]);
     let m = env2.mount(&g2, &env2.mountpoint("mnt"), &[]);
-    for i in 0..120 {
-        let p = m.path(&format!("d{}/f{i}.txt", i % 6));
-        match i % 3 {
-            0 => fs::write(&p, format!("changed {i}\n")).unwrap(),
-            1 => fs::remove_file(&p).unwrap(),
-            _ => {}
-        }
-    }
-    for i in 0..100 {
-        fs::create_dir_all(m.path(&format!("new{}", i % 5))).unwrap();
-        fs::write(
-            m.path(&format!("new{}/n{i}.txt", i % 5)),
-            format!("new {i}\n"),
-        )
-        .unwrap();
-    }
+    crash_session_edits(&m);
     drop(m);
     env2.ok(&["commit", &g2, "--yes"]);
     assert_eq!(

@@ -36,12 +36,6 @@ fn run_in(env: &Env, g: &str, at: &std::path::Path, script: &str) -> std::proces
         .unwrap()
 }
 
-fn no_wopfs_mounts_of(g: &str) -> bool {
-    !fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .contains(&format!("wopfs:{g}"))
-}
-
 #[test]
 fn run_shows_only_the_view_and_returns_the_exit_code() {
     let env = Env::new();
@@ -75,14 +69,14 @@ fn run_shows_only_the_view_and_returns_the_exit_code() {
         "the command gets the caller's umask"
     );
     assert!(!at.exists(), "--at made by run is removed");
-    assert!(no_wopfs_mounts_of(&g), "the mount outlived the run");
+    assert!(no_mount_of_grant(&g), "the mount outlived the run");
     assert!(env.host.join("src/a.py").exists() && !env.host.join("src/new.py").exists());
     let st: serde_json::Value = serde_json::from_str(&env.ok(&["status", &g, "--json"])).unwrap();
     assert_eq!(st[0]["mounted"], false);
     assert_eq!(st[0]["pending"].as_array().unwrap().len(), 2);
     let e = env.fails(&["run", &g, "--", "/nonexistent/cmd"]);
     assert!(e.contains("/nonexistent/cmd"), "{e}");
-    assert!(no_wopfs_mounts_of(&g));
+    assert!(no_mount_of_grant(&g));
 }
 
 #[test]
@@ -110,10 +104,10 @@ fn run_forwards_sigterm_and_never_outlives_the_command() {
         .spawn()
         .unwrap();
     let start = Instant::now();
-    while no_wopfs_mounts_of(&g) && start.elapsed() < Duration::from_secs(10) {
+    while no_mount_of_grant(&g) && start.elapsed() < Duration::from_secs(10) {
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(!no_wopfs_mounts_of(&g), "run never mounted");
+    assert!(!no_mount_of_grant(&g), "run never mounted");
     std::thread::sleep(Duration::from_millis(300));
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let start = Instant::now();
@@ -128,7 +122,7 @@ fn run_forwards_sigterm_and_never_outlives_the_command() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert_eq!(status.code(), Some(7), "the command's own exit code");
-    assert!(no_wopfs_mounts_of(&g));
+    assert!(no_mount_of_grant(&g));
 }
 
 /// Root runs bubblewrap with a user namespace: the sandbox's uid 1000 is
@@ -468,5 +462,5 @@ fn rootless_grant_mount_run_and_commit() {
         "b\n"
     );
     assert_eq!(fs::metadata(env.host.join("src/b.py")).unwrap().uid(), 1000);
-    assert!(no_wopfs_mounts_of(&g));
+    assert!(no_mount_of_grant(&g));
 }

@@ -179,6 +179,13 @@ fn teardown(mp: &Path, pid: Option<u32>) {
     }
 }
 
+/// Whether no wopfs mount of grant `g` is left anywhere in this namespace.
+pub fn no_mount_of_grant(g: &str) -> bool {
+    !fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .contains(&format!("wopfs:{g}"))
+}
+
 pub fn pid_running(pid: u32) -> bool {
     fs::read_to_string(format!("/proc/{pid}/stat"))
         .map(|s| {
