@@ -77,6 +77,10 @@ pub struct Policy {
     /// Uids allowed to commit and reject through `wopfs serve`.
     #[serde(default = "root_only")]
     pub approver_uids: Vec<u32>,
+    /// Whether a commit may write symlinks at all (each one must still
+    /// point inside the view). The strict policy says no.
+    #[serde(default = "yes")]
+    pub commit_symlinks: bool,
 }
 
 fn root_only() -> Vec<u32> {

@@ -178,6 +178,9 @@ pub fn run(state: &StateDir, grant: &Grant, opts: RunOptions) -> Result<i32> {
     let mp = mountinfo::check_mountpoint(tmp.path(), &grant.root, state.path())?;
     let caller_umask = rustix::process::umask(rustix::fs::Mode::empty()).bits();
     let session = state.session_dir(&grant.grant_id);
+    // Held until this process ends: no commit runs while the view is served.
+    let _lock = crate::session::lock(&session, false, &grant.grant_id)?;
+    crate::controller::ensure_no_interrupted_commit(&session, &grant.grant_id)?;
     let view = Arc::new(View::new(grant, Some(&session), opts.mount.view.clone())?);
     let config = crate::mount::fuse_config(grant, &opts.mount);
     let fuse = fuser::Session::new(WopFs::new(view), &mp, &config)

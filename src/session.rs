@@ -84,3 +84,41 @@ pub fn set_phase(
     }
     .save(session_dir)
 }
+
+/// The session lock (`STATE/sessions/g-…/session.lock`): whatever serves
+/// the view (a mount daemon, `wopfs run`) holds it shared for as long as it
+/// serves; a commit, reject or recover holds it exclusively. So no write
+/// can race a commit, and no view can be mounted while one is in flight.
+/// The kernel drops the lock when its holder dies, however it dies.
+pub struct SessionLock {
+    _file: std::fs::File,
+}
+
+/// Takes the session lock without waiting; the error says who holds it.
+pub fn lock(session_dir: &Path, exclusive: bool, grant_id: &str) -> Result<SessionLock> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = session_dir.join("session.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&path)
+        .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+    let op = if exclusive {
+        rustix::fs::FlockOperation::NonBlockingLockExclusive
+    } else {
+        rustix::fs::FlockOperation::NonBlockingLockShared
+    };
+    match rustix::fs::flock(&file, op) {
+        Ok(()) => Ok(SessionLock { _file: file }),
+        Err(rustix::io::Errno::WOULDBLOCK) if exclusive => Err(Error::invalid(format!(
+            "grant {grant_id} is in use: its view is being served, or another commit, reject or recover of it is running; unmount it (wopfs umount) or wait"
+        ))),
+        Err(rustix::io::Errno::WOULDBLOCK) => Err(Error::invalid(format!(
+            "grant {grant_id} is being committed, rejected or recovered right now; wait for that to finish"
+        ))),
+        Err(e) => Err(Error::io(format!("locking {}", path.display()), e.into())),
+    }
+}

@@ -4,6 +4,7 @@
 
 pub mod apply;
 mod rebase;
+mod symlinks;
 
 use std::path::{Path, PathBuf};
 
@@ -52,6 +53,11 @@ pub struct Outcome {
     pub skipped: Vec<String>,
     pub dry_run: bool,
     pub complete: bool,
+    /// What updates kept of the files they replaced (owner, xattrs).
+    pub kept: Vec<apply::Kept>,
+    /// The commit's id in the journal and the audit log.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
 }
 
 /// Refuses to commit while the view is mounted: a write racing the commit
@@ -90,46 +96,50 @@ fn patch_set(state: &StateDir, grant: &Grant, from: Option<&Path>) -> Result<Loa
 
 /// Sorts each patch: to apply, already applied, or in conflict. A host
 /// path that cannot be reached beneath the root without a symlink is an
-/// error: nothing is decided about it.
+/// error: nothing is decided about it. Host files are hashed in parallel.
 fn check(
     host: &HostRoot,
     patches: &[&WorkspacePatch],
 ) -> Result<(Vec<usize>, Vec<String>, Vec<Conflict>)> {
+    use rayon::prelude::*;
     let (mut todo, mut skipped, mut conflicts) = (Vec::new(), Vec::new(), Vec::new());
     let deleted: std::collections::BTreeSet<&str> = patches
         .iter()
         .filter(|p| p.operation == Op::Delete)
         .map(|p| p.path.as_str())
         .collect();
-    for (i, p) in patches.iter().enumerate() {
-        let now_s = match host.lstat(&p.path) {
+    let now: Vec<Result<String>> = patches
+        .par_iter()
+        .map(|p| match host.lstat(&p.path) {
             Ok(st) => {
                 let kind = match st.st_mode & libc::S_IFMT {
                     libc::S_IFLNK => Some(Kind::Symlink),
                     libc::S_IFREG => Some(Kind::File),
+                    libc::S_IFDIR => return Ok(DIRECTORY.to_string()),
                     _ => None,
                 };
-                match kind.map(|k| set::host_hash(host, &p.path, k)) {
+                Ok(match kind.map(|k| set::host_hash(host, &p.path, k)) {
                     Some(Ok(h)) => h,
                     Some(Err(e)) => format!("unreadable ({e})"),
-                    None => "a directory or special file".to_string(),
-                }
+                    None => "a special file".to_string(),
+                })
             }
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => "absent".to_string(),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok("absent".to_string()),
             // Beneath a file this set deletes: a directory takes its place.
             Err(e)
                 if e.raw_os_error() == Some(libc::ENOTDIR)
                     && crate::paths::ancestors(&p.path).any(|a| deleted.contains(a)) =>
             {
-                "absent".to_string()
+                Ok("absent".to_string())
             }
-            Err(e) => {
-                return Err(Error::invalid(format!(
-                    "host path {} cannot be reached beneath the root without following a symlink ({e}); nothing was written",
-                    p.path
-                )))
-            }
-        };
+            Err(e) => Err(Error::invalid(format!(
+                "host path {} cannot be reached beneath the root without following a symlink ({e}); nothing was written",
+                p.path
+            ))),
+        })
+        .collect();
+    for (i, (p, now_s)) in patches.iter().zip(now).enumerate() {
+        let now_s = now_s?;
         let exists = now_s != "absent";
         let base = p.base.clone().unwrap_or_else(|| "absent".into());
         let new = p.blob.clone().unwrap_or_else(|| "absent".into());
@@ -140,6 +150,9 @@ fn check(
         };
         match p.operation {
             Op::Create if !exists => todo.push(i),
+            // A directory the set empties becomes this file (the apply
+            // refuses if the directory holds anything else).
+            Op::Create if now_s == DIRECTORY => todo.push(i),
             Op::Create if now_s == new => skipped.push(p.path.clone()),
             Op::Create => conflicts.push(conflict("absent".into())),
             Op::Update if now_s == base => todo.push(i),
@@ -153,6 +166,145 @@ fn check(
     Ok((todo, skipped, conflicts))
 }
 
+const DIRECTORY: &str = "a directory";
+
+/// Refuses to serve or change a session whose commit was interrupted: it
+/// must be recovered first.
+pub fn ensure_no_interrupted_commit(session_dir: &Path, grant_id: &str) -> Result<()> {
+    if apply::journal_path(session_dir).exists() {
+        return Err(Error::invalid(format!(
+            "grant {grant_id} has an interrupted commit; run wopfs recover {grant_id} first"
+        )));
+    }
+    Ok(())
+}
+
+/// What the journal carries for the steps after the commit point.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct After {
+    approver: String,
+    whole: bool,
+    from: bool,
+    applied: usize,
+    skipped: usize,
+}
+
+/// Whether the audit log already closes commit `id` (a recovery must not
+/// close it twice).
+fn audit_closed(audit: &Audit, grant_id: &str, id: &str) -> bool {
+    audit.records(Some(grant_id)).is_ok_and(|recs| {
+        recs.iter().any(|r| {
+            r.operation_type == "wopfs.patch.commit"
+                && matches!(r.event, Event::Complete | Event::Failure)
+                && r.details.get("commit").and_then(|c| c.as_str()) == Some(id)
+        })
+    })
+}
+
+/// Everything after the commit point, each step safe to repeat: old
+/// contents removed, the session rebased, its phase, the audit event, and
+/// last the journal itself.
+fn finish(
+    state: &StateDir,
+    grant_id: &str,
+    host: &HostRoot,
+    j: &apply::Journal,
+    recovered: bool,
+) -> Result<()> {
+    let session_dir = state.session_dir(grant_id);
+    let after: After = serde_json::from_value(j.after.clone())
+        .map_err(|e| Error::invalid(format!("the commit journal is damaged: {e}")))?;
+    apply::remove_leftovers(host, j);
+    if !after.from {
+        rebase::install(state, grant_id)?;
+    }
+    if after.whole {
+        session::set_phase(
+            &session_dir,
+            Phase::Committed,
+            None,
+            Some(after.approver.clone()),
+        )?;
+    }
+    let audit = Audit::new(state.path());
+    if !audit_closed(&audit, grant_id, &j.id) {
+        audit.append(
+            "wopfs.patch.commit",
+            Some(grant_id),
+            &after.approver,
+            Event::Complete,
+            "committed",
+            json!({"commit": j.id, "applied": after.applied, "skipped": after.skipped,
+                   "whole": after.whole, "recovered": recovered}),
+        )?;
+    }
+    let _ = std::fs::remove_dir_all(session_dir.join("staging"));
+    std::fs::remove_file(apply::journal_path(&session_dir)).ctx(|| "removing the commit journal")
+}
+
+/// Undoes a commit that did not reach its commit point, closes it in the
+/// audit log, and removes its journal. Returns what could not be put back
+/// because the host changed meanwhile (named, never overwritten).
+fn undo(
+    state: &StateDir,
+    grant_id: &str,
+    host: &HostRoot,
+    j: &apply::Journal,
+    why: serde_json::Value,
+) -> Result<()> {
+    let session_dir = state.session_dir(grant_id);
+    let rolled = apply::roll_back(host, j);
+    rebase::discard(state, grant_id);
+    let approver = serde_json::from_value::<After>(j.after.clone())
+        .map(|a| a.approver)
+        .unwrap_or_else(|_| crate::audit::current_actor());
+    let audit = Audit::new(state.path());
+    if !audit_closed(&audit, grant_id, &j.id) {
+        let mut details = why;
+        details["commit"] = json!(j.id);
+        details["rolled_back"] = json!(rolled.is_ok());
+        if let Err(e) = &rolled {
+            details["rollback_error"] = json!(e.to_string());
+        }
+        audit.append(
+            "wopfs.patch.commit",
+            Some(grant_id),
+            &approver,
+            Event::Failure,
+            "rolled back",
+            details,
+        )?;
+    }
+    rolled?;
+    let _ = std::fs::remove_dir_all(session_dir.join("staging"));
+    std::fs::remove_file(apply::journal_path(&session_dir)).ctx(|| "removing the commit journal")
+}
+
+/// Finishes or rolls back an interrupted commit; the caller holds the
+/// session lock.
+fn recover_locked(
+    state: &StateDir,
+    grant: &Grant,
+    host: &HostRoot,
+) -> Result<Option<apply::Phase>> {
+    let session_dir = state.session_dir(&grant.grant_id);
+    let Some(j) = apply::load(&session_dir)? else {
+        rebase::discard(state, &grant.grant_id);
+        return Ok(None);
+    };
+    match j.phase {
+        apply::Phase::Done => finish(state, &grant.grant_id, host, &j, true)?,
+        apply::Phase::Prepared => undo(
+            state,
+            &grant.grant_id,
+            host,
+            &j,
+            json!({"error": "interrupted", "recovered": true}),
+        )?,
+    }
+    Ok(Some(j.phase))
+}
+
 /// `wopfs commit`.
 pub fn commit(state: &StateDir, grant: &Grant, mut opts: CommitOptions) -> Result<Outcome> {
     let audit = Audit::new(state.path());
@@ -163,20 +315,16 @@ pub fn commit(state: &StateDir, grant: &Grant, mut opts: CommitOptions) -> Resul
         .unwrap_or_else(crate::audit::current_actor);
     SessionState::load(&session_dir)?.check_not_ended(&grant.grant_id, "commit")?;
     ensure_unmounted(state, grant)?;
+    let _lock = session::lock(&session_dir, true, &grant.grant_id)?;
     let host = HostRoot::open(&grant.root).ctx(|| format!("host tree {}", grant.root.display()))?;
-    if let Some(phase) = apply::recover(&session_dir, &host)? {
-        audit.append(
-            "wopfs.patch.recover",
-            Some(&grant.grant_id),
-            &approver,
-            Event::Complete,
-            &format!("{phase:?}"),
-            json!({}),
-        )?;
+    if recover_locked(state, grant, &host)?.is_some() {
+        // The interrupted commit may have ended the session.
+        SessionState::load(&session_dir)?.check_not_ended(&grant.grant_id, "commit")?;
     }
 
     let loaded = patch_set(state, grant, opts.from.as_deref())?;
     loaded.validate(grant)?;
+    symlinks::check(grant, &loaded)?;
     if loaded.set.patches.is_empty() {
         return Err(Error::invalid(format!(
             "grant {} has no pending changes; nothing to commit",
@@ -205,37 +353,26 @@ pub fn commit(state: &StateDir, grant: &Grant, mut opts: CommitOptions) -> Resul
     }
     let whole = chosen.len() == loaded.set.patches.len() && opts.from.is_none();
     let (todo, skipped, conflicts) = check(&host, &chosen)?;
-    let details = json!({"patches": chosen.len(), "from": opts.from, "paths": opts.paths});
     if !conflicts.is_empty() {
-        audit.append(
-            "wopfs.patch.commit",
-            Some(&grant.grant_id),
-            &approver,
-            Event::Failure,
-            "conflict",
-            json!({"conflicts": conflicts}),
-        )?;
-        let list: Vec<String> = conflicts
-            .iter()
-            .map(|c| format!("{} (expected {}, found {})", c.path, c.expected, c.found))
-            .collect();
-        return Err(Error::policy(format!(
-            "{} path{} changed on the host since the agent saw {}; nothing was written: {}",
-            conflicts.len(),
-            if conflicts.len() == 1 { "" } else { "s" },
-            if conflicts.len() == 1 { "it" } else { "them" },
-            list.join("; ")
-        )));
+        return Err(refuse_conflicts(&audit, grant, &approver, &conflicts));
     }
+    // What the host holds after the commit: applied and already-so paths.
+    let settled: Vec<&WorkspacePatch> = chosen
+        .iter()
+        .copied()
+        .filter(|p| !conflicts.iter().any(|c| c.path == p.path))
+        .collect();
     let todo: Vec<&WorkspacePatch> = todo.into_iter().map(|i| chosen[i]).collect();
     let mut outcome = Outcome {
         applied: todo.iter().map(|p| (p.path.clone(), p.operation)).collect(),
         skipped,
         dry_run: opts.dry_run,
         complete: whole,
+        kept: Vec::new(),
+        commit: None,
     };
     if opts.dry_run {
-        apply::missing_dirs(&host, &todo)?;
+        apply::preview(&host, &todo)?;
         return Ok(outcome);
     }
     if grant.requires_human_approval && !opts.yes {
@@ -248,24 +385,37 @@ pub fn commit(state: &StateDir, grant: &Grant, mut opts: CommitOptions) -> Resul
         let ok = opts.confirm.as_ref().is_some_and(|ask| ask(&summary));
         if !ok {
             return Err(Error::policy(format!(
-                "grant {} requires human approval: run on a terminal to confirm, or pass --yes (recorded with --approver)",
+                "grant {} requires human approval, and the commit was not approved; nothing was written (off a terminal, pass --yes, recorded with --approver)",
                 grant.grant_id
             )));
         }
     }
 
+    if opts.from.is_none() {
+        rebase::prepare(state, grant, &settled, whole)?;
+    }
+    let id = apply::new_id()?;
+    outcome.commit = Some(id.clone());
+    let after = After {
+        approver: approver.clone(),
+        whole,
+        from: opts.from.is_some(),
+        applied: todo.len(),
+        skipped: outcome.skipped.len(),
+    };
+    let after = serde_json::to_value(&after).map_err(|e| Error::invalid(e.to_string()))?;
     audit.append(
         "wopfs.patch.commit",
         Some(&grant.grant_id),
         &approver,
         Event::Start,
         "running",
-        details,
+        json!({"commit": id, "patches": chosen.len(), "from": opts.from, "paths": opts.paths}),
     )?;
     let total = todo.len();
     let mut n = 0;
     let mut progress = opts.progress.take();
-    let result = apply::apply(&session_dir, &host, &loaded, &todo, |p| {
+    let result = apply::apply(&session_dir, &host, &loaded, &todo, &id, after, |p| {
         n += 1;
         if let Some(f) = progress.as_mut() {
             f(p);
@@ -277,39 +427,64 @@ pub fn commit(state: &StateDir, grant: &Grant, mut opts: CommitOptions) -> Resul
                 &approver,
                 Event::Progress,
                 "running",
-                json!({"applied": n, "of": total}),
+                json!({"commit": id, "applied": n, "of": total}),
             );
         }
     });
-    if let Err(e) = result {
-        // Whatever was half done is rolled back now.
-        let rolled = apply::recover(&session_dir, &host);
-        audit.append(
-            "wopfs.patch.commit",
-            Some(&grant.grant_id),
-            &approver,
-            Event::Failure,
-            "error",
-            json!({"error": e.to_string(), "rolled_back": rolled.is_ok()}),
-        )?;
-        return Err(e);
+    match result {
+        Ok(kept) => outcome.kept = kept,
+        Err(failure) => {
+            let (err, why) = match failure {
+                apply::Failure::Conflict(c) => {
+                    let why = json!({"error": "conflict", "conflicts": [&c]});
+                    (conflict_error(std::slice::from_ref(&c)), why)
+                }
+                apply::Failure::Error(e) => {
+                    let why = json!({"error": e.to_string()});
+                    (e, why)
+                }
+            };
+            // Whatever was half done is rolled back now.
+            match apply::load(&session_dir)? {
+                Some(j) => undo(state, &grant.grant_id, &host, &j, why)?,
+                None => rebase::discard(state, &grant.grant_id),
+            }
+            return Err(err);
+        }
     }
-    if opts.from.is_none() {
-        rebase::after_commit(state, grant, &outcome.applied, whole)?;
-    }
-    if whole {
-        session::set_phase(&session_dir, Phase::Committed, None, Some(approver.clone()))?;
-    }
-    audit.append(
-        "wopfs.patch.commit",
-        Some(&grant.grant_id),
-        &approver,
-        Event::Complete,
-        "committed",
-        json!({"applied": outcome.applied.len(), "skipped": outcome.skipped.len(), "whole": whole}),
-    )?;
+    let journal = apply::load(&session_dir)?
+        .ok_or_else(|| Error::invalid("the commit journal vanished after the commit point"))?;
+    finish(state, &grant.grant_id, &host, &journal, false)?;
     outcome.dry_run = false;
     Ok(outcome)
+}
+
+fn conflict_error(conflicts: &[Conflict]) -> Error {
+    let list: Vec<String> = conflicts
+        .iter()
+        .map(|c| format!("{} (expected {}, found {})", c.path, c.expected, c.found))
+        .collect();
+    Error::policy(format!(
+        "{} path{} changed on the host since the agent saw {}; nothing was written: {}",
+        conflicts.len(),
+        if conflicts.len() == 1 { "" } else { "s" },
+        if conflicts.len() == 1 { "it" } else { "them" },
+        list.join("; ")
+    ))
+}
+
+fn refuse_conflicts(audit: &Audit, grant: &Grant, approver: &str, conflicts: &[Conflict]) -> Error {
+    if let Err(e) = audit.append(
+        "wopfs.patch.commit",
+        Some(&grant.grant_id),
+        approver,
+        Event::Failure,
+        "conflict",
+        json!({"conflicts": conflicts}),
+    ) {
+        return e;
+    }
+    conflict_error(conflicts)
 }
 
 /// `wopfs reject`: discards the overlay, keeps the record and the reason.
@@ -322,6 +497,11 @@ pub fn reject(state: &StateDir, grant: &Grant, reason: &str) -> Result<()> {
         ));
     }
     ensure_unmounted(state, grant)?;
+    let _lock = session::lock(&session_dir, true, &grant.grant_id)?;
+    let host = HostRoot::open(&grant.root).ctx(|| format!("host tree {}", grant.root.display()))?;
+    if recover_locked(state, grant, &host)?.is_some() {
+        SessionState::load(&session_dir)?.check_not_ended(&grant.grant_id, "reject")?;
+    }
     let actor = crate::audit::current_actor();
     let _ = std::fs::remove_dir_all(session_dir.join("overlay"));
     let _ = std::fs::remove_dir_all(session_dir.join("staging"));
@@ -343,20 +523,8 @@ pub fn reject(state: &StateDir, grant: &Grant, reason: &str) -> Result<()> {
 
 /// `wopfs recover`: completes or rolls back an interrupted commit.
 pub fn recover(state: &StateDir, grant: &Grant) -> Result<Option<apply::Phase>> {
+    let session_dir = state.session_dir(&grant.grant_id);
+    let _lock = session::lock(&session_dir, true, &grant.grant_id)?;
     let host = HostRoot::open(&grant.root).ctx(|| format!("host tree {}", grant.root.display()))?;
-    let done = apply::recover(&state.session_dir(&grant.grant_id), &host)?;
-    if let Some(phase) = done {
-        Audit::new(state.path()).append(
-            "wopfs.patch.recover",
-            Some(&grant.grant_id),
-            &crate::audit::current_actor(),
-            Event::Complete,
-            match phase {
-                apply::Phase::Done => "completed",
-                apply::Phase::Prepared => "rolled back",
-            },
-            json!({}),
-        )?;
-    }
-    Ok(done)
+    recover_locked(state, grant, &host)
 }

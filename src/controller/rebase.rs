@@ -4,32 +4,54 @@
 //! removed), committed nodes read from the host again, their objects are
 //! dropped and the journal is rewritten against the new file list. After a
 //! whole commit the overlay is released.
+//!
+//! The new state is computed and staged (`commit-stage/`) before the commit
+//! point and installed after it; every install step can be repeated, so a
+//! commit killed at any instant after its commit point finishes the same
+//! way on recovery.
 
 use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
 
-use crate::error::{IoContext, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, IoContext, Result};
 use crate::grant::{FileMatch, FileType, Grant};
 use crate::overlay::journal::{compact, Record};
+use crate::patch::set::WorkspacePatch;
 use crate::patch::Op;
 use crate::state::StateDir;
 use crate::view::tree::{Kind, Origin, Tree};
 
-pub fn after_commit(
+fn stage_dir(session: &Path) -> PathBuf {
+    session.join("commit-stage")
+}
+
+#[derive(Serialize, Deserialize)]
+struct Drops {
+    whole: bool,
+    /// Overlay objects the committed paths leave behind.
+    objects: Vec<(PathBuf, bool)>,
+}
+
+/// Computes the session after `done` (the patches now on the host) and
+/// stages it. Nothing the session reads changes until `install`.
+pub fn prepare(
     state: &StateDir,
     grant: &Grant,
-    applied: &[(String, Op)],
+    done: &[&WorkspacePatch],
     whole: bool,
 ) -> Result<()> {
     let session = state.session_dir(&grant.grant_id);
-    let overlay = session.join("overlay");
-    let _ = std::fs::remove_dir_all(session.join("staging"));
-    let host = crate::host::HostRoot::open(&grant.root).ctx(|| "host tree")?;
+    let stage = stage_dir(&session);
+    let _ = std::fs::remove_dir_all(&stage);
+    std::fs::create_dir_all(&stage).ctx(|| format!("creating {}", stage.display()))?;
 
-    // The grant's files: the host's truth now.
-    let deleted: BTreeSet<&str> = applied
+    // The grant's files: the host's truth after the commit.
+    let deleted: BTreeSet<&str> = done
         .iter()
-        .filter(|(_, op)| *op == Op::Delete)
-        .map(|(p, _)| p.as_str())
+        .filter(|p| p.operation == Op::Delete)
+        .map(|p| p.path.as_str())
         .collect();
     let mut files: Vec<FileMatch> = grant
         .files
@@ -37,19 +59,14 @@ pub fn after_commit(
         .filter(|f| !deleted.contains(f.path.as_str()))
         .cloned()
         .collect();
-    for (path, op) in applied {
-        if *op == Op::Delete {
-            continue;
-        }
-        let st = host.lstat(path).ctx(|| format!("host file {path}"))?;
-        let symlink = st.st_mode & libc::S_IFMT == libc::S_IFLNK;
+    for p in done.iter().filter(|p| p.operation != Op::Delete) {
         let entry = FileMatch {
-            path: path.clone(),
-            file_type: FileType::detect(path),
-            size_bytes: st.st_size as u64,
-            symlink,
+            path: p.path.clone(),
+            file_type: FileType::detect(&p.path),
+            size_bytes: p.size.unwrap_or(0),
+            symlink: p.is_symlink(),
         };
-        match files.iter_mut().find(|f| f.path == *path) {
+        match files.iter_mut().find(|f| f.path == p.path) {
             Some(f) => *f = entry,
             None => files.push(entry),
         }
@@ -58,47 +75,91 @@ pub fn after_commit(
     let mut new_grant = grant.clone();
     new_grant.total_size_bytes = files.iter().map(|f| f.size_bytes).sum();
     new_grant.files = files;
+    let json = serde_json::to_vec(&new_grant).map_err(|e| Error::invalid(e.to_string()))?;
+    crate::state::write_atomic(&stage.join("grant.json"), &json)?;
 
-    if whole {
-        let _ = std::fs::remove_dir_all(&overlay);
-        return state.update_grant(&new_grant);
-    }
-
-    // Partial: committed nodes read from the host again.
-    let mut fin = Tree::from_files(&grant.files);
-    let (mut seen, objects) = crate::overlay::inspect(&session, &mut fin)?;
-    let mut dropped = Vec::new();
-    for (path, op) in applied {
-        seen.remove(path);
-        if *op == Op::Delete {
-            continue;
-        }
-        if let Some(ino) = fin.lookup_path(path) {
-            if let Some(Origin::Upper(o)) = fin.get(ino).map(|n| n.origin.clone()) {
-                dropped.push((o, fin.get(ino).map_or(Kind::File, |n| n.kind)));
+    let mut drops = Drops {
+        whole,
+        objects: Vec::new(),
+    };
+    if !whole {
+        // Partial: committed nodes read from the host again.
+        let mut fin = Tree::from_files(&grant.files);
+        let (mut seen, objects) = crate::overlay::inspect(&session, &mut fin)?;
+        for p in done {
+            seen.remove(&p.path);
+            if p.operation == Op::Delete {
+                continue;
             }
-            fin.set_origin(ino, Origin::InPlace);
+            if let Some(ino) = fin.lookup_path(&p.path) {
+                if let Some(n) = fin.get(ino) {
+                    if let Origin::Upper(o) = n.origin {
+                        drops.objects.push((
+                            crate::overlay::object_path(&objects, o),
+                            n.kind == Kind::Dir,
+                        ));
+                    }
+                }
+                fin.set_origin(ino, Origin::InPlace);
+            }
+        }
+        let base = Tree::from_files(&new_grant.files);
+        let records: Vec<Record> = compact(&base, &fin, &seen);
+        let mut text = Vec::new();
+        for r in &records {
+            serde_json::to_writer(&mut text, r).map_err(|e| Error::invalid(e.to_string()))?;
+            text.push(b'\n');
+        }
+        crate::state::write_atomic(&stage.join("journal.jsonl"), &text)?;
+    }
+    let json = serde_json::to_vec(&drops).map_err(|e| Error::invalid(e.to_string()))?;
+    crate::state::write_atomic(&stage.join("drops.json"), &json)
+}
+
+/// Installs what `prepare` staged. Safe to run again after a crash at any
+/// point; a no-op when nothing is staged.
+pub fn install(state: &StateDir, grant_id: &str) -> Result<()> {
+    let session = state.session_dir(grant_id);
+    let stage = stage_dir(&session);
+    let Ok(json) = std::fs::read(stage.join("drops.json")) else {
+        let _ = std::fs::remove_dir_all(&stage);
+        return Ok(());
+    };
+    let drops: Drops = serde_json::from_slice(&json)
+        .map_err(|e| Error::invalid(format!("the staged commit is damaged: {e}")))?;
+    let grant_json = std::fs::read(stage.join("grant.json")).ctx(|| "reading the staged grant")?;
+    let new_grant: Grant = serde_json::from_slice(&grant_json)
+        .map_err(|e| Error::invalid(format!("the staged grant is damaged: {e}")))?;
+    if new_grant.grant_id != grant_id {
+        return Err(Error::invalid(format!(
+            "the staged commit names grant {}, not {grant_id}",
+            new_grant.grant_id
+        )));
+    }
+    let overlay = session.join("overlay");
+    let _ = std::fs::remove_dir_all(session.join("staging"));
+    // The grant first: a crash between the two leaves a journal that still
+    // replays (puts and dels of paths the new grant also has), and the
+    // staged journal is installed on the next try anyway.
+    state.update_grant(&new_grant)?;
+    if drops.whole {
+        let _ = std::fs::remove_dir_all(&overlay);
+    } else {
+        let text =
+            std::fs::read(stage.join("journal.jsonl")).ctx(|| "reading the staged journal")?;
+        crate::state::write_atomic(&overlay.join("journal.jsonl"), &text)?;
+        for (p, dir) in &drops.objects {
+            let _ = if *dir {
+                std::fs::remove_dir(p)
+            } else {
+                std::fs::remove_file(p)
+            };
         }
     }
-    let base = Tree::from_files(&new_grant.files);
-    let records: Vec<Record> = compact(&base, &fin, &seen);
-    let mut text = Vec::new();
-    for r in &records {
-        serde_json::to_writer(&mut text, r)
-            .map_err(|e| crate::error::Error::invalid(e.to_string()))?;
-        text.push(b'\n');
-    }
-    // The grant first: a crash between the two leaves a journal that still
-    // replays (puts and dels of paths the new grant also has).
-    state.update_grant(&new_grant)?;
-    crate::state::write_atomic(&overlay.join("journal.jsonl"), &text)?;
-    for (o, kind) in dropped {
-        let p = crate::overlay::object_path(&objects, o);
-        let _ = if kind == Kind::Dir {
-            std::fs::remove_dir(p)
-        } else {
-            std::fs::remove_file(p)
-        };
-    }
-    Ok(())
+    std::fs::remove_dir_all(&stage).ctx(|| format!("removing {}", stage.display()))
+}
+
+/// Drops a staged rebase that will not be installed (a rolled-back commit).
+pub fn discard(state: &StateDir, grant_id: &str) {
+    let _ = std::fs::remove_dir_all(stage_dir(&state.session_dir(grant_id)));
 }

@@ -52,6 +52,13 @@ pub struct Grant {
     pub max_total_size_bytes: u64,
     pub total_size_bytes: u64,
     pub files: Vec<FileMatch>,
+    /// From the policy: whether a commit may write symlinks.
+    #[serde(default = "commit_symlinks_default")]
+    pub commit_symlinks: bool,
+}
+
+fn commit_symlinks_default() -> bool {
+    true
 }
 
 impl Grant {

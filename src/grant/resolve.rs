@@ -137,6 +137,7 @@ pub fn resolve(req: &GrantRequest, policy: &Policy) -> Result<Grant> {
         max_total_size_bytes: policy.max_total_size_bytes,
         total_size_bytes: total,
         files,
+        commit_symlinks: policy.commit_symlinks,
     })
 }
 

@@ -52,6 +52,10 @@ pub fn preflight(state: &StateDir, grant: &Grant, mountpoint: &Path) -> Result<P
     grant.check_live()?;
     crate::session::SessionState::load(&state.session_dir(&grant.grant_id))?
         .check_not_ended(&grant.grant_id, "mount")?;
+    crate::controller::ensure_no_interrupted_commit(
+        &state.session_dir(&grant.grant_id),
+        &grant.grant_id,
+    )?;
     if let Some(rec) = state.live_mount(&grant.grant_id) {
         if mountinfo::mount_at(&rec.mountpoint).is_some() {
             return Err(Error::invalid(format!(
@@ -108,6 +112,9 @@ pub fn serve(
     // the daemon's own must not strip more. Files of its own name their modes.
     rustix::process::umask(rustix::fs::Mode::empty());
     let session = state.session_dir(&grant.grant_id);
+    // Held until this process ends: no commit runs while the view is served.
+    let _lock = crate::session::lock(&session, false, &grant.grant_id)?;
+    crate::controller::ensure_no_interrupted_commit(&session, &grant.grant_id)?;
     let view = Arc::new(View::new(grant, Some(&session), opts.view.clone())?);
 
     let config = fuse_config(grant, opts);
