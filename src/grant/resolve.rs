@@ -1,6 +1,8 @@
 //! Resolving a grant: policy checks, then one walk of the host tree.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use rayon::prelude::*;
@@ -144,71 +146,122 @@ pub fn resolve(req: &GrantRequest, policy: &Policy) -> Result<Grant> {
 /// Walks the host tree once (directories in parallel), never following a
 /// symlink and never entering a denied directory or one no allow pattern
 /// reaches. Returns the granted files sorted by path.
+///
+/// Each directory is one task of a rayon scope that spawns its
+/// subdirectories instead of recursing, so a tree of any depth (its paths
+/// may be longer than PATH_MAX: `open_dir` walks those in chunks) needs
+/// neither stack nor file descriptors in proportion to its depth.
 pub fn walk(host: &HostRoot, allow: &AllowSet, deny: &DenySet) -> std::io::Result<Vec<FileMatch>> {
-    let mut files = walk_dir(host, "", allow, deny)?;
+    let w = Walk {
+        host,
+        allow,
+        deny,
+        files: Mutex::new(Vec::new()),
+        error: Mutex::new(None),
+        failed: AtomicBool::new(false),
+    };
+    // The root's own errors (EACCES included) are the walk's.
+    let subdirs = w.dir("")?;
+    rayon::scope(|s| {
+        for d in subdirs {
+            w.spawn(s, d);
+        }
+    });
+    if let Some(e) = w.error.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        return Err(e);
+    }
+    let mut files = w.files.into_inner().unwrap_or_else(|e| e.into_inner());
     files.par_sort_unstable_by(|a, b| a.path.cmp(&b.path));
     Ok(files)
 }
 
-fn walk_dir(
-    host: &HostRoot,
-    rel: &str,
-    allow: &AllowSet,
-    deny: &DenySet,
-) -> std::io::Result<Vec<FileMatch>> {
-    let dirfd = host.open_dir(rel)?;
-    let mut files = Vec::new();
-    let mut subdirs = Vec::new();
-    for entry in rfs::Dir::read_from(&dirfd)? {
-        let entry = entry?;
-        let Ok(name) = entry.file_name().to_str() else {
-            tracing::warn!(dir = rel, "skipping a name that is not UTF-8");
-            continue;
-        };
-        if name == "." || name == ".." {
-            continue;
-        }
-        let path = paths::join(rel, name);
-        if deny.matches_self(&path) {
-            continue;
-        }
-        let st = stat_child(&dirfd, name)?;
-        match RType::from_raw_mode(st.st_mode) {
-            RType::Directory if allow.may_contain(&path) => subdirs.push(path),
-            RType::RegularFile if allow.matches(&path) => files.push(FileMatch {
-                file_type: FileType::detect(&path),
-                size_bytes: st.st_size as u64,
-                path,
-                symlink: false,
-            }),
-            RType::Symlink if allow.matches(&path) => {
-                let target = rfs::readlinkat(&dirfd, name, Vec::new())?;
-                if link_stays_visible(&path, target.to_bytes(), deny) {
-                    files.push(FileMatch {
-                        file_type: FileType::detect(&path),
-                        size_bytes: st.st_size as u64,
-                        path,
-                        symlink: true,
-                    });
+struct Walk<'a> {
+    host: &'a HostRoot,
+    allow: &'a AllowSet,
+    deny: &'a DenySet,
+    files: Mutex<Vec<FileMatch>>,
+    /// The first error that fails the walk; `failed` stops the other tasks.
+    error: Mutex<Option<std::io::Error>>,
+    failed: AtomicBool,
+}
+
+impl<'a> Walk<'a> {
+    /// Walks directory `rel` as a task of `s`, then its subdirectories as
+    /// tasks of their own.
+    fn spawn<'s>(&'s self, s: &rayon::Scope<'s>, rel: String) {
+        s.spawn(move |s| {
+            if self.failed.load(Ordering::Relaxed) {
+                return;
+            }
+            match self.dir(&rel) {
+                Ok(subdirs) => {
+                    for d in subdirs {
+                        self.spawn(s, d);
+                    }
+                }
+                // An unreadable directory is left out of the view, like a denied one.
+                Err(e) if e.raw_os_error() == Some(libc::EACCES) => {}
+                Err(e) => {
+                    self.failed.store(true, Ordering::Relaxed);
+                    let mut first = self.error.lock().unwrap_or_else(|e| e.into_inner());
+                    first.get_or_insert(e);
                 }
             }
-            // Devices, fifos and sockets are never granted.
-            _ => {}
-        }
+        });
     }
-    let nested: Vec<std::io::Result<Vec<FileMatch>>> = subdirs
-        .par_iter()
-        .map(|d| walk_dir(host, d, allow, deny))
-        .collect();
-    for n in nested {
-        match n {
-            Ok(mut v) => files.append(&mut v),
-            // An unreadable directory is left out of the view, like a denied one.
-            Err(e) if e.raw_os_error() == Some(libc::EACCES) => {}
-            Err(e) => return Err(e),
+
+    /// Lists one directory: its granted files join the result (all or
+    /// none, if reading it fails), its subdirectories worth entering are
+    /// returned.
+    fn dir(&self, rel: &str) -> std::io::Result<Vec<String>> {
+        let dirfd = self.host.open_dir(rel)?;
+        let mut files = Vec::new();
+        let mut subdirs = Vec::new();
+        for entry in rfs::Dir::read_from(&dirfd)? {
+            let entry = entry?;
+            let Ok(name) = entry.file_name().to_str() else {
+                tracing::warn!(dir = rel, "skipping a name that is not UTF-8");
+                continue;
+            };
+            if name == "." || name == ".." {
+                continue;
+            }
+            let path = paths::join(rel, name);
+            if self.deny.matches_self(&path) {
+                continue;
+            }
+            let st = stat_child(&dirfd, name)?;
+            match RType::from_raw_mode(st.st_mode) {
+                RType::Directory if self.allow.may_contain(&path) => subdirs.push(path),
+                RType::RegularFile if self.allow.matches(&path) => files.push(FileMatch {
+                    file_type: FileType::detect(&path),
+                    size_bytes: st.st_size as u64,
+                    path,
+                    symlink: false,
+                }),
+                RType::Symlink if self.allow.matches(&path) => {
+                    let target = rfs::readlinkat(&dirfd, name, Vec::new())?;
+                    if link_stays_visible(&path, target.to_bytes(), self.deny) {
+                        files.push(FileMatch {
+                            file_type: FileType::detect(&path),
+                            size_bytes: st.st_size as u64,
+                            path,
+                            symlink: true,
+                        });
+                    }
+                }
+                // Devices, fifos and sockets are never granted.
+                _ => {}
+            }
         }
+        if !files.is_empty() {
+            self.files
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .append(&mut files);
+        }
+        Ok(subdirs)
     }
-    Ok(files)
 }
 
 /// A symlink is granted only when its target, resolved lexically, stays
@@ -384,5 +437,43 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("/nonexistent/tree"), "{e}");
+    }
+
+    /// Creates `dirs/file` one directory at a time (no syscall sees the
+    /// whole path, which is longer than PATH_MAX).
+    fn deep_file(root: &std::path::Path, dirs: &[String], file: &str, data: &[u8]) {
+        use rfs::{Mode as M, OFlags as O};
+        use std::io::Write;
+        let mut fd = rfs::open(root, O::PATH | O::DIRECTORY, M::empty()).unwrap();
+        for d in dirs {
+            let _ = rfs::mkdirat(&fd, d.as_str(), M::from_raw_mode(0o755));
+            fd = rfs::openat(&fd, d.as_str(), O::PATH | O::DIRECTORY, M::empty()).unwrap();
+        }
+        let f = rfs::openat(&fd, file, O::WRONLY | O::CREATE, M::from_raw_mode(0o644)).unwrap();
+        std::fs::File::from(f).write_all(data).unwrap();
+    }
+
+    #[test]
+    fn paths_longer_than_path_max_are_granted() {
+        let d = tree();
+        // Long names, and many short ones: both past PATH_MAX.
+        let long: Vec<String> = (0..24)
+            .map(|i| format!("{i:02}{}", "n".repeat(198)))
+            .collect();
+        deep_file(d.path(), &long, "deep.py", b"deep = 1\n");
+        let many = vec!["d".to_string(); 2100];
+        deep_file(d.path(), &many, "leaf.txt", b"leaf");
+        let mut r = req(d.path());
+        r.allow = vec!["**/*.py".into(), "**/leaf.txt".into()];
+        let g = resolve(&r, &Policy::builtin_default().unwrap()).unwrap();
+        let want_long = format!("{}/deep.py", long.join("/"));
+        let want_many = format!("{}/leaf.txt", many.join("/"));
+        assert!(want_long.len() > 4096 && want_many.len() > 4096);
+        let deep = g.files.iter().find(|f| f.path == want_long).unwrap();
+        assert_eq!(deep.size_bytes, 9);
+        assert!(g
+            .files
+            .iter()
+            .any(|f| f.path == want_many && f.size_bytes == 4));
     }
 }
