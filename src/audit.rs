@@ -50,6 +50,9 @@ pub struct Record {
 struct Head {
     lines: u64,
     hash: String,
+    /// The log's length in bytes at that line (absent in older heads).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    bytes: Option<u64>,
 }
 
 pub struct Audit {
@@ -102,7 +105,7 @@ impl Audit {
             .ctx(|| format!("opening audit log {}", self.path.display()))?;
         rustix::fs::flock(file.as_fd(), rustix::fs::FlockOperation::LockExclusive)
             .map_err(|e| Error::io("locking the audit log", e.into()))?;
-        let (lines, prev) = self.tail()?;
+        let (lines, prev) = self.settle(&file)?;
         let rec = Record {
             seq: lines + 1,
             time: crate::grant::rfc3339(std::time::SystemTime::now()),
@@ -115,15 +118,75 @@ impl Audit {
             details,
         };
         let line = serde_json::to_string(&rec).map_err(|e| Error::invalid(e.to_string()))?;
-        writeln!(file, "{line}")
+        file.write_all(format!("{line}\n").as_bytes())
             .and_then(|_| file.sync_data())
             .ctx(|| "appending to the audit log")?;
+        let bytes = file.metadata().ctx(|| "reading the audit log")?.len();
+        self.write_head(lines + 1, line_hash(&line), bytes)
+    }
+
+    fn write_head(&self, lines: u64, hash: String, bytes: u64) -> Result<()> {
         let head = serde_json::to_vec(&Head {
-            lines: lines + 1,
-            hash: line_hash(&line),
+            lines,
+            hash,
+            bytes: Some(bytes),
         })
         .map_err(|e| Error::invalid(e.to_string()))?;
         crate::state::write_atomic(&self.head, &head)
+    }
+
+    /// The count and hash of the last line, squaring the head with the log
+    /// first: a writer killed between its line and its head update leaves
+    /// whole lines past the head (adopted when they chain on) or a torn
+    /// last line (cut, as it was never acknowledged). A log shorter than
+    /// its head was cut, and is refused.
+    fn settle(&self, file: &File) -> Result<(u64, String)> {
+        let (lines, hash) = self.tail()?;
+        let Ok(h) = std::fs::read(&self.head) else {
+            return Ok((lines, hash));
+        };
+        let Some(at) = serde_json::from_slice::<Head>(&h).ok().and_then(|h| h.bytes) else {
+            return Ok((lines, hash));
+        };
+        let len = file.metadata().ctx(|| "reading the audit log")?.len();
+        if len == at {
+            return Ok((lines, hash));
+        }
+        if len < at {
+            return Err(Error::policy(format!(
+                "the audit log is {len} bytes but its head records {at}: lines were cut from the end; refusing to append"
+            )));
+        }
+        use std::io::{Read, Seek};
+        let mut rest = Vec::new();
+        let mut f = file.try_clone().ctx(|| "reading the audit log")?;
+        f.seek(std::io::SeekFrom::Start(at))
+            .and_then(|_| f.read_to_end(&mut rest))
+            .ctx(|| "reading the audit log")?;
+        let whole = rest.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        let (mut lines, mut hash) = (lines, hash);
+        for line in String::from_utf8_lossy(&rest[..whole]).lines() {
+            let rec: Record = serde_json::from_str(line).map_err(|e| {
+                Error::policy(format!(
+                    "audit log line {} is not a record ({e}); refusing to append",
+                    lines + 1
+                ))
+            })?;
+            if rec.prev != hash || rec.seq != lines + 1 {
+                return Err(Error::policy(format!(
+                    "audit log line {} does not follow its head; refusing to append",
+                    lines + 1
+                )));
+            }
+            lines += 1;
+            hash = line_hash(line);
+        }
+        if whole < rest.len() {
+            file.set_len(at + whole as u64)
+                .ctx(|| "cutting a torn last line from the audit log")?;
+        }
+        self.write_head(lines, hash.clone(), at + whole as u64)?;
+        Ok((lines, hash))
     }
 
     /// The count and hash of the last line, from the head file (or the log
@@ -198,7 +261,19 @@ impl Audit {
         if let Ok(h) = std::fs::read(&self.head) {
             let head: Head = serde_json::from_slice(&h)
                 .map_err(|e| Error::policy(format!("audit head is damaged: {e}")))?;
-            if head.lines != lines.len() as u64 || head.hash != prev {
+            // Whole lines past the head are a writer killed before its
+            // head update; they chain on, so they were verified above.
+            let at_head = usize::try_from(head.lines)
+                .ok()
+                .and_then(|n| n.checked_sub(1))
+                .and_then(|i| lines.get(i))
+                .map(|l| line_hash(l));
+            let matches = if head.lines == 0 {
+                head.hash == GENESIS
+            } else {
+                at_head.as_deref() == Some(head.hash.as_str())
+            };
+            if head.lines > lines.len() as u64 || !matches {
                 return Err(Error::policy(format!(
                     "audit log ends at line {} but its head records {} lines: lines were cut from the end or the last line was edited",
                     lines.len(),
@@ -278,5 +353,41 @@ mod tests {
         rewrite(&a, |l| l[0] = "not json".into());
         let e = a.verify().unwrap_err().to_string();
         assert!(e.contains("line 1"), "garbage: {e}");
+    }
+
+    /// A writer killed between its line and its head update: the next
+    /// append adopts the line, or cuts a torn one, and the chain verifies.
+    #[test]
+    fn a_writer_killed_before_its_head_update_leaves_a_chain_that_verifies() {
+        let (_d, a) = log3();
+        let old_head = std::fs::read(&a.head).unwrap();
+        a.append("t", None, "x", Event::Start, "ok", Value::Null)
+            .unwrap();
+        std::fs::write(&a.head, &old_head).unwrap(); // the head update "lost"
+        assert_eq!(a.verify().unwrap(), 4);
+        a.append("t", None, "x", Event::Complete, "ok", Value::Null)
+            .unwrap();
+        assert_eq!(a.verify().unwrap(), 5);
+
+        // A torn line (no newline) is cut at the next append.
+        let old_head = std::fs::read(&a.head).unwrap();
+        let mut f = OpenOptions::new().append(true).open(&a.path).unwrap();
+        f.write_all(b"{\"seq\": 6, \"tor").unwrap();
+        drop(f);
+        std::fs::write(&a.head, &old_head).unwrap();
+        a.append("t", None, "x", Event::Complete, "ok", Value::Null)
+            .unwrap();
+        assert_eq!(a.verify().unwrap(), 6);
+
+        // A log shorter than its head was cut: no append, and verify names it.
+        rewrite(&a, |l| {
+            l.pop();
+        });
+        let e = a
+            .append("t", None, "x", Event::Complete, "ok", Value::Null)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cut from the end"), "{e}");
+        assert!(a.verify().unwrap_err().to_string().contains("cut from the end"));
     }
 }

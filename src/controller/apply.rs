@@ -186,6 +186,20 @@ pub(crate) fn fault_point(_done: &mut u64) -> Result<()> {
     Ok(())
 }
 
+/// Test-only (cargo feature `fault-injection`): runs the shell command in
+/// `WOPFS_TEST_HOOK_<NAME>` and waits for it, so a test can change the host
+/// at an exact moment of a commit.
+#[cfg(feature = "fault-injection")]
+fn test_hook(name: &str) {
+    if let Ok(cmd) = std::env::var(format!("WOPFS_TEST_HOOK_{name}")) {
+        let _ = std::process::Command::new("sh").arg("-c").arg(cmd).status();
+    }
+}
+
+#[cfg(not(feature = "fault-injection"))]
+#[inline(always)]
+fn test_hook(_name: &str) {}
+
 fn split(path: &str) -> (&str, &str) {
     path.rsplit_once('/').unwrap_or(("", path))
 }
@@ -627,6 +641,7 @@ pub fn apply(
     save(session_dir, &journal)?;
     let mut done = 0;
     fault_point(&mut done)?;
+    test_hook("AFTER_PLAN");
     let mut dirs = Dirs::new(host);
 
     // Deleted files move aside, and what moved must be what the agent saw.
@@ -698,6 +713,7 @@ pub fn apply(
     rfs::syncfs(dirs.get("")?).map_err(|e| Error::io("syncing the host filesystem", e.into()))?;
 
     // Replacements, each checked at the moment it happens.
+    test_hook("BEFORE_REPLACE");
     for (p, step) in patches.iter().zip(&journal.steps) {
         let (dir, name) = split(&p.path);
         let tmp = split(&step.tmp).1;
