@@ -4,11 +4,33 @@
 //! On disk a set is a directory: `patchset.json`, and `blobs/<hex>` for
 //! contents above `INLINE_LIMIT` (named by their blake3). Output is
 //! deterministic: patches sorted by path.
+//!
+//! A set given to `wopfs commit --from` may come from a hostile agent, so
+//! loading trusts nothing in it. `patchset.json` and every blob are opened
+//! beneath their directory with `openat2(RESOLVE_BENEATH |
+//! RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS)`, and only as regular files:
+//! the type is checked on an `O_PATH` fd before the file is opened for
+//! reading, so a FIFO or device is not opened (nothing blocks, nothing
+//! reads `/dev/zero`; one swapped in between the two opens is opened
+//! `O_NONBLOCK`, found to be another file, and refused). `patchset.json`
+//! is read up to `MAX_PATCHSET_JSON`;
+//! a content is read no further than its declared `size`, which
+//! `Loaded::validate` bounds by the grant's `max_total_size_bytes` (each,
+//! and the sum), and its size and hash are both checked every time it is
+//! read. `mode`, symlink targets, `created_at` and the hashes' form are
+//! checked too, all before anything is written.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use base64::Engine;
+use rustix::fs::{self as rfs, Mode, OFlags, ResolveFlags};
+use rustix::io::Errno;
 use serde::{Deserialize, Serialize};
 
 use super::{changes, Op, Source};
@@ -23,6 +45,14 @@ use crate::view::tree::{Kind, Tree};
 pub const FORMAT: &str = "wopfs.patchset/1";
 /// Contents up to this size are inlined as base64; larger ones are blobs.
 pub const INLINE_LIMIT: u64 = 64 * 1024;
+/// The most a `patchset.json` may hold (inlined contents included): a set
+/// is parsed in memory.
+pub const MAX_PATCHSET_JSON: u64 = 1 << 30;
+/// The longest symlink target a patch may carry (`PATH_MAX` less its NUL).
+pub const MAX_LINK_TARGET: u64 = 4095;
+/// Bytes read (or base64 characters decoded) per step while a content is
+/// hashed; a multiple of 4.
+const CHUNK: usize = 64 * 1024;
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -61,7 +91,14 @@ pub struct PatchSet {
 /// A patch set with where its blobs are.
 pub struct Loaded {
     pub set: PatchSet,
+    /// `blobs/` beside `patchset.json`, when there is one (for messages).
     pub blobs: Option<PathBuf>,
+    /// `blobs/`, opened (`O_PATH`) when the set was loaded: every blob is
+    /// opened beneath this fd, never by path.
+    blob_dir: Option<OwnedFd>,
+    /// The largest content `content` reads: unbounded until `validate`
+    /// sets it to the grant's `max_total_size_bytes`.
+    limit: AtomicU64,
 }
 
 pub fn hash_hex(data: &[u8]) -> String {
@@ -231,20 +268,133 @@ pub fn export(
     Ok(set)
 }
 
-/// Reads a patch set from a directory (or its `patchset.json`). Errors
-/// name the file and what is wrong with it.
-pub fn load(path: &Path) -> Result<Loaded> {
-    let (json, dir) = if path.is_dir() {
-        (path.join("patchset.json"), path.to_path_buf())
-    } else {
-        (
-            path.to_path_buf(),
-            path.parent().map(Path::to_path_buf).unwrap_or_default(),
+fn resolve() -> ResolveFlags {
+    ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS
+}
+
+/// What a file that is not a regular file is, for refusals.
+fn kind_of(mode: u32) -> &'static str {
+    match mode & libc::S_IFMT {
+        libc::S_IFIFO => "a FIFO (named pipe)",
+        libc::S_IFCHR => "a character device",
+        libc::S_IFBLK => "a block device",
+        libc::S_IFDIR => "a directory",
+        libc::S_IFSOCK => "a socket",
+        libc::S_IFLNK => "a symbolic link",
+        _ => "of an unknown file type",
+    }
+}
+
+/// Whether `s` is `blake3:` and 64 lowercase hex digits (what `hash_hex`
+/// writes, and the only form a blob may be named by).
+fn is_hash(s: &str) -> bool {
+    s.strip_prefix("blake3:")
+        .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+}
+
+/// The length of what a padded base64 string decodes to, without decoding
+/// it; `None` when its length cannot be padded base64.
+fn decoded_len(b64: &str) -> Option<u64> {
+    let n = b64.len();
+    if n % 4 != 0 {
+        return None;
+    }
+    let pad = b64.bytes().rev().take(2).take_while(|b| *b == b'=').count();
+    Some((n / 4 * 3 - pad) as u64)
+}
+
+/// Why a file was not opened by `open_regular`.
+enum Refused {
+    Symlink,
+    NotRegular(&'static str),
+    Changed,
+    Io(std::io::Error),
+}
+
+impl From<Errno> for Refused {
+    fn from(e: Errno) -> Refused {
+        match e {
+            Errno::LOOP => Refused::Symlink,
+            e => Refused::Io(e.into()),
+        }
+    }
+}
+
+/// Opens `name` beneath `dir` for reading if it is a regular file, never
+/// through a symlink. The type is checked on an `O_PATH` fd first, so a
+/// FIFO or device is not opened; the file is then opened (`O_NOFOLLOW |
+/// O_NONBLOCK`, so even a FIFO swapped in meanwhile cannot block) and must
+/// be the same inode, still regular.
+/// Returns the file and its length.
+fn open_regular(dir: &OwnedFd, name: &OsStr) -> Result<(File, u64), Refused> {
+    let at = |flags: OFlags| {
+        rfs::openat2(
+            dir,
+            name,
+            flags | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+            resolve(),
         )
     };
-    let text = std::fs::read(&json).ctx(|| format!("reading patch set {}", json.display()))?;
+    // With O_PATH | O_NOFOLLOW a final symlink is opened itself.
+    let path_fd = at(OFlags::PATH)?;
+    let st = rfs::fstat(&path_fd)?;
+    match st.st_mode & libc::S_IFMT {
+        libc::S_IFREG => {}
+        libc::S_IFLNK => return Err(Refused::Symlink),
+        m => return Err(Refused::NotRegular(kind_of(m))),
+    }
+    let fd = at(OFlags::RDONLY | OFlags::NONBLOCK)?;
+    let now = rfs::fstat(&fd)?;
+    if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino)
+        || now.st_mode & libc::S_IFMT != libc::S_IFREG
+    {
+        return Err(Refused::Changed);
+    }
+    Ok((File::from(fd), now.st_size as u64))
+}
+
+/// Reads into `buf`, retrying on EINTR.
+fn read_some(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
+    loop {
+        match f.read(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            r => return r,
+        }
+    }
+}
+
+/// Reads a patch set from a directory (or its `patchset.json`). Errors
+/// name the file and what is wrong with it. The directory named is the
+/// approver's path (symlinks in it are followed); `patchset.json` and
+/// `blobs/` beneath it must be a regular file and a real directory.
+pub fn load(path: &Path) -> Result<Loaded> {
+    let (dir, name) = if path.is_dir() {
+        (path.to_path_buf(), OsStr::new("patchset.json"))
+    } else {
+        let name = path.file_name().ok_or_else(|| {
+            Error::invalid(format!(
+                "patch set {} names neither a directory nor a file",
+                path.display()
+            ))
+        })?;
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        (dir, name)
+    };
+    let json = dir.join(name);
+    let dir_fd = rfs::open(
+        &dir,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| Error::io(format!("reading patch set {}", json.display()), e.into()))?;
+    let text = read_json(&dir_fd, name, &json)?;
     let set: PatchSet = serde_json::from_slice(&text)
         .map_err(|e| Error::invalid(format!("patch set {} is malformed: {e}", json.display())))?;
+    drop(text);
     if set.format != FORMAT {
         return Err(Error::invalid(format!(
             "patch set {} has format {:?}; this wopfs reads {FORMAT:?}",
@@ -252,60 +402,283 @@ pub fn load(path: &Path) -> Result<Loaded> {
             set.format
         )));
     }
+    if let Err(e) = humantime::parse_rfc3339(&set.created_at) {
+        return Err(Error::invalid(format!(
+            "patch set {} has created_at {:?}, which is not an RFC 3339 UTC time ({e})",
+            json.display(),
+            set.created_at
+        )));
+    }
     let blobs = dir.join("blobs");
+    let blob_dir = open_blob_dir(&dir_fd, &json, &blobs)?;
     Ok(Loaded {
         set,
-        blobs: blobs.is_dir().then_some(blobs),
+        blobs: blob_dir.is_some().then_some(blobs),
+        blob_dir,
+        limit: AtomicU64::new(u64::MAX),
     })
 }
 
+/// `patchset.json`: a regular file (not a link, FIFO or device) of at
+/// most `MAX_PATCHSET_JSON` bytes.
+fn read_json(dir: &OwnedFd, name: &OsStr, json: &Path) -> Result<Vec<u8>> {
+    let show = json.display();
+    let (file, len) = open_regular(dir, name).map_err(|r| match r {
+        Refused::Symlink => Error::invalid(format!(
+            "patch set {show} is a symbolic link; a patch set is read only from a regular file, never through a link"
+        )),
+        Refused::NotRegular(kind) => Error::invalid(format!(
+            "patch set {show} is {kind}, not a regular file"
+        )),
+        Refused::Changed => Error::invalid(format!(
+            "patch set {show} was replaced while it was being opened"
+        )),
+        Refused::Io(e) => Error::io(format!("reading patch set {show}"), e),
+    })?;
+    let too_big = |n: u64| {
+        Error::invalid(format!(
+            "patch set {show} is {n} bytes, more than the 1 GiB ({MAX_PATCHSET_JSON}-byte) limit on a patchset.json"
+        ))
+    };
+    if len > MAX_PATCHSET_JSON {
+        return Err(too_big(len));
+    }
+    let mut text = Vec::new();
+    text.try_reserve_exact(len as usize).map_err(|_| {
+        Error::invalid(format!(
+            "patch set {show}: cannot hold its {len} bytes in memory"
+        ))
+    })?;
+    file.take(MAX_PATCHSET_JSON + 1)
+        .read_to_end(&mut text)
+        .ctx(|| format!("reading patch set {show}"))?;
+    if text.len() as u64 > MAX_PATCHSET_JSON {
+        return Err(too_big(text.len() as u64));
+    }
+    Ok(text)
+}
+
+/// `blobs/` beside `patchset.json`, if there is one: a real directory, not
+/// a symlink to one.
+fn open_blob_dir(dir: &OwnedFd, json: &Path, blobs: &Path) -> Result<Option<OwnedFd>> {
+    let (show, bshow) = (json.display(), blobs.display());
+    let fd = match rfs::openat2(
+        dir,
+        "blobs",
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+        resolve(),
+    ) {
+        Ok(fd) => fd,
+        Err(Errno::NOENT) => return Ok(None),
+        Err(Errno::LOOP) => {
+            return Err(Error::invalid(format!(
+                "patch set {show}: its blobs directory {bshow} is a symbolic link; blobs are read only from a real directory"
+            )))
+        }
+        Err(Errno::NOTDIR) => {
+            return Err(Error::invalid(format!(
+                "patch set {show}: {bshow} is not a directory"
+            )))
+        }
+        Err(e) => return Err(Error::io(format!("opening {bshow}"), e.into())),
+    };
+    let st = rfs::fstat(&fd).map_err(|e| Error::io(format!("opening {bshow}"), e.into()))?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
+        return Err(Error::invalid(format!(
+            "patch set {show}: {bshow} is {}, not a directory",
+            kind_of(st.st_mode)
+        )));
+    }
+    Ok(Some(fd))
+}
+
 impl Loaded {
-    /// The new content of a create or update, checked against its blob hash.
-    pub fn content(&self, p: &WorkspacePatch) -> Result<Vec<u8>> {
+    /// The blob hash of a create or update, in its one valid form.
+    fn blob_of<'a>(&self, p: &'a WorkspacePatch) -> Result<&'a str> {
         let blob = p.blob.as_deref().ok_or_else(|| {
             Error::invalid(format!(
                 "patch {}: a {:?} needs a blob hash",
                 p.path, p.operation
             ))
         })?;
-        let data = match (&p.content, &self.blobs) {
-            (Some(c), _) => B64.decode(c).map_err(|e| {
-                Error::invalid(format!(
-                    "patch {}: content is not valid base64: {e}",
-                    p.path
-                ))
-            })?,
-            (None, Some(dir)) => {
-                let hex = blob.strip_prefix("blake3:").unwrap_or(blob);
-                if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-                    return Err(Error::invalid(format!(
-                        "patch {}: blob {blob:?} is not a blake3 hash",
-                        p.path
-                    )));
-                }
-                std::fs::read(dir.join(hex))
-                    .ctx(|| format!("patch {}: reading blob {hex}", p.path))?
-            }
-            (None, None) => {
-                return Err(Error::invalid(format!(
-                    "patch {}: no content and no blobs directory beside the patch set",
-                    p.path
-                )))
-            }
-        };
-        let got = hash_hex(&data);
-        if got != blob {
+        if !is_hash(blob) {
             return Err(Error::invalid(format!(
-                "patch {}: content does not match its blob hash (expected {blob}, got {got})",
+                "patch {}: blob {blob:?} is not a blake3 hash (blake3: and 64 lowercase hex digits)",
                 p.path
             )));
         }
+        Ok(blob)
+    }
+
+    /// The blob hash and the declared size of a create or update; the size
+    /// is within the grant's limit once `validate` has run.
+    fn declared<'a>(&self, p: &'a WorkspacePatch) -> Result<(&'a str, u64)> {
+        let blob = self.blob_of(p)?;
+        let size = p.size.ok_or_else(|| {
+            Error::invalid(format!(
+                "patch {} (blob {blob}): a {:?} needs its size",
+                p.path, p.operation
+            ))
+        })?;
+        let limit = self.limit.load(Ordering::Relaxed);
+        if size > limit {
+            return Err(Error::invalid(format!(
+                "patch {} (blob {blob}): size {size} is more than the grant's max_total_size_bytes ({limit})",
+                p.path
+            )));
+        }
+        Ok((blob, size))
+    }
+
+    /// Opens the blob of a create or update (`blobs/<hex>`) beneath the
+    /// blobs directory: never through a symlink, and only if it is a
+    /// regular file (a FIFO, device or directory is refused without being
+    /// opened for reading). Returns the file and its length when opened.
+    /// Nothing is checked against the declared size or hash here: read no
+    /// further than `size` and verify, or use `content`.
+    pub fn open_blob(&self, p: &WorkspacePatch) -> Result<(File, u64)> {
+        let blob = self.blob_of(p)?;
+        let hex = &blob["blake3:".len()..];
+        let (Some(dir), Some(shown)) = (&self.blob_dir, &self.blobs) else {
+            return Err(Error::invalid(format!(
+                "patch {}: no content and no blobs directory beside the patch set",
+                p.path
+            )));
+        };
+        let path = &p.path;
+        open_regular(dir, OsStr::new(hex)).map_err(|r| match r {
+            Refused::Symlink => Error::invalid(format!(
+                "patch {path}: blob {hex} is a symbolic link; blobs are read only as regular files beneath {}",
+                shown.display()
+            )),
+            Refused::NotRegular(kind) => Error::invalid(format!(
+                "patch {path}: blob {hex} is {kind}, not a regular file"
+            )),
+            Refused::Changed => Error::invalid(format!(
+                "patch {path}: blob {hex} was replaced while it was being opened"
+            )),
+            Refused::Io(e) if e.raw_os_error() == Some(libc::ENOENT) => Error::invalid(format!(
+                "patch {path}: blob {hex} is missing from {}",
+                shown.display()
+            )),
+            Refused::Io(e) => Error::io(format!("patch {path}: opening blob {hex}"), e),
+        })
+    }
+
+    /// The new content of a create or update, checked against its declared
+    /// size and its blob hash. A blob is read no further than its length
+    /// when opened, which may not exceed that size, and no more than that
+    /// length is allocated.
+    pub fn content(&self, p: &WorkspacePatch) -> Result<Vec<u8>> {
+        let mut data = Vec::new();
+        self.read_checked(p, Some(&mut data))?;
         Ok(data)
+    }
+
+    /// Streams a content (inline base64, decoded a chunk at a time, or its
+    /// blob) through the hash, keeping it in `keep` if given, and checks
+    /// its length and hash against the patch's `size` and `blob`.
+    fn read_checked(&self, p: &WorkspacePatch, mut keep: Option<&mut Vec<u8>>) -> Result<()> {
+        let (blob, size) = self.declared(p)?;
+        let path = &p.path;
+        let reserve = |keep: &mut Option<&mut Vec<u8>>, n: u64| -> Result<()> {
+            if let Some(v) = keep {
+                usize::try_from(n)
+                    .ok()
+                    .and_then(|n| v.try_reserve_exact(n).ok())
+                    .ok_or_else(|| {
+                        Error::invalid(format!(
+                            "patch {path} (blob {blob}): its {n}-byte content does not fit in memory"
+                        ))
+                    })?;
+            }
+            Ok(())
+        };
+        let mut hasher = blake3::Hasher::new();
+        let mut got = 0u64;
+        let mut put = |data: &[u8], keep: &mut Option<&mut Vec<u8>>| {
+            hasher.update(data);
+            got += data.len() as u64;
+            if let Some(v) = keep {
+                v.extend_from_slice(data);
+            }
+        };
+        let what = match &p.content {
+            Some(b64) => {
+                let n = decoded_len(b64).ok_or_else(|| {
+                    Error::invalid(format!(
+                        "patch {path} (blob {blob}): content is not valid base64 (its length {} is not a multiple of 4)",
+                        b64.len()
+                    ))
+                })?;
+                // Longer than declared: hashed for the message (it is in
+                // memory already), never kept.
+                if n > size {
+                    keep = None;
+                }
+                reserve(&mut keep, n)?;
+                let mut buf = vec![0u8; CHUNK / 4 * 3];
+                for (i, chunk) in b64.as_bytes().chunks(CHUNK).enumerate() {
+                    let k = B64.decode_slice(chunk, &mut buf).map_err(|e| {
+                        Error::invalid(format!(
+                            "patch {path} (blob {blob}): content is not valid base64 (in the {CHUNK} characters from character {}: {e})",
+                            i * CHUNK
+                        ))
+                    })?;
+                    put(&buf[..k], &mut keep);
+                }
+                format!("patch {path} (blob {blob}): content")
+            }
+            None => {
+                let hex = &blob["blake3:".len()..];
+                let (mut f, len) = self.open_blob(p)?;
+                if len > size {
+                    return Err(Error::invalid(format!(
+                        "patch {path}: blob {hex} is {len} bytes, longer than its declared size {size}"
+                    )));
+                }
+                reserve(&mut keep, len)?;
+                let mut buf = vec![0u8; CHUNK.min(len as usize).max(1)];
+                let mut left = len;
+                let read_err = |e| Error::io(format!("patch {path}: reading blob {hex}"), e);
+                while left > 0 {
+                    let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                    let k = read_some(&mut f, &mut buf[..want]).map_err(read_err)?;
+                    if k == 0 {
+                        break;
+                    }
+                    put(&buf[..k], &mut keep);
+                    left -= k as u64;
+                }
+                // Nothing may follow what was there when it was opened.
+                if read_some(&mut f, &mut buf[..1]).map_err(read_err)? != 0 {
+                    return Err(Error::invalid(format!(
+                        "patch {path}: blob {hex} grew past {len} bytes while it was being read"
+                    )));
+                }
+                format!("patch {path}: blob {hex}")
+            }
+        };
+        let hash = format!("blake3:{}", hasher.finalize().to_hex());
+        let wrong_size =
+            (got != size).then(|| format!("holds {got} bytes, not its declared size {size}"));
+        match (hash == blob, wrong_size) {
+            (true, None) => Ok(()),
+            (true, Some(s)) => Err(Error::invalid(format!("{what} {s}"))),
+            (false, s) => Err(Error::invalid(format!(
+                "{what} does not match its blob hash (expected {blob}, got {hash}){}",
+                s.map(|s| format!(" and {s}")).unwrap_or_default()
+            ))),
+        }
     }
 
     /// Checks the set against the grant it claims, before anything is
     /// touched: the grant, every path's form and place, the fields each
-    /// operation needs, and every content against its hash.
+    /// operation needs and their ranges (sizes within the grant's
+    /// `max_total_size_bytes`, each and together; modes; symlink targets),
+    /// then every content against its size and hash. Contents are streamed
+    /// through the hash, not held.
     pub fn validate(&self, grant: &Grant) -> Result<()> {
         let set = &self.set;
         if set.grant_id != grant.grant_id {
@@ -314,6 +687,8 @@ impl Loaded {
                 set.grant_id, grant.grant_id
             )));
         }
+        let max = grant.max_total_size_bytes;
+        self.limit.store(max, Ordering::Relaxed);
         let granted: BTreeSet<&str> = grant.files.iter().map(|f| f.path.as_str()).collect();
         // Paths that will hold a file or symlink after the set.
         let leaves: BTreeSet<&str> = set
@@ -324,6 +699,9 @@ impl Loaded {
             .collect();
         let scope = Scope::from_grant(grant)?;
         let mut seen_paths = BTreeSet::new();
+        let mut total = 0u64;
+        // First every field, so a forged size is refused before any
+        // content is read.
         for p in &set.patches {
             if p.grant_id != set.grant_id {
                 return Err(Error::invalid(format!(
@@ -366,24 +744,94 @@ impl Loaded {
                             p.path
                         )));
                     }
-                }
-                Op::Create | Op::Update => {
-                    let mode = p.mode.unwrap_or(libc::S_IFREG | 0o644);
-                    let t = mode & libc::S_IFMT;
-                    if t != libc::S_IFREG && t != libc::S_IFLNK {
+                    if p.mode.is_some() || p.size.is_some() {
                         return Err(Error::invalid(format!(
-                            "patch {}: mode {mode:o} is neither a regular file nor a symlink",
+                            "patch {}: a delete carries no mode or size",
                             p.path
                         )));
                     }
-                    self.content(p)?;
+                }
+                Op::Create | Op::Update => {
+                    let blob = self.blob_of(p)?;
+                    let who = format!("patch {} (blob {blob})", p.path);
+                    let mode = p.mode.ok_or_else(|| {
+                        Error::invalid(format!("{who}: a {:?} needs its mode", p.operation))
+                    })?;
+                    let t = mode & libc::S_IFMT;
+                    if t != libc::S_IFREG && t != libc::S_IFLNK {
+                        return Err(Error::invalid(format!(
+                            "{who}: mode {mode:o} is neither a regular file nor a symlink"
+                        )));
+                    }
+                    let stray = mode & !(libc::S_IFMT | 0o7777);
+                    if stray != 0 {
+                        return Err(Error::invalid(format!(
+                            "{who}: mode {mode:o} has bits {stray:o} besides the file type and the permission bits (7777)"
+                        )));
+                    }
+                    let size = p.size.ok_or_else(|| {
+                        Error::invalid(format!("{who}: a {:?} needs its size", p.operation))
+                    })?;
+                    if size > max {
+                        return Err(Error::invalid(format!(
+                            "{who}: size {size} is more than grant {}'s max_total_size_bytes ({max})",
+                            grant.grant_id
+                        )));
+                    }
+                    total = total.saturating_add(size);
+                    if total > max {
+                        return Err(Error::invalid(format!(
+                            "{who}: its size {size} brings the set's contents to {total} bytes, more than grant {}'s max_total_size_bytes ({max})",
+                            grant.grant_id
+                        )));
+                    }
+                    if t == libc::S_IFLNK && size == 0 {
+                        return Err(Error::invalid(format!(
+                            "{who}: a symlink's target (its content) is empty"
+                        )));
+                    }
+                    if t == libc::S_IFLNK && size > MAX_LINK_TARGET {
+                        return Err(Error::invalid(format!(
+                            "{who}: a symlink's target is {size} bytes, more than {MAX_LINK_TARGET}"
+                        )));
+                    }
                 }
             }
-            if p.operation != Op::Create && p.base.is_none() {
-                return Err(Error::invalid(format!(
-                    "patch {}: a {:?} needs the base the agent saw (it was not recorded)",
-                    p.path, p.operation
-                )));
+            match (&p.base, p.operation) {
+                (Some(_), Op::Create) => {
+                    return Err(Error::invalid(format!(
+                        "patch {}: a create has no base (nothing was there)",
+                        p.path
+                    )))
+                }
+                (Some(b), _) if !is_hash(b) => {
+                    return Err(Error::invalid(format!(
+                        "patch {}: base {b:?} is not a blake3 hash",
+                        p.path
+                    )))
+                }
+                (None, Op::Update | Op::Delete) => {
+                    return Err(Error::invalid(format!(
+                        "patch {}: a {:?} needs the base the agent saw (it was not recorded)",
+                        p.path, p.operation
+                    )))
+                }
+                _ => {}
+            }
+        }
+        // Then every content, against its size and hash.
+        for p in set.patches.iter().filter(|p| p.operation != Op::Delete) {
+            if p.is_symlink() {
+                let target = self.content(p)?;
+                if target.contains(&0) {
+                    return Err(Error::invalid(format!(
+                        "patch {} (blob {}): a symlink's target contains a NUL byte",
+                        p.path,
+                        p.blob.as_deref().unwrap_or_default()
+                    )));
+                }
+            } else {
+                self.read_checked(p, None)?;
             }
         }
         Ok(())
