@@ -7,6 +7,7 @@ use serde_json::json;
 
 use crate::audit::{Audit, Event};
 use crate::error::{IoContext, Result};
+use crate::grant::Grant;
 use crate::host::HostRoot;
 use crate::patch::{diff, set};
 use crate::state::StateDir;
@@ -57,14 +58,16 @@ pub fn progress_bar(len: u64, what: &str) -> indicatif::ProgressBar {
     pb
 }
 
-pub fn run_diff(state: &StateDir, a: &DiffArgs) -> Result<()> {
-    let grant = state.load_grant(&a.grant)?;
+/// The per-path diffs of a session's pending changes against the host
+/// now (the session's patch set is built in a scratch dir and dropped).
+/// An approval prompt shows `diff::approval_summary` of these.
+pub fn session_diffs(state: &StateDir, grant: &Grant) -> Result<Vec<diff::FileDiff>> {
     let staging = tempfile::Builder::new()
         .prefix("wopfs-diff")
         .tempdir_in(state.path())
         .ctx(|| "making a scratch dir in the state dir")?;
     set::export(
-        &grant,
+        grant,
         &state.session_dir(&grant.grant_id),
         staging.path(),
         false,
@@ -72,20 +75,14 @@ pub fn run_diff(state: &StateDir, a: &DiffArgs) -> Result<()> {
     )?;
     let loaded = set::load(staging.path())?;
     let host = HostRoot::open(&grant.root).ctx(|| format!("host tree {}", grant.root.display()))?;
-    let diffs = diff::file_diffs(&loaded, &host)?;
+    diff::file_diffs(&loaded, &host)
+}
+
+pub fn run_diff(state: &StateDir, a: &DiffArgs) -> Result<()> {
+    let grant = state.load_grant(&a.grant)?;
+    let diffs = session_diffs(state, &grant)?;
     if a.json {
-        let rows: Vec<_> = diffs
-            .iter()
-            .map(|d| {
-                let (added, removed) =
-                    diff::counts(d).map_or((None, None), |(x, y)| (Some(x), Some(y)));
-                json!({
-                    "path": d.path, "operation": d.op, "renamed_from": d.renamed_from,
-                    "binary": diff::counts(d).is_none(), "added": added, "removed": removed,
-                    "old_mode": d.old_mode, "new_mode": d.new_mode,
-                })
-            })
-            .collect();
+        let rows: Vec<_> = diffs.iter().map(diff::to_json).collect();
         return super::print_json(&rows);
     }
     if a.stat {
