@@ -14,12 +14,23 @@ before=$(wopfs_mounts)
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
-echo "==> cargo clippy -D warnings"
+echo "==> cargo clippy -D warnings (as shipped, and with the test switches)"
 cargo clippy --all-targets --locked -- -D warnings
+cargo clippy --all-targets --locked --features fault-injection -- -D warnings
 echo "==> cargo test"
 # Each mount test tears itself down after a deadline; the outer timeout is
-# the last guard against a hung FUSE request.
-timeout --kill-after=30s 40m cargo test --locked -- --test-threads=4
+# the last guard against a hung FUSE request. The crash tests need the
+# commit's test-only switches (cargo feature fault-injection).
+timeout --kill-after=30s 40m cargo test --locked --features fault-injection -- --test-threads=4
+
+# The switches must not exist in a build without the feature (release
+# builds are built that way): their names are the only way in.
+echo "==> a build without the fault-injection feature has no test switches"
+cargo build --locked --bin wopfs
+if grep -a -q -e WOPFS_TEST_FAULT_AFTER -e WOPFS_TEST_ERROR_AFTER -e WOPFS_TEST_HOOK_ target/debug/wopfs; then
+    echo "test.sh: target/debug/wopfs built without fault-injection still has a test switch" >&2
+    exit 1
+fi
 
 # A test that leaked a mount is a bug even if it passed.
 leaked=$(comm -13 <(echo "$before") <(wopfs_mounts))

@@ -145,7 +145,10 @@ impl Audit {
         let Ok(h) = std::fs::read(&self.head) else {
             return Ok((lines, hash));
         };
-        let Some(at) = serde_json::from_slice::<Head>(&h).ok().and_then(|h| h.bytes) else {
+        let Some(at) = serde_json::from_slice::<Head>(&h)
+            .ok()
+            .and_then(|h| h.bytes)
+        else {
             return Ok((lines, hash));
         };
         let len = file.metadata().ctx(|| "reading the audit log")?.len();
@@ -388,6 +391,10 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("cut from the end"), "{e}");
-        assert!(a.verify().unwrap_err().to_string().contains("cut from the end"));
+        assert!(a
+            .verify()
+            .unwrap_err()
+            .to_string()
+            .contains("cut from the end"));
     }
 }

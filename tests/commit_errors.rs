@@ -1248,6 +1248,10 @@ fn file_and_dir_set(env: &Env, g: &str) -> PathBuf {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "fault-injection"),
+    ignore = "needs the test switches: cargo test --features fault-injection"
+)]
 fn a_failure_while_applying_is_rolled_back_and_the_session_stays_pending() {
     let (env, g) = session();
     let before = contents(&env.host);

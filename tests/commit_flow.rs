@@ -339,6 +339,10 @@ fn crash_session_edits(m: &Mounted) {
 /// switch makes the process exit, as a crash would); `wopfs recover` must
 /// then leave the host exactly as before or exactly as after.
 #[test]
+#[cfg_attr(
+    not(feature = "fault-injection"),
+    ignore = "needs the test switches: cargo test --features fault-injection"
+)]
 fn an_interrupted_commit_recovers_to_before_or_after() {
     let env = Env::new();
     crash_populate(&env);

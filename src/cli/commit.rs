@@ -47,7 +47,7 @@ fn ask(summary: &str) -> bool {
     if !std::io::stdin().is_terminal() {
         return false;
     }
-    eprint!("Apply {summary}? [y/N] ");
+    eprint!("{summary} [y/N] ");
     let _ = std::io::stderr().flush();
     let mut line = String::new();
     std::io::stdin().lock().read_line(&mut line).is_ok() && matches!(line.trim(), "y" | "Y" | "yes")
@@ -55,10 +55,6 @@ fn ask(summary: &str) -> bool {
 
 pub fn run_commit(state: &StateDir, a: &CommitArgs) -> Result<()> {
     let grant = state.load_grant(&a.grant)?;
-    if grant.requires_human_approval && !a.yes && !a.dry_run && std::io::stdin().is_terminal() {
-        // Show what is about to be approved.
-        let _ = super::patch::run_diff(state, &super::patch::DiffArgs::for_stat(&a.grant));
-    }
     let pending = crate::patch::pending(&grant, &state.session_dir(&grant.grant_id))?;
     let pb = super::patch::progress_bar(pending.len() as u64, "committing");
     let pb2 = pb.clone();

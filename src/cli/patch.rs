@@ -22,16 +22,6 @@ pub struct DiffArgs {
     json: bool,
 }
 
-impl DiffArgs {
-    pub fn for_stat(grant: &str) -> DiffArgs {
-        DiffArgs {
-            grant: grant.to_string(),
-            stat: true,
-            json: false,
-        }
-    }
-}
-
 #[derive(clap::Args, Debug)]
 pub struct ExportArgs {
     grant: String,

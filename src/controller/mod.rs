@@ -118,9 +118,12 @@ fn check(
                     libc::S_IFDIR => return Ok(DIRECTORY.to_string()),
                     _ => None,
                 };
-                Ok(match kind.map(|k| set::host_hash(host, &p.path, k)) {
-                    Some(Ok(h)) => h,
-                    Some(Err(e)) => format!("unreadable ({e})"),
+                Ok(match kind.map(|k| (k, set::host_hash(host, &p.path, k))) {
+                    // Kinds are compared too: a file holding a new
+                    // symlink's target text is not that symlink.
+                    Some((Kind::Symlink, Ok(h))) => format!("symlink {h}"),
+                    Some((_, Ok(h))) => h,
+                    Some((_, Err(e))) => format!("unreadable ({e})"),
                     None => "a special file".to_string(),
                 })
             }
@@ -141,8 +144,17 @@ fn check(
     for (i, (p, now_s)) in patches.iter().zip(now).enumerate() {
         let now_s = now_s?;
         let exists = now_s != "absent";
+        let new = match (&p.blob, p.is_symlink()) {
+            (Some(b), false) => b.clone(),
+            (Some(b), true) => format!("symlink {b}"),
+            (None, _) => "absent".into(),
+        };
+        // The base's kind is not recorded: a base matches either kind.
         let base = p.base.clone().unwrap_or_else(|| "absent".into());
-        let new = p.blob.clone().unwrap_or_else(|| "absent".into());
+        let now_s = match now_s.strip_prefix("symlink ") {
+            Some(h) if h == base => h.to_string(),
+            _ => now_s,
+        };
         let conflict = |expected: String| Conflict {
             path: p.path.clone(),
             expected,
@@ -376,8 +388,18 @@ pub fn commit(state: &StateDir, grant: &Grant, mut opts: CommitOptions) -> Resul
         return Ok(outcome);
     }
     if grant.requires_human_approval && !opts.yes {
+        // The approver sees exactly what is approved: the stat of the
+        // chosen paths, then every type change, symlink and mode change.
+        let chosen_paths: std::collections::BTreeSet<&str> =
+            chosen.iter().map(|p| p.path.as_str()).collect();
+        let diffs: Vec<_> = crate::patch::diff::file_diffs(&loaded, &host)?
+            .into_iter()
+            .filter(|d| chosen_paths.contains(d.path.as_str()))
+            .collect();
         let summary = format!(
-            "{} change{} to {}",
+            "{}\n{}\nApply {} change{} to {}?",
+            crate::patch::diff::stat(&diffs).trim_end(),
+            crate::patch::diff::approval_summary(&diffs).trim_end(),
             todo.len(),
             if todo.len() == 1 { "" } else { "s" },
             grant.root.display()

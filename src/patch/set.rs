@@ -713,7 +713,9 @@ impl Loaded {
             if !seen_paths.insert(p.path.as_str()) {
                 return Err(Error::invalid(format!("patch set names {} twice", p.path)));
             }
-            if let Some(a) = paths::ancestors(&p.path).find(|a| leaves.contains(a)) {
+            // A delete beneath a new file is how a directory becomes one.
+            let holds = p.operation != Op::Delete;
+            if let Some(a) = paths::ancestors(&p.path).find(|a| holds && leaves.contains(a)) {
                 return Err(Error::invalid(format!(
                     "patch set makes {a} both a file and a directory (it also holds {})",
                     p.path
