@@ -24,6 +24,9 @@ struct Row {
     total_size_bytes: u64,
     expires_at: Option<String>,
     expired: bool,
+    /// open, pending, committed, rejected, or commit-interrupted (an
+    /// interrupted commit waits for `wopfs recover`).
+    phase: String,
     mounted: bool,
     mountpoint: Option<String>,
     pid: Option<u32>,
@@ -43,8 +46,23 @@ pub fn run(state: &StateDir, a: &Args) -> Result<()> {
         let mount = state.live_mount(&id).filter(|m| {
             crate::mount::mountinfo::mount_at(&m.mountpoint).is_some_and(|e| e.is_wopfs())
         });
-        let pending = patch::pending(&g, &state.session_dir(&id))?;
+        let session = state.session_dir(&id);
+        let phase = if crate::controller::apply::journal_path(&session).exists() {
+            "commit-interrupted".to_string()
+        } else {
+            let p = crate::session::SessionState::load(&session)?.phase;
+            serde_json::to_value(p)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default()
+        };
+        let pending = if phase == "commit-interrupted" {
+            Vec::new()
+        } else {
+            patch::pending(&g, &session)?
+        };
         rows.push(Row {
+            phase,
             expired: g.is_expired()?,
             grant_id: g.grant_id,
             mode: g.mode.to_string(),
@@ -78,8 +96,8 @@ pub fn run(state: &StateDir, a: &Args) -> Result<()> {
         .unwrap_or(0)
         .max("MOUNTED AT".len());
     println!(
-        "{:<18}  {:<18}  {:>7}  {:<20}  {:<w$}  PURPOSE",
-        "GRANT", "MODE", "FILES", "EXPIRES", "MOUNTED AT"
+        "{:<18}  {:<18}  {:<18}  {:>7}  {:<20}  {:<w$}  PURPOSE",
+        "GRANT", "MODE", "STATE", "FILES", "EXPIRES", "MOUNTED AT"
     );
     for (r, mp) in rows.iter().zip(mounted) {
         let expires = match (&r.expires_at, r.expired) {
@@ -88,11 +106,17 @@ pub fn run(state: &StateDir, a: &Args) -> Result<()> {
             (None, false) => "never",
         };
         println!(
-            "{:<18}  {:<18}  {:>7}  {:<20}  {:<w$}  {}",
-            r.grant_id, r.mode, r.files, expires, mp, r.purpose
+            "{:<18}  {:<18}  {:<18}  {:>7}  {:<20}  {:<w$}  {}",
+            r.grant_id, r.mode, r.phase, r.files, expires, mp, r.purpose
         );
     }
     if let [r] = &rows[..] {
+        if r.phase == "commit-interrupted" {
+            println!(
+                "\na commit of this grant was interrupted: run wopfs recover {} (the host is exactly before or after it)",
+                r.grant_id
+            );
+        }
         if let Some(p) = &r.pending {
             println!("\npending changes: {}", r.pending_summary);
             for c in p {

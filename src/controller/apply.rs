@@ -160,13 +160,14 @@ pub fn load(session_dir: &Path) -> Result<Option<Journal>> {
 /// `WOPFS_TEST_ERROR_AFTER=N` makes the Nth step fail with an error, as a
 /// full disk would (the commit rolls itself back).
 #[cfg(feature = "fault-injection")]
-pub(crate) fn fault_point(done: &mut u64) -> Result<()> {
-    *done += 1;
+pub(crate) fn fault_point() -> Result<()> {
+    static DONE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let done = DONE.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
     let at = |var: &str| {
         std::env::var(var)
             .ok()
             .and_then(|v| v.parse::<u64>().ok())
-            .is_some_and(|n| *done >= n)
+            .is_some_and(|n| done >= n)
     };
     if at("WOPFS_TEST_ERROR_AFTER") {
         return Err(Error::io(
@@ -182,7 +183,7 @@ pub(crate) fn fault_point(done: &mut u64) -> Result<()> {
 
 #[cfg(not(feature = "fault-injection"))]
 #[inline(always)]
-pub(crate) fn fault_point(_done: &mut u64) -> Result<()> {
+pub(crate) fn fault_point() -> Result<()> {
     Ok(())
 }
 
@@ -639,8 +640,7 @@ pub fn apply(
     let mut journal = plan(host, patches, id)?;
     journal.after = after;
     save(session_dir, &journal)?;
-    let mut done = 0;
-    fault_point(&mut done)?;
+    fault_point()?;
     test_hook("AFTER_PLAN");
     let mut dirs = Dirs::new(host);
 
@@ -658,7 +658,7 @@ pub fn apply(
             Err(rustix::io::Errno::NOENT) => continue, // gone already: nothing to delete
             Err(e) => return Err(Error::io(format!("moving {} aside", p.path), e.into()).into()),
         }
-        fault_point(&mut done)?;
+        fault_point()?;
         let found = hash_at(to, bname).map_or_else(|e| format!("unreadable ({e})"), |(h, _)| h);
         if Some(found.as_str()) != p.base.as_deref() {
             let _ = rfs::renameat_with(to, bname, &from, name, RenameFlags::NOREPLACE);
@@ -682,17 +682,21 @@ pub fn apply(
                 return Err(Error::io(format!("removing host directory {}", d.path), e).into())
             }
         }
-        fault_point(&mut done)?;
+        fault_point()?;
     }
-    for d in &journal.dirs {
+    for (i, d) in journal.dirs.iter().enumerate() {
         match host.mkdir(d, 0o755) {
             Ok(()) => {}
             Err(e) if errno(&e) == libc::EEXIST => {
-                return Err(conflict(d, None, "a new entry".into()))
+                // Not ours: the rollback must leave it alone.
+                let mut j = journal.clone();
+                j.dirs.truncate(i);
+                save(session_dir, &j)?;
+                return Err(conflict(d, None, "a new entry".into()));
             }
             Err(e) => return Err(Error::io(format!("creating host directory {d}"), e).into()),
         }
-        fault_point(&mut done)?;
+        fault_point()?;
     }
 
     // New contents into temp files, then their inodes into the journal.
@@ -703,10 +707,10 @@ pub fn apply(
         }
         let ino = write_temp(&mut dirs, loaded, p, &journal.steps[i], &mut kept)?;
         journal.steps[i].tmp_ino = Some(ino);
-        fault_point(&mut done)?;
+        fault_point()?;
     }
     save(session_dir, &journal)?;
-    fault_point(&mut done)?;
+    fault_point()?;
 
     // Every new content is on disk before anything moves: one syncfs of
     // the host filesystem instead of an fsync per file.
@@ -715,6 +719,11 @@ pub fn apply(
     // Replacements, each checked at the moment it happens.
     test_hook("BEFORE_REPLACE");
     for (p, step) in patches.iter().zip(&journal.steps) {
+        if p.operation == Op::Delete {
+            // Moved aside above (its directory may be a file by now).
+            progress(p);
+            continue;
+        }
         let (dir, name) = split(&p.path);
         let tmp = split(&step.tmp).1;
         let dfd = dirs.get(dir)?;
@@ -740,7 +749,7 @@ pub fn apply(
                         )
                     }
                 }
-                fault_point(&mut done)?;
+                fault_point()?;
                 // What came out is what was checked, or it goes back.
                 let found =
                     hash_at(dfd, tmp).map_or_else(|e| format!("unreadable ({e})"), |(h, _)| h);
@@ -749,9 +758,9 @@ pub fn apply(
                     return Err(conflict(&p.path, p.base.as_deref(), found));
                 }
             }
-            Op::Delete => {} // moved aside above
+            Op::Delete => {}
         }
-        fault_point(&mut done)?;
+        fault_point()?;
         progress(p);
     }
     // The renames are on disk (directories included) before the commit point.
@@ -760,7 +769,7 @@ pub fn apply(
     // The commit point.
     journal.phase = Phase::Done;
     save(session_dir, &journal)?;
-    fault_point(&mut done)?;
+    fault_point()?;
     Ok(kept)
 }
 
@@ -802,19 +811,25 @@ pub fn roll_back(host: &HostRoot, j: &Journal) -> Result<()> {
     for d in j.dirs.iter().rev() {
         match host.remove(d, true) {
             Ok(()) => {}
-            Err(e) if errno(&e) == libc::ENOENT => {}
+            // Not made yet (or a file this set was to replace, still there).
+            Err(e) if errno(&e) == libc::ENOENT || errno(&e) == libc::ENOTDIR => {}
             Err(e) => stuck.push(format!("{d} ({e})")),
         }
     }
     for d in j.removed_dirs.iter().rev() {
         match host.mkdir(&d.path, 0o700) {
-            Ok(()) => {
-                let _ = host.chown(&d.path, Some(d.uid), Some(d.gid));
-                host.chmod(&d.path, d.mode)
-                    .ctx(|| format!("restoring directory {}", d.path))?;
-            }
+            Ok(()) => {}
+            // Made by an earlier, interrupted recovery: owner and mode again.
             Err(e) if errno(&e) == libc::EEXIST => {}
             Err(e) => return Err(Error::io(format!("restoring directory {}", d.path), e)),
+        }
+        if host
+            .lstat(&d.path)
+            .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
+        {
+            let _ = host.chown(&d.path, Some(d.uid), Some(d.gid));
+            host.chmod(&d.path, d.mode)
+                .ctx(|| format!("restoring directory {}", d.path))?;
         }
     }
     for s in j.steps.iter().rev() {

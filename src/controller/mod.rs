@@ -227,8 +227,10 @@ fn finish(
     let after: After = serde_json::from_value(j.after.clone())
         .map_err(|e| Error::invalid(format!("the commit journal is damaged: {e}")))?;
     apply::remove_leftovers(host, j);
+    apply::fault_point()?;
     if !after.from {
         rebase::install(state, grant_id)?;
+        apply::fault_point()?;
     }
     if after.whole {
         session::set_phase(
@@ -237,6 +239,7 @@ fn finish(
             None,
             Some(after.approver.clone()),
         )?;
+        apply::fault_point()?;
     }
     let audit = Audit::new(state.path());
     if !audit_closed(&audit, grant_id, &j.id) {
@@ -249,6 +252,7 @@ fn finish(
             json!({"commit": j.id, "applied": after.applied, "skipped": after.skipped,
                    "whole": after.whole, "recovered": recovered}),
         )?;
+        apply::fault_point()?;
     }
     let _ = std::fs::remove_dir_all(session_dir.join("staging"));
     std::fs::remove_file(apply::journal_path(&session_dir)).ctx(|| "removing the commit journal")
@@ -325,14 +329,13 @@ pub fn commit(state: &StateDir, grant: &Grant, mut opts: CommitOptions) -> Resul
         .approver
         .clone()
         .unwrap_or_else(crate::audit::current_actor);
-    SessionState::load(&session_dir)?.check_not_ended(&grant.grant_id, "commit")?;
     ensure_unmounted(state, grant)?;
     let _lock = session::lock(&session_dir, true, &grant.grant_id)?;
     let host = HostRoot::open(&grant.root).ctx(|| format!("host tree {}", grant.root.display()))?;
-    if recover_locked(state, grant, &host)?.is_some() {
-        // The interrupted commit may have ended the session.
-        SessionState::load(&session_dir)?.check_not_ended(&grant.grant_id, "commit")?;
-    }
+    // An interrupted commit is finished or undone first; it may have ended
+    // the session.
+    recover_locked(state, grant, &host)?;
+    SessionState::load(&session_dir)?.check_not_ended(&grant.grant_id, "commit")?;
 
     let loaded = patch_set(state, grant, opts.from.as_deref())?;
     loaded.validate(grant)?;
@@ -512,7 +515,6 @@ fn refuse_conflicts(audit: &Audit, grant: &Grant, approver: &str, conflicts: &[C
 /// `wopfs reject`: discards the overlay, keeps the record and the reason.
 pub fn reject(state: &StateDir, grant: &Grant, reason: &str) -> Result<()> {
     let session_dir = state.session_dir(&grant.grant_id);
-    SessionState::load(&session_dir)?.check_not_ended(&grant.grant_id, "reject")?;
     if reason.trim().is_empty() {
         return Err(Error::invalid(
             "--reason must say why the changes are rejected",
@@ -521,9 +523,8 @@ pub fn reject(state: &StateDir, grant: &Grant, reason: &str) -> Result<()> {
     ensure_unmounted(state, grant)?;
     let _lock = session::lock(&session_dir, true, &grant.grant_id)?;
     let host = HostRoot::open(&grant.root).ctx(|| format!("host tree {}", grant.root.display()))?;
-    if recover_locked(state, grant, &host)?.is_some() {
-        SessionState::load(&session_dir)?.check_not_ended(&grant.grant_id, "reject")?;
-    }
+    recover_locked(state, grant, &host)?;
+    SessionState::load(&session_dir)?.check_not_ended(&grant.grant_id, "reject")?;
     let actor = crate::audit::current_actor();
     let _ = std::fs::remove_dir_all(session_dir.join("overlay"));
     let _ = std::fs::remove_dir_all(session_dir.join("staging"));

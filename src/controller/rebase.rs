@@ -142,6 +142,7 @@ pub fn install(state: &StateDir, grant_id: &str) -> Result<()> {
     // replays (puts and dels of paths the new grant also has), and the
     // staged journal is installed on the next try anyway.
     state.update_grant(&new_grant)?;
+    super::apply::fault_point()?;
     if drops.whole {
         let _ = std::fs::remove_dir_all(&overlay);
     } else {

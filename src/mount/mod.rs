@@ -50,12 +50,12 @@ static SESSION_ENDED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicB
 /// not already mounted.
 pub fn preflight(state: &StateDir, grant: &Grant, mountpoint: &Path) -> Result<PathBuf> {
     grant.check_live()?;
-    crate::session::SessionState::load(&state.session_dir(&grant.grant_id))?
-        .check_not_ended(&grant.grant_id, "mount")?;
     crate::controller::ensure_no_interrupted_commit(
         &state.session_dir(&grant.grant_id),
         &grant.grant_id,
     )?;
+    crate::session::SessionState::load(&state.session_dir(&grant.grant_id))?
+        .check_not_ended(&grant.grant_id, "mount")?;
     if let Some(rec) = state.live_mount(&grant.grant_id) {
         if mountinfo::mount_at(&rec.mountpoint).is_some() {
             return Err(Error::invalid(format!(
