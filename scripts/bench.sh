@@ -16,6 +16,8 @@
 #   BENCH_SOURCES   C files in the make -j2 project [60]
 #   BENCH_COMMIT_FILES  changed files in the export/commit comparison; 0 skips
 #                   it [10000]
+#   BENCH_TURN_FILES, BENCH_TURN_TREE  the second comparison: a usual agent
+#                   turn, few changed files in a big tree; 0 skips it [200, 100000]
 #   BENCH_DIR       where to create the temp dir [$TMPDIR or /tmp]
 #   BENCH_WORKLOADS space-separated subset of the workloads below [all]
 #   WOPFS_BIN       use this wopfs binary instead of building one
@@ -36,6 +38,8 @@ nreads=${BENCH_RANDOM_READS:-20000}
 mode=${BENCH_MODE:-read_write_overlay}
 nsources=${BENCH_SOURCES:-60}
 ncommit=${BENCH_COMMIT_FILES:-10000}
+nturn=${BENCH_TURN_FILES:-200}
+nturn_tree=${BENCH_TURN_TREE:-100000}
 
 # Workloads as NAME:CACHE, run in this order. CACHE is "cold" (caches emptied
 # before every timed run) or "warm" (one untimed run first).
@@ -53,6 +57,7 @@ all_workloads=(
 )
 write_workloads=" seqwrite untar rm_rf make_j2 "
 read -r -a workloads <<<"${BENCH_WORKLOADS:-${all_workloads[*]}}"
+[[ "${workloads[*]}" == none ]] && workloads=()   # only the commit comparisons
 
 work=""     # temp dir holding host/, state/ and mnt/; set once created
 mnt=""
@@ -318,12 +323,14 @@ for w in "${workloads[@]}"; do
 done
 
 # ---------------------------------------------------------------------------
-# Export and commit of a session that changed $ncommit files, against `cp -a`
-# of the same new contents over a copy of the same tree (what an approver
-# would otherwise do by hand). Each repetition uses a fresh tree and grant.
+# Export and commit of a session, against `cp -a` of the same new contents
+# over a copy of the same tree plus `sync` (what an approver would otherwise
+# do by hand). Each repetition uses a fresh tree and grant. Two shapes: a
+# big set (every file of a tree changed), and a usual agent turn (a few
+# changed files in a big repository).
 
-commit_tree() {   # DIR PREFIX: $ncommit files in 100 dirs
-    python3 - "$1" "$ncommit" "$2" <<'EOF'
+commit_tree() {   # DIR PREFIX N: N files in 100 dirs
+    python3 - "$1" "$3" "$2" <<'EOF'
 import os, sys
 root, n, prefix = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 for i in range(n):
@@ -334,13 +341,14 @@ for i in range(n):
 EOF
 }
 
-bench_commit_set() {
+bench_commit_set() {   # CHANGED TREE: CHANGED of TREE files get new contents
+    local nchanged=$1 ntree=$2
     local i cw cm export_times=() commit_times=() cp_times=() t0 t1
     for ((i = 0; i < repeat; i++)); do
         cw=$work/commit.$i
         mkdir -p "$cw/host" "$cw/mnt" "$cw/new" "$cw/native"
-        commit_tree "$cw/host" old
-        commit_tree "$cw/new" new
+        commit_tree "$cw/host" old "$ntree"
+        commit_tree "$cw/new" new "$nchanged"
         cp -a "$cw/host/." "$cw/native/"
         cm=$(wopfs grant --root "$cw/host" --mode read_write_overlay --purpose "commit benchmark" --ttl 12h)
         wopfs mount "$cm" "$cw/mnt" >/dev/null
@@ -370,11 +378,12 @@ bench_commit_set() {
     cp=$(printf '%s\n' "${cp_times[@]}" | median)
     export=$(printf '%s\n' "${export_times[@]}" | median)
     commit=$(printf '%s\n' "${commit_times[@]}" | median)
-    printf '\n%-22s %12s %12s %8s\n' "set of $ncommit files" cp_a_s wopfs_s ratio
-    printf '%-22s %12.4f %12.4f %8s\n' export "$cp" "$export" "$(awk -v n="$cp" -v m="$export" 'BEGIN { printf "%.2fx", m / n }')"
-    printf '%-22s %12.4f %12.4f %8s\n' commit "$cp" "$commit" "$(awk -v n="$cp" -v m="$commit" 'BEGIN { printf "%.2fx", m / n }')"
+    printf '\n%-30s %12s %12s %8s\n' "$nchanged changed of $ntree files" cp_a_s wopfs_s ratio
+    printf '%-30s %12.4f %12.4f %8s\n' export "$cp" "$export" "$(awk -v n="$cp" -v m="$export" 'BEGIN { printf "%.2fx", m / n }')"
+    printf '%-30s %12.4f %12.4f %8s\n' commit "$cp" "$commit" "$(awk -v n="$cp" -v m="$commit" 'BEGIN { printf "%.2fx", m / n }')"
 }
 
-if ((ncommit > 0)) && [[ "$mode" != read_only ]]; then
-    bench_commit_set
+if [[ "$mode" != read_only ]]; then
+    if ((ncommit > 0)); then bench_commit_set "$ncommit" "$ncommit"; fi
+    if ((nturn > 0)); then bench_commit_set "$nturn" "$nturn_tree"; fi
 fi
