@@ -55,8 +55,8 @@ fn ask(summary: &str) -> bool {
 
 pub fn run_commit(state: &StateDir, a: &CommitArgs) -> Result<()> {
     let grant = state.load_grant(&a.grant)?;
-    let pending = crate::patch::pending(&grant, &state.session_dir(&grant.grant_id))?;
-    let pb = super::patch::progress_bar(pending.len() as u64, "committing");
+    // Sized once the commit knows how many changes it applies.
+    let pb = super::patch::progress_bar(0, "committing");
     let pb2 = pb.clone();
     let outcome = controller::commit(
         state,
@@ -68,7 +68,13 @@ pub fn run_commit(state: &StateDir, a: &CommitArgs) -> Result<()> {
             approver: a.approver.clone(),
             from: a.from.clone(),
             confirm: Some(Box::new(ask)),
-            progress: Some(Box::new(move |_| pb2.inc(1))),
+            progress: Some(Box::new(move |n, total| {
+                if n == 1 && total >= 100 && std::io::stderr().is_terminal() {
+                    pb2.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+                    pb2.set_length(total as u64);
+                }
+                pb2.set_position(n as u64);
+            })),
         },
     )?;
     pb.finish_and_clear();

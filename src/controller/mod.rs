@@ -23,8 +23,8 @@ use crate::view::Kind;
 
 /// Asks the approver on a terminal; gets the summary of what is approved.
 pub type Confirm = Box<dyn Fn(&str) -> bool>;
-/// Called after each applied patch.
-pub type Progress = Box<dyn FnMut(&WorkspacePatch)>;
+/// Called after each applied patch with (applied so far, total).
+pub type Progress = Box<dyn FnMut(usize, usize)>;
 
 pub struct CommitOptions {
     pub yes: bool,
@@ -242,7 +242,8 @@ fn finish(
         apply::fault_point()?;
     }
     let audit = Audit::new(state.path());
-    if !audit_closed(&audit, grant_id, &j.id) {
+    // Only a recovery can find the operation closed already.
+    if !(recovered && audit_closed(&audit, grant_id, &j.id)) {
         audit.append(
             "wopfs.patch.commit",
             Some(grant_id),
@@ -442,8 +443,9 @@ pub fn commit(state: &StateDir, grant: &Grant, mut opts: CommitOptions) -> Resul
     let mut progress = opts.progress.take();
     let result = apply::apply(&session_dir, &host, &loaded, &todo, &id, after, |p| {
         n += 1;
+        let _ = p;
         if let Some(f) = progress.as_mut() {
-            f(p);
+            f(n, total);
         }
         if total >= 1000 && n % 1000 == 0 {
             let _ = audit.append(

@@ -75,8 +75,13 @@ pub fn prepare(
     let mut new_grant = grant.clone();
     new_grant.total_size_bytes = files.iter().map(|f| f.size_bytes).sum();
     new_grant.files = files;
-    let json = serde_json::to_vec(&new_grant).map_err(|e| Error::invalid(e.to_string()))?;
-    crate::state::write_atomic(&stage.join("grant.json"), &json)?;
+    // A whole commit ends the session: its grant is never read for a view
+    // again, so it keeps the files it was cut with (and the commit skips
+    // rewriting a record that grows with the tree).
+    if !whole {
+        let json = serde_json::to_vec(&new_grant).map_err(|e| Error::invalid(e.to_string()))?;
+        crate::state::write_atomic(&stage.join("grant.json"), &json)?;
+    }
 
     let mut drops = Drops {
         whole,
@@ -127,25 +132,26 @@ pub fn install(state: &StateDir, grant_id: &str) -> Result<()> {
     };
     let drops: Drops = serde_json::from_slice(&json)
         .map_err(|e| Error::invalid(format!("the staged commit is damaged: {e}")))?;
-    let grant_json = std::fs::read(stage.join("grant.json")).ctx(|| "reading the staged grant")?;
-    let new_grant: Grant = serde_json::from_slice(&grant_json)
-        .map_err(|e| Error::invalid(format!("the staged grant is damaged: {e}")))?;
-    if new_grant.grant_id != grant_id {
-        return Err(Error::invalid(format!(
-            "the staged commit names grant {}, not {grant_id}",
-            new_grant.grant_id
-        )));
-    }
     let overlay = session.join("overlay");
     let _ = std::fs::remove_dir_all(session.join("staging"));
-    // The grant first: a crash between the two leaves a journal that still
-    // replays (puts and dels of paths the new grant also has), and the
-    // staged journal is installed on the next try anyway.
-    state.update_grant(&new_grant)?;
-    super::apply::fault_point()?;
     if drops.whole {
         let _ = std::fs::remove_dir_all(&overlay);
     } else {
+        let grant_json =
+            std::fs::read(stage.join("grant.json")).ctx(|| "reading the staged grant")?;
+        let new_grant: Grant = serde_json::from_slice(&grant_json)
+            .map_err(|e| Error::invalid(format!("the staged grant is damaged: {e}")))?;
+        if new_grant.grant_id != grant_id {
+            return Err(Error::invalid(format!(
+                "the staged commit names grant {}, not {grant_id}",
+                new_grant.grant_id
+            )));
+        }
+        // The grant first: a crash between the two leaves a journal that
+        // still replays (puts and dels of paths the new grant also has),
+        // and the staged journal is installed on the next try anyway.
+        state.update_grant(&new_grant)?;
+        super::apply::fault_point()?;
         let text =
             std::fs::read(stage.join("journal.jsonl")).ctx(|| "reading the staged journal")?;
         crate::state::write_atomic(&overlay.join("journal.jsonl"), &text)?;
