@@ -12,9 +12,32 @@
 //! append per namespace change, before the change is answered. `fsync` on a
 //! file or directory also fsyncs the journal. An object created just before
 //! a crash but not yet journaled is an orphan and is deleted at the next mount.
+//!
+//! The journal is bounded: its bytes on disk count against the byte quota
+//! with the data (`quota.rs`), and it is compacted online. The overlay keeps
+//! the grant's tree and a mirror of the journal's own state (the replay of
+//! what it holds: two more trees the size of the view's), so
+//! `journal::compact` can rewrite it without the view. An append compacts
+//! first when the journal has grown by its compacted size (at least
+//! [`COMPACT_MIN_GROWTH`], and [`COMPACT_GROWTH_PER_NODE`] per node of the
+//! grant) since the last compaction, or when the quota refuses it and at
+//! least [`PRESSURE_MIN_GAIN`] (or an eighth of the journal) may be
+//! reclaimed. The rewrite is atomic (temp file, fsync, rename; the
+//! directory is fsynced by the next `sync`), so a `kill -9` at any point
+//! leaves either journal, whole. If even the compacted journal, this append
+//! and the data do not fit, the append is refused with EDQUOT and nothing
+//! is recorded. Appends that only remove (`del` and `seen` records) are
+//! never refused when the objects they remove hold at least as many bytes
+//! as they add, and may otherwise go past the limit by [`REMOVAL_GRACE`]:
+//! deleting files to make room works at a full quota. So data plus journal
+//! stay within the byte quota plus `REMOVAL_GRACE` (plus, while a rewrite
+//! runs, the new copy; and the passthrough exception of
+//! `View::settle_quota`).
 
 pub mod journal;
 pub mod quota;
+#[cfg(test)]
+mod tests;
 
 use std::fs::File;
 use std::io::{self, BufRead, Write};
@@ -34,9 +57,56 @@ use quota::Quota;
 pub struct Overlay {
     dir: PathBuf,
     objects: OwnedFd,
-    journal: Mutex<File>,
+    journal: Mutex<Journal>,
+    /// The grant's tree, what the journal describes changes to.
+    base: Tree,
+    /// How much the journal grows at least between compactions.
+    min_growth: u64,
     next_obj: AtomicU64,
     pub quota: Quota,
+    /// Serializes xattr changes, which measure what they replace.
+    xattrs: Mutex<()>,
+}
+
+/// An append compacts the journal once it has grown by its compacted size,
+/// and at least by this much, since the last compaction (amortized: a
+/// rewrite writes less than twice what was appended since the last one).
+pub const COMPACT_MIN_GROWTH: u64 = 64 * 1024;
+
+/// ... and at least by this much per node of the grant's tree, which a
+/// compaction walks (some 2 µs a node): a large grant's walk is amortized
+/// over as many appends.
+pub const COMPACT_GROWTH_PER_NODE: u64 = 64;
+
+/// When the quota refuses an append, the journal is compacted only if it
+/// has grown by this much (or by an eighth of its compacted size, if more)
+/// since the last rewrite: at a full quota, a loop of renames must not
+/// rewrite the journal on every call.
+pub const PRESSURE_MIN_GAIN: u64 = 4 * 1024;
+
+/// How far an append of only `del` and `seen` records (a removal) may take
+/// data plus journal past the byte quota: deleting a file to make room must
+/// work at a full quota.
+pub const REMOVAL_GRACE: u64 = 64 * 1024;
+
+/// The journal file and what it holds.
+struct Journal {
+    /// Open for appending.
+    file: File,
+    /// Its length on disk.
+    len: u64,
+    /// Its length right after the last compaction (rewrite, or a
+    /// compaction that found nothing to reclaim).
+    compacted: u64,
+    /// The replay of the journal on the grant's tree: what a compaction
+    /// writes out.
+    mirror: Tree,
+    seen: SeenMap,
+    /// A record did not apply to the mirror (a bug elsewhere): online
+    /// compaction is off for this mount; the journal still counts.
+    broken: bool,
+    /// Rewritten since the directory was last synced.
+    renamed: bool,
 }
 
 /// Objects fan out over 256 subdirectories (`objects/2a/298`): a single
@@ -85,35 +155,50 @@ impl Overlay {
         .map_err(|e| Error::io(format!("opening {}", objects_path.display()), e.into()))?;
 
         let journal_path = dir.join("journal.jsonl");
+        // A compaction killed before its rename leaves its temp file.
+        match std::fs::remove_file(dir.join(JOURNAL_TMP)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                return Err(Error::io(format!("removing {}", dir.display()), e))
+            }
+            _ => {}
+        }
         let mut seen = SeenMap::new();
         replay(&journal_path, tree, &mut seen)?;
 
         // Compact: rewrite the journal as the shortest equivalent list.
-        let records = journal::compact(base, tree, &seen);
-        let mut text = Vec::new();
-        for r in &records {
-            serde_json::to_writer(&mut text, r).map_err(|e| Error::invalid(e.to_string()))?;
-            text.push(b'\n');
-        }
-        crate::state::write_atomic(&journal_path, &text)?;
-        let journal = std::fs::OpenOptions::new()
-            .append(true)
-            .open(&journal_path)
-            .ctx(|| format!("opening {}", journal_path.display()))?;
+        let text = serialize(&journal::compact(base, tree, &seen))?;
+        let file = write_journal(&dir, &text)
+            .and_then(|f| sync_dir(&dir).map(|_| f))
+            .ctx(|| format!("writing {}", journal_path.display()))?;
+        let len = text.len() as u64;
 
         let overlay = Overlay {
             dir,
             objects,
-            journal: Mutex::new(journal),
+            journal: Mutex::new(Journal {
+                file,
+                len,
+                compacted: len,
+                mirror: copy_tree(tree),
+                seen: seen.clone(),
+                broken: false,
+                renamed: false,
+            }),
+            base: copy_tree(base),
+            min_growth: COMPACT_MIN_GROWTH
+                .max((base.len() as u64).saturating_mul(COMPACT_GROWTH_PER_NODE)),
             next_obj: AtomicU64::new(1),
             quota: Quota::new(max_bytes, max_objects),
+            xattrs: Mutex::new(()),
         };
+        overlay.quota.restore_journal(len);
         overlay.collect_garbage(tree)?;
         Ok((overlay, seen))
     }
 
-    /// Deletes unreferenced objects, accounts the referenced ones, and
-    /// starts numbering after the highest object seen.
+    /// Deletes unreferenced objects (in every fanout directory), accounts
+    /// the referenced ones, and starts numbering after the highest object
+    /// seen.
     fn collect_garbage(&self, tree: &Tree) -> Result<()> {
         let mut referenced = std::collections::HashMap::new();
         for ino in tree.subtree(ROOT) {
@@ -125,23 +210,27 @@ impl Overlay {
         }
         let mut max = 0;
         let dir = self.dir.join("objects");
-        for entry in std::fs::read_dir(&dir).ctx(|| format!("listing {}", dir.display()))? {
-            let entry = entry.ctx(|| format!("listing {}", dir.display()))?;
-            let Some(obj) = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| n.parse::<u64>().ok())
-            else {
-                continue;
-            };
-            max = max.max(obj);
-            if !referenced.contains_key(&obj) {
-                let kind = if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                    Kind::Dir
-                } else {
-                    Kind::File
+        for i in 0..FANOUT {
+            let sub = dir.join(format!("{i:02x}"));
+            for entry in std::fs::read_dir(&sub).ctx(|| format!("listing {}", sub.display()))? {
+                let entry = entry.ctx(|| format!("listing {}", sub.display()))?;
+                let Some(obj) = entry
+                    .file_name()
+                    .to_str()
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .filter(|o| o % FANOUT == i)
+                else {
+                    continue;
                 };
-                let _ = self.remove(obj, kind);
+                max = max.max(obj);
+                if !referenced.contains_key(&obj) {
+                    let kind = if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                        Kind::Dir
+                    } else {
+                        Kind::File
+                    };
+                    let _ = self.remove(obj, kind);
+                }
             }
         }
         for (obj, kind) in referenced {
@@ -151,6 +240,7 @@ impl Overlay {
                 _ => 0,
             };
             self.quota.restore_object(obj, size, kind == Kind::File);
+            self.quota.restore_extra(obj, self.extra_bytes(obj, kind));
         }
         self.next_obj.store(max + 1, Ordering::Relaxed);
         Ok(())
@@ -160,23 +250,160 @@ impl Overlay {
         self.next_obj.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Appends records to the journal in one write.
+    /// Appends records to the journal in one write, within the byte quota,
+    /// compacting it first when it is due (see the module doc). Callers
+    /// hold the tree lock, so the journal's order is the tree's. On an error
+    /// (EDQUOT, or I/O) nothing of `records` is in the journal.
     pub fn append(&self, records: &[Record]) -> io::Result<()> {
         if records.is_empty() {
             return Ok(());
         }
-        let mut buf = Vec::with_capacity(128 * records.len());
-        for r in records {
-            serde_json::to_writer(&mut buf, r).map_err(io::Error::other)?;
-            buf.push(b'\n');
+        let buf = serialize_io(records)?;
+        let n = buf.len() as u64;
+        let mut j = self.lock_journal();
+        let grace = if records.iter().any(|r| matches!(r, Record::Put { .. })) {
+            0
+        } else if self.frees(&j, records) >= n {
+            // Removes objects holding at least what it adds: never refused
+            // (even over a lowered limit, or past the passthrough exception).
+            u64::MAX
+        } else {
+            REMOVAL_GRACE
+        };
+        let grown = j.len.saturating_sub(j.compacted);
+        let due = grown.saturating_add(n) > j.compacted.max(self.min_growth);
+        if !due || j.broken {
+            match self.quota.charge_journal(n, grace) {
+                Ok(()) => {
+                    return self
+                        .write_locked(&mut j, &buf, records)
+                        .inspect_err(|_| self.uncharge(n))
+                }
+                Err(e) if j.broken || grown < PRESSURE_MIN_GAIN.max(j.compacted / 8) => {
+                    return Err(edquot(e))
+                }
+                Err(_) => {}
+            }
         }
-        let mut j = self.journal.lock().unwrap_or_else(|p| p.into_inner());
-        j.write_all(&buf)
+        self.compact_locked(&mut j, &buf, records, grace)
+    }
+
+    /// Appends `buf` (the serialized `records`, already charged).
+    fn write_locked(&self, j: &mut Journal, buf: &[u8], records: &[Record]) -> io::Result<()> {
+        if let Err(e) = j.file.write_all(buf) {
+            // Cut a partial line: later appends must not follow a torn one.
+            let _ = j.file.set_len(j.len);
+            return Err(e);
+        }
+        j.len += buf.len() as u64;
+        j.apply(records);
+        Ok(())
+    }
+
+    /// Rewrites the journal as `compact(mirror)` followed by `buf`, if that
+    /// fits the quota; otherwise still rewrites it compactly when that
+    /// frees room, and refuses the records with EDQUOT.
+    fn compact_locked(
+        &self,
+        j: &mut Journal,
+        buf: &[u8],
+        records: &[Record],
+        grace: u64,
+    ) -> io::Result<()> {
+        let mut text = serialize_io(&journal::compact(&self.base, &j.mirror, &j.seen))?;
+        let compacted = text.len() as u64;
+        let with_op = compacted + buf.len() as u64;
+        let old = j.len;
+        if compacted >= old {
+            // Nothing to reclaim: no rewrite, and none again until the
+            // journal has grown by as much once more.
+            j.compacted = old;
+            self.quota
+                .charge_journal(buf.len() as u64, grace)
+                .map_err(edquot)?;
+            return self
+                .write_locked(j, buf, records)
+                .inspect_err(|_| self.uncharge(buf.len() as u64));
+        }
+        let (target, refused) = match self.quota.rebase_journal(old, with_op, grace) {
+            Ok(()) => {
+                text.extend_from_slice(buf);
+                (with_op, false)
+            }
+            Err(_) => {
+                // Shrinking always passes.
+                let _ = self.quota.rebase_journal(old, compacted, 0);
+                (compacted, true)
+            }
+        };
+        match write_journal(&self.dir, &text) {
+            Ok(file) => {
+                tracing::debug!(old, new = target, "compacted the overlay journal");
+                j.file = file;
+                j.renamed = true;
+                j.len = target;
+                j.compacted = target;
+                j.mirror = copy_tree(&j.mirror);
+                if refused {
+                    Err(io::Error::from_raw_os_error(libc::EDQUOT))
+                } else {
+                    j.apply(records);
+                    Ok(())
+                }
+            }
+            Err(e) => {
+                // The old journal is still in place, whole.
+                let _ = self.quota.rebase_journal(target, old, u64::MAX);
+                Err(e)
+            }
+        }
+    }
+
+    /// The bytes of the objects that the `del` records remove (the caller
+    /// drops those objects once the records are journaled).
+    fn frees(&self, j: &Journal, records: &[Record]) -> u64 {
+        let mut freed = 0u64;
+        for r in records {
+            let Record::Del { path } = r else { continue };
+            let Some(ino) = j.mirror.lookup_path(path) else {
+                continue;
+            };
+            for i in j.mirror.subtree(ino) {
+                if let Some(Origin::Upper(o)) = j.mirror.get(i).map(|n| &n.origin) {
+                    freed = freed.saturating_add(self.quota.object_bytes(*o));
+                }
+            }
+        }
+        freed
+    }
+
+    fn uncharge(&self, n: u64) {
+        let _ = self.quota.rebase_journal(n, 0, 0);
+    }
+
+    fn lock_journal(&self) -> std::sync::MutexGuard<'_, Journal> {
+        self.journal.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// What the journal holds about a host path seen (for a caller whose
+    /// records were refused, to forget what it noted ahead of them).
+    pub fn journaled_seen(&self, path: &str) -> Option<journal::Seen> {
+        self.lock_journal().seen.get(path).cloned()
+    }
+
+    /// The journal's length on disk, and its length after the last compaction.
+    pub fn journal_len(&self) -> (u64, u64) {
+        let j = self.lock_journal();
+        (j.len, j.compacted)
     }
 
     pub fn sync(&self) -> io::Result<()> {
-        let j = self.journal.lock().unwrap_or_else(|p| p.into_inner());
-        j.sync_data()
+        let mut j = self.lock_journal();
+        if j.renamed {
+            sync_dir(&self.dir)?;
+            j.renamed = false;
+        }
+        j.file.sync_data()
     }
 
     pub fn create_file(&self, obj: u64, mode: u32) -> io::Result<File> {
@@ -208,13 +435,83 @@ impl Overlay {
         )?)
     }
 
+    /// Makes a symlink object; its target counts against the byte quota.
     pub fn symlink(&self, obj: u64, target: &[u8]) -> io::Result<()> {
         use std::os::unix::ffi::OsStrExt;
-        Ok(rfs::symlinkat(
+        let n = target.len() as u64;
+        self.quota.add_extra(obj, n).map_err(edquot)?;
+        rfs::symlinkat(
             std::ffi::OsStr::from_bytes(target),
             &self.objects,
             name(obj),
-        )?)
+        )
+        .inspect_err(|_| self.quota.sub_extra(obj, n))?;
+        Ok(())
+    }
+
+    /// Sets a user xattr on an object; names and values count against the
+    /// byte quota (a loop of setxattr calls cannot grow the state dir
+    /// past it).
+    pub fn setxattr(&self, obj: u64, name: &str, value: &[u8], flags: i32) -> io::Result<()> {
+        let _one = self.xattrs.lock().unwrap_or_else(|p| p.into_inner());
+        let path = self.path(obj);
+        let old = match xattr_len(&path, name) {
+            Ok(len) => name.len() + len,
+            Err(rustix::io::Errno::NODATA) => 0,
+            Err(e) => return Err(e.into()),
+        } as u64;
+        let new = (name.len() + value.len()) as u64;
+        if new > old {
+            self.quota.add_extra(obj, new - old).map_err(edquot)?;
+        }
+        let flags = rfs::XattrFlags::from_bits_retain(flags as _);
+        if let Err(e) = rfs::lsetxattr(&path, name, value, flags) {
+            if new > old {
+                self.quota.sub_extra(obj, new - old);
+            }
+            return Err(e.into());
+        }
+        if new < old {
+            self.quota.sub_extra(obj, old - new);
+        }
+        Ok(())
+    }
+
+    pub fn removexattr(&self, obj: u64, name: &str) -> io::Result<()> {
+        let _one = self.xattrs.lock().unwrap_or_else(|p| p.into_inner());
+        let path = self.path(obj);
+        let old = xattr_len(&path, name).map(|len| name.len() + len);
+        rfs::lremovexattr(&path, name)?;
+        if let Ok(old) = old {
+            self.quota.sub_extra(obj, old as u64);
+        }
+        Ok(())
+    }
+
+    /// What an object's metadata counts at mount: its symlink target, its
+    /// user xattrs (those copied up from the host included).
+    fn extra_bytes(&self, obj: u64, kind: Kind) -> u64 {
+        let path = self.path(obj);
+        let mut n = match kind {
+            Kind::Symlink => self.stat(obj).map_or(0, |s| s.st_size as u64),
+            _ => 0,
+        };
+        let mut names = vec![0u8; 64 * 1024];
+        if let Ok(len) = rfs::llistxattr(&path, &mut names[..]) {
+            for x in names[..len.min(names.len())].split(|b| *b == 0) {
+                // Only user.* xattrs are ever set or copied up.
+                let Some(x) = std::str::from_utf8(x)
+                    .ok()
+                    .filter(|x| x.starts_with("user."))
+                else {
+                    continue;
+                };
+                if let Ok(v) = xattr_len(&path, x) {
+                    n += (x.len() + v) as u64;
+                }
+            }
+        }
+        n
     }
 
     pub fn readlink(&self, obj: u64) -> io::Result<Vec<u8>> {
@@ -254,6 +551,102 @@ impl Overlay {
     pub fn objects_fd(&self) -> &OwnedFd {
         &self.objects
     }
+}
+
+impl Journal {
+    /// Applies appended records to the mirror.
+    fn apply(&mut self, records: &[Record]) {
+        if self.broken {
+            return;
+        }
+        for r in records {
+            if let Err(e) = journal::apply(&mut self.mirror, &mut self.seen, r) {
+                tracing::warn!(
+                    "overlay journal record does not apply ({e}); online compaction is off"
+                );
+                self.broken = true;
+                return;
+            }
+        }
+    }
+}
+
+/// The length of an xattr's value (values are at most 64 KiB).
+fn xattr_len(path: &Path, name: &str) -> rustix::io::Result<usize> {
+    let mut buf = vec![0u8; 64 * 1024];
+    rfs::lgetxattr(path, name, &mut buf[..])
+}
+
+fn edquot(e: crate::error::Errno) -> io::Error {
+    io::Error::from_raw_os_error(e.0)
+}
+
+/// The temp file of a journal rewrite, beside the journal.
+const JOURNAL_TMP: &str = "journal.jsonl.tmp";
+
+/// Replaces the journal in `dir` atomically with `text`: a temp file,
+/// fsync, rename over the journal. Returns the new journal open for
+/// appending. A crash at any point leaves the old journal or the new one,
+/// whole (and perhaps the temp file, removed at mount). The rename is made
+/// durable by the next `Overlay::sync` (a machine crash before it may bring
+/// back the old journal, which is whole too, and lacks only appends that no
+/// fsync promised).
+fn write_journal(dir: &Path, text: &[u8]) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = dir.join(JOURNAL_TMP);
+    let _ = std::fs::remove_file(&tmp);
+    let made = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(text)?;
+        f.sync_data()?;
+        std::fs::rename(&tmp, dir.join("journal.jsonl"))?;
+        Ok(f)
+    })();
+    if made.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    made
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Records as journal lines.
+fn serialize_io(records: &[Record]) -> io::Result<Vec<u8>> {
+    let mut buf = Vec::with_capacity(128 * records.len());
+    for r in records {
+        serde_json::to_writer(&mut buf, r).map_err(io::Error::other)?;
+        buf.push(b'\n');
+    }
+    Ok(buf)
+}
+
+fn serialize(records: &[Record]) -> Result<Vec<u8>> {
+    serialize_io(records).map_err(|e| Error::invalid(e.to_string()))
+}
+
+/// A copy of `t`'s live nodes (tombstones left out, so numbers change).
+fn copy_tree(t: &Tree) -> Tree {
+    let mut out = Tree::from_files(&[]);
+    if let Some(root) = t.get(ROOT) {
+        out.set_origin(ROOT, root.origin.clone());
+    }
+    let mut map = std::collections::HashMap::from([(ROOT, ROOT)]);
+    for ino in t.subtree(ROOT).into_iter().skip(1) {
+        let Some(n) = t.get(ino) else { continue };
+        let Some(&parent) = map.get(&n.parent) else {
+            continue;
+        };
+        if let Some(new) = out.insert(parent, &n.name, n.kind, n.origin.clone()) {
+            map.insert(ino, new);
+        }
+    }
+    out
 }
 
 /// Reads a session's overlay without changing anything (the daemon may be

@@ -184,24 +184,30 @@ impl View {
         };
 
         let mut tree = self.write_tree();
-        match tree.get(ino).map(|n| n.origin.clone()) {
+        let before = match tree.get(ino).map(|n| n.origin.clone()) {
             // Another request copied it up meanwhile: use theirs.
             Some(Origin::Upper(existing)) => {
                 drop(tree);
                 let _ = ov.remove(obj, kind);
                 return Ok(existing);
             }
-            Some(_) => {}
+            Some(origin) => origin,
             None => {
                 drop(tree);
                 let _ = ov.remove(obj, kind);
                 return Err(Errno::ENOENT);
             }
-        }
+        };
         tree.set_origin(ino, Origin::Upper(obj));
         let mut records: Vec<Record> = self.note_seen(seen).into_iter().collect();
         records.extend(journal::put_record(&tree, ino));
-        ov.append(&records)?;
+        if let Err(e) = self.journal(ov, &records) {
+            // Refused (EDQUOT): the node reads from the host as before.
+            tree.set_origin(ino, before);
+            drop(tree);
+            let _ = ov.remove(obj, kind);
+            return Err(e);
+        }
         Ok(obj)
     }
 }

@@ -345,7 +345,7 @@ impl View {
             Writer::Overlay(ov) => {
                 let mut records = self.vacate_records(&tree, ino);
                 records.push(Record::Del { path });
-                ov.append(&records)?;
+                self.journal(ov, &records)?;
                 tree.remove(ino);
                 self.drop_objects(ov, &tree, &[ino]);
             }
@@ -380,11 +380,59 @@ impl View {
         })
     }
 
-    fn puts(tree: &Tree, ino: Ino) -> Vec<Record> {
+    /// The put records of `ino`'s subtree once moved to `to`, computed
+    /// before the move (the journal is written first, so a refused append
+    /// leaves the tree as it was). A move pins untouched host nodes to
+    /// their old host path, which is what their records name already.
+    fn moved_puts(tree: &Tree, ino: Ino, to: &str) -> Vec<Record> {
+        let Some(from) = tree.path(ino) else {
+            return Vec::new();
+        };
         tree.subtree(ino)
             .into_iter()
             .filter_map(|i| journal::put_record(tree, i))
+            .map(|r| match r {
+                Record::Put {
+                    path,
+                    kind,
+                    obj,
+                    host,
+                } => Record::Put {
+                    path: format!("{to}{}", path.get(from.len()..).unwrap_or_default()),
+                    kind,
+                    obj,
+                    host,
+                },
+                other => other,
+            })
             .collect()
+    }
+
+    /// Appends records to the overlay journal. When they are refused
+    /// (EDQUOT, I/O), what `note_seen` recorded for them is taken back, so
+    /// the view knows no more of the host than the journal does.
+    pub(super) fn journal(&self, ov: &Overlay, records: &[Record]) -> Result<()> {
+        let Err(e) = ov.append(records) else {
+            return Ok(());
+        };
+        let paths: Vec<&str> = records
+            .iter()
+            .filter_map(|r| match r {
+                Record::Seen(s) => Some(s.path.as_str()),
+                _ => None,
+            })
+            .collect();
+        if !paths.is_empty() {
+            let journaled: Vec<_> = paths.iter().map(|p| ov.journaled_seen(p)).collect();
+            let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+            for (path, s) in paths.into_iter().zip(journaled) {
+                match s {
+                    Some(s) => seen.insert(path.to_string(), s),
+                    None => seen.remove(path),
+                };
+            }
+        }
+        Err(e.into())
     }
 
     /// `rename(2)`/`renameat2(2)` with RENAME_NOREPLACE and RENAME_EXCHANGE.
@@ -447,12 +495,17 @@ impl View {
             };
             let mut records = self.vacate_records(&tree, src);
             records.extend(self.vacate_records(&tree, dst));
-            records.push(Record::Del { path: src_path });
-            records.push(Record::Del { path: new_path });
+            records.push(Record::Del {
+                path: src_path.clone(),
+            });
+            records.push(Record::Del {
+                path: new_path.clone(),
+            });
+            records.extend(Self::moved_puts(&tree, src, &new_path));
+            records.extend(Self::moved_puts(&tree, dst, &src_path));
+            self.journal(ov, &records)?;
             tree.exchange(src, dst);
-            records.extend(Self::puts(&tree, src));
-            records.extend(Self::puts(&tree, dst));
-            return ov.append(&records).map_err(Into::into);
+            return Ok(());
         }
 
         let mut records = Vec::new();
@@ -492,16 +545,19 @@ impl View {
         records.extend(self.vacate_records(&tree, src));
         if let Some(dst) = dst {
             records.extend(self.vacate_records(&tree, dst));
-            records.push(Record::Del { path: new_path });
+            records.push(Record::Del {
+                path: new_path.clone(),
+            });
         }
         records.push(Record::Del { path: src_path });
+        records.extend(Self::moved_puts(&tree, src, &new_path));
+        self.journal(ov, &records)?;
         if let Some(dst) = dst {
             tree.remove(dst);
             self.drop_objects(ov, &tree, &[dst]);
         }
         tree.move_to(src, newparent, newname);
-        records.extend(Self::puts(&tree, src));
-        ov.append(&records).map_err(Into::into)
+        Ok(())
     }
 
     /// Opens `ino` for writing: copy-up, then the object read-write.
@@ -711,8 +767,7 @@ impl View {
             }
         };
         let obj = self.copy_up(ino, true)?;
-        let flags = rfs::XattrFlags::from_bits_retain(flags as _);
-        Ok(rfs::lsetxattr(ov.path(obj), name, value, flags)?)
+        Ok(ov.setxattr(obj, name, value, flags)?)
     }
 
     pub fn removexattr(&self, ino: Ino, name: &OsStr) -> Result<()> {
@@ -725,7 +780,7 @@ impl View {
             }
         };
         let obj = self.copy_up(ino, true)?;
-        Ok(rfs::lremovexattr(ov.path(obj), name)?)
+        Ok(ov.removexattr(obj, name)?)
     }
 }
 
