@@ -76,22 +76,13 @@ pub fn ensure_unmounted(state: &StateDir, grant: &Grant) -> Result<()> {
     Ok(())
 }
 
-/// The patch set to commit: `--from`, or the session's own, staged in the
-/// session directory.
+/// The patch set to commit: `--from`, or the session's own, built in
+/// memory (no export is written; contents are checked again as applied).
 fn patch_set(state: &StateDir, grant: &Grant, from: Option<&Path>) -> Result<Loaded> {
-    if let Some(p) = from {
-        return set::load(p);
+    match from {
+        Some(p) => set::load(p),
+        None => Loaded::from_session(grant, &state.session_dir(&grant.grant_id)),
     }
-    let staging = state.session_dir(&grant.grant_id).join("staging");
-    let _ = std::fs::remove_dir_all(&staging);
-    set::export(
-        grant,
-        &state.session_dir(&grant.grant_id),
-        &staging,
-        false,
-        |_| {},
-    )?;
-    set::load(&staging)
 }
 
 /// Sorts each patch: to apply, already applied, or in conflict. A host

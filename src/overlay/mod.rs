@@ -664,6 +664,11 @@ pub fn object_path(objects: &Path, obj: u64) -> PathBuf {
     objects.join(name(obj))
 }
 
+/// An object's path relative to the objects directory.
+pub fn object_rel(obj: u64) -> String {
+    name(obj)
+}
+
 /// Replays the journal at `path` onto `tree`. A torn last line (a crash
 /// in the middle of an append) is ignored; damage anywhere else is an error.
 fn replay(path: &Path, tree: &mut Tree, seen: &mut SeenMap) -> Result<()> {

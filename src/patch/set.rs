@@ -99,7 +99,23 @@ pub struct Loaded {
     /// The largest content `content` reads: unbounded until `validate`
     /// sets it to the grant's `max_total_size_bytes`.
     limit: AtomicU64,
+    /// For a set built from the session itself: where each large content
+    /// is read again (an overlay object, or an untouched host file that
+    /// moved), instead of a blobs directory.
+    session: Option<SessionContents>,
 }
+
+/// Contents of a set built in memory from its session.
+struct SessionContents {
+    host: HostRoot,
+    objects: OwnedFd,
+    sources: std::collections::HashMap<String, Source>,
+}
+
+/// A session's own set keeps contents up to this size inline in memory,
+/// and up to `SESSION_INLINE_TOTAL` in all; larger ones are read again
+/// from the overlay when applied.
+const SESSION_INLINE_TOTAL: u64 = 64 << 20;
 
 pub fn hash_hex(data: &[u8]) -> String {
     format!("blake3:{}", blake3::hash(data).to_hex())
@@ -161,13 +177,23 @@ pub fn build(
     session_dir: &Path,
     mut each: impl FnMut(&WorkspacePatch, Option<&[u8]>) -> Result<()>,
 ) -> Result<PatchSet> {
+    build_from(grant, session_dir, |p, data, _| each(p, data)).map(|(set, _)| set)
+}
+
+/// `build`, also telling where each content came from; returns the set and
+/// the overlay's objects directory.
+fn build_from(
+    grant: &Grant,
+    session_dir: &Path,
+    mut each: impl FnMut(&WorkspacePatch, Option<&[u8]>, Option<&Source>) -> Result<()>,
+) -> Result<(PatchSet, PathBuf)> {
     let base = Tree::from_files(&grant.files);
     let mut fin = Tree::from_files(&grant.files);
     let (seen, objects) = crate::overlay::inspect(session_dir, &mut fin)?;
     let host = HostRoot::open(&grant.root).ctx(|| format!("host tree {}", grant.root.display()))?;
     let contents = Contents {
         host: &host,
-        objects,
+        objects: objects.clone(),
     };
     let mut patches = Vec::new();
     for c in changes(&base, &fin) {
@@ -194,16 +220,17 @@ pub fn build(
         if c.op == Op::Create {
             p.base = None;
         }
-        each(&p, data.as_deref())?;
+        each(&p, data.as_deref(), c.source.as_ref())?;
         patches.push(p);
     }
-    Ok(PatchSet {
+    let set = PatchSet {
         format: FORMAT.into(),
         grant_id: grant.grant_id.clone(),
         root: grant.root.clone(),
         created_at: crate::grant::rfc3339(std::time::SystemTime::now()),
         patches,
-    })
+    };
+    Ok((set, objects))
 }
 
 /// The base of a host path: what the agent saw, or (for a session journaled
@@ -416,6 +443,7 @@ pub fn load(path: &Path) -> Result<Loaded> {
         blobs: blob_dir.is_some().then_some(blobs),
         blob_dir,
         limit: AtomicU64::new(u64::MAX),
+        session: None,
     })
 }
 
@@ -501,7 +529,68 @@ impl Loaded {
             blobs: None,
             blob_dir: None,
             limit: AtomicU64::new(u64::MAX),
+            session: None,
         }
+    }
+
+    /// The session's own set, built in memory (no export written): small
+    /// contents inline, large ones read again from the overlay (or the
+    /// host, for a moved file) when applied, each checked against the
+    /// hash taken here. The caller holds the session lock, so the overlay
+    /// cannot change meanwhile.
+    pub fn from_session(grant: &Grant, session_dir: &Path) -> Result<Loaded> {
+        let mut budget = SESSION_INLINE_TOTAL;
+        let mut inlined = BTreeMap::new();
+        let mut sources = std::collections::HashMap::new();
+        let (mut set, objects) = build_from(grant, session_dir, |p, data, source| {
+            if let (Some(data), Some(source)) = (data, source) {
+                let n = data.len() as u64;
+                if p.is_symlink() || (n <= INLINE_LIMIT && n <= budget) {
+                    budget -= n.min(budget);
+                    inlined.insert(p.path.clone(), B64.encode(data));
+                } else {
+                    sources.insert(p.path.clone(), source.clone());
+                }
+            }
+            Ok(())
+        })?;
+        for p in &mut set.patches {
+            p.content = inlined.remove(&p.path);
+        }
+        let objects = rfs::open(
+            &objects,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        );
+        let objects = match objects {
+            Ok(fd) => fd,
+            // No overlay objects at all (only deletes, or moved host files).
+            Err(_) => rfs::open(
+                session_dir,
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| Error::io(format!("session dir {}", session_dir.display()), e.into()))?,
+        };
+        let host =
+            HostRoot::open(&grant.root).ctx(|| format!("host tree {}", grant.root.display()))?;
+        Ok(Loaded {
+            set,
+            blobs: None,
+            blob_dir: None,
+            limit: AtomicU64::new(u64::MAX),
+            session: Some(SessionContents {
+                host,
+                objects,
+                sources,
+            }),
+        })
+    }
+
+    /// Whether the contents were hashed from the session just now (no need
+    /// to read them all again before applying; applying checks each).
+    pub fn is_from_session(&self) -> bool {
+        self.session.is_some()
     }
 
     /// The blob hash of a create or update, in its one valid form.
@@ -550,6 +639,24 @@ impl Loaded {
     pub fn open_blob(&self, p: &WorkspacePatch) -> Result<(File, u64)> {
         let blob = self.blob_of(p)?;
         let hex = &blob["blake3:".len()..];
+        if let Some(s) = &self.session {
+            let path = &p.path;
+            let opened = match s.sources.get(path) {
+                Some(Source::Object(o)) => {
+                    let name = crate::overlay::object_rel(*o);
+                    open_regular(&s.objects, OsStr::new(&name)).map_err(|r| match r {
+                        Refused::Io(e) => e,
+                        _ => std::io::Error::from_raw_os_error(libc::EINVAL),
+                    })
+                }
+                Some(Source::Host(h)) => s.host.open_file(h).and_then(|f| {
+                    let len = f.metadata()?.len();
+                    Ok((f, len))
+                }),
+                None => Err(std::io::Error::from_raw_os_error(libc::ENOENT)),
+            };
+            return opened.map_err(|e| Error::io(format!("patch {path}: reading its content"), e));
+        }
         let (Some(dir), Some(shown)) = (&self.blob_dir, &self.blobs) else {
             return Err(Error::invalid(format!(
                 "patch {}: no content and no blobs directory beside the patch set",
@@ -831,8 +938,14 @@ impl Loaded {
                 _ => {}
             }
         }
-        // Then every content, against its size and hash.
-        for p in set.patches.iter().filter(|p| p.operation != Op::Delete) {
+        // Then every content, against its size and hash (a session's own
+        // set was hashed as it was built, under the session lock; applying
+        // checks each content again as it reads it).
+        let contents = set
+            .patches
+            .iter()
+            .filter(|p| p.operation != Op::Delete && (self.session.is_none() || p.is_symlink()));
+        for p in contents {
             if p.is_symlink() {
                 let target = self.content(p)?;
                 if target.contains(&0) {
