@@ -3,8 +3,11 @@
     python3 agent_example.py SOCKET
 
 It negotiates a view by intent, reads and fixes a file through the mount,
-adds a file, delegates a read-only token for part of the view to a
-sub-agent, and prints a JSON report (the grant, the token, the patches).
+delegates a read-only token for part of the view to a sub-agent, and
+prints a JSON report (the grant, the token, the patches). It uses
+`WopfsClient`, the synchronous wrapper; an async agent written against the
+seed's interface uses `WopfsWorkspaceClient` (see wopfs_client.py and
+tests/python_seed_client.rs, which runs the seed's own example).
 """
 
 import json
