@@ -8,6 +8,7 @@
 pub mod audit;
 pub mod cli;
 pub mod controller;
+pub mod creds;
 pub mod error;
 pub mod fuse;
 pub mod grant;

@@ -63,6 +63,9 @@ fn start_server(env: &Env) -> Server {
             "serve",
             "--socket",
             socket.to_str().unwrap(),
+            // Widened on purpose: the agents run as other uids.
+            "--socket-mode",
+            "0666",
         ])
         .args([
             "--root",

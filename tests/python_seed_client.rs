@@ -329,6 +329,8 @@ fn start_server(env: &Env) -> Server {
         .arg("serve")
         .arg("--socket")
         .arg(&socket)
+        // Widened on purpose: the agent runs as another uid.
+        .args(["--socket-mode", "0666"])
         .arg("--root")
         .arg(&env.host)
         .arg("--policy")
@@ -399,8 +401,9 @@ fn project(env: &Env) {
     env.write("docs/payment.md", "payment and checkout notes\n");
     env.write("src/payments/.env", "PAYMENT_TOKEN=1\n");
     env.write("src/unrelated.py", "print('hello')\n");
-    // The agent reaches the tree only through its views.
-    fs::set_permissions(&env.host, fs::Permissions::from_mode(0o700)).unwrap();
+    // Readable by the agent's uid: the server grants a caller only what
+    // its own host permissions let it read (tests/serve_security.rs).
+    fs::set_permissions(&env.host, fs::Permissions::from_mode(0o755)).unwrap();
 }
 
 fn indent(text: &str, by: &str) -> String {

@@ -69,7 +69,9 @@ pub enum Command {
 }
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
-    let daemon = matches!(&cli.command, Command::Mount(m) if m.daemon);
+    // Daemons and the API server log at info: their logs are their record.
+    let daemon = matches!(&cli.command, Command::Mount(m) if m.daemon)
+        || matches!(&cli.command, Command::Serve(_));
     init_logging(daemon);
     // Located only by the commands that use it (search needs none).
     let state_path = || StateDir::locate(cli.state_dir.clone());

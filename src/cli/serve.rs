@@ -9,9 +9,21 @@ use crate::state::StateDir;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// The Unix socket to listen on.
+    /// The Unix socket to listen on (mode 0600, the server's owner only,
+    /// unless widened with --socket-mode / --socket-group). A lock beside
+    /// it (PATH.lock) keeps a second server off the same socket.
     #[arg(long, value_name = "PATH")]
     socket: PathBuf,
+    /// The socket's permission bits, in octal (e.g. 0660 with
+    /// --socket-group). Every call still acts with its caller's own host
+    /// permissions; this only says who may connect.
+    #[arg(long, value_name = "OCTAL", value_parser = serve::socket::parse_mode)]
+    socket_mode: Option<u32>,
+    /// Give the socket to this group (a name or a gid); without
+    /// --socket-mode the mode becomes 0660, so the group's members may
+    /// connect.
+    #[arg(long, value_name = "GROUP")]
+    socket_group: Option<String>,
     /// The host tree callers search and are granted views of.
     #[arg(long, value_name = "DIR")]
     root: PathBuf,
@@ -40,6 +52,18 @@ pub fn run(state: &StateDir, a: &Args) -> Result<()> {
         } else {
             None
         };
+    let socket_group = match &a.socket_group {
+        Some(g) => Some(
+            crate::creds::group_id(g)
+                .ok_or_else(|| Error::invalid(format!("--socket-group: unknown group {g:?}")))?,
+        ),
+        None => None,
+    };
+    let socket_mode = match (a.socket_mode, socket_group) {
+        (Some(m), _) => m,
+        (None, Some(_)) => 0o660,
+        (None, None) => serve::socket::DEFAULT_MODE,
+    };
     serve::serve(
         state,
         ServeOptions {
@@ -54,6 +78,8 @@ pub fn run(state: &StateDir, a: &Args) -> Result<()> {
                     .join("wopfs-views")
             }),
             signing_key,
+            socket_mode,
+            socket_group,
         },
     )
 }

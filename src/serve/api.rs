@@ -1,19 +1,25 @@
 //! The endpoints. Each is one WorkspaceOperation: the handler checks who
 //! the caller is and what they may touch, then runs the library call on a
-//! blocking thread.
+//! blocking thread. What reads the host tree for a caller (the search
+//! walk, a grant's resolution) runs with the caller's filesystem
+//! credentials ([`crate::creds::run_as`]); what writes the state dir runs
+//! as the server. Every number a caller sends is range-checked ([`Num`]):
+//! out of range is a 400 naming the field, never an overflow.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Path as UrlPath, State};
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{ApiError, Peer, Server};
+use super::{ApiError, GrantTag, Peer, Server};
 use crate::audit::{Audit, Event};
+use crate::creds::Creds;
 use crate::error::{Error, Result};
 use crate::grant::{FileType, Grant, GrantRequest};
 use crate::policy::Mode;
@@ -42,6 +48,50 @@ where
             )),
         }
     }
+}
+
+/// The longest `ttl_seconds` a caller may ask for: ten years.
+pub const MAX_TTL_SECONDS: u64 = 10 * 366 * 24 * 3600;
+/// The most results a search (`limit`) or a view (`max_files`) may ask for.
+pub const MAX_RESULTS: u64 = 1000;
+
+/// A number from a request. Any JSON number deserializes (a wrong shape,
+/// such as a string, is still a 422); the handler then checks its range,
+/// so an out-of-range value is a 400 that names the field.
+#[derive(Deserialize, Clone, Debug)]
+#[serde(transparent)]
+struct Num(serde_json::Number);
+
+/// `n` as a whole number in `min..=max`, else a 400 naming `field`.
+fn whole(field: &str, n: &Num, min: u64, max: u64) -> Result<u64> {
+    match n.0.as_u64() {
+        Some(v) if (min..=max).contains(&v) => Ok(v),
+        _ => Err(Error::invalid(format!(
+            "{field} must be a whole number from {min} to {max} (got {})",
+            n.0
+        ))),
+    }
+}
+
+fn whole_or(field: &str, n: &Option<Num>, default: u64, min: u64, max: u64) -> Result<u64> {
+    n.as_ref()
+        .map_or(Ok(default), |n| whole(field, n, min, max))
+}
+
+fn ttl(n: &Option<Num>) -> Result<Option<u64>> {
+    n.as_ref()
+        .map(|n| whole("ttl_seconds", n, 1, MAX_TTL_SECONDS))
+        .transpose()
+}
+
+/// A count already checked to be at most [`MAX_RESULTS`].
+fn count(field: &str, v: u64) -> Result<usize> {
+    usize::try_from(v).map_err(|_| Error::invalid(format!("{field} is too large")))
+}
+
+/// The caller's credentials: their uid and gid, and their groups.
+fn caller(peer: Peer) -> Creds {
+    Creds::for_user(peer.uid, peer.gid)
 }
 
 type Srv = State<Arc<Server>>;
@@ -126,7 +176,7 @@ fn owner_path(state: &StateDir, grant: &str) -> PathBuf {
 
 fn owner_of(state: &StateDir, grant: &str) -> Option<u32> {
     let v: Value = serde_json::from_slice(&std::fs::read(owner_path(state, grant)).ok()?).ok()?;
-    v["uid"].as_u64().map(|u| u as u32)
+    v["uid"].as_u64().and_then(|u| u32::try_from(u).ok())
 }
 
 /// The grant, if the caller owns it (or approves). Others get "unknown
@@ -156,12 +206,7 @@ struct SearchReq {
     query: String,
     #[serde(default)]
     types: Vec<String>,
-    #[serde(default = "twenty")]
-    limit: usize,
-}
-
-fn twenty() -> usize {
-    20
+    limit: Option<Num>,
 }
 
 async fn search(State(s): Srv, ConnectInfo(peer): Caller, Body(r): Body<SearchReq>) -> Reply {
@@ -172,18 +217,23 @@ async fn search(State(s): Srv, ConnectInfo(peer): Caller, Body(r): Body<SearchRe
             ));
         }
         let types = parse_types(&r.types)?;
+        let limit = count("limit", whole_or("limit", &r.limit, 20, 1, MAX_RESULTS)?)?;
         let q = crate::search::Query {
             text: &r.query,
             types: &types,
-            limit: r.limit.clamp(1, 1000),
+            limit,
         };
-        crate::search::search(&s.opts.root, &s.opts.policy, &[], &q)
+        // Only what the caller could read on the host is opened.
+        crate::creds::run_as(&caller(peer), || {
+            crate::search::search(&s.opts.root, &s.opts.policy, &[], &q)
+        })?
     })
     .await?;
     Ok(Json(json!(hits)))
 }
 
-fn make_grant(
+/// The grant request of request_access and open_view, checked.
+fn grant_request(
     s: &Server,
     peer: Peer,
     files: &[String],
@@ -191,14 +241,23 @@ fn make_grant(
     purpose: String,
     reason: String,
     ttl: Option<u64>,
-) -> Result<Grant> {
+) -> Result<GrantRequest> {
     if files.is_empty() {
         return Err(Error::invalid("request_access needs at least one file"));
     }
     for f in files {
         crate::paths::validate(f)?;
     }
-    let req = GrantRequest {
+    // A direct view's daemon writes the host tree with the server's
+    // privileges, not the caller's: only someone trusted to commit anything
+    // may have one.
+    if mode == Mode::ReadWriteDirect && !is_approver(s, peer) {
+        return Err(Error::policy(format!(
+            "uid {} may not request read_write_direct over the API: its writes reach the host with the server's privileges; only the policy's approver_uids may",
+            peer.uid
+        )));
+    }
+    Ok(GrantRequest {
         root: s.opts.root.clone(),
         allow: files
             .iter()
@@ -211,14 +270,65 @@ fn make_grant(
         reason: Some(reason),
         ttl: ttl.map(std::time::Duration::from_secs),
         max_files: None,
-    };
-    let grant = crate::grant::resolve(&req, &s.opts.policy)?;
+    })
+}
+
+/// Resolves `req` (run it with the caller's credentials: a file they
+/// cannot read is not granted); every file in `files` must be granted.
+fn resolve_files(s: &Server, req: &GrantRequest, files: &[String]) -> Result<Grant> {
+    let grant = keep_readable(crate::grant::resolve(req, &s.opts.policy)?)?;
     let granted: std::collections::BTreeSet<&str> =
         grant.files.iter().map(|f| f.path.as_str()).collect();
     if let Some(missing) = files.iter().find(|f| !granted.contains(f.as_str())) {
-        // Denied or absent: the same answer, so denied files stay invisible.
+        // Denied, unreadable or absent: the same answer, so what the
+        // caller may not see stays invisible.
         return Err(Error::invalid(format!("unknown path: {missing:?}")));
     }
+    Ok(grant)
+}
+
+/// Leaves out of `grant` every file the calling thread may not read (run
+/// it with the caller's credentials). The walk that resolved the grant
+/// lists directories and stats files, and a stat needs no read permission
+/// on the file: without this check a root-only file in a directory the
+/// caller may list would be granted, and the view's daemon, which runs as
+/// root, would serve it. `faccessat2(AT_EACCESS)` checks with the thread's
+/// own credentials (fsuid, fsgid, groups, ACLs) and touches nothing.
+fn keep_readable(mut grant: Grant) -> Result<Grant> {
+    use rayon::prelude::*;
+    use rustix::fs::{accessat, Access, AtFlags, OFlags};
+    let host = crate::host::HostRoot::open(&grant.root)
+        .map_err(|e| Error::io(format!("opening host tree {}", grant.root.display()), e))?;
+    let readable = |path: &str| -> bool {
+        let name = path.rsplit('/').next().unwrap_or(path);
+        host.open_at(crate::paths::parent(path), OFlags::PATH | OFlags::DIRECTORY)
+            .is_ok_and(|dir| {
+                accessat(
+                    &dir,
+                    name,
+                    Access::READ_OK,
+                    AtFlags::EACCESS | AtFlags::SYMLINK_NOFOLLOW,
+                )
+                .is_ok()
+            })
+    };
+    let keep: Vec<bool> = grant.files.par_iter().map(|f| readable(&f.path)).collect();
+    let mut keep = keep.into_iter();
+    grant.files.retain(|_| keep.next().unwrap_or(false));
+    grant.total_size_bytes = grant.files.iter().map(|f| f.size_bytes).sum();
+    if grant.files.is_empty() {
+        // The words of an absent file's answer: unreadable looks absent.
+        return Err(Error::invalid(format!(
+            "no file of {} matches the allow patterns ({}) outside the deny patterns",
+            grant.root.display(),
+            grant.allow_patterns.join(", ")
+        )));
+    }
+    Ok(grant)
+}
+
+/// Records a resolved grant as the caller's.
+fn store_grant(s: &Server, peer: Peer, grant: Grant) -> Result<Grant> {
     let st = state(s)?;
     let grant = st.create_grant(grant)?;
     crate::state::write_atomic(
@@ -226,6 +336,13 @@ fn make_grant(
         json!({"uid": peer.uid}).to_string().as_bytes(),
     )?;
     Ok(grant)
+}
+
+/// A JSON answer tagged with the grant it made, for the request log.
+fn with_grant(grant_id: &str, body: Value) -> Response {
+    let mut r = Json(body).into_response();
+    r.extensions_mut().insert(GrantTag(grant_id.to_string()));
+    r
 }
 
 #[derive(Deserialize)]
@@ -237,24 +354,27 @@ struct AccessReq {
     reason: String,
     #[serde(default)]
     purpose: String,
-    ttl_seconds: Option<u64>,
+    ttl_seconds: Option<Num>,
 }
 
 async fn request_access(
     State(s): Srv,
     ConnectInfo(peer): Caller,
     Body(r): Body<AccessReq>,
-) -> Reply {
+) -> std::result::Result<Response, ApiError> {
     let grant = operation(&s, peer, "request_access", None, move |s| {
+        let ttl = ttl(&r.ttl_seconds)?;
         let purpose = if r.purpose.is_empty() {
             r.reason.clone()
         } else {
             r.purpose
         };
-        make_grant(s, peer, &r.files, r.mode, purpose, r.reason, r.ttl_seconds)
+        let req = grant_request(s, peer, &r.files, r.mode, purpose, r.reason, ttl)?;
+        let grant = crate::creds::run_as(&caller(peer), || resolve_files(s, &req, &r.files))??;
+        store_grant(s, peer, grant)
     })
     .await?;
-    Ok(Json(json!(grant)))
+    Ok(with_grant(&grant.grant_id, json!(grant)))
 }
 
 #[derive(Deserialize)]
@@ -265,54 +385,62 @@ struct OpenViewReq {
     hints: Vec<String>,
     #[serde(default)]
     file_types: Vec<String>,
-    #[serde(default = "ten")]
-    max_files: usize,
+    max_files: Option<Num>,
     #[serde(default = "read_only")]
     mode: Mode,
     reason: Option<String>,
-    ttl_seconds: Option<u64>,
-}
-
-fn ten() -> usize {
-    10
+    ttl_seconds: Option<Num>,
 }
 
 fn read_only() -> Mode {
     Mode::ReadOnly
 }
 
-async fn open_view(State(s): Srv, ConnectInfo(peer): Caller, Body(r): Body<OpenViewReq>) -> Reply {
+async fn open_view(
+    State(s): Srv,
+    ConnectInfo(peer): Caller,
+    Body(r): Body<OpenViewReq>,
+) -> std::result::Result<Response, ApiError> {
     let out = operation(&s, peer, "open_view", None, move |s| {
         let types = parse_types(&r.file_types)?;
+        let max_files = count(
+            "max_files",
+            whole_or("max_files", &r.max_files, 10, 1, MAX_RESULTS)?,
+        )?;
+        let ttl = ttl(&r.ttl_seconds)?;
         let text = std::iter::once(r.purpose.as_str())
             .chain(r.hints.iter().map(String::as_str))
             .collect::<Vec<_>>()
             .join(" ");
-        let q = crate::search::Query {
-            text: &text,
-            types: &types,
-            limit: r.max_files.clamp(1, 1000),
-        };
-        let hits = crate::search::search(&s.opts.root, &s.opts.policy, &[], &q)?;
-        if hits.is_empty() {
-            return Err(Error::invalid("no file matches the purpose and hints"));
-        }
-        let files: Vec<String> = hits.iter().map(|h| h.path.clone()).collect();
         let reason = r.reason.clone().unwrap_or_else(|| r.purpose.clone());
-        let grant = make_grant(
-            s,
-            peer,
-            &files,
-            r.mode,
-            r.purpose.clone(),
-            reason,
-            r.ttl_seconds,
-        )?;
+        // Searched and resolved with the caller's host permissions.
+        let grant = crate::creds::run_as(&caller(peer), || -> Result<Grant> {
+            let q = crate::search::Query {
+                text: &text,
+                types: &types,
+                limit: max_files,
+            };
+            let hits = crate::search::search(&s.opts.root, &s.opts.policy, &[], &q)?;
+            if hits.is_empty() {
+                return Err(Error::invalid("no file matches the purpose and hints"));
+            }
+            let files: Vec<String> = hits.iter().map(|h| h.path.clone()).collect();
+            let req = grant_request(s, peer, &files, r.mode, r.purpose.clone(), reason, ttl)?;
+            resolve_files(s, &req, &files)
+        })??;
+        let grant = store_grant(s, peer, grant)?;
         let st = state(s)?;
         let mp = s.opts.views.join(&grant.grant_id);
+        let mut views = s.views.lock().unwrap_or_else(|e| e.into_inner());
+        if views.closing {
+            return Err(Error::invalid(
+                "the server is stopping: no view is mounted now",
+            ));
+        }
         std::fs::create_dir_all(&mp)
             .map_err(|e| Error::io(format!("creating {}", mp.display()), e))?;
-        // The caller may be another user: let them in, as the owner.
+        // The caller may be another user: let them in, as the owner. The
+        // view holds only files the caller could read on the host.
         let extra: Vec<String> = vec![
             "--allow-other".into(),
             "--uid".into(),
@@ -320,11 +448,18 @@ async fn open_view(State(s): Srv, ConnectInfo(peer): Caller, Body(r): Body<OpenV
             "--gid".into(),
             peer.gid.to_string(),
         ];
-        crate::mount::spawn_daemon(&st, &grant, &mp, &extra)?;
-        Ok(json!({"grant": grant, "mount_path": mp}))
+        if let Err(e) = crate::mount::spawn_daemon(&st, &grant, &mp, &extra) {
+            let _ = std::fs::remove_dir(&mp);
+            return Err(e);
+        }
+        views.mounted.insert(grant.grant_id.clone(), mp.clone());
+        Ok((
+            grant.grant_id.clone(),
+            json!({"grant": grant, "mount_path": mp}),
+        ))
     })
     .await?;
-    Ok(Json(out))
+    Ok(with_grant(&out.0, out.1))
 }
 
 async fn list_grants(State(s): Srv, ConnectInfo(peer): Caller) -> Reply {
@@ -359,12 +494,13 @@ struct DelegateReq {
     deny_patterns: Vec<String>,
     mode: Option<Mode>,
     outputs_prefix: Option<String>,
-    ttl_seconds: Option<u64>,
+    ttl_seconds: Option<Num>,
 }
 
 async fn delegate(State(s): Srv, ConnectInfo(peer): Caller, Body(r): Body<DelegateReq>) -> Reply {
     let id = r.grant_id.clone();
     let token = operation(&s, peer, "delegate", Some(id), move |s| {
+        let ttl_secs = ttl(&r.ttl_seconds)?;
         let (_st, grant) = owned_grant(s, peer, &r.grant_id)?;
         let key = s.opts.signing_key.as_ref().ok_or_else(|| {
             Error::policy("delegate needs a signing key: start wopfs serve with A2A_GRANT_SIGNING_KEY or --signing-key")
@@ -379,7 +515,7 @@ async fn delegate(State(s): Srv, ConnectInfo(peer): Caller, Body(r): Body<Delega
                 write_prefixes: vec![],
                 outputs_prefix: r.outputs_prefix,
                 mode: r.mode,
-                ttl_secs: r.ttl_seconds,
+                ttl_secs,
             },
         )?;
         crate::token::encode(key, &child)
@@ -399,7 +535,7 @@ fn claims_of(g: &Grant) -> Result<crate::token::Claims> {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0),
-        None => now + 24 * 3600,
+        None => now.saturating_add(24 * 3600),
     };
     Ok(crate::token::Claims {
         grant_id: g.grant_id.clone(),
@@ -450,6 +586,11 @@ struct CommitReq {
 
 /// Unmounts a view that open_view mounted, so no write races the commit.
 fn stop_view(s: &Server, st: &StateDir, grant: &str) -> Result<()> {
+    s.views
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .mounted
+        .remove(grant);
     let mp = s.opts.views.join(grant);
     if crate::mount::mountinfo::mount_at(&mp).is_some_and(|m| m.is_wopfs()) {
         crate::mount::umount_command(st, &mp, true)?;

@@ -5,11 +5,22 @@
 //! grant (or token) it acts under, and grants belong to the uid that
 //! requested them. Every call is one WorkspaceOperation in the audit log:
 //! `wopfs.api.<call>`, task state queued → running → completed | failed.
+//!
+//! Every call acts with the caller's host permissions: the search walk and
+//! a grant's resolution run on threads carrying the caller's filesystem
+//! credentials ([`crate::creds`]), so nothing the caller could not read on
+//! the host is searched, granted or mounted for them. The socket is 0600
+//! unless widened on purpose, and one server owns it ([`socket`]).
+//! Stopping the server unmounts the views it mounted.
 
 mod api;
+pub mod socket;
 
+use std::collections::BTreeMap;
+use std::future::IntoFuture;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::extract::connect_info::Connected;
 use axum::extract::DefaultBodyLimit;
@@ -36,12 +47,29 @@ pub struct ServeOptions {
     pub views: PathBuf,
     /// Signing key for delegate (tokens); without it delegate is refused.
     pub signing_key: Option<ed25519_dalek::SigningKey>,
+    /// The socket's permission bits ([`socket::DEFAULT_MODE`] unless widened).
+    pub socket_mode: u32,
+    /// The socket's group, when widened to one.
+    pub socket_group: Option<u32>,
 }
 
 pub struct Server {
     pub state_path: PathBuf,
     pub opts: ServeOptions,
+    /// The views this server mounted, unmounted when it stops.
+    pub views: Mutex<Views>,
 }
+
+#[derive(Default)]
+pub struct Views {
+    /// Set once the server is stopping: no view is mounted after it.
+    pub closing: bool,
+    /// grant id → mountpoint
+    pub mounted: BTreeMap<String, PathBuf>,
+}
+
+/// How long a stopping server waits for open connections to finish.
+const DRAIN: Duration = Duration::from_secs(10);
 
 /// The caller, from the socket's peer credentials.
 #[derive(Clone, Copy, Debug)]
@@ -78,55 +106,180 @@ impl From<Error> for ApiError {
             Error::Policy(_) => StatusCode::FORBIDDEN,
             Error::Invalid(m) if m.starts_with("unknown grant") => StatusCode::NOT_FOUND,
             Error::Invalid(_) => StatusCode::BAD_REQUEST,
+            // The caller's own host permissions refused it (the host tree
+            // itself, say): theirs to fix, not the server's failure.
+            Error::Io { source, .. } if source.kind() == std::io::ErrorKind::PermissionDenied => {
+                StatusCode::FORBIDDEN
+            }
             Error::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError(status, e.to_string())
     }
 }
 
+/// The error sentence of a refused request, for the request log.
+#[derive(Clone)]
+pub struct Refusal(pub String);
+
+/// The grant a request made, for the request log.
+#[derive(Clone)]
+pub struct GrantTag(pub String);
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0, Json(json!({"error": self.1}))).into_response()
+        let mut r = (self.0, Json(json!({"error": self.1}))).into_response();
+        r.extensions_mut().insert(Refusal(self.1));
+        r
     }
 }
 
-/// Serves until SIGINT/SIGTERM. The socket is created with mode 0666: who
-/// may do what is decided per call from the peer credentials.
+/// Logs every request once: the caller's uid and pid, the operation, the
+/// grant, the status and, for a refusal, its sentence. Never contents.
+async fn log_request(
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<Peer>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let op = format!("{} {}", req.method(), req.uri().path());
+    let path_grant = req
+        .uri()
+        .path()
+        .strip_prefix("/v1/grants/")
+        .and_then(|rest| rest.split('/').next())
+        .filter(|g| !g.is_empty())
+        .map(str::to_string);
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16();
+    let grant = resp
+        .extensions()
+        .get::<GrantTag>()
+        .map(|g| g.0.clone())
+        .or(path_grant)
+        .unwrap_or_default();
+    match resp.extensions().get::<Refusal>() {
+        None if resp.status().is_success() => {
+            tracing::info!(uid = peer.uid, pid = peer.pid, op, grant, status, "served")
+        }
+        refusal => tracing::warn!(
+            uid = peer.uid,
+            pid = peer.pid,
+            op,
+            grant,
+            status,
+            error = refusal.map(|r| r.0.as_str()).unwrap_or(""),
+            "refused"
+        ),
+    }
+    resp
+}
+
+/// Serves until SIGINT/SIGTERM, then unmounts the views it mounted and
+/// removes its socket. The socket is [`socket::DEFAULT_MODE`] (the owner
+/// only) unless `opts` widen it; who may do what is decided per call from
+/// the peer credentials.
 pub fn serve(state: &StateDir, opts: ServeOptions) -> Result<()> {
+    let (std_listener, sock) =
+        socket::Socket::bind(&opts.socket, opts.socket_mode, opts.socket_group)?;
+    if !opts.views.exists() {
+        // Traversable, not listable: other users cannot list the views.
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o711)
+            .create(&opts.views)
+            .ctx(|| format!("creating {}", opts.views.display()))?;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .ctx(|| "starting the async runtime")?;
-    let socket = opts.socket.clone();
-    std::fs::create_dir_all(&opts.views).ctx(|| format!("creating {}", opts.views.display()))?;
     let server = Arc::new(Server {
         state_path: state.path().to_path_buf(),
         opts,
+        views: Mutex::new(Views::default()),
     });
-    runtime.block_on(async move {
-        if socket.exists() {
-            // A stale socket from an earlier server (a live one holds a lock below).
-            let _ = std::fs::remove_file(&socket);
-        }
-        let listener = UnixListener::bind(&socket).ctx(|| format!("binding {}", socket.display()))?;
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let _ = std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666));
-        }
-        let app = api::router(server)
+    let socket_path = sock.path().to_path_buf();
+    std_listener
+        .set_nonblocking(true)
+        .ctx(|| format!("preparing {}", socket_path.display()))?;
+    let srv = server.clone();
+    let served = runtime.block_on(async move {
+        let listener = UnixListener::from_std(std_listener)
+            .ctx(|| format!("listening on {}", socket_path.display()))?;
+        let app = api::router(srv)
+            .layer(axum::middleware::from_fn(log_request))
             .layer(DefaultBodyLimit::max(MAX_BODY))
             .into_make_service_with_connect_info::<Peer>();
-        tracing::info!(socket = %socket.display(), "serving the wopfs API");
-        let shutdown = async {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+        tracing::info!(socket = %socket_path.display(), "serving the wopfs API");
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let mut task = tokio::spawn(
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = stop_rx.await;
+                })
+                .into_future(),
+        );
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let stopped = tokio::select! {
+            r = &mut task => Some(r),
+            _ = tokio::signal::ctrl_c() => None,
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => None,
+        };
+        let r = match stopped {
+            Some(r) => r,
+            None => {
+                tracing::info!("signal received; stopping");
+                let _ = stop_tx.send(());
+                match tokio::time::timeout(DRAIN, &mut task).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        tracing::warn!(
+                            "connections still open after {}s; stopping anyway",
+                            DRAIN.as_secs()
+                        );
+                        task.abort();
+                        Ok(Ok(()))
+                    }
+                }
             }
         };
-        let r = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
-        let _ = std::fs::remove_file(&socket);
-        r.ctx(|| "serving the API")
-    })
+        match r {
+            Ok(r) => r.ctx(|| "serving the API"),
+            Err(e) => Err(Error::io("serving the API", std::io::Error::other(e))),
+        }
+    });
+    stop_views(state, &server);
+    // Operations still running (past the drain) get a moment to finish.
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    drop(sock);
+    tracing::info!(socket = %server.opts.socket.display(), "stopped; socket removed");
+    served
+}
+
+/// Unmounts every view this server mounted (lazily if busy) and says so.
+fn stop_views(state: &StateDir, server: &Server) {
+    let mounted = {
+        let mut v = server.views.lock().unwrap_or_else(|e| e.into_inner());
+        v.closing = true;
+        std::mem::take(&mut v.mounted)
+    };
+    for (grant, mp) in mounted {
+        if !crate::mount::mountinfo::mount_at(&mp).is_some_and(|m| m.is_wopfs()) {
+            let _ = std::fs::remove_dir(&mp);
+            continue;
+        }
+        let r = crate::mount::umount_command(state, &mp, false)
+            .or_else(|_| crate::mount::umount_command(state, &mp, true));
+        match r {
+            Ok(()) => {
+                let _ = std::fs::remove_dir(&mp);
+                tracing::info!(grant, mountpoint = %mp.display(), "unmounted the view");
+            }
+            Err(e) => {
+                tracing::error!(grant, mountpoint = %mp.display(), error = %e, "cannot unmount the view")
+            }
+        }
+    }
 }
