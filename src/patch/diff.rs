@@ -964,16 +964,13 @@ mod tests {
 
     fn diffs_of(host: &std::path::Path, mut patches: Vec<WorkspacePatch>) -> Vec<FileDiff> {
         patches.sort_by(|a, b| a.path.cmp(&b.path));
-        let loaded = Loaded {
-            set: PatchSet {
-                format: FORMAT.into(),
-                grant_id: "g-test".into(),
-                root: host.to_path_buf(),
-                created_at: "2024-01-01T00:00:00Z".into(),
-                patches,
-            },
-            blobs: None,
-        };
+        let loaded = Loaded::in_memory(PatchSet {
+            format: FORMAT.into(),
+            grant_id: "g-test".into(),
+            root: host.to_path_buf(),
+            created_at: "2024-01-01T00:00:00Z".into(),
+            patches,
+        });
         let root = HostRoot::open(host).unwrap();
         file_diffs(&loaded, &root).unwrap()
     }

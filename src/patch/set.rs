@@ -494,6 +494,17 @@ fn open_blob_dir(dir: &OwnedFd, json: &Path, blobs: &Path) -> Result<Option<Owne
 }
 
 impl Loaded {
+    /// A set held in memory with inline contents only (unit tests).
+    #[cfg(test)]
+    pub(crate) fn in_memory(set: PatchSet) -> Loaded {
+        Loaded {
+            set,
+            blobs: None,
+            blob_dir: None,
+            limit: AtomicU64::new(u64::MAX),
+        }
+    }
+
     /// The blob hash of a create or update, in its one valid form.
     fn blob_of<'a>(&self, p: &'a WorkspacePatch) -> Result<&'a str> {
         let blob = p.blob.as_deref().ok_or_else(|| {
