@@ -439,3 +439,36 @@ fn set_id_bits_are_never_committed() {
         assert_eq!(mode, 0o755, "{f} committed with mode {mode:o}");
     }
 }
+
+/// A directory (with a subdirectory) that becomes a file, and a file that
+/// becomes a directory, are committed as such.
+#[test]
+fn type_changes_between_file_and_directory_are_committed() {
+    let env = Env::new();
+    env.write("olddir/a.txt", "a\n");
+    env.write("olddir/inner/b.txt", "b\n");
+    env.write("notes", "a file for now\n");
+    env.write("keep.txt", "kept\n");
+    let g = env.grant(&["--mode", "read_write_overlay"]);
+    let m = env.mount(&g, &env.mountpoint("mnt"), &[]);
+    fs::remove_dir_all(m.path("olddir")).unwrap();
+    fs::write(m.path("olddir"), "a file now\n").unwrap();
+    fs::remove_file(m.path("notes")).unwrap();
+    fs::create_dir(m.path("notes")).unwrap();
+    fs::write(m.path("notes/x.txt"), "a directory now\n").unwrap();
+    drop(m);
+    env.ok(&["commit", &g, "--yes"]);
+    assert_eq!(
+        list_tree(&env.host),
+        ["keep.txt", "notes", "notes/x.txt", "olddir"]
+    );
+    assert_eq!(
+        fs::read_to_string(env.host.join("olddir")).unwrap(),
+        "a file now\n"
+    );
+    assert_eq!(
+        fs::read_to_string(env.host.join("notes/x.txt")).unwrap(),
+        "a directory now\n"
+    );
+    env.ok(&["audit", "--verify"]);
+}

@@ -715,6 +715,13 @@ pub fn apply(
     // Replacements, each checked at the moment it happens.
     test_hook("BEFORE_REPLACE");
     for (p, step) in patches.iter().zip(&journal.steps) {
+        // Deleted files were moved aside above; their directory may be gone
+        // (a directory that became a file), so it is not opened.
+        if p.operation == Op::Delete {
+            fault_point(&mut done)?;
+            progress(p);
+            continue;
+        }
         let (dir, name) = split(&p.path);
         let tmp = split(&step.tmp).1;
         let dfd = dirs.get(dir)?;
@@ -749,7 +756,7 @@ pub fn apply(
                     return Err(conflict(&p.path, p.base.as_deref(), found));
                 }
             }
-            Op::Delete => {} // moved aside above
+            Op::Delete => {} // handled above
         }
         fault_point(&mut done)?;
         progress(p);
