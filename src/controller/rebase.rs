@@ -138,13 +138,27 @@ pub fn install(state: &StateDir, grant_id: &str) -> Result<()> {
     }
     let overlay = session.join("overlay");
     let _ = std::fs::remove_dir_all(session.join("staging"));
-    // The grant first: a crash between the two leaves a journal that still
-    // replays (puts and dels of paths the new grant also has), and the
-    // staged journal is installed on the next try anyway.
-    state.update_grant(&new_grant)?;
     if drops.whole {
-        let _ = std::fs::remove_dir_all(&overlay);
+        // The overlay goes before the grant changes: the old grant without
+        // an overlay is a session with nothing pending, while the new grant
+        // with the old journal does not replay (its dels of the deleted
+        // paths name no node), so `status` and the `commit` that would
+        // recover it would fail. One rename releases the overlay whole.
+        let dropped = session.join("overlay.dropped");
+        let _ = std::fs::remove_dir_all(&dropped);
+        match std::fs::rename(&overlay, &dropped) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("releasing the committed overlay", e)),
+        }
+        let _ = std::fs::remove_dir_all(&dropped);
+        state.update_grant(&new_grant)?;
     } else {
+        // The grant first. A crash between the two leaves the old journal
+        // against the new grant, which may not replay (a del of a deleted
+        // path): until `wopfs recover` installs the staged journal, a
+        // `status` of the session fails.
+        state.update_grant(&new_grant)?;
         let text =
             std::fs::read(stage.join("journal.jsonl")).ctx(|| "reading the staged journal")?;
         crate::state::write_atomic(&overlay.join("journal.jsonl"), &text)?;
