@@ -472,3 +472,75 @@ fn type_changes_between_file_and_directory_are_committed() {
     );
     env.ok(&["audit", "--verify"]);
 }
+
+/// Every commit `start` in the audit log is closed by exactly one
+/// `complete` or `failure` with its id.
+fn assert_commits_closed(env: &Env, g: &str) {
+    env.ok(&["audit", "--verify"]);
+    let recs: Vec<serde_json::Value> =
+        serde_json::from_str(&env.ok(&["audit", g, "--json"])).unwrap();
+    let commits: Vec<(&str, Option<&str>)> = recs
+        .iter()
+        .filter(|r| r["operationType"] == "wopfs.patch.commit")
+        .map(|r| {
+            (
+                r["event"].as_str().unwrap(),
+                r["details"]["commit"].as_str(),
+            )
+        })
+        .collect();
+    for (i, (ev, id)) in commits.iter().enumerate() {
+        if *ev == "start" {
+            let closes = commits[i + 1..]
+                .iter()
+                .filter(|(e, c)| (*e == "complete" || *e == "failure") && c == id)
+                .count();
+            assert_eq!(
+                closes, 1,
+                "commit {id:?} closed {closes} times: {commits:?}"
+            );
+        }
+    }
+}
+
+/// A file that becomes a directory, killed right after the plan is saved
+/// (the file not yet moved aside, the directory not made): the recovery
+/// leaves the host exactly as before, and the commit then succeeds.
+#[test]
+#[cfg_attr(
+    not(feature = "fault-injection"),
+    ignore = "needs the test switches: cargo test --features fault-injection"
+)]
+fn a_file_becoming_a_directory_rolls_back_before_it_moved() {
+    let env = Env::new();
+    env.write("notes", "a file for now\n");
+    env.write("keep.txt", "kept\n");
+    let g = env.grant(&["--mode", "read_write_overlay"]);
+    let m = env.mount(&g, &env.mountpoint("mnt"), &[]);
+    fs::remove_file(m.path("notes")).unwrap();
+    fs::create_dir(m.path("notes")).unwrap();
+    fs::write(m.path("notes/x.txt"), "a directory now\n").unwrap();
+    drop(m);
+    let before = tree_digest(&env.host);
+    let out = Command::new(BIN)
+        .args([
+            "--state-dir",
+            env.state.to_str().unwrap(),
+            "commit",
+            &g,
+            "--yes",
+        ])
+        .env("WOPFS_TEST_FAULT_AFTER", "1")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(86),
+        "the commit did not stop at the fault"
+    );
+    env.ok(&["recover", &g]);
+    assert_eq!(tree_digest(&env.host), before);
+    env.ok(&["commit", &g, "--yes"]);
+    assert_eq!(list_tree(&env.host), ["keep.txt", "notes", "notes/x.txt"]);
+    assert_commits_closed(&env, &g);
+}

@@ -809,7 +809,9 @@ pub fn roll_back(host: &HostRoot, j: &Journal) -> Result<()> {
     for d in j.dirs.iter().rev() {
         match host.remove(d, true) {
             Ok(()) => {}
-            Err(e) if errno(&e) == libc::ENOENT => {}
+            // Never made: nothing there, or still the file this directory
+            // was to replace (killed before that file was moved aside).
+            Err(e) if errno(&e) == libc::ENOENT || errno(&e) == libc::ENOTDIR => {}
             Err(e) => stuck.push(format!("{d} ({e})")),
         }
     }
