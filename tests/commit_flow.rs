@@ -503,6 +503,32 @@ fn assert_commits_closed(env: &Env, g: &str) {
     }
 }
 
+/// A commit refused while planning (a directory that cannot become a
+/// file: it holds a file the grant does not show) is closed in the audit
+/// log, and writes nothing.
+#[test]
+fn a_commit_refused_while_planning_is_closed_in_the_audit_log() {
+    let env = Env::new();
+    env.write("olddir/a.txt", "a\n");
+    env.write("olddir/.env", "SECRET=1\n");
+    let g = env.grant(&["--mode", "read_write_overlay"]);
+    let m = env.mount(&g, &env.mountpoint("mnt"), &[]);
+    fs::remove_dir_all(m.path("olddir")).unwrap();
+    fs::write(m.path("olddir"), "a file now\n").unwrap();
+    drop(m);
+    let before = tree_digest(&env.host);
+    let err = env.fails(&["commit", &g, "--yes"]);
+    assert!(err.contains("cannot become a file"), "{err}");
+    assert_eq!(tree_digest(&env.host), before);
+    assert!(!env
+        .state
+        .join("sessions")
+        .join(&g)
+        .join("commit.json")
+        .exists());
+    assert_commits_closed(&env, &g);
+}
+
 /// A file that becomes a directory, killed right after the plan is saved
 /// (the file not yet moved aside, the directory not made): the recovery
 /// leaves the host exactly as before, and the commit then succeeds.
