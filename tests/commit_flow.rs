@@ -570,3 +570,59 @@ fn a_file_becoming_a_directory_rolls_back_before_it_moved() {
     assert_eq!(list_tree(&env.host), ["keep.txt", "notes", "notes/x.txt"]);
     assert_commits_closed(&env, &g);
 }
+
+/// A commit killed after it marked the session committed, with its
+/// journal still there: the next `commit` finishes it (journal removed,
+/// audit closed) before refusing the ended session.
+#[test]
+#[cfg_attr(
+    not(feature = "fault-injection"),
+    ignore = "needs the test switches: cargo test --features fault-injection"
+)]
+fn a_commit_killed_after_setting_the_phase_is_finished_by_the_next_commit() {
+    let env = Env::new();
+    env.write("a.txt", "old\n");
+    let g = env.grant(&["--mode", "read_write_overlay"]);
+    let m = env.mount(&g, &env.mountpoint("mnt"), &[]);
+    fs::write(m.path("a.txt"), "new\n").unwrap();
+    drop(m);
+    // One update has six fault points; the sixth is just past the commit
+    // point (the journal says done).
+    let out = Command::new(BIN)
+        .args([
+            "--state-dir",
+            env.state.to_str().unwrap(),
+            "commit",
+            &g,
+            "--yes",
+        ])
+        .env("WOPFS_TEST_FAULT_AFTER", "6")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(86),
+        "the commit did not stop at the fault"
+    );
+    let session = env.state.join("sessions").join(&g);
+    let journal: serde_json::Value =
+        serde_json::from_slice(&fs::read(session.join("commit.json")).unwrap()).unwrap();
+    assert_eq!(journal["phase"], "done");
+    // What the finish leaves when killed right after it set the phase.
+    fs::write(session.join("session.json"), r#"{"phase":"committed"}"#).unwrap();
+    let err = env.fails(&["commit", &g, "--yes"]);
+    assert!(err.contains("already been committed"), "{err}");
+    assert!(
+        !session.join("commit.json").exists(),
+        "the journal was left"
+    );
+    assert_eq!(fs::read_to_string(env.host.join("a.txt")).unwrap(), "new\n");
+    assert_commits_closed(&env, &g);
+    let recs: Vec<serde_json::Value> =
+        serde_json::from_str(&env.ok(&["audit", &g, "--json"])).unwrap();
+    assert!(
+        recs.iter()
+            .any(|r| r["operationType"] == "wopfs.patch.commit" && r["event"] == "complete"),
+        "no complete commit in the audit log: {recs:?}"
+    );
+}

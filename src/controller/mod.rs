@@ -335,14 +335,19 @@ pub fn commit(state: &StateDir, grant: &Grant, mut opts: CommitOptions) -> Resul
         .approver
         .clone()
         .unwrap_or_else(crate::audit::current_actor);
-    SessionState::load(&session_dir)?.check_not_ended(&grant.grant_id, "commit")?;
+    // With an interrupted commit, the check waits for its recovery below:
+    // one killed after it set the phase still has its journal (and maybe
+    // its audit event) to finish, and refusing here would leave them.
+    if !apply::journal_path(&session_dir).exists() {
+        SessionState::load(&session_dir)?.check_not_ended(&grant.grant_id, "commit")?;
+    }
     ensure_unmounted(state, grant)?;
     let _lock = session::lock(&session_dir, true, &grant.grant_id)?;
     let host = HostRoot::open(&grant.root).ctx(|| format!("host tree {}", grant.root.display()))?;
-    if recover_locked(state, grant, &host)?.is_some() {
-        // The interrupted commit may have ended the session.
-        SessionState::load(&session_dir)?.check_not_ended(&grant.grant_id, "commit")?;
-    }
+    // Checked again under the lock: an interrupted commit recovered just
+    // now (here or by a concurrent recover) may have ended the session.
+    recover_locked(state, grant, &host)?;
+    SessionState::load(&session_dir)?.check_not_ended(&grant.grant_id, "commit")?;
 
     let loaded = patch_set(state, grant, opts.from.as_deref())?;
     loaded.validate(grant)?;
@@ -526,7 +531,10 @@ fn refuse_conflicts(audit: &Audit, grant: &Grant, approver: &str, conflicts: &[C
 /// `wopfs reject`: discards the overlay, keeps the record and the reason.
 pub fn reject(state: &StateDir, grant: &Grant, reason: &str) -> Result<()> {
     let session_dir = state.session_dir(&grant.grant_id);
-    SessionState::load(&session_dir)?.check_not_ended(&grant.grant_id, "reject")?;
+    // As in `commit`: an interrupted commit is recovered before the check.
+    if !apply::journal_path(&session_dir).exists() {
+        SessionState::load(&session_dir)?.check_not_ended(&grant.grant_id, "reject")?;
+    }
     if reason.trim().is_empty() {
         return Err(Error::invalid(
             "--reason must say why the changes are rejected",
@@ -535,9 +543,10 @@ pub fn reject(state: &StateDir, grant: &Grant, reason: &str) -> Result<()> {
     ensure_unmounted(state, grant)?;
     let _lock = session::lock(&session_dir, true, &grant.grant_id)?;
     let host = HostRoot::open(&grant.root).ctx(|| format!("host tree {}", grant.root.display()))?;
-    if recover_locked(state, grant, &host)?.is_some() {
-        SessionState::load(&session_dir)?.check_not_ended(&grant.grant_id, "reject")?;
-    }
+    // Checked again under the lock: an interrupted commit recovered just
+    // now (here or by a concurrent recover) may have ended the session.
+    recover_locked(state, grant, &host)?;
+    SessionState::load(&session_dir)?.check_not_ended(&grant.grant_id, "reject")?;
     let actor = crate::audit::current_actor();
     let _ = std::fs::remove_dir_all(session_dir.join("overlay"));
     let _ = std::fs::remove_dir_all(session_dir.join("staging"));
