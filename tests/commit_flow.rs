@@ -439,3 +439,190 @@ fn set_id_bits_are_never_committed() {
         assert_eq!(mode, 0o755, "{f} committed with mode {mode:o}");
     }
 }
+
+/// A directory (with a subdirectory) that becomes a file, and a file that
+/// becomes a directory, are committed as such.
+#[test]
+fn type_changes_between_file_and_directory_are_committed() {
+    let env = Env::new();
+    env.write("olddir/a.txt", "a\n");
+    env.write("olddir/inner/b.txt", "b\n");
+    env.write("notes", "a file for now\n");
+    env.write("keep.txt", "kept\n");
+    let g = env.grant(&["--mode", "read_write_overlay"]);
+    let m = env.mount(&g, &env.mountpoint("mnt"), &[]);
+    fs::remove_dir_all(m.path("olddir")).unwrap();
+    fs::write(m.path("olddir"), "a file now\n").unwrap();
+    fs::remove_file(m.path("notes")).unwrap();
+    fs::create_dir(m.path("notes")).unwrap();
+    fs::write(m.path("notes/x.txt"), "a directory now\n").unwrap();
+    drop(m);
+    env.ok(&["commit", &g, "--yes"]);
+    assert_eq!(
+        list_tree(&env.host),
+        ["keep.txt", "notes", "notes/x.txt", "olddir"]
+    );
+    assert_eq!(
+        fs::read_to_string(env.host.join("olddir")).unwrap(),
+        "a file now\n"
+    );
+    assert_eq!(
+        fs::read_to_string(env.host.join("notes/x.txt")).unwrap(),
+        "a directory now\n"
+    );
+    env.ok(&["audit", "--verify"]);
+}
+
+/// Every commit `start` in the audit log is closed by exactly one
+/// `complete` or `failure` with its id.
+fn assert_commits_closed(env: &Env, g: &str) {
+    env.ok(&["audit", "--verify"]);
+    let recs: Vec<serde_json::Value> =
+        serde_json::from_str(&env.ok(&["audit", g, "--json"])).unwrap();
+    let commits: Vec<(&str, Option<&str>)> = recs
+        .iter()
+        .filter(|r| r["operationType"] == "wopfs.patch.commit")
+        .map(|r| {
+            (
+                r["event"].as_str().unwrap(),
+                r["details"]["commit"].as_str(),
+            )
+        })
+        .collect();
+    for (i, (ev, id)) in commits.iter().enumerate() {
+        if *ev == "start" {
+            let closes = commits[i + 1..]
+                .iter()
+                .filter(|(e, c)| (*e == "complete" || *e == "failure") && c == id)
+                .count();
+            assert_eq!(
+                closes, 1,
+                "commit {id:?} closed {closes} times: {commits:?}"
+            );
+        }
+    }
+}
+
+/// A commit refused while planning (a directory that cannot become a
+/// file: it holds a file the grant does not show) is closed in the audit
+/// log, and writes nothing.
+#[test]
+fn a_commit_refused_while_planning_is_closed_in_the_audit_log() {
+    let env = Env::new();
+    env.write("olddir/a.txt", "a\n");
+    env.write("olddir/.env", "SECRET=1\n");
+    let g = env.grant(&["--mode", "read_write_overlay"]);
+    let m = env.mount(&g, &env.mountpoint("mnt"), &[]);
+    fs::remove_dir_all(m.path("olddir")).unwrap();
+    fs::write(m.path("olddir"), "a file now\n").unwrap();
+    drop(m);
+    let before = tree_digest(&env.host);
+    let err = env.fails(&["commit", &g, "--yes"]);
+    assert!(err.contains("cannot become a file"), "{err}");
+    assert_eq!(tree_digest(&env.host), before);
+    assert!(!env
+        .state
+        .join("sessions")
+        .join(&g)
+        .join("commit.json")
+        .exists());
+    assert_commits_closed(&env, &g);
+}
+
+/// A file that becomes a directory, killed right after the plan is saved
+/// (the file not yet moved aside, the directory not made): the recovery
+/// leaves the host exactly as before, and the commit then succeeds.
+#[test]
+#[cfg_attr(
+    not(feature = "fault-injection"),
+    ignore = "needs the test switches: cargo test --features fault-injection"
+)]
+fn a_file_becoming_a_directory_rolls_back_before_it_moved() {
+    let env = Env::new();
+    env.write("notes", "a file for now\n");
+    env.write("keep.txt", "kept\n");
+    let g = env.grant(&["--mode", "read_write_overlay"]);
+    let m = env.mount(&g, &env.mountpoint("mnt"), &[]);
+    fs::remove_file(m.path("notes")).unwrap();
+    fs::create_dir(m.path("notes")).unwrap();
+    fs::write(m.path("notes/x.txt"), "a directory now\n").unwrap();
+    drop(m);
+    let before = tree_digest(&env.host);
+    let out = Command::new(BIN)
+        .args([
+            "--state-dir",
+            env.state.to_str().unwrap(),
+            "commit",
+            &g,
+            "--yes",
+        ])
+        .env("WOPFS_TEST_FAULT_AFTER", "1")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(86),
+        "the commit did not stop at the fault"
+    );
+    env.ok(&["recover", &g]);
+    assert_eq!(tree_digest(&env.host), before);
+    env.ok(&["commit", &g, "--yes"]);
+    assert_eq!(list_tree(&env.host), ["keep.txt", "notes", "notes/x.txt"]);
+    assert_commits_closed(&env, &g);
+}
+
+/// A commit killed after it marked the session committed, with its
+/// journal still there: the next `commit` finishes it (journal removed,
+/// audit closed) before refusing the ended session.
+#[test]
+#[cfg_attr(
+    not(feature = "fault-injection"),
+    ignore = "needs the test switches: cargo test --features fault-injection"
+)]
+fn a_commit_killed_after_setting_the_phase_is_finished_by_the_next_commit() {
+    let env = Env::new();
+    env.write("a.txt", "old\n");
+    let g = env.grant(&["--mode", "read_write_overlay"]);
+    let m = env.mount(&g, &env.mountpoint("mnt"), &[]);
+    fs::write(m.path("a.txt"), "new\n").unwrap();
+    drop(m);
+    // One update has six fault points; the sixth is just past the commit
+    // point (the journal says done).
+    let out = Command::new(BIN)
+        .args([
+            "--state-dir",
+            env.state.to_str().unwrap(),
+            "commit",
+            &g,
+            "--yes",
+        ])
+        .env("WOPFS_TEST_FAULT_AFTER", "6")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(86),
+        "the commit did not stop at the fault"
+    );
+    let session = env.state.join("sessions").join(&g);
+    let journal: serde_json::Value =
+        serde_json::from_slice(&fs::read(session.join("commit.json")).unwrap()).unwrap();
+    assert_eq!(journal["phase"], "done");
+    // What the finish leaves when killed right after it set the phase.
+    fs::write(session.join("session.json"), r#"{"phase":"committed"}"#).unwrap();
+    let err = env.fails(&["commit", &g, "--yes"]);
+    assert!(err.contains("already been committed"), "{err}");
+    assert!(
+        !session.join("commit.json").exists(),
+        "the journal was left"
+    );
+    assert_eq!(fs::read_to_string(env.host.join("a.txt")).unwrap(), "new\n");
+    assert_commits_closed(&env, &g);
+    let recs: Vec<serde_json::Value> =
+        serde_json::from_str(&env.ok(&["audit", &g, "--json"])).unwrap();
+    assert!(
+        recs.iter()
+            .any(|r| r["operationType"] == "wopfs.patch.commit" && r["event"] == "complete"),
+        "no complete commit in the audit log: {recs:?}"
+    );
+}

@@ -1,6 +1,9 @@
 //! Applying a checked patch set to the host tree, atomically per set, with
 //! the conflict check held up to the moment each path is replaced.
 //!
+//! 0. Before the controller logs the commit's `start`, it writes the
+//!    journal with nothing planned (`Journal::begin`), so a commit stopped
+//!    at any later instant is found and closed in the audit log.
 //! 1. The commit journal (`STATE/sessions/g-…/commit.json`) is written with
 //!    every step planned: temp names beside each target, backup names for
 //!    deleted files, the directories made and removed, the times of every
@@ -104,6 +107,22 @@ pub struct Journal {
     /// What the controller finishes after the commit point.
     #[serde(default)]
     pub after: serde_json::Value,
+}
+
+impl Journal {
+    /// The journal of a commit about to start: nothing planned yet, so a
+    /// rollback of it changes nothing on the host.
+    pub fn begin(id: &str, after: serde_json::Value) -> Journal {
+        Journal {
+            id: id.to_string(),
+            phase: Phase::Prepared,
+            steps: Vec::new(),
+            dirs: Vec::new(),
+            removed_dirs: Vec::new(),
+            dir_times: Vec::new(),
+            after,
+        }
+    }
 }
 
 /// Why an apply stopped. A conflict is the host changing under the commit.

@@ -195,10 +195,17 @@ struct After {
 /// Whether the audit log already closes commit `id` (a recovery must not
 /// close it twice).
 fn audit_closed(audit: &Audit, grant_id: &str, id: &str) -> bool {
+    audit_has(audit, grant_id, id, |e| {
+        matches!(e, Event::Complete | Event::Failure)
+    })
+}
+
+/// Whether the audit log holds a commit `id` event of this kind.
+fn audit_has(audit: &Audit, grant_id: &str, id: &str, kind: impl Fn(Event) -> bool) -> bool {
     audit.records(Some(grant_id)).is_ok_and(|recs| {
         recs.iter().any(|r| {
             r.operation_type == "wopfs.patch.commit"
-                && matches!(r.event, Event::Complete | Event::Failure)
+                && kind(r.event)
                 && r.details.get("commit").and_then(|c| c.as_str()) == Some(id)
         })
     })
@@ -267,7 +274,10 @@ fn undo(
         .map(|a| a.approver)
         .unwrap_or_else(|_| crate::audit::current_actor());
     let audit = Audit::new(state.path());
-    if !audit_closed(&audit, grant_id, &j.id) {
+    // A commit killed before its start reached the log left only its
+    // first journal: nothing was written, and there is nothing to close.
+    let started = audit_has(&audit, grant_id, &j.id, |e| e == Event::Start);
+    if started && !audit_closed(&audit, grant_id, &j.id) {
         let mut details = why;
         details["commit"] = json!(j.id);
         details["rolled_back"] = json!(rolled.is_ok());
@@ -421,6 +431,10 @@ pub fn commit(state: &StateDir, grant: &Grant, mut opts: CommitOptions) -> Resul
         skipped: outcome.skipped.len(),
     };
     let after = serde_json::to_value(&after).map_err(|e| Error::invalid(e.to_string()))?;
+    // The journal exists before the start is logged, so whatever stops the
+    // commit from here on (an error, a kill) is closed in the audit log by
+    // the rollback or the recovery that finds it.
+    apply::save(&session_dir, &apply::Journal::begin(&id, after.clone()))?;
     audit.append(
         "wopfs.patch.commit",
         Some(&grant.grant_id),

@@ -135,7 +135,16 @@ pub fn install(state: &StateDir, grant_id: &str) -> Result<()> {
     let overlay = session.join("overlay");
     let _ = std::fs::remove_dir_all(session.join("staging"));
     if drops.whole {
-        let _ = std::fs::remove_dir_all(&overlay);
+        // One rename releases the overlay whole: a crash while it is being
+        // removed never leaves a half overlay that would not replay.
+        let dropped = session.join("overlay.dropped");
+        let _ = std::fs::remove_dir_all(&dropped);
+        match std::fs::rename(&overlay, &dropped) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("releasing the committed overlay", e)),
+        }
+        let _ = std::fs::remove_dir_all(&dropped);
     } else {
         let grant_json =
             std::fs::read(stage.join("grant.json")).ctx(|| "reading the staged grant")?;
