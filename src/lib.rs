@@ -6,6 +6,8 @@
 //! mountpoint. See ARCHITECTURE.md for the map.
 
 pub mod audit;
+pub mod bucket;
+pub mod chain;
 pub mod cli;
 pub mod controller;
 pub mod creds;

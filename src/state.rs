@@ -9,6 +9,8 @@
 //! STATE/sessions/g-…/grant.mac   blake3 keyed hash of grant.json
 //! STATE/sessions/g-…/mount.json  {pid, mountpoint} while a daemon serves it
 //! STATE/sessions/g-…/daemon.log  the mount daemon's log
+//! STATE/buckets.toml             bucket names of host trees (`crate::bucket`)
+//! STATE/tokens/…                 claims of known grant tokens (`crate::chain`)
 //! ```
 
 use std::fs::{self, OpenOptions};
@@ -109,6 +111,12 @@ impl StateDir {
             }
             Err(e) => Err(Error::io(format!("reading {}", path.display()), e)),
         }
+    }
+
+    /// A keyed hash of `data` under the state dir's key, for records kept
+    /// beside the grants (callers put a domain of their own in `data`).
+    pub fn mac(&self, data: &[u8]) -> Result<blake3::Hash> {
+        Ok(blake3::keyed_hash(&self.key()?, data))
     }
 
     /// Records a new grant, giving it a fresh id.

@@ -16,10 +16,13 @@
 //! also be a 64-byte keypair), or PEM (PKCS#8 private key, SPKI public key).
 //! Without a verifying key, the signing key's public half verifies.
 //!
-//! Delegation ([`delegate`]) only narrows: same bucket, bounded depth, a
-//! mode no higher, allow patterns covered by the parent's, write prefixes
-//! within the parent's (inherited when none are asked for), the parent's
-//! deny patterns kept, and an expiry no later than the parent's.
+//! Delegation ([`delegate`]) only narrows, and [`check_narrows`] is the one
+//! rule, applied when a token is delegated and again, link by link, to the
+//! whole chain of a delegated token before it is mounted ([`check_chain`]):
+//! same bucket, the next depth within the parent's maximum, a mode no
+//! higher, allow patterns covered by the parent's, every deny pattern of the
+//! parent kept, a write scope within the parent's (see [`check_narrows`]),
+//! and an expiry no later than the parent's.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -120,10 +123,16 @@ impl Claims {
         unix_now() >= self.expires_at
     }
 
+    /// Every write prefix in force (`outputs_prefix` included), in the a2a
+    /// normal form (`dir/`).
+    pub fn effective_write_prefixes(&self) -> Vec<String> {
+        normalize_write_prefixes(self.outputs_prefix.as_deref(), &self.write_prefixes)
+    }
+
     /// The write prefixes without their trailing slash, as `wopfs grant`
     /// takes them.
     pub fn write_dirs(&self) -> Vec<String> {
-        normalize_write_prefixes(self.outputs_prefix.as_deref(), &self.write_prefixes)
+        self.effective_write_prefixes()
             .iter()
             .map(|p| p.trim_end_matches('/').to_string())
             .collect()
@@ -567,8 +576,262 @@ fn list(items: &[String]) -> String {
     }
 }
 
+/// A literal path as a glob matching exactly it (metacharacters escaped),
+/// so a write prefix such as `[ab]` is never read as a character class.
+fn escape_glob(literal: &str) -> String {
+    let mut out = String::with_capacity(literal.len());
+    for ch in literal.chars() {
+        if matches!(ch, '*' | '?' | '[' | ']' | '{' | '}' | '\\') {
+            out.push('\\');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+/// A write prefix `dir/` in normal form: a relative path without empty,
+/// `.` or `..` segments (so `src/out/../../.github` cannot pass for a
+/// prefix beneath `src/out`).
+fn check_prefix(prefix: &str) -> Result<()> {
+    crate::paths::validate(prefix.trim_end_matches('/'))
+        .map_err(|e| Error::policy(format!("write prefix {prefix} is invalid: {e}")))
+}
+
+/// An allow pattern of a delegated token must not hide a climb out of a
+/// directory behind `.` or `..` segments (`src/../.github/**`).
+fn check_pattern_segments(pattern: &str) -> Result<()> {
+    let p = normalize_pattern(pattern);
+    if p.split('/')
+        .any(|seg| seg.is_empty() || seg == "." || seg == "..")
+    {
+        return Err(Error::policy(format!(
+            "allow pattern {pattern} has an empty, '.' or '..' segment"
+        )));
+    }
+    Ok(())
+}
+
+/// The one narrowing rule: `child` may do nothing `parent` may not. Each
+/// violation is named:
+///
+/// - the same bucket; depth one more than the parent's, within the parent's
+///   `max_delegation_depth` (never raised); a mode no higher; an expiry no
+///   later;
+/// - every allow pattern covered by one of the parent's ([`pattern_covered`]);
+/// - every deny pattern of the parent kept;
+/// - the write scope within the parent's. A token with write prefixes may
+///   change and create anything beneath them; a writable token without
+///   any may create names wherever its allow patterns match. So each write
+///   prefix of the child (`outputs_prefix` included) must lie beneath one
+///   of the parent's (compared by path segments, bytes as they are: case
+///   counts, glob characters are literal), or, when the parent has none,
+///   everything beneath it must be covered by one of the parent's allow
+///   patterns; and a writable child without write prefixes under a parent
+///   with some must have every allow pattern within the parent's prefixes.
+pub fn check_narrows(parent: &Claims, child: &Claims) -> Result<()> {
+    let refuse = |msg: String| Err(Error::policy(msg));
+    if child.bucket != parent.bucket {
+        return refuse(format!(
+            "bucket {} differs from the parent's bucket {}: a delegated token keeps its parent's bucket",
+            child.bucket, parent.bucket
+        ));
+    }
+    if child.delegation_depth != parent.delegation_depth.saturating_add(1) {
+        return refuse(format!(
+            "delegation depth {} does not follow the parent's depth {}",
+            child.delegation_depth, parent.delegation_depth
+        ));
+    }
+    if child.max_delegation_depth > parent.max_delegation_depth {
+        return refuse(format!(
+            "max_delegation_depth {} is higher than the parent's {}",
+            child.max_delegation_depth, parent.max_delegation_depth
+        ));
+    }
+    if child.delegation_depth > parent.max_delegation_depth {
+        return refuse(format!(
+            "delegation depth {} would exceed the parent's max_delegation_depth {}",
+            child.delegation_depth, parent.max_delegation_depth
+        ));
+    }
+    if child.mode > parent.mode {
+        return refuse(format!(
+            "mode {} is higher than the parent's mode {}",
+            child.mode, parent.mode
+        ));
+    }
+    for a in &child.allow_patterns {
+        check_pattern_segments(a)?;
+        if !parent.allow_patterns.iter().any(|p| pattern_covered(a, p)) {
+            return refuse(format!(
+                "allow pattern {a} is not covered by the parent's patterns ({})",
+                list(&parent.allow_patterns)
+            ));
+        }
+    }
+    let kept: std::collections::HashSet<String> = child
+        .deny_patterns
+        .iter()
+        .map(|d| normalize_pattern(d))
+        .collect();
+    if let Some(d) = parent
+        .deny_patterns
+        .iter()
+        .find(|d| !d.is_empty() && !kept.contains(&normalize_pattern(d)))
+    {
+        return refuse(format!(
+            "the parent's deny pattern {d} is missing: a delegated token keeps every deny pattern of its parent"
+        ));
+    }
+    let parent_prefixes = parent.effective_write_prefixes();
+    let child_prefixes = child.effective_write_prefixes();
+    for p in &child_prefixes {
+        check_prefix(p)?;
+    }
+    if child_prefixes.is_empty() {
+        if child.mode != Mode::ReadOnly && !parent_prefixes.is_empty() {
+            for a in &child.allow_patterns {
+                let within = parent_prefixes.iter().any(|pp| {
+                    let dir = escape_glob(pp.trim_end_matches('/'));
+                    pattern_covered(a, &format!("{dir}/**"))
+                });
+                if !within {
+                    return refuse(format!(
+                        "a writable token without write prefixes may create files wherever its allow patterns match, and allow pattern {a} reaches outside the parent's write prefixes ({})",
+                        list(&parent_prefixes)
+                    ));
+                }
+            }
+        }
+    } else if !parent_prefixes.is_empty() {
+        for p in &child_prefixes {
+            if !parent_prefixes.iter().any(|pp| p.starts_with(pp.as_str())) {
+                return refuse(format!(
+                    "write prefix {p} is outside the parent's write prefixes ({})",
+                    list(&parent_prefixes)
+                ));
+            }
+        }
+    } else {
+        for p in &child_prefixes {
+            let beneath = format!("{}/**", escape_glob(p.trim_end_matches('/')));
+            if !parent
+                .allow_patterns
+                .iter()
+                .any(|a| pattern_covered(&beneath, a))
+            {
+                return refuse(format!(
+                    "write prefix {p} is outside the parent's write scope: the parent has no write prefixes, so it may create files only where its allow patterns match ({}), and none covers all of {p}",
+                    list(&parent.allow_patterns)
+                ));
+            }
+        }
+    }
+    if child.expires_at > parent.expires_at {
+        return refuse(format!(
+            "it expires at {}, after the parent ({})",
+            unix_rfc3339(child.expires_at),
+            unix_rfc3339(parent.expires_at)
+        ));
+    }
+    Ok(())
+}
+
+/// Checks the whole delegation chain of `token`, link by link, up to a
+/// token of depth 0 (or a recorded grant): every parent is looked up by
+/// `parent_of` (claims this machine knows to be genuine; the token format
+/// carries only the parent's id) and every link must narrow
+/// ([`check_narrows`]). A parent that cannot be found refuses the token:
+/// its narrowing cannot be checked. Returns the chain's length.
+pub fn check_chain(
+    token: &Claims,
+    mut parent_of: impl FnMut(&str) -> Result<Option<Claims>>,
+) -> Result<u32> {
+    let mut cur = token.clone();
+    let mut links = 0;
+    loop {
+        let id = &cur.grant_id;
+        let of_token = if cur.grant_id == token.grant_id {
+            String::new()
+        } else {
+            format!(" (in the chain of grant token {})", token.grant_id)
+        };
+        match (cur.parent_grant_id.as_deref(), cur.delegation_depth) {
+            (None, 0) => return Ok(links),
+            (None, d) => {
+                return Err(Error::policy(format!(
+                "grant token {id}{of_token} has delegation depth {d} but names no parent_grant_id"
+            )))
+            }
+            (Some(p), 0) => {
+                return Err(Error::policy(format!(
+                    "grant token {id}{of_token} names a parent {p} but has delegation depth 0"
+                )))
+            }
+            (Some(p), d) => {
+                let Some(parent) = parent_of(p)? else {
+                    return Err(Error::policy(format!(
+                        "grant token {id}{of_token} is delegated (depth {d}) from {p}, which is not known here, so its narrowing cannot be checked: a delegated token is accepted only when its whole chain is known (tokens minted, delegated, mounted or imported with `wopfs token import` in this state dir, or a grant recorded here)"
+                    )));
+                };
+                if parent.grant_id != p {
+                    return Err(Error::invalid(format!(
+                        "the claims recorded for {p} are those of {}",
+                        parent.grant_id
+                    )));
+                }
+                check_narrows(&parent, &cur).map_err(|e| {
+                    Error::policy(format!(
+                        "grant token {id}{of_token} widens its parent {p}: {e}"
+                    ))
+                })?;
+                cur = parent;
+                links += 1;
+            }
+        }
+    }
+}
+
+/// A recorded grant as the parent claims of a delegation (depth 0): what
+/// it grants is its files (each by its exact pattern), its deny patterns,
+/// its write prefixes and its mode, until it expires (a grant without an
+/// expiry counts as a day from now).
+pub fn grant_claims(g: &crate::grant::Grant, bucket: &str) -> Result<Claims> {
+    let now = unix_now();
+    let expires_at = match g.expires_at_time()? {
+        Some(t) => t
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        None => now.saturating_add(24 * 3600),
+    };
+    Ok(Claims {
+        grant_id: g.grant_id.clone(),
+        issuer: "wopfs".into(),
+        audience: "wopfs".into(),
+        bucket: bucket.to_string(),
+        mode: g.mode,
+        allow_patterns: g
+            .files
+            .iter()
+            .map(|f| crate::search::exact_pattern(&f.path))
+            .collect(),
+        deny_patterns: g.deny_patterns.clone(),
+        outputs_prefix: None,
+        write_prefixes: g.write_prefixes.iter().map(|p| format!("{p}/")).collect(),
+        parent_grant_id: None,
+        delegation_depth: 0,
+        max_delegation_depth: DEFAULT_MAX_DELEGATION_DEPTH,
+        expires_at,
+        issued_at: now,
+        nonce: String::new(),
+        extra: Default::default(),
+    })
+}
+
 /// The child claims of `parent` narrowed by `n` (unsigned), or an error
-/// naming the violation. The child is issued by the parent's audience.
+/// naming the violation ([`check_narrows`]). The child is issued by the
+/// parent's audience.
 pub fn delegate(parent: &Claims, n: &Narrowing) -> Result<Claims> {
     non_empty("--audience", &n.audience)?;
     check_ttl(n.ttl_secs)?;
@@ -579,28 +842,11 @@ pub fn delegate(parent: &Claims, n: &Narrowing) -> Result<Claims> {
             parent.max_delegation_depth
         )));
     }
-    let mode = n.mode.unwrap_or(parent.mode);
-    if mode > parent.mode {
-        return Err(Error::policy(format!(
-            "mode {mode} is higher than the parent's mode {}",
-            parent.mode
-        )));
-    }
     let allow = if n.allow.is_empty() {
         parent.allow_patterns.clone()
     } else {
         merge_patterns(&n.allow, &[])
     };
-    for a in &allow {
-        if !parent.allow_patterns.iter().any(|p| pattern_covered(a, p)) {
-            return Err(Error::policy(format!(
-                "allow pattern {a} is not covered by the parent's patterns ({})",
-                list(&parent.allow_patterns)
-            )));
-        }
-    }
-    let parent_prefixes =
-        normalize_write_prefixes(parent.outputs_prefix.as_deref(), &parent.write_prefixes);
     let outputs_prefix = n
         .outputs_prefix
         .clone()
@@ -609,22 +855,14 @@ pub fn delegate(parent: &Claims, n: &Narrowing) -> Result<Claims> {
     let (write_prefixes, outputs_prefix) = if asked.is_empty() {
         // Without prefixes a writable view may create files anywhere it
         // reads: keep the parent's bounds rather than drop them.
-        (parent_prefixes.clone(), parent.outputs_prefix.clone())
+        (
+            parent.effective_write_prefixes(),
+            parent.outputs_prefix.clone(),
+        )
     } else {
-        if !parent_prefixes.is_empty() {
-            for p in &asked {
-                if !parent_prefixes.iter().any(|pp| p.starts_with(pp.as_str())) {
-                    return Err(Error::policy(format!(
-                        "write prefix {p} is outside the parent's write prefixes ({})",
-                        list(&parent_prefixes)
-                    )));
-                }
-            }
-        }
         (asked, outputs_prefix)
     };
     let deny = merge_patterns(&parent.deny_patterns, &n.deny);
-    check_scope(&allow, &deny, &write_prefixes)?;
     let now = unix_now();
     if now >= parent.expires_at {
         return Err(Error::policy(format!(
@@ -637,12 +875,12 @@ pub fn delegate(parent: &Claims, n: &Narrowing) -> Result<Claims> {
         Some(ttl) => parent.expires_at.min(now.saturating_add(ttl)),
         None => parent.expires_at,
     };
-    Ok(Claims {
+    let child = Claims {
         grant_id: new_grant_id()?,
         issuer: parent.audience.clone(),
         audience: n.audience.clone(),
         bucket: parent.bucket.clone(),
-        mode,
+        mode: n.mode.unwrap_or(parent.mode),
         allow_patterns: allow,
         deny_patterns: deny,
         outputs_prefix,
@@ -654,7 +892,14 @@ pub fn delegate(parent: &Claims, n: &Narrowing) -> Result<Claims> {
         issued_at: now,
         nonce: new_nonce()?,
         extra: parent.extra.clone(),
-    })
+    };
+    check_scope(
+        &child.allow_patterns,
+        &child.deny_patterns,
+        &child.write_prefixes,
+    )?;
+    check_narrows(parent, &child)?;
+    Ok(child)
 }
 
 #[cfg(test)]
@@ -736,6 +981,250 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("write prefix src/outer/ is outside"), "{err}");
+    }
+
+    fn token(allow: &[&str], deny: &[&str], prefixes: &[&str], mode: Mode) -> Claims {
+        let v = |x: &[&str]| x.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        mint(&MintRequest {
+            issuer: "main".into(),
+            audience: "worker".into(),
+            bucket: "b".into(),
+            mode,
+            allow: v(allow),
+            deny: v(deny),
+            write_prefixes: v(prefixes),
+            outputs_prefix: None,
+            ttl_secs: Some(600),
+        })
+        .unwrap()
+    }
+
+    fn child_of(p: &Claims, prefixes: &[&str], outputs: Option<&str>) -> Result<Claims> {
+        delegate(
+            p,
+            &Narrowing {
+                audience: "sub".into(),
+                write_prefixes: prefixes.iter().map(|s| s.to_string()).collect(),
+                outputs_prefix: outputs.map(String::from),
+                ..Default::default()
+            },
+        )
+    }
+
+    #[test]
+    fn without_write_prefixes_the_parent_bounds_creation_by_its_allow_patterns() {
+        let p = token(&["src/**", "docs/*.md"], &[], &[], Mode::ReadWriteOverlay);
+        for ok in [
+            "src",
+            "src/app",
+            "src/app/",
+            "/src/gen/",
+            "src/*",
+            "src\\gen",
+        ] {
+            child_of(&p, &[ok], None).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        child_of(&p, &[], Some("src/out")).unwrap();
+        for bad in [
+            ".github",
+            "tests",
+            "srcx",
+            "Src",
+            "SRC/app",
+            "docs",
+            "docs/a.md",
+            "anywhere",
+        ] {
+            let err = child_of(&p, &[bad], None).unwrap_err().to_string();
+            let want = format!("write prefix {}/ is outside the parent's write scope", bad);
+            assert!(err.contains(&want), "{bad}: {err}");
+            assert!(err.contains("src/**, docs/*.md"), "{err}");
+        }
+        let err = child_of(&p, &[], Some("tests")).unwrap_err().to_string();
+        assert!(
+            err.contains("write prefix tests/ is outside the parent's write scope"),
+            "{err}"
+        );
+        for bad in [
+            "src/../.github",
+            "src\\..\\.github",
+            "src/./x",
+            "./src/x",
+            "src//x",
+            "src/..",
+            "..",
+        ] {
+            let err = child_of(&p, &[bad], None).unwrap_err().to_string();
+            assert!(err.contains("invalid"), "{bad}: {err}");
+        }
+        // Glob characters in a prefix are literal: `src/[ab]` is a directory
+        // of that name, which the class `[ab]` does not match.
+        let q = token(&["src/[ab]/**"], &[], &[], Mode::ReadWriteOverlay);
+        let err = child_of(&q, &["src/[ab]"], None).unwrap_err().to_string();
+        assert!(err.contains("outside the parent's write scope"), "{err}");
+        let q = token(&["src/*.py"], &[], &[], Mode::ReadWriteOverlay);
+        let err = child_of(&q, &["src"], None).unwrap_err().to_string();
+        assert!(err.contains("outside the parent's write scope"), "{err}");
+        // `**` bounds nothing.
+        let q = token(&["**"], &[], &[], Mode::ReadWriteOverlay);
+        child_of(&q, &[".github"], None).unwrap();
+    }
+
+    #[test]
+    fn write_prefixes_stay_beneath_the_parents() {
+        let p = token(&["**"], &[], &["src/app", "out/"], Mode::ReadWriteOverlay);
+        for ok in ["src/app", "src/app/x", "out/a/b", "/src/app/"] {
+            child_of(&p, &[ok], None).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        for bad in ["src", "src/apple", "src/App", "outx", ".github", "s*"] {
+            let err = child_of(&p, &[bad], None).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!(
+                    "write prefix {bad}/ is outside the parent's write prefixes (src/app/, out/)"
+                )),
+                "{bad}: {err}"
+            );
+        }
+        let err = child_of(&p, &["src/app/../../x"], None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("invalid"), "{err}");
+        // Inherited when none are asked for, and a forged writable child
+        // without prefixes may not create where its allow patterns reach.
+        let c = child_of(&p, &[], None).unwrap();
+        assert_eq!(c.write_prefixes, vec!["src/app/", "out/"]);
+        let mut forged = c.clone();
+        forged.write_prefixes.clear();
+        forged.outputs_prefix = None;
+        let err = check_narrows(&p, &forged).unwrap_err().to_string();
+        assert!(
+            err.contains("allow pattern ** reaches outside the parent's write prefixes"),
+            "{err}"
+        );
+        forged.allow_patterns = vec!["src/app/**".into(), "out/*.txt".into()];
+        check_narrows(&p, &forged).unwrap();
+        forged.allow_patterns = vec!["**".into()];
+        forged.mode = Mode::ReadOnly;
+        check_narrows(&p, &forged).unwrap();
+    }
+
+    #[test]
+    fn every_other_widening_is_named() {
+        let p = token(
+            &["src/**"],
+            &["src/private/**", "**/*.pem"],
+            &["src/out"],
+            Mode::ReadWriteOverlay,
+        );
+        let c = child_of(&p, &[], None).unwrap();
+        check_narrows(&p, &c).unwrap();
+        type Edit = Box<dyn Fn(&mut Claims)>;
+        let cases: Vec<(Edit, &str)> = vec![
+            (
+                Box::new(|c| c.mode = Mode::ReadWriteDirect),
+                "mode read_write_direct is higher",
+            ),
+            (
+                Box::new(|c| c.allow_patterns = vec!["**".into()]),
+                "allow pattern ** is not covered",
+            ),
+            (
+                Box::new(|c| c.allow_patterns = vec!["SRC/**".into()]),
+                "allow pattern SRC/** is not covered",
+            ),
+            (
+                Box::new(|c| c.allow_patterns = vec!["src/../.github/**".into()]),
+                "'..' segment",
+            ),
+            (
+                Box::new(|c| c.deny_patterns = vec!["**/*.pem".into()]),
+                "deny pattern src/private/** is missing",
+            ),
+            (Box::new(|c| c.deny_patterns.clear()), "is missing"),
+            (
+                Box::new(|c| c.write_prefixes = vec!["src/".into()]),
+                "write prefix src/ is outside",
+            ),
+            (
+                Box::new(|c| c.outputs_prefix = Some(".github".into())),
+                "write prefix .github/ is outside",
+            ),
+            (
+                Box::new(|c| c.bucket = "other".into()),
+                "bucket other differs",
+            ),
+            (
+                Box::new(|c| c.delegation_depth = 3),
+                "delegation depth 3 does not follow the parent's depth 0",
+            ),
+            (
+                Box::new(|c| c.max_delegation_depth = 41),
+                "max_delegation_depth 41 is higher",
+            ),
+            (Box::new(|c| c.expires_at += 1), "after the parent"),
+        ];
+        for (edit, want) in cases {
+            let mut x = c.clone();
+            edit(&mut x);
+            let err = check_narrows(&p, &x).unwrap_err().to_string();
+            assert!(err.contains(want), "{want}: {err}");
+        }
+        // Denies are compared in normal form, and more are welcome.
+        let mut x = c.clone();
+        x.deny_patterns = vec!["/src/private/".into(), "**/*.pem".into(), "x".into()];
+        check_narrows(&p, &x).unwrap();
+    }
+
+    #[test]
+    fn chains_are_checked_link_by_link() {
+        let root = token(&["src/**"], &[], &[], Mode::ReadWriteOverlay);
+        let mid = child_of(&root, &["src/app"], None).unwrap();
+        let leaf = child_of(&mid, &["src/app/gen"], None).unwrap();
+        let known: BTreeMap<String, Claims> = [&root, &mid]
+            .iter()
+            .map(|c| (c.grant_id.clone(), (*c).clone()))
+            .collect();
+        let find = |id: &str| Ok(known.get(id).cloned());
+        assert_eq!(check_chain(&leaf, find).unwrap(), 2);
+        assert_eq!(check_chain(&root, find).unwrap(), 0);
+        // A forged leaf, signed as well as any, that widens its parent.
+        let mut wide = leaf.clone();
+        wide.write_prefixes = vec![".github/".into()];
+        let err = check_chain(&wide, find).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!(
+                "grant token {} widens its parent {}",
+                wide.grant_id, mid.grant_id
+            )) && err.contains(
+                "write prefix .github/ is outside the parent's write prefixes (src/app/)"
+            ),
+            "{err}"
+        );
+        // A forged middle link is caught from the leaf too.
+        let mut wide_mid = mid.clone();
+        wide_mid.write_prefixes = vec!["tests/".into()];
+        let mut known2 = known.clone();
+        known2.insert(mid.grant_id.clone(), wide_mid);
+        let mut leaf2 = leaf.clone();
+        leaf2.write_prefixes = vec!["tests/x/".into()];
+        let err = check_chain(&leaf2, |id| Ok(known2.get(id).cloned()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("in the chain of grant token") && err.contains("tests/"),
+            "{err}"
+        );
+        // Unknown parents, and inconsistent depth/parent pairs.
+        let err = check_chain(&leaf, |_| Ok(None)).unwrap_err().to_string();
+        assert!(err.contains("which is not known here"), "{err}");
+        let mut orphan = leaf.clone();
+        orphan.parent_grant_id = None;
+        let err = check_chain(&orphan, find).unwrap_err().to_string();
+        assert!(err.contains("names no parent_grant_id"), "{err}");
+        let mut rootish = leaf.clone();
+        rootish.delegation_depth = 0;
+        let err = check_chain(&rootish, find).unwrap_err().to_string();
+        assert!(err.contains("has delegation depth 0"), "{err}");
     }
 
     #[test]

@@ -636,7 +636,9 @@ fn delegation_depth_and_bucket_with_forged_parents() {
         "{err}"
     );
 
-    // A parent without write prefixes: the child may set some (narrower).
+    // A parent without write prefixes creates only where its allow
+    // patterns (src/**, docs/*.md) match: a child may set prefixes only
+    // there.
     let mut open = base.clone();
     open.write_prefixes.clear();
     let open = token::encode(&k.sk, &open).unwrap();
@@ -647,10 +649,24 @@ fn delegation_depth_and_bucket_with_forged_parents() {
             &env,
             &k,
             &open,
-            &["--audience", "sub", "--write-prefix", "anywhere"],
+            &["--audience", "sub", "--write-prefix", "src/gen"],
         ),
     );
-    assert_eq!(c["write_prefixes"], json!(["anywhere/"]));
+    assert_eq!(c["write_prefixes"], json!(["src/gen/"]));
+    for bad in ["anywhere", "docs", ".github"] {
+        let err = delegate_fails(
+            &env,
+            &k,
+            &open,
+            &["--audience", "sub", "--write-prefix", bad],
+        );
+        assert!(
+            err.contains(&format!(
+                "write prefix {bad}/ is outside the parent's write scope"
+            )),
+            "{err}"
+        );
+    }
 
     // A parent signed by another key is refused before anything else.
     let k2 = keys(&env, "k2");
@@ -980,7 +996,9 @@ fn sessions(env: &Env) -> usize {
     fs::read_dir(env.state.join("sessions")).map_or(0, |d| d.count())
 }
 
+/// The tokens' tree, named bucket user-42 (as the tokens say).
 fn host_tree(env: &Env) {
+    env.ok(&["bucket", "set", "user-42", s(&env.host)]);
     env.write("src/app/main.py", "print('main')\n");
     env.write("src/app/util.py", "def f(): pass\n");
     env.write("src/private/notes.md", "private\n");

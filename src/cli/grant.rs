@@ -84,10 +84,12 @@ pub fn run(state_path: &Path, a: &Args) -> Result<()> {
     };
     let grant = resolve(&req, &policy)?;
     let state = StateDir::open(state_path)?;
+    // The bucket name of the tree, if one is configured (`wopfs bucket`).
+    let bucket = crate::bucket::name_of_root(state.path(), &grant.root)?;
     let grant = state.create_grant(grant)?;
     let mut detail = serde_json::json!({
         "mode": grant.mode, "files": grant.files.len(), "purpose": grant.purpose,
-        "policy": grant.policy, "expires_at": grant.expires_at,
+        "policy": grant.policy, "expires_at": grant.expires_at, "bucket": bucket,
     });
     if intent {
         detail["intent"] = serde_json::json!({ "hints": a.hint, "types": a.types });
@@ -101,7 +103,10 @@ pub fn run(state_path: &Path, a: &Args) -> Result<()> {
         detail,
     )?;
     if a.json {
-        super::print_json(&grant)
+        let mut out = serde_json::to_value(&grant)
+            .map_err(|e| Error::invalid(format!("serializing the grant: {e}")))?;
+        out["bucket"] = serde_json::json!(bucket);
+        super::print_json(&out)
     } else {
         println!("{}", grant.grant_id);
         Ok(())

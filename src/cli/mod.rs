@@ -1,6 +1,7 @@
 //! Command-line interface: one module per subcommand, each thin over the library.
 
 mod audit;
+mod bucket;
 mod commit;
 mod grant;
 mod mount;
@@ -58,8 +59,10 @@ pub enum Command {
     Audit(audit::Args),
     /// Run a command in a private mount namespace that sees only the view.
     Run(run::Args),
-    /// Mint, delegate and verify signed grant tokens.
+    /// Mint, delegate, verify and import signed grant tokens.
     Token(token::Args),
+    /// Name host trees for grant tokens: a token mounts only its bucket's tree.
+    Bucket(bucket::Args),
     /// Search a host tree by intent: ranked files, never denied ones.
     Search(search::Args),
     /// Serve the control API (the seed's WorkspaceClient) on a Unix socket.
@@ -89,6 +92,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Audit(a) => audit::run(&state()?, a),
         Command::Run(a) => return run::run(&state()?, a),
         Command::Token(a) => token::run(&state()?, a),
+        Command::Bucket(a) => bucket::run(&state()?, a),
         Command::Search(a) => search::run(a),
         Command::Serve(a) => serve::run(&state()?, a),
         Command::Diagnostics(a) => serve::diagnostics(&state()?, a),

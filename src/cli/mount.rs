@@ -120,11 +120,19 @@ pub fn run_mount(state: &StateDir, a: &MountArgs) -> Result<()> {
         if grant_id.is_none() {
             // The grant recorded for the token: what diff, commit and status take.
             println!("{}", grant.grant_id);
+            eprintln!(
+                "wopfs mount: {}",
+                super::token::token_grant_note(state, &grant)
+            );
         }
         return Ok(());
     }
     if grant_id.is_none() {
         println!("{}", grant.grant_id);
+        eprintln!(
+            "wopfs mount: {}",
+            super::token::token_grant_note(state, &grant)
+        );
     }
     if a.daemon {
         // Leave the caller's session so its terminal signals do not reach us,

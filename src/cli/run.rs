@@ -39,7 +39,10 @@ pub fn run(state: &StateDir, a: &Args) -> Result<ExitCode> {
         (Some(id), false) => state.load_grant(id)?,
         (None, true) => {
             let grant = super::token::grant_from_token(state, &a.token, None)?;
-            eprintln!("wopfs run: grant {} from the token", grant.grant_id);
+            eprintln!(
+                "wopfs run: {}",
+                super::token::token_grant_note(state, &grant)
+            );
             grant
         }
         (Some(_), true) => return Err(Error::invalid("give either a GRANT or --token, not both")),

@@ -1,4 +1,4 @@
-//! `wopfs token mint|delegate|verify`, and mounting by token
+//! `wopfs token mint|delegate|verify|import`, and mounting by token
 //! (`wopfs mount --token`, `wopfs run --token`).
 
 use std::io::Read;
@@ -29,6 +29,9 @@ enum TokenCommand {
     Delegate(DelegateArgs),
     /// Verify a token and print its claims.
     Verify(VerifyArgs),
+    /// Verify tokens and remember their claims (never the tokens), so that
+    /// tokens delegated from them can be mounted here.
+    Import(ImportArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -116,6 +119,18 @@ struct VerifyArgs {
     verifying_key: Option<PathBuf>,
 }
 
+#[derive(clap::Args, Debug)]
+struct ImportArgs {
+    /// The tokens (`-` reads them from stdin, one a line), in any order; a
+    /// delegated one needs its parent known here or given alongside.
+    #[arg(required = true)]
+    tokens: Vec<String>,
+    /// Verifying key (default: $A2A_GRANT_VERIFYING_KEY, else derived from
+    /// $A2A_GRANT_SIGNING_KEY).
+    #[arg(long, value_name = "FILE")]
+    verifying_key: Option<PathBuf>,
+}
+
 /// `--token` and its companions for `wopfs mount` and `wopfs run`.
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct TokenMountArgs {
@@ -143,6 +158,7 @@ pub fn run(state: &StateDir, a: &Args) -> Result<()> {
         TokenCommand::Mint(m) => mint(state, m),
         TokenCommand::Delegate(d) => delegate(state, d),
         TokenCommand::Verify(v) => verify(v),
+        TokenCommand::Import(i) => import(state, i),
     }
 }
 
@@ -201,6 +217,7 @@ fn mint(state: &StateDir, a: &MintArgs) -> Result<()> {
         ttl_secs: parse_ttl(a.ttl.as_deref())?,
     })?;
     let text = token::encode(&key, &claims)?;
+    crate::chain::record(state, &token::verify(&text, &key.verifying_key(), None)?)?;
     audit_token(state, "wopfs.token.mint", "minted", &claims)?;
     println!("{text}");
     Ok(())
@@ -228,6 +245,13 @@ fn delegate(state: &StateDir, a: &DelegateArgs) -> Result<()> {
     )
     .map_err(|e| Error::policy(format!("delegation refused: {e}")))?;
     let text = token::encode(&signing, &child)?;
+    // Both are remembered, so the child's chain can be checked where it is
+    // mounted with this state dir.
+    crate::chain::record(state, &parent)?;
+    crate::chain::record(
+        state,
+        &token::verify(&text, &signing.verifying_key(), None)?,
+    )?;
     audit_token(state, "wopfs.token.delegate", "delegated", &child)?;
     println!("{text}");
     Ok(())
@@ -240,6 +264,48 @@ fn verify(a: &VerifyArgs) -> Result<()> {
         return super::print_json(&claims);
     }
     print!("{}", summary(&claims));
+    Ok(())
+}
+
+fn import(state: &StateDir, a: &ImportArgs) -> Result<()> {
+    let key = token::load_verifying_key(a.verifying_key.as_deref())?;
+    let mut texts = Vec::new();
+    for t in &a.tokens {
+        if t == "-" {
+            let all = token_text("-")?;
+            texts.extend(
+                all.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .map(String::from),
+            );
+        } else {
+            texts.push(t.trim().to_string());
+        }
+    }
+    let mut all = Vec::new();
+    for t in &texts {
+        all.push(token::verify(t, &key, None)?);
+    }
+    // Parents first, each checked before it vouches for a child given
+    // alongside; nothing is remembered unless every chain checks out.
+    all.sort_by_key(|c| c.delegation_depth);
+    let mut checked: std::collections::BTreeMap<String, Claims> = Default::default();
+    for c in &all {
+        token::check_chain(c, |id| match checked.get(id) {
+            Some(p) => Ok(Some(p.clone())),
+            None => crate::chain::lookup(state, id),
+        })?;
+        checked.insert(c.grant_id.clone(), c.clone());
+    }
+    for c in &all {
+        crate::chain::record(state, c)?;
+        audit_token(state, "wopfs.token.import", "imported", c)?;
+        println!(
+            "imported {} (bucket {}, delegation depth {})",
+            c.grant_id, c.bucket, c.delegation_depth
+        );
+    }
     Ok(())
 }
 
@@ -308,10 +374,11 @@ fn check_state_outside_root(state: &Path, root: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Verifies the token of `a` (signature, expiry, audience), resolves the
-/// local grant it describes against the local policy, checks `mountpoint`
-/// (when given) and only then records the grant. Nothing is recorded when
-/// any step refuses.
+/// Verifies the token of `a` (signature, expiry, audience), that the
+/// root is the tree of the token's bucket and that its delegation chain,
+/// known here, only narrows; resolves the local grant it describes against
+/// the local policy, checks `mountpoint` (when given) and only then records
+/// the grant. Nothing is recorded when any step refuses.
 pub fn grant_from_token(
     state: &StateDir,
     a: &TokenMountArgs,
@@ -328,6 +395,8 @@ pub fn grant_from_token(
     let key = token::load_verifying_key(a.verifying_key.as_deref())?;
     let claims = token::verify(&token_text(tok)?, &key, Some(audience))?;
     check_state_outside_root(state.path(), root)?;
+    let bucket = crate::bucket::check_token(state.path(), root, &claims.grant_id, &claims.bucket)?;
+    crate::chain::check(state, &claims)?;
     let policy = match &a.policy {
         Some(p) => Policy::load(p)?,
         None => Policy::builtin_default()?,
@@ -371,9 +440,23 @@ pub fn grant_from_token(
             "mode": grant.mode, "files": grant.files.len(), "purpose": grant.purpose,
             "policy": grant.policy, "expires_at": grant.expires_at,
             "token": claims.grant_id, "issuer": claims.issuer, "audience": claims.audience,
-            "bucket": claims.bucket, "parent": claims.parent_grant_id,
+            "bucket": bucket, "parent": claims.parent_grant_id,
             "depth": claims.delegation_depth,
         }),
     )?;
+    // Its children may be mounted here now.
+    crate::chain::record(state, &claims)?;
     Ok(grant)
+}
+
+/// What `wopfs mount --token` and `wopfs run --token` say on stderr about
+/// the grant they recorded: its id, the bucket and the tree.
+pub fn token_grant_note(state: &StateDir, grant: &Grant) -> String {
+    let bucket = crate::bucket::of_root(state.path(), &grant.root)
+        .unwrap_or_else(|_| grant.root.display().to_string());
+    format!(
+        "grant {} from the token: bucket {bucket}, root {}",
+        grant.grant_id,
+        grant.root.display()
+    )
 }

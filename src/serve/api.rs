@@ -501,11 +501,13 @@ async fn delegate(State(s): Srv, ConnectInfo(peer): Caller, Body(r): Body<Delega
     let id = r.grant_id.clone();
     let token = operation(&s, peer, "delegate", Some(id), move |s| {
         let ttl_secs = ttl(&r.ttl_seconds)?;
-        let (_st, grant) = owned_grant(s, peer, &r.grant_id)?;
+        let (st, grant) = owned_grant(s, peer, &r.grant_id)?;
         let key = s.opts.signing_key.as_ref().ok_or_else(|| {
             Error::policy("delegate needs a signing key: start wopfs serve with A2A_GRANT_SIGNING_KEY or --signing-key")
         })?;
-        let parent = claims_of(&grant)?;
+        // The grant as the parent: its bucket is its tree's (`wopfs bucket`).
+        let bucket = crate::bucket::of_root(st.path(), &grant.root)?;
+        let parent = crate::token::grant_claims(&grant, &bucket)?;
         let child = crate::token::delegate(
             &parent,
             &crate::token::Narrowing {
@@ -522,43 +524,6 @@ async fn delegate(State(s): Srv, ConnectInfo(peer): Caller, Body(r): Body<Delega
     })
     .await?;
     Ok(Json(json!({"token": token})))
-}
-
-/// A grant as the parent claims of a delegation.
-fn claims_of(g: &Grant) -> Result<crate::token::Claims> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let expires_at = match g.expires_at_time()? {
-        Some(t) => t
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
-        None => now.saturating_add(24 * 3600),
-    };
-    Ok(crate::token::Claims {
-        grant_id: g.grant_id.clone(),
-        issuer: "wopfs".into(),
-        audience: "wopfs".into(),
-        bucket: g.root.display().to_string(),
-        mode: g.mode,
-        allow_patterns: g
-            .files
-            .iter()
-            .map(|f| crate::search::exact_pattern(&f.path))
-            .collect(),
-        deny_patterns: g.deny_patterns.clone(),
-        outputs_prefix: None,
-        write_prefixes: g.write_prefixes.iter().map(|p| format!("{p}/")).collect(),
-        parent_grant_id: None,
-        delegation_depth: 0,
-        max_delegation_depth: 40,
-        expires_at,
-        issued_at: now,
-        nonce: String::new(),
-        extra: Default::default(),
-    })
 }
 
 async fn patches(State(s): Srv, ConnectInfo(peer): Caller, UrlPath(id): UrlPath<String>) -> Reply {
