@@ -25,3 +25,4 @@ pub mod session;
 pub mod state;
 pub mod token;
 pub mod view;
+pub mod walk;

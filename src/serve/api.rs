@@ -183,6 +183,7 @@ async fn search(State(s): Srv, ConnectInfo(peer): Caller, Body(r): Body<SearchRe
     Ok(Json(json!(hits)))
 }
 
+#[allow(clippy::too_many_arguments)]
 fn make_grant(
     s: &Server,
     peer: Peer,
@@ -191,6 +192,7 @@ fn make_grant(
     purpose: String,
     reason: String,
     ttl: Option<u64>,
+    include_ignored: bool,
 ) -> Result<Grant> {
     if files.is_empty() {
         return Err(Error::invalid("request_access needs at least one file"));
@@ -211,6 +213,7 @@ fn make_grant(
         reason: Some(reason),
         ttl: ttl.map(std::time::Duration::from_secs),
         max_files: None,
+        include_ignored,
     };
     let grant = crate::grant::resolve(&req, &s.opts.policy)?;
     let granted: std::collections::BTreeSet<&str> =
@@ -238,6 +241,9 @@ struct AccessReq {
     #[serde(default)]
     purpose: String,
     ttl_seconds: Option<u64>,
+    /// Grant files `.gitignore` ignores too (they are left out by default).
+    #[serde(default)]
+    include_ignored: bool,
 }
 
 async fn request_access(
@@ -251,7 +257,16 @@ async fn request_access(
         } else {
             r.purpose
         };
-        make_grant(s, peer, &r.files, r.mode, purpose, r.reason, r.ttl_seconds)
+        make_grant(
+            s,
+            peer,
+            &r.files,
+            r.mode,
+            purpose,
+            r.reason,
+            r.ttl_seconds,
+            r.include_ignored,
+        )
     })
     .await?;
     Ok(Json(json!(grant)))
@@ -307,6 +322,7 @@ async fn open_view(State(s): Srv, ConnectInfo(peer): Caller, Body(r): Body<OpenV
             r.purpose.clone(),
             reason,
             r.ttl_seconds,
+            false,
         )?;
         let st = state(s)?;
         let mp = s.opts.views.join(&grant.grant_id);
