@@ -21,6 +21,8 @@ use rustix::fs::{self as rfs, AtFlags, Mode as RMode, OFlags, ResolveFlags, Stat
 pub struct HostRoot {
     dir: OwnedFd,
     path: PathBuf,
+    /// Files with more than one hard link answer ENOENT to `open_file*`.
+    single_link: bool,
 }
 
 fn resolve() -> ResolveFlags {
@@ -50,7 +52,28 @@ impl HostRoot {
         Ok(HostRoot {
             dir,
             path: path.to_path_buf(),
+            single_link: false,
         })
+    }
+
+    /// From now on, `open_file` and `open_file_rw` answer ENOENT for a
+    /// file with more than one hard link: views of grants whose policy
+    /// refuses hard links (`allow_hardlinks = false`) never serve one, even
+    /// if the host replaces a granted file by a link after the grant.
+    pub fn refuse_hardlinks(&mut self) {
+        self.single_link = true;
+    }
+
+    /// ENOENT for what `open_file*` never opens: anything but a regular
+    /// file, and a hard-linked one when refused.
+    fn check_file(&self, fd: &OwnedFd) -> io::Result<()> {
+        let st = rfs::fstat(fd)?;
+        if rfs::FileType::from_raw_mode(st.st_mode) != rfs::FileType::RegularFile
+            || (self.single_link && st.st_nlink > 1)
+        {
+            return Err(io::Error::from_raw_os_error(libc::ENOENT));
+        }
+        Ok(())
     }
 
     pub fn path(&self) -> &Path {
@@ -129,10 +152,7 @@ impl HostRoot {
     /// Opens a regular file for reading.
     pub fn open_file(&self, rel: &str) -> io::Result<File> {
         let fd = self.open_at(rel, OFlags::RDONLY | OFlags::NONBLOCK)?;
-        let st = rfs::fstat(&fd)?;
-        if rfs::FileType::from_raw_mode(st.st_mode) != rfs::FileType::RegularFile {
-            return Err(io::Error::from_raw_os_error(libc::ENOENT));
-        }
+        self.check_file(&fd)?;
         Ok(File::from(fd))
     }
 
@@ -235,10 +255,7 @@ impl HostRoot {
 
     pub fn open_file_rw(&self, rel: &str) -> io::Result<File> {
         let fd = self.open_at(rel, OFlags::RDWR | OFlags::NONBLOCK)?;
-        let st = rfs::fstat(&fd)?;
-        if rfs::FileType::from_raw_mode(st.st_mode) != rfs::FileType::RegularFile {
-            return Err(io::Error::from_raw_os_error(libc::ENOENT));
-        }
+        self.check_file(&fd)?;
         Ok(File::from(fd))
     }
 

@@ -28,3 +28,4 @@ pub mod session;
 pub mod state;
 pub mod token;
 pub mod view;
+pub mod walk;

@@ -1,5 +1,12 @@
 //! Policies (`policy/*.toml`): the seed's `WorkspaceAccess` fields. The
 //! default policy is compiled in, so `wopfs grant` works without files.
+//!
+//! **Secrets by default.** The built-in secret denies
+//! (`policy/builtin-denies.toml`, the one definition of that list) apply to
+//! every policy, shipped or custom: a loaded policy's `deny_patterns` are
+//! the built-in list followed by the file's own patterns, unless the file
+//! opts out with `inherit_default_denies = false`. A custom policy that
+//! says nothing about denies therefore never grants `.env` or `.git/`.
 
 use std::fmt;
 use std::path::Path;
@@ -68,8 +75,15 @@ pub struct Policy {
     pub allowed_modes: Vec<Mode>,
     #[serde(default = "yes")]
     pub require_reason: bool,
+    /// As written in the file while parsing; once loaded, the effective
+    /// list: the built-in secret denies ([`builtin_denies`], unless
+    /// `inherit_default_denies` is false) followed by the file's own.
     #[serde(default)]
     pub deny_patterns: Vec<String>,
+    /// Whether the built-in secret denies apply (they do unless a policy
+    /// says `inherit_default_denies = false`).
+    #[serde(default = "yes")]
+    pub inherit_default_denies: bool,
     #[serde(default)]
     pub require_human_approval: bool,
     #[serde(default = "default_max_total")]
@@ -81,10 +95,40 @@ pub struct Policy {
     /// point inside the view). The strict policy says no.
     #[serde(default = "yes")]
     pub commit_symlinks: bool,
+    /// Whether a regular file with more than one hard link may be granted
+    /// (or searched). Its other names cannot be found cheaply, so one of
+    /// them may be a denied file (`ln .env src/x.py`): policies that must
+    /// rule that out say false (the strict one does). Either way the
+    /// grant counts such files (`hardlinked_files`).
+    #[serde(default = "yes")]
+    pub allow_hardlinks: bool,
 }
 
 fn root_only() -> Vec<u32> {
     vec![0]
+}
+
+/// The built-in secret denies, as shipped in `policy/builtin-denies.toml`.
+const BUILTIN_DENIES: &str = include_str!("../policy/builtin-denies.toml");
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DenyList {
+    deny_patterns: Vec<String>,
+}
+
+/// The built-in secret denies every policy keeps unless it says
+/// `inherit_default_denies = false` (VCS internals, environment files,
+/// private keys and keystores, cloud and registry credentials).
+pub fn builtin_denies() -> Result<Vec<String>> {
+    toml::from_str::<DenyList>(BUILTIN_DENIES)
+        .map(|l| l.deny_patterns)
+        .map_err(|e| {
+            Error::invalid(format!(
+                "the built-in deny list is invalid: {}",
+                e.message()
+            ))
+        })
 }
 
 const BUILTIN: &[(&str, &str)] = &[
@@ -104,6 +148,11 @@ impl Policy {
             )
         })?;
         policy.source = source.to_string();
+        if policy.inherit_default_denies {
+            let mut deny = builtin_denies()?;
+            deny.append(&mut policy.deny_patterns);
+            policy.deny_patterns = deny;
+        }
         policy.validate()?;
         Ok(policy)
     }
@@ -197,6 +246,72 @@ mod tests {
         let s = Policy::load("strict").unwrap();
         assert_eq!(s.allowed_modes, vec![Mode::ReadOnly]);
         assert!(s.require_reason && s.require_human_approval);
+        assert!(d.allow_hardlinks && !s.allow_hardlinks);
+        // The default policy's deny list is the built-in one, exactly; the
+        // strict one keeps it and adds its own.
+        let builtin = builtin_denies().unwrap();
+        assert!(builtin.len() > 20, "{builtin:?}");
+        assert_eq!(d.deny_patterns, builtin);
+        assert!(s.deny_patterns.starts_with(&builtin));
+        assert!(s.deny_patterns.contains(&"**/*secret*".to_string()));
+        let strict = DenySet::new(&s.deny_patterns).unwrap();
+        assert!(strict.matches(".env") && strict.matches("db/app.sqlite"));
+    }
+
+    #[test]
+    fn the_builtin_deny_list_is_defined_once() {
+        // The shipped policies inherit it instead of repeating it.
+        for (name, text) in BUILTIN {
+            for p in ["**/.env", "**/.git\"", "**/*.pem", "**/.aws"] {
+                assert!(!text.contains(p), "policy/{name}.toml repeats {p}");
+            }
+        }
+        assert!(BUILTIN_DENIES.contains("\"**/.env\""));
+    }
+
+    /// A custom policy that says nothing about denies keeps every built-in
+    /// secret deny; its own patterns add to them.
+    #[test]
+    fn custom_policies_keep_the_builtin_denies() {
+        let p = Policy::parse("enabled = true\n", "custom.toml").unwrap();
+        assert!(p.inherit_default_denies && p.allow_hardlinks);
+        assert_eq!(p.deny_patterns, builtin_denies().unwrap());
+        let deny = DenySet::new(&p.deny_patterns).unwrap();
+        for secret in [".env", ".git/config", ".git", "a/.env.local", "k/id_rsa"] {
+            assert!(deny.matches(secret), "custom policy must deny {secret}");
+        }
+        let p = Policy::parse(
+            "enabled = true\ndeny_patterns = [\"docs/private/**\"]\n",
+            "custom.toml",
+        )
+        .unwrap();
+        let deny = DenySet::new(&p.deny_patterns).unwrap();
+        assert!(deny.matches(".env") && deny.matches("docs/private/a.md"));
+        assert!(!deny.matches("docs/public.md"));
+        assert_eq!(p.deny_patterns.last().unwrap(), "docs/private/**");
+    }
+
+    #[test]
+    fn inheriting_the_builtin_denies_can_be_turned_off() {
+        let p = Policy::parse(
+            "enabled = true\ninherit_default_denies = false\n",
+            "open.toml",
+        )
+        .unwrap();
+        assert!(p.deny_patterns.is_empty());
+        let p = Policy::parse(
+            "enabled = true\ninherit_default_denies = false\ndeny_patterns = [\"**/.env\"]\nallow_hardlinks = false\n",
+            "open.toml",
+        )
+        .unwrap();
+        assert_eq!(p.deny_patterns, vec!["**/.env".to_string()]);
+        assert!(!p.allow_hardlinks);
+        let deny = DenySet::new(&p.deny_patterns).unwrap();
+        assert!(deny.matches(".env") && !deny.matches(".git/config"));
+        let err = Policy::parse("inherit_default_denies = \"no\"\n", "p.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`inherit_default_denies`"), "{err}");
     }
 
     #[test]

@@ -2,8 +2,8 @@
 //! (the seed's `LocalWorkspaceClient.search`, done properly).
 //!
 //! The query is split into lowercase terms (on every character that is not
-//! a letter, a digit or `_`). One parallel walk of the host tree, with the
-//! same primitives and rules as a grant's walk, scores each file:
+//! a letter, a digit or `_`). One parallel walk of the host tree, the same
+//! walk as a grant's ([`crate::walk`]), scores each file:
 //!
 //! - score = 5 × (occurrences of the terms in the lowercased path) +
 //!   (occurrences of the terms in the lowercased content): a path hit
@@ -15,6 +15,12 @@
 //!
 //! - anything the deny patterns match (the policy's plus the caller's): a
 //!   denied directory is never entered, a denied file never opened;
+//! - what `.gitignore` (nested files, `.git/info/exclude`) ignores, unless
+//!   the caller includes ignored files ([`search_with`]): build output and
+//!   dependencies are noise, and ignored files are where local secrets
+//!   live, so search skips them as grants do;
+//! - files with more than one hard link when the policy refuses them
+//!   (`allow_hardlinks = false`): a hit's summary is a line of content;
 //! - symlinks (never followed, never returned: a link to a secret cannot
 //!   leak it), devices, fifos, sockets, names that are not UTF-8;
 //! - binary files: a NUL byte in the first 8 KiB, or content that is not
@@ -28,6 +34,7 @@
 use std::io::Read;
 use std::os::fd::OwnedFd;
 use std::path::Path;
+use std::sync::Mutex;
 
 use rayon::prelude::*;
 use rustix::fs::{self as rfs, FileType as RType, Mode as RMode, OFlags};
@@ -35,10 +42,10 @@ use serde::Serialize;
 
 use crate::error::{Error, IoContext, Result};
 use crate::grant::FileType;
-use crate::host::{stat_child, HostRoot};
-use crate::paths;
+use crate::host::HostRoot;
 use crate::patterns::DenySet;
 use crate::policy::Policy;
+use crate::walk::{self, Kind};
 
 /// Files larger than this are not searched.
 pub const MAX_FILE_BYTES: u64 = 1 << 20;
@@ -89,9 +96,22 @@ pub fn terms(text: &str) -> Vec<String> {
 }
 
 /// Searches the host tree at `root` for `q`, never entering or returning
-/// what `policy.deny_patterns` or `extra_deny` match. Returns the hits,
-/// best first (score descending, then path ascending), at most `q.limit`.
+/// what `policy.deny_patterns` or `extra_deny` match, nor what `.gitignore`
+/// ignores. Returns the hits, best first (score descending, then path
+/// ascending), at most `q.limit`.
 pub fn search(root: &Path, policy: &Policy, extra_deny: &[String], q: &Query) -> Result<Vec<Hit>> {
+    search_with(root, policy, extra_deny, q, false)
+}
+
+/// [`search`], searching what `.gitignore` ignores too when
+/// `include_ignored`.
+pub fn search_with(
+    root: &Path,
+    policy: &Policy,
+    extra_deny: &[String],
+    q: &Query,
+    include_ignored: bool,
+) -> Result<Vec<Hit>> {
     let terms = terms(q.text);
     if terms.is_empty() {
         return Err(Error::invalid(format!(
@@ -114,15 +134,39 @@ pub fn search(root: &Path, policy: &Policy, extra_deny: &[String], q: &Query) ->
         )));
     }
     let host = HostRoot::open(&root).ctx(|| format!("opening host tree {}", root.display()))?;
-    let ctx = Walk {
-        host: &host,
-        deny: &deny,
+    let ctx = Scorer {
         terms: &terms,
         types: q.types,
+        allow_hardlinks: policy.allow_hardlinks,
     };
-    let mut hits = ctx
-        .dir("")
-        .ctx(|| format!("searching host tree {}", root.display()))?;
+    let rules = walk::Rules {
+        deny: &deny,
+        allow: None,
+        include_ignored,
+    };
+    let found = Mutex::new(Vec::new());
+    walk::walk(&host, &rules, |dir| {
+        // Symlinks are never searched (a link to a secret cannot leak it).
+        let mut hits: Vec<Hit> = dir
+            .entries
+            .into_par_iter()
+            .filter(|e| {
+                e.kind == Kind::File
+                    && (ctx.types.is_empty() || ctx.types.contains(&FileType::detect(&e.path)))
+            })
+            .filter_map(|e| {
+                let at = e.path.len() - e.name().len();
+                ctx.file(dir.fd, e.path, at)
+            })
+            .collect();
+        found
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .append(&mut hits);
+        Ok(())
+    })
+    .ctx(|| format!("searching host tree {}", root.display()))?;
+    let mut hits = found.into_inner().unwrap_or_else(|e| e.into_inner());
     hits.par_sort_unstable_by(|a, b| {
         b.score
             .total_cmp(&a.score)
@@ -132,85 +176,19 @@ pub fn search(root: &Path, policy: &Policy, extra_deny: &[String], q: &Query) ->
     Ok(hits)
 }
 
-/// What every directory of one search shares.
-struct Walk<'a> {
-    host: &'a HostRoot,
-    deny: &'a DenySet,
+/// What scoring every file of one search shares.
+struct Scorer<'a> {
     terms: &'a [String],
     types: &'a [FileType],
+    allow_hardlinks: bool,
 }
 
-/// Errors that mean "this entry is gone or out of reach", not "the search
-/// failed": the tree changed during the walk, or a directory is unreadable.
-fn vanished(e: &std::io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::EACCES | libc::ENOENT | libc::ENOTDIR | libc::ELOOP | libc::EXDEV)
-    )
-}
-
-impl Walk<'_> {
-    /// Scores the files of `rel` (in parallel), then its subdirectories (in
-    /// parallel), never entering a denied one nor following a symlink.
-    fn dir(&self, rel: &str) -> std::io::Result<Vec<Hit>> {
-        let dirfd = self.host.open_dir(rel)?;
-        // (path, where the name starts in it)
-        let mut files: Vec<(String, usize)> = Vec::new();
-        let mut subdirs = Vec::new();
-        for entry in rfs::Dir::read_from(&dirfd)? {
-            let entry = entry?;
-            let Ok(name) = entry.file_name().to_str() else {
-                tracing::debug!(dir = rel, "search skips a name that is not UTF-8");
-                continue;
-            };
-            if name == "." || name == ".." {
-                continue;
-            }
-            let path = paths::join(rel, name);
-            if self.deny.matches_self(&path) {
-                continue;
-            }
-            let kind = match entry.file_type() {
-                RType::Unknown => match stat_child(&dirfd, name) {
-                    Ok(st) => RType::from_raw_mode(st.st_mode),
-                    Err(e) if vanished(&e) => continue,
-                    Err(e) => return Err(e),
-                },
-                k => k,
-            };
-            match kind {
-                RType::Directory => subdirs.push(path),
-                RType::RegularFile
-                    if self.types.is_empty() || self.types.contains(&FileType::detect(&path)) =>
-                {
-                    let at = path.len() - name.len();
-                    files.push((path, at));
-                }
-                // Symlinks, devices, fifos and sockets are never searched.
-                _ => {}
-            }
-        }
-        let mut hits: Vec<Hit> = files
-            .into_par_iter()
-            .filter_map(|(path, at)| self.file(&dirfd, path, at))
-            .collect();
-        drop(dirfd);
-        let nested: Vec<std::io::Result<Vec<Hit>>> =
-            subdirs.par_iter().map(|d| self.dir(d)).collect();
-        for n in nested {
-            match n {
-                Ok(mut v) => hits.append(&mut v),
-                Err(e) if vanished(&e) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(hits)
-    }
-
+impl Scorer<'_> {
     /// Scores one regular file; `None` when it does not match, is binary,
-    /// too large, or cannot be read.
+    /// too large, has other hard links the policy refuses, or cannot be
+    /// read.
     fn file(&self, dirfd: &OwnedFd, path: String, at: usize) -> Option<Hit> {
-        let content = match read_text(dirfd, &path[at..]) {
+        let content = match read_text(dirfd, &path[at..], self.allow_hardlinks) {
             Ok(Some(c)) => c,
             Ok(None) => return None,
             Err(e) => {
@@ -237,8 +215,9 @@ impl Walk<'_> {
 
 /// Reads a regular file named `name` in `dir` as text, without following a
 /// symlink. `None` when it is not a regular file, is larger than
-/// [`MAX_FILE_BYTES`], or is binary.
-fn read_text(dir: &OwnedFd, name: &str) -> std::io::Result<Option<String>> {
+/// [`MAX_FILE_BYTES`], is binary, or has more than one hard link and
+/// `allow_hardlinks` is false.
+fn read_text(dir: &OwnedFd, name: &str, allow_hardlinks: bool) -> std::io::Result<Option<String>> {
     let fd = rfs::openat(
         dir,
         name,
@@ -246,7 +225,9 @@ fn read_text(dir: &OwnedFd, name: &str) -> std::io::Result<Option<String>> {
         RMode::empty(),
     )?;
     let st = rfs::fstat(&fd)?;
-    if RType::from_raw_mode(st.st_mode) != RType::RegularFile || st.st_size as u64 > MAX_FILE_BYTES
+    if RType::from_raw_mode(st.st_mode) != RType::RegularFile
+        || st.st_size as u64 > MAX_FILE_BYTES
+        || (st.st_nlink > 1 && !allow_hardlinks)
     {
         return Ok(None);
     }

@@ -288,6 +288,7 @@ mod tests {
             reason: None,
             ttl: None,
             max_files: None,
+            include_ignored: false,
         };
         resolve(&req, &Policy::builtin_default().unwrap()).unwrap()
     }

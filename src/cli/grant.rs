@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 use crate::grant::{parse_duration, resolve, FileType, GrantRequest};
 use crate::policy::{Mode, Policy};
-use crate::search::{exact_pattern, search, Query};
+use crate::search::{exact_pattern, search_with, Query};
 use crate::state::StateDir;
 
 #[derive(clap::Args, Debug)]
@@ -49,6 +49,10 @@ pub struct Args {
     /// At most this many files (never more than the policy allows).
     #[arg(long, value_name = "N")]
     max_files: Option<u64>,
+    /// Grant files that `.gitignore` (nested ones, `.git/info/exclude`)
+    /// ignores too; by default they are left out.
+    #[arg(long)]
+    include_ignored: bool,
     /// Print the whole grant as JSON instead of its id.
     #[arg(long)]
     json: bool,
@@ -81,6 +85,7 @@ pub fn run(state_path: &Path, a: &Args) -> Result<()> {
             .map(|t| parse_duration("--ttl", t))
             .transpose()?,
         max_files: a.max_files,
+        include_ignored: a.include_ignored,
     };
     let grant = resolve(&req, &policy)?;
     let state = StateDir::open(state_path)?;
@@ -90,6 +95,8 @@ pub fn run(state_path: &Path, a: &Args) -> Result<()> {
     let mut detail = serde_json::json!({
         "mode": grant.mode, "files": grant.files.len(), "purpose": grant.purpose,
         "policy": grant.policy, "expires_at": grant.expires_at, "bucket": bucket,
+        "include_ignored": grant.include_ignored, "hardlinked_files": grant.hardlinked_files,
+        "hardlinks_left_out": grant.hardlinks_left_out.len(),
     });
     if intent {
         detail["intent"] = serde_json::json!({ "hints": a.hint, "types": a.types });
@@ -145,7 +152,7 @@ fn by_intent(a: &Args, policy: &Policy) -> Result<Vec<String>> {
         .max(1)
         .try_into()
         .unwrap_or(usize::MAX);
-    let hits = search(
+    let hits = search_with(
         &a.root,
         policy,
         &a.deny,
@@ -154,6 +161,7 @@ fn by_intent(a: &Args, policy: &Policy) -> Result<Vec<String>> {
             types: &a.types,
             limit,
         },
+        a.include_ignored,
     )?;
     if hits.is_empty() {
         let names: Vec<&str> = a

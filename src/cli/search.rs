@@ -7,7 +7,7 @@ use clap::builder::{PossibleValuesParser, TypedValueParser};
 use crate::error::Result;
 use crate::grant::FileType;
 use crate::policy::Policy;
-use crate::search::{search, Hit, Query};
+use crate::search::{search_with, Hit, Query};
 
 /// The seed's file-type names, as `--type` takes them.
 const TYPE_NAMES: [(&str, FileType); 10] = [
@@ -65,6 +65,9 @@ pub struct Args {
     /// Glob of files never to search (repeatable), beside the policy's.
     #[arg(long = "deny", value_name = "GLOB")]
     deny: Vec<String>,
+    /// Search files that `.gitignore` ignores too.
+    #[arg(long)]
+    include_ignored: bool,
     /// Print the hits as a JSON array.
     #[arg(long)]
     json: bool,
@@ -76,7 +79,7 @@ pub fn run(a: &Args) -> Result<()> {
         None => Policy::builtin_default()?,
     };
     let text = a.query.join(" ");
-    let hits = search(
+    let hits = search_with(
         &a.root,
         &policy,
         &a.deny,
@@ -85,6 +88,7 @@ pub fn run(a: &Args) -> Result<()> {
             types: &a.types,
             limit: if a.limit == 0 { usize::MAX } else { a.limit },
         },
+        a.include_ignored,
     )?;
     if a.json {
         return super::print_json(&hits);

@@ -424,6 +424,7 @@ pub fn grant_from_token(
         reason: Some(format!("delegated by {}", claims.issuer)),
         ttl: Some(remaining),
         max_files: None,
+        include_ignored: false,
     };
     let grant = resolve(&req, &policy)?;
     if let Some(mp) = mountpoint {

@@ -53,11 +53,25 @@ pub struct Grant {
     pub total_size_bytes: u64,
     pub files: Vec<FileMatch>,
     /// From the policy: whether a commit may write symlinks.
-    #[serde(default = "commit_symlinks_default")]
+    #[serde(default = "yes")]
     pub commit_symlinks: bool,
+    /// Whether files `.gitignore` ignores were walked too (`--include-ignored`).
+    #[serde(default)]
+    pub include_ignored: bool,
+    /// From the policy: whether files with more than one hard link may be
+    /// granted.
+    #[serde(default = "yes")]
+    pub allow_hardlinks: bool,
+    /// How many files matching the grant's patterns have more than one
+    /// hard link (granted, or left out when `allow_hardlinks` is false).
+    #[serde(default)]
+    pub hardlinked_files: u64,
+    /// The files left out for having more than one hard link.
+    #[serde(default)]
+    pub hardlinks_left_out: Vec<String>,
 }
 
-fn commit_symlinks_default() -> bool {
+fn yes() -> bool {
     true
 }
 

@@ -1,7 +1,6 @@
 //! Resolving a grant: policy checks, then one walk of the host tree.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
@@ -14,6 +13,7 @@ use crate::host::{stat_child, HostRoot};
 use crate::paths;
 use crate::patterns::{AllowSet, DenySet};
 use crate::policy::{Mode, Policy};
+use crate::walk;
 
 /// What `wopfs grant` asks for.
 #[derive(Clone, Debug)]
@@ -27,6 +27,8 @@ pub struct GrantRequest {
     pub reason: Option<String>,
     pub ttl: Option<Duration>,
     pub max_files: Option<u64>,
+    /// Grant what `.gitignore` ignores too (`--include-ignored`).
+    pub include_ignored: bool,
 }
 
 /// Checks `req` against `policy` and resolves the granted file list with
@@ -93,12 +95,32 @@ pub fn resolve(req: &GrantRequest, policy: &Policy) -> Result<Grant> {
         )));
     }
     let host = HostRoot::open(&root).ctx(|| format!("opening host tree {}", root.display()))?;
-    let files =
-        walk(&host, &allow, &deny).ctx(|| format!("reading host tree {}", root.display()))?;
+    let rules = walk::Rules {
+        deny: &deny,
+        allow: Some(&allow),
+        include_ignored: req.include_ignored,
+    };
+    let Walked {
+        files,
+        hardlinked,
+        hardlinks_left_out,
+        ignored,
+    } = walk(&host, &rules, policy.allow_hardlinks)
+        .ctx(|| format!("reading host tree {}", root.display()))?;
 
     if files.is_empty() {
+        let mut what = String::from("outside the deny patterns");
+        if ignored > 0 {
+            what.push_str(" and .gitignore (--include-ignored grants ignored files)");
+        }
+        if !hardlinks_left_out.is_empty() {
+            what.push_str(&format!(
+                "; {} file(s) with more than one hard link left out (allow_hardlinks = false)",
+                hardlinks_left_out.len()
+            ));
+        }
         return Err(Error::invalid(format!(
-            "no file of {} matches the allow patterns ({}) outside the deny patterns",
+            "no file of {} matches the allow patterns ({}) {what}",
             root.display(),
             allow_patterns.join(", ")
         )));
@@ -140,128 +162,96 @@ pub fn resolve(req: &GrantRequest, policy: &Policy) -> Result<Grant> {
         total_size_bytes: total,
         files,
         commit_symlinks: policy.commit_symlinks,
+        include_ignored: req.include_ignored,
+        allow_hardlinks: policy.allow_hardlinks,
+        hardlinked_files: hardlinked,
+        hardlinks_left_out,
     })
 }
 
-/// Walks the host tree once (directories in parallel), never following a
-/// symlink and never entering a denied directory or one no allow pattern
-/// reaches. Returns the granted files sorted by path.
-///
-/// Each directory is one task of a rayon scope that spawns its
-/// subdirectories instead of recursing, so a tree of any depth (its paths
-/// may be longer than PATH_MAX: `open_dir` walks those in chunks) needs
-/// neither stack nor file descriptors in proportion to its depth.
-pub fn walk(host: &HostRoot, allow: &AllowSet, deny: &DenySet) -> std::io::Result<Vec<FileMatch>> {
-    let w = Walk {
-        host,
-        allow,
-        deny,
-        files: Mutex::new(Vec::new()),
-        error: Mutex::new(None),
-        failed: AtomicBool::new(false),
-    };
-    // The root's own errors (EACCES included) are the walk's.
-    let subdirs = w.dir("")?;
-    rayon::scope(|s| {
-        for d in subdirs {
-            w.spawn(s, d);
-        }
-    });
-    if let Some(e) = w.error.into_inner().unwrap_or_else(|e| e.into_inner()) {
-        return Err(e);
-    }
-    let mut files = w.files.into_inner().unwrap_or_else(|e| e.into_inner());
-    files.par_sort_unstable_by(|a, b| a.path.cmp(&b.path));
-    Ok(files)
+/// What the walk of a grant found.
+#[derive(Default)]
+struct Walked {
+    /// The granted files, sorted by path.
+    files: Vec<FileMatch>,
+    /// Regular files matching the grant that have more than one hard link
+    /// (granted or not).
+    hardlinked: u64,
+    /// Those of them left out (the policy refuses hard links), sorted.
+    hardlinks_left_out: Vec<String>,
+    /// Names `.gitignore` took away.
+    ignored: u64,
 }
 
-struct Walk<'a> {
-    host: &'a HostRoot,
-    allow: &'a AllowSet,
-    deny: &'a DenySet,
-    files: Mutex<Vec<FileMatch>>,
-    /// The first error that fails the walk; `failed` stops the other tasks.
-    error: Mutex<Option<std::io::Error>>,
-    failed: AtomicBool,
-}
-
-impl<'a> Walk<'a> {
-    /// Walks directory `rel` as a task of `s`, then its subdirectories as
-    /// tasks of their own.
-    fn spawn<'s>(&'s self, s: &rayon::Scope<'s>, rel: String) {
-        s.spawn(move |s| {
-            if self.failed.load(Ordering::Relaxed) {
-                return;
-            }
-            match self.dir(&rel) {
-                Ok(subdirs) => {
-                    for d in subdirs {
-                        self.spawn(s, d);
-                    }
-                }
-                // An unreadable directory is left out of the view, like a denied one.
-                Err(e) if e.raw_os_error() == Some(libc::EACCES) => {}
-                Err(e) => {
-                    self.failed.store(true, Ordering::Relaxed);
-                    let mut first = self.error.lock().unwrap_or_else(|e| e.into_inner());
-                    first.get_or_insert(e);
-                }
-            }
-        });
-    }
-
-    /// Lists one directory: its granted files join the result (all or
-    /// none, if reading it fails), its subdirectories worth entering are
-    /// returned.
-    fn dir(&self, rel: &str) -> std::io::Result<Vec<String>> {
-        let dirfd = self.host.open_dir(rel)?;
-        let mut files = Vec::new();
-        let mut subdirs = Vec::new();
-        for entry in rfs::Dir::read_from(&dirfd)? {
-            let entry = entry?;
-            let Ok(name) = entry.file_name().to_str() else {
-                tracing::warn!(dir = rel, "skipping a name that is not UTF-8");
-                continue;
+/// Walks the host tree once ([`crate::walk`]: directories in parallel,
+/// never following a symlink, never entering a denied or ignored directory
+/// or one no allow pattern reaches) and keeps what a grant may hold:
+/// regular files (with more than one hard link only if `allow_hardlinks`)
+/// and symlinks whose target stays inside and is not denied.
+fn walk(
+    host: &HostRoot,
+    rules: &walk::Rules<'_>,
+    allow_hardlinks: bool,
+) -> std::io::Result<Walked> {
+    let found = Mutex::new(Walked::default());
+    let stats = walk::walk(host, rules, |dir| {
+        let mut files = Vec::with_capacity(dir.entries.len());
+        let mut hardlinked = 0;
+        let mut left_out = Vec::new();
+        for e in dir.entries {
+            // The kind again, from the entry itself: it may have changed
+            // since the listing.
+            let st = match stat_child(dir.fd, e.name()) {
+                Ok(st) => st,
+                Err(err) if walk::vanished(&err) => continue,
+                Err(err) => return Err(err),
             };
-            if name == "." || name == ".." {
-                continue;
-            }
-            let path = paths::join(rel, name);
-            if self.deny.matches_self(&path) {
-                continue;
-            }
-            let st = stat_child(&dirfd, name)?;
             match RType::from_raw_mode(st.st_mode) {
-                RType::Directory if self.allow.may_contain(&path) => subdirs.push(path),
-                RType::RegularFile if self.allow.matches(&path) => files.push(FileMatch {
-                    file_type: FileType::detect(&path),
-                    size_bytes: st.st_size as u64,
-                    path,
-                    symlink: false,
-                }),
-                RType::Symlink if self.allow.matches(&path) => {
-                    let target = rfs::readlinkat(&dirfd, name, Vec::new())?;
-                    if link_stays_visible(&path, target.to_bytes(), self.deny) {
+                RType::RegularFile => {
+                    if st.st_nlink > 1 {
+                        hardlinked += 1;
+                        if !allow_hardlinks {
+                            left_out.push(e.path);
+                            continue;
+                        }
+                    }
+                    files.push(FileMatch {
+                        file_type: FileType::detect(&e.path),
+                        size_bytes: st.st_size as u64,
+                        path: e.path,
+                        symlink: false,
+                    });
+                }
+                RType::Symlink => {
+                    let target = match rfs::readlinkat(dir.fd, e.name(), Vec::new()) {
+                        Ok(t) => t,
+                        Err(err) if walk::vanished(&err.into()) => continue,
+                        Err(err) => return Err(err.into()),
+                    };
+                    if link_stays_visible(&e.path, target.to_bytes(), rules.deny) {
                         files.push(FileMatch {
-                            file_type: FileType::detect(&path),
+                            file_type: FileType::detect(&e.path),
                             size_bytes: st.st_size as u64,
-                            path,
+                            path: e.path,
                             symlink: true,
                         });
                     }
                 }
-                // Devices, fifos and sockets are never granted.
+                // Became something else since the listing: not granted.
                 _ => {}
             }
         }
-        if !files.is_empty() {
-            self.files
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .append(&mut files);
-        }
-        Ok(subdirs)
-    }
+        let mut found = found.lock().unwrap_or_else(|e| e.into_inner());
+        found.files.append(&mut files);
+        found.hardlinked += hardlinked;
+        found.hardlinks_left_out.append(&mut left_out);
+        Ok(())
+    })?;
+    let mut found = found.into_inner().unwrap_or_else(|e| e.into_inner());
+    found.ignored = stats.ignored;
+    found.files.par_sort_unstable_by(|a, b| a.path.cmp(&b.path));
+    found.hardlinks_left_out.sort_unstable();
+    Ok(found)
 }
 
 /// A symlink is granted only when its target, resolved lexically, stays
@@ -323,6 +313,7 @@ mod tests {
             reason: None,
             ttl: None,
             max_files: None,
+            include_ignored: false,
         }
     }
 
@@ -437,6 +428,129 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("/nonexistent/tree"), "{e}");
+    }
+
+    fn write(root: &std::path::Path, files: &[(&str, &str)]) {
+        for (f, c) in files {
+            fs::create_dir_all(root.join(f).parent().unwrap()).unwrap();
+            fs::write(root.join(f), c).unwrap();
+        }
+    }
+
+    #[test]
+    fn gitignore_is_respected_unless_ignored_files_are_included() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path();
+        write(
+            p,
+            &[
+                (
+                    ".gitignore",
+                    "node_modules/\n/target\n*.log\n!keep.log\nbuild/\n",
+                ),
+                ("src/app.py", "x"),
+                ("src/debug.log", "log"),
+                ("src/keep.log", "kept"),
+                ("node_modules/x/index.js", "js"),
+                ("target/debug/app", "bin"),
+                ("web/.gitignore", "dist\n!dist.md\n"),
+                ("web/dist/bundle.js", "js"),
+                ("web/dist.md", "doc"),
+                // A pattern without a slash matches at any depth.
+                ("web/src/dist", "a file named dist"),
+                // Re-including beneath an ignored directory is impossible, as in git.
+                ("build/.gitignore", "!*\n"),
+                ("build/out.txt", "o"),
+                (".git/info/exclude", "local-notes.txt\n"),
+                ("local-notes.txt", "mine"),
+                ("sub/local-notes.txt", "mine too"),
+            ],
+        );
+        let mut r = req(p);
+        r.deny = vec![];
+        // Without the default denies, `.git` shows, and exclude still applies.
+        let mut open = Policy::parse(
+            "enabled = true\nmax_files = 100\nallowed_modes = [\"read_only\"]\nrequire_reason = false\ninherit_default_denies = false\n",
+            "open.toml",
+        )
+        .unwrap();
+        let g = resolve(&r, &open).unwrap();
+        assert_eq!(
+            paths_of(&g),
+            vec![
+                ".git/info/exclude",
+                ".gitignore",
+                "src/app.py",
+                "src/keep.log",
+                "web/.gitignore",
+                "web/dist.md",
+            ]
+        );
+        assert!(!g.include_ignored);
+        r.include_ignored = true;
+        let g = resolve(&r, &open).unwrap();
+        assert_eq!(g.files.len(), 15);
+        assert!(g.include_ignored);
+        // Denies still win over --include-ignored.
+        open.deny_patterns = vec!["**/.git".into(), "node_modules".into()];
+        let g = resolve(&r, &open).unwrap();
+        assert_eq!(g.files.len(), 13);
+        assert!(!paths_of(&g).iter().any(|f| f.starts_with("node_modules")));
+    }
+
+    #[test]
+    fn symlinked_ignore_files_are_not_read() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path();
+        write(p, &[("patterns", "*.py\n"), ("a.py", "x")]);
+        symlink("patterns", p.join(".gitignore")).unwrap();
+        let g = resolve(&req(p), &Policy::builtin_default().unwrap()).unwrap();
+        assert_eq!(paths_of(&g), vec![".gitignore", "a.py", "patterns"]);
+        // Nothing matching because of .gitignore says so.
+        write(p, &[("b/.gitignore", "*\n"), ("b/c.md", "c")]);
+        let mut r = req(p);
+        r.allow = vec!["b/c.md".into()];
+        let e = resolve(&r, &Policy::builtin_default().unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--include-ignored"), "{e}");
+    }
+
+    #[test]
+    fn hard_links_are_counted_and_refused_when_the_policy_says_so() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path();
+        write(
+            p,
+            &[(".env", "SECRET=1"), ("src/a.py", "a"), ("b.txt", "b")],
+        );
+        fs::hard_link(p.join(".env"), p.join("src/hard_env.py")).unwrap();
+        fs::hard_link(p.join("b.txt"), p.join("src/b2.txt")).unwrap();
+        let mut policy = Policy::builtin_default().unwrap();
+        assert!(policy.allow_hardlinks);
+        let g = resolve(&req(p), &policy).unwrap();
+        assert_eq!(
+            paths_of(&g),
+            vec!["b.txt", "src/a.py", "src/b2.txt", "src/hard_env.py"]
+        );
+        assert_eq!(g.hardlinked_files, 3);
+        assert!(g.hardlinks_left_out.is_empty() && g.allow_hardlinks);
+        policy.allow_hardlinks = false;
+        let g = resolve(&req(p), &policy).unwrap();
+        assert_eq!(paths_of(&g), vec!["src/a.py"]);
+        assert_eq!(g.hardlinked_files, 3);
+        assert_eq!(
+            g.hardlinks_left_out,
+            vec!["b.txt", "src/b2.txt", "src/hard_env.py"]
+        );
+        assert!(!g.allow_hardlinks);
+        let mut r = req(p);
+        r.allow = vec!["src/hard_env.py".into()];
+        let e = resolve(&r, &policy).unwrap_err().to_string();
+        assert!(
+            e.contains("hard link") && e.contains("allow_hardlinks"),
+            "{e}"
+        );
     }
 
     /// Creates `dirs/file` one directory at a time (no syscall sees the

@@ -232,16 +232,24 @@ async fn search(State(s): Srv, ConnectInfo(peer): Caller, Body(r): Body<SearchRe
     Ok(Json(json!(hits)))
 }
 
-/// The grant request of request_access and open_view, checked.
-fn grant_request(
-    s: &Server,
-    peer: Peer,
-    files: &[String],
+/// What a caller asks for besides the files.
+struct Ask {
     mode: Mode,
     purpose: String,
     reason: String,
     ttl: Option<u64>,
-) -> Result<GrantRequest> {
+    include_ignored: bool,
+}
+
+/// The grant request of request_access and open_view, checked.
+fn grant_request(s: &Server, peer: Peer, files: &[String], ask: Ask) -> Result<GrantRequest> {
+    let Ask {
+        mode,
+        purpose,
+        reason,
+        ttl,
+        include_ignored,
+    } = ask;
     if files.is_empty() {
         return Err(Error::invalid("request_access needs at least one file"));
     }
@@ -270,6 +278,7 @@ fn grant_request(
         reason: Some(reason),
         ttl: ttl.map(std::time::Duration::from_secs),
         max_files: None,
+        include_ignored,
     })
 }
 
@@ -355,6 +364,9 @@ struct AccessReq {
     #[serde(default)]
     purpose: String,
     ttl_seconds: Option<Num>,
+    /// Grant files `.gitignore` ignores too (they are left out by default).
+    #[serde(default)]
+    include_ignored: bool,
 }
 
 async fn request_access(
@@ -369,7 +381,18 @@ async fn request_access(
         } else {
             r.purpose
         };
-        let req = grant_request(s, peer, &r.files, r.mode, purpose, r.reason, ttl)?;
+        let req = grant_request(
+            s,
+            peer,
+            &r.files,
+            Ask {
+                mode: r.mode,
+                purpose,
+                reason: r.reason,
+                ttl,
+                include_ignored: r.include_ignored,
+            },
+        )?;
         let grant = crate::creds::run_as(&caller(peer), || resolve_files(s, &req, &r.files))??;
         store_grant(s, peer, grant)
     })
@@ -425,7 +448,18 @@ async fn open_view(
                 return Err(Error::invalid("no file matches the purpose and hints"));
             }
             let files: Vec<String> = hits.iter().map(|h| h.path.clone()).collect();
-            let req = grant_request(s, peer, &files, r.mode, r.purpose.clone(), reason, ttl)?;
+            let req = grant_request(
+                s,
+                peer,
+                &files,
+                Ask {
+                    mode: r.mode,
+                    purpose: r.purpose.clone(),
+                    reason,
+                    ttl,
+                    include_ignored: false,
+                },
+            )?;
             resolve_files(s, &req, &files)
         })??;
         let grant = store_grant(s, peer, grant)?;

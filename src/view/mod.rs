@@ -113,9 +113,12 @@ impl View {
     /// A view of `grant`. Writable modes need the session directory, where
     /// the overlay lives; read-only views never write anything.
     pub fn new(grant: &Grant, session_dir: Option<&Path>, opts: ViewOptions) -> CmdResult<View> {
-        let host = HostRoot::open(&grant.root).map_err(|e| {
+        let mut host = HostRoot::open(&grant.root).map_err(|e| {
             crate::error::Error::io(format!("opening host tree {}", grant.root.display()), e)
         })?;
+        if !grant.allow_hardlinks {
+            host.refuse_hardlinks();
+        }
         let mut files = grant.files.clone();
         if !files.is_sorted_by(|a, b| a.path < b.path) {
             files.sort_by(|a, b| a.path.cmp(&b.path));

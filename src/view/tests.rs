@@ -40,6 +40,7 @@ fn fixture(ttl: Option<Duration>) -> Fixture {
         reason: None,
         ttl,
         max_files: None,
+        include_ignored: false,
     };
     let grant = resolve(&req, &Policy::builtin_default().unwrap()).unwrap();
     let view = View::new(&grant, None, ViewOptions::default()).unwrap();
@@ -243,4 +244,55 @@ fn statfs_and_xattrs() {
     );
     let link = lookup_path(v, "src/link").unwrap();
     assert_eq!(v.listxattr(link.ino).unwrap(), b"");
+}
+
+/// A grant whose policy refuses hard links: a granted file that the host
+/// turns into another name of a secret after the grant is never served.
+#[test]
+fn refused_hard_links_are_not_served_even_when_made_after_the_grant() {
+    let host = tempfile::tempdir().unwrap();
+    let root = host.path().to_path_buf();
+    fs::create_dir_all(root.join("src")).unwrap();
+    fs::write(root.join(".env"), "SECRET=1").unwrap();
+    fs::write(root.join("src/a.py"), "a = 1\n").unwrap();
+    fs::write(root.join("src/b.py"), "b = 1\n").unwrap();
+    let req = GrantRequest {
+        root: root.clone(),
+        allow: vec![],
+        deny: vec![],
+        write_prefixes: vec![],
+        mode: Mode::ReadOnly,
+        purpose: "t".into(),
+        reason: None,
+        ttl: None,
+        max_files: None,
+        include_ignored: false,
+    };
+    let mut policy = Policy::builtin_default().unwrap();
+    policy.allow_hardlinks = false;
+    let strict = View::new(
+        &resolve(&req, &policy).unwrap(),
+        None,
+        ViewOptions::default(),
+    )
+    .unwrap();
+    let default = View::new(
+        &resolve(&req, &Policy::builtin_default().unwrap()).unwrap(),
+        None,
+        ViewOptions::default(),
+    )
+    .unwrap();
+    fs::remove_file(root.join("src/a.py")).unwrap();
+    fs::hard_link(root.join(".env"), root.join("src/a.py")).unwrap();
+    let a = lookup_path(&strict, "src/a.py").unwrap().ino;
+    assert_eq!(strict.open(a, libc::O_RDONLY).unwrap_err(), Errno::ENOENT);
+    let b = lookup_path(&strict, "src/b.py").unwrap().ino;
+    let o = strict.open(b, libc::O_RDONLY).unwrap();
+    assert_eq!(strict.read(o.fh, 0, 100).unwrap(), b"b = 1\n");
+    strict.release(o.fh);
+    // Where the policy allows hard links, the content is live, link or not.
+    let a = lookup_path(&default, "src/a.py").unwrap().ino;
+    let o = default.open(a, libc::O_RDONLY).unwrap();
+    assert_eq!(default.read(o.fh, 0, 100).unwrap(), b"SECRET=1");
+    default.release(o.fh);
 }

@@ -18,14 +18,22 @@ struct Fx {
 }
 
 fn fixture(prefixes: &[&str]) -> Fx {
+    fixture_with(prefixes, &[])
+}
+
+/// The fixture's host tree plus `extra` files.
+fn fixture_with(prefixes: &[&str], extra: &[(&str, &str)]) -> Fx {
     let host_dir = tempfile::tempdir().unwrap();
     let state = tempfile::tempdir().unwrap();
     let host = host_dir.path().to_path_buf();
-    for (f, c) in [
+    for &(f, c) in [
         ("a.txt", "alpha\n"),
         ("d/b.txt", "beta\n"),
         ("d/e/c.txt", "gamma\n"),
-    ] {
+    ]
+    .iter()
+    .chain(extra)
+    {
         fs::create_dir_all(host.join(f).parent().unwrap()).unwrap();
         fs::write(host.join(f), c).unwrap();
     }
@@ -39,6 +47,7 @@ fn fixture(prefixes: &[&str]) -> Fx {
         reason: None,
         ttl: None,
         max_files: None,
+        include_ignored: false,
     };
     let grant = resolve(&req, &Policy::builtin_default().unwrap()).unwrap();
     let session = state.path().join("s");
@@ -89,6 +98,48 @@ fn write_file(v: &View, parent: &str, file: &str, data: &[u8]) -> Result<()> {
     let r = v.write(o.fh, 0, data, false).map(drop);
     v.release(o.fh);
     r
+}
+
+/// What `.gitignore` ignores on the host is not in the view, but nothing
+/// stops the agent from making the same names: an ignored file it creates
+/// (a build's output, say) is just a new file of the overlay, pending like
+/// any other. Its host namesake stays invisible.
+#[test]
+fn ignored_names_are_created_like_any_new_file() {
+    let fx = fixture_with(
+        &[],
+        &[
+            (".gitignore", "target/\n*.o\n"),
+            ("target/old.bin", "host build output"),
+            ("d/x.o", "host object"),
+        ],
+    );
+    let v = open_view(&fx, ViewOptions::default());
+    assert_eq!(
+        listing(&v),
+        vec![".gitignore", "a.txt", "d", "d/b.txt", "d/e", "d/e/c.txt"]
+    );
+    v.mkdir(ROOT, name("target"), 0o755, ROOTUSER).unwrap();
+    write_file(&v, "target", "new.bin", b"agent build output").unwrap();
+    write_file(&v, "d", "y.o", b"agent object").unwrap();
+    assert_eq!(read_all(&v, "target/new.bin"), b"agent build output");
+    assert!(v.lookup(ino(&v, "target"), name("old.bin")).is_err());
+    assert!(v.lookup(ino(&v, "d"), name("x.o")).is_err());
+    let pending: Vec<(String, crate::patch::Op)> = crate::patch::pending(&fx.grant, &fx.session)
+        .unwrap()
+        .into_iter()
+        .filter(|p| p.kind == crate::view::tree::Kind::File)
+        .map(|p| (p.path, p.op))
+        .collect();
+    assert_eq!(
+        pending,
+        vec![
+            ("d/y.o".to_string(), crate::patch::Op::Create),
+            ("target/new.bin".to_string(), crate::patch::Op::Create),
+        ]
+    );
+    // The host never changed.
+    assert!(!fx.host.join("target/new.bin").exists());
 }
 
 #[test]
