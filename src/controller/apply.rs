@@ -795,9 +795,22 @@ pub fn apply(
 /// After the commit point: removes what the old contents left behind
 /// (temps holding replaced files, deleted files' backups).
 pub fn remove_leftovers(host: &HostRoot, j: &Journal) {
+    let mut dirs = Dirs::new(host);
     for s in &j.steps {
-        let _ = host.remove(&s.tmp, false);
-        let _ = host.remove(&s.bak, false);
+        // An update's old content is at its temp name, a delete's at its
+        // backup name; a create leaves nothing (its temp is renamed, or
+        // was never made if the commit stopped early and was finished).
+        let names: &[&str] = match s.op {
+            Op::Update => &[&s.tmp],
+            Op::Delete => &[&s.bak],
+            Op::Create => &[&s.tmp],
+        };
+        for n in names {
+            let (dir, name) = split(n);
+            if let Ok(fd) = dirs.get(dir) {
+                let _ = rfs::unlinkat(fd, name, AtFlags::empty());
+            }
+        }
     }
 }
 
