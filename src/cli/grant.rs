@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
+use super::number::{number, MAX_FILES};
 use crate::error::{Error, Result};
 use crate::grant::{parse_duration, resolve, FileType, GrantRequest};
 use crate::policy::{Mode, Policy};
@@ -43,11 +44,12 @@ pub struct Args {
     /// Why access is needed (some policies require it).
     #[arg(long)]
     reason: Option<String>,
-    /// Lifetime, e.g. 30m, 2h, 1d.
-    #[arg(long, value_name = "DURATION")]
+    /// Lifetime, e.g. 30m, 2h, 1d (1s to 3650d).
+    #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
     ttl: Option<String>,
     /// At most this many files (never more than the policy allows).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_hyphen_values = true,
+          value_parser = number::<u64>(1, MAX_FILES))]
     max_files: Option<u64>,
     /// Print the whole grant as JSON instead of its id.
     #[arg(long)]
@@ -103,7 +105,7 @@ pub fn run(state_path: &Path, a: &Args) -> Result<()> {
     if a.json {
         super::print_json(&grant)
     } else {
-        println!("{}", grant.grant_id);
+        outln!("{}", grant.grant_id)?;
         Ok(())
     }
 }
