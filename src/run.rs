@@ -14,6 +14,7 @@
 //! and the daemon stops: the mount never outlives the run.
 
 use std::ffi::{CString, OsString};
+use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
@@ -128,6 +129,33 @@ impl ChildPlan {
     }
 }
 
+/// `--at` as an absolute path without `.`, `..` or symlinks: a relative one
+/// is taken from the current directory; the part that exists is
+/// canonicalized, so the overlap checks compare real paths.
+fn absolute_at(at: &Path) -> Result<PathBuf> {
+    use std::path::Component;
+    if at.as_os_str().is_empty() {
+        return Err(Error::invalid("--at must not be empty"));
+    }
+    let abs = std::path::absolute(at).ctx(|| format!("--at {}", at.display()))?;
+    let existing = abs
+        .ancestors()
+        .find(|a| a.exists())
+        .unwrap_or(Path::new("/"));
+    let rest = abs.strip_prefix(existing).unwrap_or(Path::new(""));
+    if rest
+        .components()
+        .any(|c| !matches!(c, Component::Normal(_)))
+    {
+        return Err(Error::invalid(format!(
+            "--at {}: a part that does not exist yet may not hold `..`",
+            at.display()
+        )));
+    }
+    let base = std::fs::canonicalize(existing).ctx(|| format!("--at {}", at.display()))?;
+    Ok(base.join(rest))
+}
+
 /// Runs `opts.command` against the view of `grant`; returns its exit code
 /// (128 + N when killed by signal N).
 pub fn run(state: &StateDir, grant: &Grant, opts: RunOptions) -> Result<i32> {
@@ -147,7 +175,7 @@ pub fn run(state: &StateDir, grant: &Grant, opts: RunOptions) -> Result<i32> {
             )));
         }
     }
-    let at = std::path::absolute(&opts.at).ctx(|| format!("--at {}", opts.at.display()))?;
+    let at = absolute_at(&opts.at)?;
     for (what, p) in [
         ("host tree", &grant.root),
         ("state dir", &state.path().to_path_buf()),
@@ -245,7 +273,9 @@ pub fn run(state: &StateDir, grant: &Grant, opts: RunOptions) -> Result<i32> {
     }
     let code = result?;
     let pending = crate::patch::pending(grant, &session)?;
-    eprintln!(
+    // SIGPIPE is ignored while serving: a closed stderr must not panic.
+    let _ = writeln!(
+        std::io::stderr(),
         "wopfs run: exit {code}; grant {} now has {} pending (see wopfs diff {})",
         grant.grant_id,
         crate::patch::summary(&pending),

@@ -161,9 +161,9 @@ fn quota_overflow_is_edquot_and_never_damages_written_data() {
     );
     let st = rustix::fs::statvfs(&m.mp)
         .ok()
-        .map(|s| (s.f_files, s.f_bavail * s.f_frsize));
-    let (files, avail) = st.expect("statvfs");
-    assert_eq!(files, 8, "statfs reports the entry quota");
+        .map(|s| (s.f_ffree, s.f_bavail * s.f_frsize));
+    let (ffree, avail) = st.expect("statvfs");
+    assert_eq!(ffree, 0, "statfs reports the entry quota used up");
     assert!(
         avail <= 1 << 20,
         "statfs reports the byte quota, got {avail}"

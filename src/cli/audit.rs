@@ -19,7 +19,7 @@ pub fn run(state: &StateDir, a: &Args) -> Result<()> {
     let audit = Audit::new(state.path());
     if a.verify {
         let n = audit.verify()?;
-        println!("audit log verified: {n} records, hash chain intact");
+        outln!("audit log verified: {n} records, hash chain intact")?;
         if !a.json && a.grant.is_none() {
             return Ok(());
         }
@@ -29,7 +29,7 @@ pub fn run(state: &StateDir, a: &Args) -> Result<()> {
         return super::print_json(&records);
     }
     for r in records {
-        println!(
+        outln!(
             "{:>5}  {}  {:<22} {:<20} {:<9} {:<12} {}",
             r.seq,
             r.time,
@@ -38,7 +38,7 @@ pub fn run(state: &StateDir, a: &Args) -> Result<()> {
             format!("{:?}", r.event).to_lowercase(),
             r.outcome,
             r.actor
-        );
+        )?;
     }
     Ok(())
 }

@@ -88,24 +88,24 @@ pub fn run_commit(state: &StateDir, a: &CommitArgs) -> Result<()> {
             Op::Update => "update",
             Op::Delete => "delete",
         };
-        println!("{verb}{what} {path}");
+        outln!("{verb}{what} {path}")?;
     }
     for path in &outcome.skipped {
-        println!("{verb}skip {path} (already so on the host)");
+        outln!("{verb}skip {path} (already so on the host)")?;
     }
     if outcome.dry_run {
-        println!("dry run: nothing was written");
+        outln!("dry run: nothing was written")?;
     } else if outcome.complete {
-        println!(
+        outln!(
             "committed grant {}: {} change(s) applied",
             grant.grant_id,
             outcome.applied.len()
-        );
+        )?;
     } else {
-        println!(
+        outln!(
             "applied {} change(s); the rest stays pending",
             outcome.applied.len()
-        );
+        )?;
     }
     Ok(())
 }
@@ -113,29 +113,25 @@ pub fn run_commit(state: &StateDir, a: &CommitArgs) -> Result<()> {
 pub fn run_reject(state: &StateDir, a: &RejectArgs) -> Result<()> {
     let grant = state.load_grant(&a.grant)?;
     controller::reject(state, &grant, &a.reason)?;
-    println!(
+    outln!(
         "rejected grant {}; the host tree is unchanged",
         grant.grant_id
-    );
+    )?;
     Ok(())
 }
 
 pub fn run_recover(state: &StateDir, a: &RecoverArgs) -> Result<()> {
     let grant = state.load_grant(&a.grant)?;
     match controller::recover(state, &grant)? {
-        None => println!("grant {}: no interrupted commit", grant.grant_id),
-        Some(controller::apply::Phase::Done) => {
-            println!(
-                "grant {}: the interrupted commit was completed",
-                grant.grant_id
-            )
-        }
-        Some(controller::apply::Phase::Prepared) => {
-            println!(
-                "grant {}: the interrupted commit was rolled back; the host is as before",
-                grant.grant_id
-            )
-        }
+        None => outln!("grant {}: no interrupted commit", grant.grant_id)?,
+        Some(controller::apply::Phase::Done) => outln!(
+            "grant {}: the interrupted commit was completed",
+            grant.grant_id
+        )?,
+        Some(controller::apply::Phase::Prepared) => outln!(
+            "grant {}: the interrupted commit was rolled back; the host is as before",
+            grant.grant_id
+        )?,
     }
     Ok(())
 }

@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
+use super::number::{number, MAX_FILES};
 use crate::error::{Error, Result};
 use crate::grant::{parse_duration, resolve, FileType, GrantRequest};
 use crate::policy::{Mode, Policy};
@@ -43,11 +44,12 @@ pub struct Args {
     /// Why access is needed (some policies require it).
     #[arg(long)]
     reason: Option<String>,
-    /// Lifetime, e.g. 30m, 2h, 1d.
-    #[arg(long, value_name = "DURATION")]
+    /// Lifetime, e.g. 30m, 2h, 1d (1s to 3650d).
+    #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
     ttl: Option<String>,
     /// At most this many files (never more than the policy allows).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_hyphen_values = true,
+          value_parser = number::<u64>(1, MAX_FILES))]
     max_files: Option<u64>,
     /// Grant files that `.gitignore` (nested ones, `.git/info/exclude`)
     /// ignores too; by default they are left out.
@@ -115,7 +117,7 @@ pub fn run(state_path: &Path, a: &Args) -> Result<()> {
         out["bucket"] = serde_json::json!(bucket);
         super::print_json(&out)
     } else {
-        println!("{}", grant.grant_id);
+        outln!("{}", grant.grant_id)?;
         Ok(())
     }
 }

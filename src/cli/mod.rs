@@ -1,10 +1,30 @@
 //! Command-line interface: one module per subcommand, each thin over the library.
+//!
+//! Everything a command prints on stdout goes through [`out!`] and
+//! [`outln!`], which return an error instead of panicking; a reader that
+//! went away (`wopfs diff G | head`) ends the command quietly (see
+//! [`is_broken_pipe`] and `main.rs`).
+
+/// `print!` that returns a `Result` (the caller adds `?`).
+macro_rules! out {
+    ($($t:tt)*) => {
+        $crate::cli::write_stdout(format_args!($($t)*))
+    };
+}
+
+/// `println!` that returns a `Result` (the caller adds `?`).
+macro_rules! outln {
+    ($($t:tt)*) => {
+        $crate::cli::write_stdout(format_args!("{}\n", format_args!($($t)*)))
+    };
+}
 
 mod audit;
 mod bucket;
 mod commit;
 mod grant;
 mod mount;
+mod number;
 mod patch;
 mod run;
 mod search;
@@ -117,10 +137,44 @@ fn init_logging(daemon: bool) {
         .try_init();
 }
 
+/// What a failed write to stdout is reported as.
+const STDOUT: &str = "writing to stdout";
+
+/// Writes to stdout and flushes. A closed pipe comes back as an error that
+/// [`is_broken_pipe`] recognises.
+pub(crate) fn write_stdout(args: std::fmt::Arguments) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_fmt(args)
+        .and_then(|()| out.flush())
+        .map_err(|e| crate::error::Error::io(STDOUT, e))
+}
+
+/// Whether `e` is stdout's reader having gone away: not a failure of the
+/// command, so `main` exits quietly (status 141, as a shell shows a
+/// process killed by SIGPIPE).
+pub fn is_broken_pipe(e: &crate::error::Error) -> bool {
+    matches!(e, crate::error::Error::Io { context, source }
+        if context == STDOUT && source.kind() == std::io::ErrorKind::BrokenPipe)
+}
+
+impl Cli {
+    /// Whether this command serves a view or the API for long: it must
+    /// survive its own stdout or stderr being closed (SIGPIPE stays
+    /// ignored); every other command dies quietly of SIGPIPE, as `git` does.
+    pub fn serves(&self) -> bool {
+        match &self.command {
+            Command::Mount(m) => m.foreground || m.daemon,
+            Command::Run(_) | Command::Serve(_) => true,
+            _ => false,
+        }
+    }
+}
+
 /// Prints a value as pretty JSON on stdout.
 fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
     let text = serde_json::to_string_pretty(value)
         .map_err(|e| crate::error::Error::invalid(format!("serializing output: {e}")))?;
-    println!("{text}");
+    outln!("{text}")?;
     Ok(())
 }

@@ -1,12 +1,18 @@
 //! `wopfs mount` and `wopfs umount`
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
+use super::number::{number, MAX_BYTES, MAX_FILES, MAX_ID, MAX_THREADS};
 use crate::error::{Error, Result};
-use crate::grant::parse_duration;
+use crate::grant::parse_duration_in;
 use crate::mount::{self, MountOptions};
 use crate::state::StateDir;
 use crate::view::ViewOptions;
+
+/// The longest `--cache-ttl`.
+const MAX_CACHE_TTL: Duration = Duration::from_secs(86_400);
 
 #[derive(clap::Args, Debug)]
 #[command(override_usage = "wopfs mount [OPTIONS] GRANT MOUNTPOINT\n       \
@@ -15,43 +21,57 @@ pub struct MountArgs {
     /// Grant id (g-…); leave it out with --token.
     #[arg(value_name = "GRANT")]
     grant: Option<String>,
-    /// An existing empty directory outside the host tree and the state dir.
+    /// An existing empty directory outside the host tree and the state dir
+    /// (a relative path is taken from the current directory).
     #[arg(value_name = "MOUNTPOINT")]
     mountpoint: Option<PathBuf>,
     #[command(flatten)]
     token: super::token::TokenMountArgs,
     /// Serve in this process instead of returning once the mount is ready.
     #[arg(long)]
-    foreground: bool,
+    pub foreground: bool,
     /// Internal: run as the background daemon started by `wopfs mount`.
     #[arg(long, hide = true)]
     pub daemon: bool,
-    /// FUSE request threads.
-    #[arg(long, default_value_t = 4, value_name = "N")]
+    /// FUSE request threads (1 to 256).
+    #[arg(long, default_value_t = 4, value_name = "N", allow_hyphen_values = true,
+          value_parser = number::<usize>(1, MAX_THREADS))]
     threads: usize,
-    /// How long the kernel may cache names and attributes of host files.
-    #[arg(long, default_value = "1s", value_name = "DURATION")]
+    /// How long the kernel may cache names and attributes of host files
+    /// (0 to 1d).
+    #[arg(
+        long,
+        default_value = "1s",
+        value_name = "DURATION",
+        allow_hyphen_values = true
+    )]
     cache_ttl: String,
     /// Let other users (a container's uid, say) use the view; needs root or
     /// `user_allow_other` in /etc/fuse.conf.
     #[arg(long)]
     allow_other: bool,
     /// Present the view's files as owned by this uid (with --gid).
-    #[arg(long, requires = "gid", value_name = "N")]
+    #[arg(long, requires = "gid", value_name = "N", allow_hyphen_values = true,
+          value_parser = number::<u32>(0, MAX_ID))]
     uid: Option<u32>,
     /// Present the view's files as owned by this gid (with --uid).
-    #[arg(long, requires = "uid", value_name = "N")]
+    #[arg(long, requires = "uid", value_name = "N", allow_hyphen_values = true,
+          value_parser = number::<u32>(0, MAX_ID))]
     gid: Option<u32>,
     /// Overlay limit in bytes (default: the grant's max_total_size_bytes).
-    #[arg(long, value_name = "BYTES")]
+    #[arg(long, value_name = "BYTES", allow_hyphen_values = true,
+          value_parser = number::<u64>(1, MAX_BYTES))]
     quota_bytes: Option<u64>,
     /// Overlay limit in entries (default: the grant's max_files).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_hyphen_values = true,
+          value_parser = number::<u64>(1, MAX_FILES))]
     quota_files: Option<u64>,
 }
 
 #[derive(clap::Args, Debug)]
 pub struct UmountArgs {
+    /// Where the view is mounted (relative to the current directory, or
+    /// absolute); an expired or dead view unmounts too.
     mountpoint: PathBuf,
     /// Detach a busy mount now; it goes away when its last user leaves.
     #[arg(long)]
@@ -77,11 +97,15 @@ fn grant_and_mountpoint(a: &MountArgs) -> Result<(Option<&str>, &Path)> {
 
 pub fn run_mount(state: &StateDir, a: &MountArgs) -> Result<()> {
     let (grant_id, mountpoint) = grant_and_mountpoint(a)?;
-    let cache_ttl = if a.cache_ttl == "0" {
-        std::time::Duration::ZERO
+    let cache_ttl = if a.cache_ttl.trim() == "0" {
+        Duration::ZERO
     } else {
-        parse_duration("--cache-ttl", &a.cache_ttl)?
+        parse_duration_in("--cache-ttl", &a.cache_ttl, Duration::ZERO, MAX_CACHE_TTL)?
     };
+    // Absolute from here on: the daemon runs from "/", and a relative
+    // mountpoint names a directory of the caller's working directory.
+    let resolved = mount::mountinfo::resolve(mountpoint)?;
+    let mountpoint = resolved.as_path();
     let grant = match grant_id {
         Some(id) => state.load_grant(id)?,
         // Verified, resolved and recorded only once everything checks out.
@@ -119,8 +143,9 @@ pub fn run_mount(state: &StateDir, a: &MountArgs) -> Result<()> {
         mount::spawn_daemon(state, &grant, mountpoint, &extra)?;
         if grant_id.is_none() {
             // The grant recorded for the token: what diff, commit and status take.
-            println!("{}", grant.grant_id);
-            eprintln!(
+            outln!("{}", grant.grant_id)?;
+            let _ = writeln!(
+                std::io::stderr(),
                 "wopfs mount: {}",
                 super::token::token_grant_note(state, &grant)
             );
@@ -128,8 +153,9 @@ pub fn run_mount(state: &StateDir, a: &MountArgs) -> Result<()> {
         return Ok(());
     }
     if grant_id.is_none() {
-        println!("{}", grant.grant_id);
-        eprintln!(
+        outln!("{}", grant.grant_id)?;
+        let _ = writeln!(
+            std::io::stderr(),
             "wopfs mount: {}",
             super::token::token_grant_note(state, &grant)
         );

@@ -76,9 +76,9 @@ pub fn run_diff(state: &StateDir, a: &DiffArgs) -> Result<()> {
         return super::print_json(&rows);
     }
     if a.stat {
-        print!("{}", diff::stat(&diffs));
+        out!("{}", diff::stat(&diffs))?;
     } else {
-        print!("{}", diff::render(&diffs, std::io::stdout().is_terminal()));
+        out!("{}", diff::render(&diffs, std::io::stdout().is_terminal()))?;
     }
     Ok(())
 }
@@ -104,7 +104,7 @@ pub fn run_export(state: &StateDir, a: &ExportArgs) -> Result<()> {
     if a.output.is_none() {
         let text =
             std::fs::read_to_string(dir.join("patchset.json")).ctx(|| "reading the patch set")?;
-        print!("{text}");
+        out!("{text}")?;
     }
     let st = crate::session::SessionState::load(&session)?;
     if st.phase == crate::session::Phase::Open {

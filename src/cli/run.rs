@@ -1,9 +1,11 @@
 //! `wopfs run`
 
 use std::ffi::OsString;
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use super::number::{number, MAX_ID};
 use crate::error::{Error, Result};
 use crate::mount::MountOptions;
 use crate::run::{self, RunOptions};
@@ -17,7 +19,8 @@ pub struct Args {
     grant: Option<String>,
     #[command(flatten)]
     token: super::token::TokenMountArgs,
-    /// Where the view appears inside the command's namespace.
+    /// Where the view appears inside the command's namespace (a relative
+    /// path is taken from the current directory).
     #[arg(long, default_value = "/workspace", value_name = "PATH")]
     at: PathBuf,
     /// Let other users in the namespace use the view.
@@ -25,9 +28,11 @@ pub struct Args {
     allow_other: bool,
     /// Present the view's files as owned by this uid (with --gid), for a
     /// command that drops to that user.
-    #[arg(long, requires = "gid", value_name = "N")]
+    #[arg(long, requires = "gid", value_name = "N", allow_hyphen_values = true,
+          value_parser = number::<u32>(0, MAX_ID))]
     uid: Option<u32>,
-    #[arg(long, requires = "uid", value_name = "N")]
+    #[arg(long, requires = "uid", value_name = "N", allow_hyphen_values = true,
+          value_parser = number::<u32>(0, MAX_ID))]
     gid: Option<u32>,
     /// The command and its arguments, after `--`.
     #[arg(last = true, required = true)]
@@ -39,7 +44,9 @@ pub fn run(state: &StateDir, a: &Args) -> Result<ExitCode> {
         (Some(id), false) => state.load_grant(id)?,
         (None, true) => {
             let grant = super::token::grant_from_token(state, &a.token, None)?;
-            eprintln!(
+            // SIGPIPE is ignored while serving: a closed stderr must not panic.
+            let _ = writeln!(
+                std::io::stderr(),
                 "wopfs run: {}",
                 super::token::token_grant_note(state, &grant)
             );

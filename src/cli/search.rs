@@ -55,8 +55,9 @@ pub struct Args {
     /// Only files of this type (repeatable).
     #[arg(long = "type", value_name = "TYPE", value_parser = file_type_parser())]
     types: Vec<FileType>,
-    /// At most this many files (0: every match).
-    #[arg(long, value_name = "N", default_value_t = 20)]
+    /// At most this many files (0: every match; at most 1000000).
+    #[arg(long, value_name = "N", default_value_t = 20, allow_hyphen_values = true,
+          value_parser = super::number::number::<usize>(0, super::number::MAX_LIMIT))]
     limit: usize,
     /// Policy file, or a built-in policy name (default, strict); its deny
     /// patterns are never searched.
@@ -97,7 +98,7 @@ pub fn run(a: &Args) -> Result<()> {
         eprintln!("wopfs: no file of {} matches {text:?}", a.root.display());
         return Ok(());
     }
-    print!("{}", table(&hits));
+    out!("{}", table(&hits))?;
     Ok(())
 }
 

@@ -141,7 +141,7 @@ pub fn diagnostics(state: &StateDir, a: &DiagArgs) -> Result<()> {
     });
     let text = serde_json::to_vec_pretty(&bundle).map_err(|e| Error::invalid(e.to_string()))?;
     std::fs::write(&a.output, text).ctx(|| format!("writing {}", a.output.display()))?;
-    println!("{}", a.output.display());
+    outln!("{}", a.output.display())?;
     Ok(())
 }
 

@@ -82,7 +82,7 @@ pub fn run(state: &StateDir, a: &Args) -> Result<()> {
         return super::print_json(&rows);
     }
     if rows.is_empty() {
-        println!("no grants");
+        outln!("no grants")?;
         return Ok(());
     }
     let mounted: Vec<&str> = rows
@@ -95,37 +95,48 @@ pub fn run(state: &StateDir, a: &Args) -> Result<()> {
         .max()
         .unwrap_or(0)
         .max("MOUNTED AT".len());
-    println!(
+    outln!(
         "{:<18}  {:<18}  {:<18}  {:>7}  {:<20}  {:<w$}  PURPOSE",
-        "GRANT", "MODE", "STATE", "FILES", "EXPIRES", "MOUNTED AT"
-    );
+        "GRANT",
+        "MODE",
+        "STATE",
+        "FILES",
+        "EXPIRES",
+        "MOUNTED AT"
+    )?;
     for (r, mp) in rows.iter().zip(mounted) {
         let expires = match (&r.expires_at, r.expired) {
             (_, true) => "expired",
             (Some(t), false) => t.as_str(),
             (None, false) => "never",
         };
-        println!(
+        outln!(
             "{:<18}  {:<18}  {:<18}  {:>7}  {:<20}  {:<w$}  {}",
-            r.grant_id, r.mode, r.phase, r.files, expires, mp, r.purpose
-        );
+            r.grant_id,
+            r.mode,
+            r.phase,
+            r.files,
+            expires,
+            mp,
+            r.purpose
+        )?;
     }
     if let [r] = &rows[..] {
         if r.phase == "commit-interrupted" {
-            println!(
+            outln!(
                 "\na commit of this grant was interrupted: run wopfs recover {} (the host is exactly before or after it)",
                 r.grant_id
-            );
+            )?;
         }
         if let Some(p) = &r.pending {
-            println!("\npending changes: {}", r.pending_summary);
+            outln!("\npending changes: {}", r.pending_summary)?;
             for c in p {
                 let sign = match c.op {
                     patch::Op::Create => '+',
                     patch::Op::Update => '~',
                     patch::Op::Delete => '-',
                 };
-                println!("  {sign} {}  ({})", c.path, patch::human_bytes(c.size));
+                outln!("  {sign} {}  ({})", c.path, patch::human_bytes(c.size))?;
             }
         }
     }

@@ -59,8 +59,8 @@ struct MintArgs {
     outputs_prefix: Option<String>,
     #[arg(long, value_enum, default_value = "read_only")]
     mode: Mode,
-    /// Lifetime in seconds (or a duration such as 30m); default 300.
-    #[arg(long, value_name = "SECONDS")]
+    /// Lifetime in seconds (or a duration such as 30m); default 300, at most 3650d.
+    #[arg(long, value_name = "SECONDS", allow_hyphen_values = true)]
     ttl: Option<String>,
     /// Ed25519 signing key (default: $A2A_GRANT_SIGNING_KEY).
     #[arg(long, value_name = "FILE")]
@@ -92,7 +92,7 @@ struct DelegateArgs {
     #[arg(long, value_enum)]
     mode: Option<Mode>,
     /// Lifetime in seconds (or 30m); never past the parent's expiry (the default).
-    #[arg(long, value_name = "SECONDS")]
+    #[arg(long, value_name = "SECONDS", allow_hyphen_values = true)]
     ttl: Option<String>,
     /// Ed25519 signing key (default: $A2A_GRANT_SIGNING_KEY).
     #[arg(long, value_name = "FILE")]
@@ -174,15 +174,28 @@ fn token_text(arg: &str) -> Result<String> {
     Ok(s.trim().to_string())
 }
 
-/// `--ttl`: whole seconds, or a duration such as `30m`.
+/// `--ttl`: whole seconds, or a duration such as `30m`; from 1 second to
+/// `grant::MAX_TTL`.
 fn parse_ttl(s: Option<&str>) -> Result<Option<u64>> {
     let Some(s) = s else { return Ok(None) };
-    let secs = match s.trim().parse::<u64>() {
-        Ok(n) => n,
-        Err(_) => crate::grant::parse_duration("--ttl", s)?.as_secs(),
+    let max = crate::grant::MAX_TTL.as_secs();
+    let secs = if !s.trim().is_empty() && s.trim().bytes().all(|b| b.is_ascii_digit()) {
+        // Whole seconds; too many digits for u64 is simply too long.
+        s.trim().parse::<u64>().unwrap_or(u64::MAX)
+    } else {
+        crate::grant::parse_duration("--ttl", s)?.as_secs()
     };
     if secs == 0 {
-        return Err(Error::invalid("--ttl must be at least 1 second"));
+        return Err(Error::invalid(format!(
+            "--ttl must be at least 1 second (from 1 to {max} seconds, or 1s to {})",
+            crate::grant::show_duration(crate::grant::MAX_TTL)
+        )));
+    }
+    if secs > max {
+        return Err(Error::invalid(format!(
+            "invalid --ttl {s:?}: it must be from 1 to {max} seconds (1s to {})",
+            crate::grant::show_duration(crate::grant::MAX_TTL)
+        )));
     }
     Ok(Some(secs))
 }
@@ -204,6 +217,7 @@ fn audit_token(state: &StateDir, op: &str, outcome: &str, c: &Claims) -> Result<
 }
 
 fn mint(state: &StateDir, a: &MintArgs) -> Result<()> {
+    let ttl_secs = parse_ttl(a.ttl.as_deref())?;
     let key = token::load_signing_key(a.signing_key.as_deref())?;
     let claims = token::mint(&MintRequest {
         issuer: a.issuer.clone(),
@@ -214,16 +228,17 @@ fn mint(state: &StateDir, a: &MintArgs) -> Result<()> {
         deny: a.deny.clone(),
         write_prefixes: a.write_prefix.clone(),
         outputs_prefix: a.outputs_prefix.clone(),
-        ttl_secs: parse_ttl(a.ttl.as_deref())?,
+        ttl_secs,
     })?;
     let text = token::encode(&key, &claims)?;
     crate::chain::record(state, &token::verify(&text, &key.verifying_key(), None)?)?;
     audit_token(state, "wopfs.token.mint", "minted", &claims)?;
-    println!("{text}");
+    outln!("{text}")?;
     Ok(())
 }
 
 fn delegate(state: &StateDir, a: &DelegateArgs) -> Result<()> {
+    let ttl_secs = parse_ttl(a.ttl.as_deref())?;
     let signing = token::load_signing_key(a.signing_key.as_deref())?;
     let verifying = token::load_verifying_key_or(a.verifying_key.as_deref(), Some(&signing))?;
     let parent = token::verify(&token_text(&a.token)?, &verifying, None)
@@ -240,7 +255,7 @@ fn delegate(state: &StateDir, a: &DelegateArgs) -> Result<()> {
             write_prefixes: a.write_prefix.clone(),
             outputs_prefix: a.outputs_prefix.clone(),
             mode: a.mode,
-            ttl_secs: parse_ttl(a.ttl.as_deref())?,
+            ttl_secs,
         },
     )
     .map_err(|e| Error::policy(format!("delegation refused: {e}")))?;
@@ -253,7 +268,7 @@ fn delegate(state: &StateDir, a: &DelegateArgs) -> Result<()> {
         &token::verify(&text, &signing.verifying_key(), None)?,
     )?;
     audit_token(state, "wopfs.token.delegate", "delegated", &child)?;
-    println!("{text}");
+    outln!("{text}")?;
     Ok(())
 }
 
@@ -263,7 +278,7 @@ fn verify(a: &VerifyArgs) -> Result<()> {
     if a.json {
         return super::print_json(&claims);
     }
-    print!("{}", summary(&claims));
+    out!("{}", summary(&claims))?;
     Ok(())
 }
 
@@ -402,7 +417,14 @@ pub fn grant_from_token(
         None => Policy::builtin_default()?,
     };
     // To the token's very second: the recorded grant must not outlive it.
-    let expiry = std::time::UNIX_EPOCH + Duration::from_secs(claims.expires_at);
+    let expiry = std::time::UNIX_EPOCH
+        .checked_add(Duration::from_secs(claims.expires_at))
+        .ok_or_else(|| {
+            Error::invalid(format!(
+                "grant token {} has an expiry out of range ({})",
+                claims.grant_id, claims.expires_at
+            ))
+        })?;
     let Some(remaining) = expiry
         .duration_since(std::time::SystemTime::now())
         .ok()

@@ -312,12 +312,14 @@ impl Filesystem for WopFs {
         }
     }
 
-    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        xattr_reply(self.view.getxattr(ino.0, name), size, reply);
+    fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let privileged = || caller_has_sys_admin(req.pid());
+        xattr_reply(self.view.getxattr(ino.0, name, privileged), size, reply);
     }
 
-    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        xattr_reply(self.view.listxattr(ino.0), size, reply);
+    fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let privileged = || caller_has_sys_admin(req.pid());
+        xattr_reply(self.view.listxattr(ino.0, privileged), size, reply);
     }
 
     fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
@@ -527,6 +529,37 @@ fn caller(req: &Request) -> Caller {
     Caller {
         uid: req.uid(),
         gid: req.gid(),
+    }
+}
+
+/// Whether the process that sent a request holds CAP_SYS_ADMIN where the
+/// daemon does: an effective CAP_SYS_ADMIN in the daemon's own user
+/// namespace. (Capabilities held only inside a nested user namespace, as a
+/// container's root has them, do not count: the host filesystem would not
+/// show such a caller `trusted.*` either.) Anything unreadable counts as
+/// unprivileged. The request's pid is in the connection's pid namespace,
+/// the daemon's.
+fn caller_has_sys_admin(pid: u32) -> bool {
+    const CAP_SYS_ADMIN: u32 = 21;
+    if pid == 0 {
+        return false;
+    }
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    let cap_eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|h| u64::from_str_radix(h.trim(), 16).ok());
+    if cap_eff.is_none_or(|c| c & (1 << CAP_SYS_ADMIN) == 0) {
+        return false;
+    }
+    match (
+        std::fs::read_link(format!("/proc/{pid}/ns/user")),
+        std::fs::read_link("/proc/self/ns/user"),
+    ) {
+        (Ok(theirs), Ok(ours)) => theirs == ours,
+        _ => false,
     }
 }
 

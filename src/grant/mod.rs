@@ -114,14 +114,63 @@ pub fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
-/// Parses a duration such as `90s`, `30m`, `2h`, `1d`, `1h30m` given to `flag`.
+/// The longest lifetime a grant or a token may be given (10 years): far
+/// enough for any use, near enough that every expiry stays a valid time.
+pub const MAX_TTL: Duration = Duration::from_secs(3650 * 86_400);
+
+/// Parses a lifetime such as `90s`, `30m`, `2h`, `1d`, `1h30m` given to
+/// `flag`: from 1s to [`MAX_TTL`].
 pub fn parse_duration(flag: &str, s: &str) -> Result<Duration> {
-    let d = humantime::parse_duration(s)
-        .map_err(|e| Error::invalid(format!("invalid {flag} {s:?}: {e} (try 30m, 2h or 1d)")))?;
-    if d.is_zero() {
+    parse_duration_in(flag, s, Duration::from_secs(1), MAX_TTL)
+}
+
+/// Writes a duration the way the flags take it (`3650d`, `1s`, `250ms`).
+pub fn show_duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    if d.subsec_nanos() != 0 {
+        return humantime::format_duration(d).to_string().replace(' ', "");
+    }
+    match secs {
+        0 => "0s".into(),
+        s if s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if s % 3_600 == 0 => format!("{}h", s / 3_600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
+/// Parses a duration given to `flag` and checks it lies in `min..=max`;
+/// every error names the flag and the range.
+pub fn parse_duration_in(flag: &str, s: &str, min: Duration, max: Duration) -> Result<Duration> {
+    let range = format!("from {} to {}", show_duration(min), show_duration(max));
+    let d = humantime::parse_duration(s.trim()).map_err(|e| {
+        Error::invalid(format!(
+            "invalid {flag} {s:?}: {e} (a duration {range}, such as 30s, 30m, 2h or 1d)"
+        ))
+    })?;
+    if d.is_zero() && !min.is_zero() {
         return Err(Error::invalid(format!(
-            "invalid {flag}: it must be longer than zero"
+            "invalid {flag}: it must be longer than zero ({range})"
+        )));
+    }
+    if d < min || d > max {
+        return Err(Error::invalid(format!(
+            "invalid {flag} {s:?}: it must be {range}"
         )));
     }
     Ok(d)
+}
+
+/// When something given `ttl` at `now` expires: a clear error, never an
+/// overflow, for a lifetime past [`MAX_TTL`].
+pub fn expiry(now: SystemTime, ttl: Duration) -> Result<SystemTime> {
+    now.checked_add(ttl)
+        .filter(|_| ttl <= MAX_TTL)
+        .ok_or_else(|| {
+            Error::invalid(format!(
+                "a lifetime of {}s is too long (at most {})",
+                ttl.as_secs(),
+                show_duration(MAX_TTL)
+            ))
+        })
 }

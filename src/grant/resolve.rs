@@ -147,7 +147,10 @@ pub fn resolve(req: &GrantRequest, policy: &Policy) -> Result<Grant> {
         mode: req.mode,
         root,
         created_at: rfc3339(now),
-        expires_at: req.ttl.map(|ttl| rfc3339(now + ttl)),
+        expires_at: req
+            .ttl
+            .map(|ttl| super::expiry(now, ttl).map(rfc3339))
+            .transpose()?,
         requires_human_approval: policy.require_human_approval,
         allow_patterns,
         deny_patterns,

@@ -76,23 +76,47 @@ fn within(inner: &Path, outer: &Path) -> bool {
     inner.starts_with(outer)
 }
 
-/// The absolute path of a mountpoint, resolved through its parent so that
-/// a dead FUSE mount on it (whose stat answers ENOTCONN) still resolves.
+/// The absolute path of a mountpoint (a relative one is taken from the
+/// current directory), resolved through its parent so that a mount on it
+/// whose root cannot be stat-ed (a dead FUSE mount answering ENOTCONN, an
+/// expired view answering EACCES) still resolves: a path mountinfo lists
+/// is never stat-ed through the mount.
 pub fn resolve(mp: &Path) -> Result<PathBuf> {
     let missing = || Error::invalid(format!("mountpoint {} does not exist", mp.display()));
-    let abs = std::path::absolute(mp).map_err(|_| missing())?;
-    let (Some(parent), Some(name)) = (abs.parent(), abs.file_name()) else {
-        return Ok(abs); // "/"
-    };
-    let canon = std::fs::canonicalize(parent)
-        .map_err(|_| missing())?
-        .join(name);
-    match std::fs::symlink_metadata(&canon) {
-        Ok(m) if m.file_type().is_symlink() => std::fs::canonicalize(&canon).map_err(|_| missing()),
-        Ok(_) => Ok(canon),
-        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => Ok(canon),
-        Err(_) => Err(missing()),
+    if mp.as_os_str().is_empty() {
+        return Err(missing());
     }
+    let mut path = std::path::absolute(mp).map_err(|_| missing())?;
+    // Symlinks in the last component are followed here, one at a time, so
+    // the mount they lead to is not stat-ed either.
+    for _ in 0..40 {
+        // `std::path::absolute` keeps `..`: canonicalizing the parent
+        // resolves it, except in the last component.
+        if path.file_name().is_none() {
+            return std::fs::canonicalize(&path).map_err(|_| missing());
+        }
+        let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+            return Ok(path); // "/"
+        };
+        let parent = std::fs::canonicalize(parent).map_err(|_| missing())?;
+        let canon = parent.join(name);
+        if mount_at(&canon).is_some() {
+            return Ok(canon);
+        }
+        match std::fs::symlink_metadata(&canon) {
+            Ok(m) if m.file_type().is_symlink() => {
+                let target = std::fs::read_link(&canon).map_err(|_| missing())?;
+                path = parent.join(target); // an absolute target replaces it
+            }
+            Ok(_) => return Ok(canon),
+            Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => return Ok(canon),
+            Err(_) => return Err(missing()),
+        }
+    }
+    Err(Error::invalid(format!(
+        "mountpoint {}: too many levels of symbolic links",
+        mp.display()
+    )))
 }
 
 /// Whether a FUSE mount at `mp` lost its daemon (requests answer ENOTCONN).
@@ -143,6 +167,20 @@ pub fn check_mountpoint(mp: &Path, host_root: &Path, state_dir: &Path) -> Result
             )));
         }
     }
+    // Mounting would hide what the directory holds (and a view over it
+    // would look like it).
+    let first = std::fs::read_dir(&canon)
+        .map_err(|e| Error::io(format!("reading mountpoint {}", mp.display()), e))?
+        .next();
+    if let Some(entry) = first {
+        let name = entry
+            .map(|e| format!(" (it holds {:?})", e.file_name()))
+            .unwrap_or_default();
+        return Err(Error::invalid(format!(
+            "mountpoint {} is not empty{name}; mount on an empty directory",
+            mp.display()
+        )));
+    }
     Ok(canon)
 }
 
@@ -183,6 +221,8 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("not a directory"), "{e}");
+        let e = check_mountpoint(mp.path(), &h, &s).unwrap_err().to_string();
+        assert!(e.contains("is not empty") && e.contains("\"f\""), "{e}");
         std::fs::create_dir(h.join("sub")).unwrap();
         let e = check_mountpoint(&h.join("sub"), &h, &s)
             .unwrap_err()

@@ -72,6 +72,9 @@ pub struct DirEntry {
     pub attr: Attr,
 }
 
+/// The block size `statfs` reports (fixed: nothing of the host shows).
+pub const STATFS_BLOCK: u64 = 4096;
+
 /// Filesystem statistics answered by `statfs`.
 #[derive(Clone, Copy, Debug)]
 pub struct Statfs {
@@ -100,6 +103,8 @@ pub struct View {
     mode: Mode,
     expires_at: Option<SystemTime>,
     host: HostRoot,
+    /// The granted files' total size, as recorded in the grant (statfs).
+    granted_bytes: u64,
     tree: RwLock<Tree>,
     handles: Handles,
     opts: ViewOptions,
@@ -124,6 +129,9 @@ impl View {
             files.sort_by(|a, b| a.path.cmp(&b.path));
             files.dedup_by(|a, b| a.path == b.path);
         }
+        let granted_bytes = files
+            .iter()
+            .fold(0u64, |t, f| t.saturating_add(f.size_bytes));
         let mut tree = Tree::from_files(&files);
         let (overlay, seen) = match (grant.mode, session_dir) {
             (Mode::ReadWriteOverlay, Some(dir)) => {
@@ -158,6 +166,7 @@ impl View {
             mode: grant.mode,
             expires_at: grant.expires_at_time()?,
             host,
+            granted_bytes,
             tree: RwLock::new(tree),
             handles: Handles::default(),
             opts,
@@ -527,42 +536,63 @@ impl View {
         self.handles.remove(fh);
     }
 
-    /// Host filesystem space, bounded by the overlay quota when writable.
+    /// `statfs` of the view itself, never of the host filesystem, in
+    /// blocks of [`STATFS_BLOCK`] bytes. Used: the granted files' size (as
+    /// recorded in the grant) plus what the overlay holds, and the
+    /// entries the view shows now. Free: nothing in a read-only view; the
+    /// quota's free bytes and objects in an overlay view; in a direct view
+    /// (writes go to the host tree, no quota) the host's free space.
     pub fn statfs(&self) -> Result<Statfs> {
         self.live()?;
-        let v = self.host.statvfs()?;
-        let bsize = v.f_bsize.max(1);
-        let mut s = Statfs {
-            blocks: v.f_blocks,
-            bfree: v.f_bfree,
-            bavail: v.f_bavail,
-            files: self.read_tree().len() as u64,
-            ffree: v.f_ffree,
-            bsize: bsize as u32,
-            namelen: 255,
-            frsize: v.f_frsize as u32,
+        let entries = self.read_tree().len() as u64;
+        let mut used = self.granted_bytes;
+        let (free_bytes, free_files) = match (&self.overlay, self.mode) {
+            (Some(ov), _) => {
+                let q = &ov.quota;
+                used = used.saturating_add(q.bytes());
+                (
+                    q.max_bytes.saturating_sub(q.bytes()),
+                    q.max_objects.saturating_sub(q.objects()),
+                )
+            }
+            (None, Mode::ReadWriteDirect) => {
+                let v = self.host.statvfs()?;
+                (v.f_bavail.saturating_mul(v.f_frsize), v.f_ffree)
+            }
+            (None, _) => (0, 0),
         };
-        if let Some(ov) = &self.overlay {
-            let q = &ov.quota;
-            let free_blocks = q.max_bytes.saturating_sub(q.bytes()) / v.f_frsize.max(1);
-            s.blocks = s.blocks.min(q.max_bytes / v.f_frsize.max(1));
-            s.bfree = s.bfree.min(free_blocks);
-            s.bavail = s.bavail.min(free_blocks);
-            s.files = q.max_objects;
-            s.ffree = s.ffree.min(q.max_objects.saturating_sub(q.objects()));
-        }
-        Ok(s)
+        let free = free_bytes / STATFS_BLOCK;
+        Ok(Statfs {
+            blocks: used.div_ceil(STATFS_BLOCK).saturating_add(free),
+            bfree: free,
+            bavail: free,
+            files: entries.saturating_add(free_files),
+            ffree: free_files,
+            bsize: STATFS_BLOCK as u32,
+            namelen: 255,
+            frsize: STATFS_BLOCK as u32,
+        })
     }
 
-    pub fn getxattr(&self, ino: Ino, name: &OsStr) -> Result<Vec<u8>> {
+    /// `getxattr(2)`. Names of a namespace the caller could not read on a
+    /// host filesystem answer ENODATA (see [`xattr_needs_privilege`]);
+    /// `privileged` is asked only for those. Overlay objects carry only
+    /// `user.*` attributes of the view (anything else on them belongs to
+    /// the state dir, not the view).
+    pub fn getxattr(
+        &self,
+        ino: Ino,
+        name: &OsStr,
+        privileged: impl FnOnce() -> bool,
+    ) -> Result<Vec<u8>> {
         self.live()?;
         let name = name.to_str().ok_or(Errno::ENODATA)?;
         let tree = self.read_tree();
         let node = tree.get(ino).ok_or(Errno::ENOENT)?;
         match node.origin {
-            // The kernel asks before most writes and chowns; overlay objects
-            // never carry it (only user.* is ever set or copied up).
-            Origin::Upper(_) if name == "security.capability" => Err(Errno::ENODATA),
+            // The kernel asks for security.capability before most writes
+            // and chowns: answered without a look at the object.
+            Origin::Upper(_) if !name.starts_with("user.") => Err(Errno::ENODATA),
             Origin::Upper(obj) => {
                 let ov = self.overlay.as_ref().ok_or(Errno::EIO)?;
                 let mut buf = vec![0u8; 64 * 1024];
@@ -570,28 +600,45 @@ impl View {
                 buf.truncate(n);
                 Ok(buf)
             }
-            _ => Ok(self
-                .host
-                .getxattr(&tree.host_path(ino).ok_or(Errno::ENOENT)?, name)?),
+            _ => {
+                if xattr_needs_privilege(name) && !privileged() {
+                    return Err(Errno::ENODATA);
+                }
+                Ok(self
+                    .host
+                    .getxattr(&tree.host_path(ino).ok_or(Errno::ENOENT)?, name)?)
+            }
         }
     }
 
-    pub fn listxattr(&self, ino: Ino) -> Result<Vec<u8>> {
+    /// `listxattr(2)`: the names the caller could read, as a host
+    /// filesystem lists them (`trusted.*` only to a caller with
+    /// CAP_SYS_ADMIN, see [`xattr_needs_privilege`]). The daemon reads the
+    /// host with its own rights, so the list is filtered for the caller;
+    /// `privileged` is asked only when a privileged name is present.
+    pub fn listxattr(&self, ino: Ino, privileged: impl FnOnce() -> bool) -> Result<Vec<u8>> {
         self.live()?;
         let tree = self.read_tree();
         let node = tree.get(ino).ok_or(Errno::ENOENT)?;
-        match node.origin {
+        let all = match node.origin {
             Origin::Upper(obj) => {
                 let ov = self.overlay.as_ref().ok_or(Errno::EIO)?;
                 let mut buf = vec![0u8; 64 * 1024];
                 let n = rustix::fs::llistxattr(ov.path(obj), &mut buf[..])?;
                 buf.truncate(n);
-                Ok(buf)
+                return Ok(filter_xattr_names(&buf, |n| n.starts_with(b"user.")));
             }
-            _ => Ok(self
+            _ => self
                 .host
-                .listxattr(&tree.host_path(ino).ok_or(Errno::ENOENT)?)?),
+                .listxattr(&tree.host_path(ino).ok_or(Errno::ENOENT)?)?,
+        };
+        let names = || all.split(|b| *b == 0).filter(|n| !n.is_empty());
+        let needs = |n: &[u8]| std::str::from_utf8(n).map_or(true, xattr_needs_privilege);
+        if !names().any(needs) {
+            return Ok(all);
         }
+        let privileged = privileged();
+        Ok(filter_xattr_names(&all, |n| privileged || !needs(n)))
     }
 
     /// `access(2)`: existence, a read-only view for W_OK, then mode bits.
@@ -658,6 +705,31 @@ impl View {
             let _ = ov.sync();
         }
     }
+}
+
+/// Whether reading (or listing) the extended attribute `name` needs
+/// CAP_SYS_ADMIN, as on a host filesystem: `user.*`, `security.*` and the
+/// POSIX ACLs (`system.posix_acl_access`, `system.posix_acl_default`) are
+/// listed to every caller (the kernel then checks reads of `user.*`
+/// against the file's mode); `trusted.*`, any other `system.*` name and
+/// names of no known namespace only to privileged callers.
+pub fn xattr_needs_privilege(name: &str) -> bool {
+    !(name.starts_with("user.")
+        || name.starts_with("security.")
+        || name == "system.posix_acl_access"
+        || name == "system.posix_acl_default")
+}
+
+/// The NUL-terminated names of a `listxattr` answer that `keep` accepts.
+fn filter_xattr_names(list: &[u8], keep: impl Fn(&[u8]) -> bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(list.len());
+    for name in list.split(|b| *b == 0).filter(|n| !n.is_empty()) {
+        if keep(name) {
+            out.extend_from_slice(name);
+            out.push(0);
+        }
+    }
+    out
 }
 
 fn wants_write(flags: i32) -> bool {

@@ -111,10 +111,11 @@ fn denied_names_are_enoent_everywhere() {
     assert_eq!(v.opendir(bogus).unwrap_err(), Errno::ENOENT);
     assert_eq!(v.readlink(bogus).unwrap_err(), Errno::ENOENT);
     assert_eq!(
-        v.getxattr(bogus, OsStr::new("user.x")).unwrap_err(),
+        v.getxattr(bogus, OsStr::new("user.x"), || true)
+            .unwrap_err(),
         Errno::ENOENT
     );
-    assert_eq!(v.listxattr(bogus).unwrap_err(), Errno::ENOENT);
+    assert_eq!(v.listxattr(bogus, || true).unwrap_err(), Errno::ENOENT);
     assert_eq!(v.write_denied(bogus), Errno::ENOENT);
 }
 
@@ -215,7 +216,7 @@ fn expired_grant_answers_eacces() {
     );
     assert_eq!(v.opendir(ROOT).unwrap_err(), Errno::EACCES);
     assert_eq!(v.statfs().unwrap_err(), Errno::EACCES);
-    assert_eq!(v.listxattr(ROOT).unwrap_err(), Errno::EACCES);
+    assert_eq!(v.listxattr(ROOT, || true).unwrap_err(), Errno::EACCES);
     assert_eq!(v.write_denied(ROOT), Errno::EACCES);
     assert_eq!(v.ttl(), Duration::ZERO);
 }
@@ -226,24 +227,74 @@ fn statfs_and_xattrs() {
     let v = &f.view;
     let s = v.statfs().unwrap();
     assert_eq!(s.files, 8); // root, README.md, src, deep, er, x.txt, link, pay.py
-    assert!(s.bsize > 0);
+                            // The view's size, nothing free: never the host filesystem's numbers.
+    let size = 7 + 24 + 1 + 6; // README.md, pay.py, x.txt, link -> pay.py
+    assert_eq!((s.bsize, s.frsize), (4096, 4096));
+    assert_eq!(s.blocks, (size as u64).div_ceil(4096));
+    assert_eq!((s.bfree, s.bavail, s.ffree), (0, 0, 0));
     let readme = lookup_path(v, "README.md").unwrap();
     let p = f.root.join("README.md");
     let set = rustix::fs::setxattr(&p, "user.wopfs", b"v1", rustix::fs::XattrFlags::empty());
     if set.is_ok() {
         assert_eq!(
-            v.getxattr(readme.ino, OsStr::new("user.wopfs")).unwrap(),
+            v.getxattr(readme.ino, OsStr::new("user.wopfs"), || false)
+                .unwrap(),
             b"v1"
         );
-        let list = v.listxattr(readme.ino).unwrap();
+        let list = v.listxattr(readme.ino, || false).unwrap();
         assert!(list.split(|b| *b == 0).any(|n| n == b"user.wopfs"));
     }
     assert_eq!(
-        v.getxattr(readme.ino, OsStr::new("user.none")).unwrap_err(),
+        v.getxattr(readme.ino, OsStr::new("user.none"), || false)
+            .unwrap_err(),
         Errno::ENODATA
     );
     let link = lookup_path(v, "src/link").unwrap();
-    assert_eq!(v.listxattr(link.ino).unwrap(), b"");
+    assert_eq!(v.listxattr(link.ino, || false).unwrap(), b"");
+}
+
+#[test]
+fn privileged_xattr_names_are_shown_only_to_privileged_callers() {
+    let f = fixture(None);
+    let v = &f.view;
+    let p = f.root.join("README.md");
+    let flags = rustix::fs::XattrFlags::empty();
+    // trusted.* needs CAP_SYS_ADMIN to set (and to list) on the host.
+    if rustix::fs::setxattr(&p, "trusted.wopfs", b"t", flags).is_err() {
+        eprintln!("skipped: cannot set trusted.* here");
+        return;
+    }
+    let _ = rustix::fs::setxattr(&p, "user.wopfs", b"u", flags);
+    let readme = lookup_path(v, "README.md").unwrap();
+    let names = |privileged: bool| -> Vec<Vec<u8>> {
+        v.listxattr(readme.ino, || privileged)
+            .unwrap()
+            .split(|b| *b == 0)
+            .filter(|n| !n.is_empty())
+            .map(<[u8]>::to_vec)
+            .collect()
+    };
+    assert!(names(true).contains(&b"trusted.wopfs".to_vec()));
+    let plain = names(false);
+    assert!(!plain.contains(&b"trusted.wopfs".to_vec()), "{plain:?}");
+    assert!(plain.iter().all(|n| !n.starts_with(b"trusted.")));
+    let trusted = OsStr::new("trusted.wopfs");
+    assert_eq!(v.getxattr(readme.ino, trusted, || true).unwrap(), b"t");
+    assert_eq!(
+        v.getxattr(readme.ino, trusted, || false).unwrap_err(),
+        Errno::ENODATA
+    );
+    // The privilege is asked only when a privileged name is there.
+    let src = lookup_path(v, "src/pay.py").unwrap();
+    let _ = v
+        .listxattr(src.ino, || panic!("asked without a privileged name"))
+        .unwrap();
+    assert!(xattr_needs_privilege("trusted.x"));
+    assert!(xattr_needs_privilege("system.nfs4_acl"));
+    assert!(xattr_needs_privilege("weird"));
+    assert!(!xattr_needs_privilege("user.x"));
+    assert!(!xattr_needs_privilege("security.selinux"));
+    assert!(!xattr_needs_privilege("system.posix_acl_access"));
 }
 
 /// A grant whose policy refuses hard links: a granted file that the host

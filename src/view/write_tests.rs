@@ -356,8 +356,17 @@ fn quotas_refuse_whole_writes() {
         v.mkdir(ROOT, name("n"), 0o755, ROOTUSER).unwrap_err().0,
         libc::EDQUOT
     );
+    // statfs: the entries the view shows, no object left; 100 bytes used
+    // of a 100-byte quota, besides the granted files.
     let s = v.statfs().unwrap();
-    assert_eq!(s.files, 3);
+    assert_eq!(s.ffree, 0);
+    assert_eq!(s.files, v.read_tree().len() as u64);
+    assert_eq!((s.bfree, s.bavail), (0, 0));
+    let granted: u64 = fx.grant.files.iter().map(|f| f.size_bytes).sum();
+    assert_eq!(
+        s.blocks,
+        (granted + v.overlay().unwrap().quota.bytes()).div_ceil(4096)
+    );
 }
 
 #[test]
