@@ -148,7 +148,11 @@ pub fn unix_now() -> u64 {
 
 /// A Unix time as RFC 3339 (UTC, to the second).
 pub fn unix_rfc3339(secs: u64) -> String {
-    crate::grant::rfc3339(UNIX_EPOCH + Duration::from_secs(secs))
+    // A forged token may carry any number: past what a date can show, say so.
+    match UNIX_EPOCH.checked_add(Duration::from_secs(secs)) {
+        Some(t) if secs < 253_402_300_800 => crate::grant::rfc3339(t),
+        _ => format!("{secs} (past the year 9999)"),
+    }
 }
 
 /// The a2a normal form of write prefixes: `outputs_prefix` first, then the
@@ -500,7 +504,7 @@ pub fn mint(req: &MintRequest) -> Result<Claims> {
         parent_grant_id: None,
         delegation_depth: 0,
         max_delegation_depth: DEFAULT_MAX_DELEGATION_DEPTH,
-        expires_at: now + req.ttl_secs.unwrap_or(DEFAULT_TTL_SECS),
+        expires_at: now.saturating_add(req.ttl_secs.unwrap_or(DEFAULT_TTL_SECS)),
         issued_at: now,
         nonce: new_nonce()?,
         extra: BTreeMap::new(),
@@ -904,6 +908,14 @@ pub fn delegate(parent: &Claims, n: &Narrowing) -> Result<Claims> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn absurd_times_print_without_panicking() {
+        assert_eq!(unix_rfc3339(0), "1970-01-01T00:00:00Z");
+        assert!(unix_rfc3339(u64::MAX).contains("past the year 9999"));
+        assert!(unix_rfc3339(253_402_300_800).contains("past the year 9999"));
+    }
+
     use super::*;
 
     fn key() -> SigningKey {
