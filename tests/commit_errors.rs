@@ -903,10 +903,19 @@ fn a_committed_session_cannot_be_committed_rejected_or_mounted_again() {
 fn a_rejected_session_leaves_the_host_and_cannot_be_committed() {
     let (env, g) = session();
     let before = tree_digest(&env.host);
+    let phase = |env: &Env| {
+        let v: Value = serde_json::from_str(&env.ok(&["status", &g, "--json"])).unwrap();
+        v[0]["phase"].as_str().unwrap().to_string()
+    };
+    assert_eq!(phase(&env), "open");
     let (old, _) = export(&env, &g, "set", true);
     refused(&env, &["reject", &g, "--reason", "  "], &["--reason"]);
     let out = env.ok(&["reject", &g, "--reason", "not what we asked"]);
     assert!(out.contains("unchanged"), "{out}");
+    // `wopfs status` says so (a rejected grant does not read like an
+    // untouched one).
+    assert_eq!(phase(&env), "rejected");
+    assert!(env.ok(&["status", &g]).contains("rejected"));
     assert_eq!(tree_digest(&env.host), before, "reject changed the host");
     for args in [
         vec!["commit", &g, "--yes"],
