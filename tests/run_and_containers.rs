@@ -464,3 +464,37 @@ fn rootless_grant_mount_run_and_commit() {
     assert_eq!(fs::metadata(env.host.join("src/b.py")).unwrap().uid(), 1000);
     assert!(no_mount_of_grant(&g));
 }
+
+/// The README's bubblewrap recipe, run as written (by root): only /usr,
+/// /lib64 and the view inside; the agent reads, writes inside the write
+/// prefix, is refused outside it and cannot see the secret.
+#[test]
+fn the_readme_bubblewrap_recipe_runs_as_written() {
+    let env = Env::new();
+    agent_project(&env);
+    let before = tree_digest(&env.host);
+    let g = env.grant(&["--mode", "read_write_overlay", "--write-prefix", "src"]);
+    let recipe = readme_recipe("bubblewrap");
+    assert_eq!(recipe.len(), 2, "{recipe:?}");
+    assert!(recipe[1].starts_with("bwrap "), "{recipe:?}");
+    let mp = env.mountpoint("agent");
+    let m = env.mount_by_recipe(&recipe[0], &g, &mp);
+    let out = output_within(
+        &mut recipe_command(&env, &recipe[1], &m.mp, &[], None),
+        Duration::from_secs(60),
+    );
+    let report = agent_report(&out);
+    assert_eq!(report["id"], "0:0", "{report:?}");
+    check_agent(&report, None, libc::EACCES);
+    assert_eq!(fs::read_to_string(m.path("src/new.py")).unwrap(), "new\n");
+    drop(m);
+    assert_eq!(tree_digest(&env.host), before, "the host tree changed");
+    let st: serde_json::Value = serde_json::from_str(&env.ok(&["status", &g, "--json"])).unwrap();
+    let pending: Vec<&str> = st[0]["pending"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(pending, ["src/a.py", "src/new.py"]);
+}

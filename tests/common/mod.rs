@@ -241,3 +241,245 @@ pub fn tree_digest(root: &Path) -> String {
     }
     h.finalize().to_hex().to_string()
 }
+
+/// Runs `cmd` in its own process group with its output captured; after
+/// `limit` the whole group is killed. `Ok(None)` on timeout, `Err` when it
+/// cannot start (a missing program).
+pub fn try_output_within(cmd: &mut Command, limit: Duration) -> std::io::Result<Option<Output>> {
+    use std::io::Read;
+    use std::os::unix::process::CommandExt;
+    use std::process::Stdio;
+    let mut child = cmd
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let pipe = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = r.read_to_end(&mut buf);
+            buf
+        })
+    };
+    let out = pipe(Box::new(child.stdout.take().unwrap()));
+    let err = pipe(Box::new(child.stderr.take().unwrap()));
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait()? {
+            break s;
+        }
+        if start.elapsed() > limit {
+            unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+            let _ = child.wait();
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    Ok(Some(Output {
+        status,
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+    }))
+}
+
+/// `try_output_within`, panicking when the command cannot start or times out.
+pub fn output_within(cmd: &mut Command, limit: Duration) -> Output {
+    let what = format!("{cmd:?}");
+    match try_output_within(cmd, limit) {
+        Ok(Some(out)) => out,
+        Ok(None) => panic!("{what} did not finish within {limit:?} (killed)"),
+        Err(e) => panic!("{what} did not start: {e}"),
+    }
+}
+
+/// A line on the test's real stderr, shown even when the test passes (the
+/// harness captures only `print!`/`eprint!`): why a test skipped.
+pub fn say(msg: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{msg}");
+}
+
+/// The script `./agent` that the README's container recipes run in the
+/// view: one line per probe, `NAME: ok OUTPUT` or `NAME: ERROR` (the error
+/// text the sandbox's libc gives, e.g. "Permission denied").
+pub const AGENT: &str = r#"#!/bin/sh
+try() {
+    what=$1; shift
+    if out=$("$@" 2>&1); then echo "$what: ok $out"; else echo "$what: ${out##*: }"; fi
+}
+echo "id: $(id -u):$(id -g)"
+echo "list:" $(ls -A)
+try read cat README.md
+try secret cat .env
+try secret-stat stat .env
+try write-in sh -c 'echo new > src/new.py'
+try edit-in sh -c 'echo more >> src/a.py'
+try write-out sh -c 'echo x > top.txt'
+try edit-out sh -c 'echo x >> README.md'
+try remove-out rm README.md
+try mkdir-out mkdir d
+try rename-out mv src/a.py a.py
+"#;
+
+/// The agent's project: a README, `src/a.py`, a secret `.env` (denied by
+/// the default policy) and the agent script itself.
+pub fn agent_project(env: &Env) {
+    use std::os::unix::fs::PermissionsExt;
+    env.write("README.md", "# project\n");
+    env.write("src/a.py", "a = 1\n");
+    env.write(".env", "SECRET=1\n");
+    env.write("agent", AGENT);
+    fs::set_permissions(env.host.join("agent"), fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// The agent's report: probe name to its trimmed result.
+pub fn agent_report(out: &Output) -> std::collections::BTreeMap<String, String> {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the agent failed ({}): stdout {stdout}\nstderr {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+        .lines()
+        .filter_map(|l| l.split_once(": "))
+        .map(|(k, v)| (k.to_string(), v.trim().to_string()))
+        .collect()
+}
+
+/// The C library's message for an errno ("Permission denied").
+pub fn strerror(errno: i32) -> String {
+    let s = std::io::Error::from_raw_os_error(errno).to_string();
+    s.split(" (os error").next().unwrap().to_string()
+}
+
+/// Checks the probes every recipe shares: the view's files read, the
+/// secret absent, writes inside the write prefix `ok`, every change outside
+/// it refused with `outside` (the view answers EACCES, or EROFS when read-only;
+/// `inside` likewise for the prefix itself).
+pub fn check_agent(
+    report: &std::collections::BTreeMap<String, String>,
+    inside: Option<i32>,
+    outside: i32,
+) {
+    let get = |k: &str| {
+        report
+            .get(k)
+            .unwrap_or_else(|| panic!("no {k} in {report:?}"))
+            .as_str()
+    };
+    let mut list: Vec<&str> = get("list").split_whitespace().collect();
+    list.sort();
+    assert_eq!(list, ["README.md", "agent", "src"], "{report:?}");
+    assert_eq!(get("read"), "ok # project", "{report:?}");
+    let enoent = strerror(libc::ENOENT);
+    assert_eq!(get("secret"), enoent, "{report:?}");
+    assert_eq!(get("secret-stat"), enoent, "{report:?}");
+    let want_in = inside.map_or("ok".to_string(), strerror);
+    assert_eq!(get("write-in"), want_in, "{report:?}");
+    assert_eq!(get("edit-in"), want_in, "{report:?}");
+    for k in [
+        "write-out",
+        "edit-out",
+        "remove-out",
+        "mkdir-out",
+        "rename-out",
+    ] {
+        assert_eq!(get(k), strerror(outside), "{k}: {report:?}");
+    }
+}
+
+/// The README's recipe named `name` (its comment line, before the colon)
+/// from the fenced block after "Recipes": its commands, continuation
+/// lines joined, exactly as a shell would read them.
+pub fn readme_recipe(name: &str) -> Vec<String> {
+    let readme = fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let from = readme.find("\nRecipes (").expect("README has Recipes");
+    let block = readme[from..]
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("a sh block after Recipes");
+    for para in block.split("\n\n") {
+        let mut lines = para.lines();
+        let head = lines.next().unwrap_or_default();
+        if head.strip_prefix("# ").and_then(|h| h.split(':').next()) != Some(name) {
+            continue;
+        }
+        let mut cmds = Vec::new();
+        let mut cur = String::new();
+        for l in lines {
+            let l = if cur.is_empty() { l } else { l.trim_start() };
+            match l.strip_suffix('\\') {
+                Some(part) => cur.push_str(part),
+                None => {
+                    cur.push_str(l);
+                    cmds.push(std::mem::take(&mut cur));
+                }
+            }
+        }
+        return cmds;
+    }
+    panic!("README has no recipe {name:?}");
+}
+
+/// `sh -c LINE` for a README recipe line: `/srv/views/agent` is `mp`,
+/// `wopfs` is the binary under test (with this env's state dir), and `vars`
+/// are in the environment (`G`, `IMAGE`, …). With `uid`, run as that user.
+pub fn recipe_command(
+    env: &Env,
+    line: &str,
+    mp: &Path,
+    vars: &[(&str, &str)],
+    uid: Option<u32>,
+) -> Command {
+    let line = line.replace("/srv/views/agent", mp.to_str().unwrap());
+    let bin_dir = Path::new(BIN).parent().unwrap();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut c = match uid {
+        None => Command::new("sh"),
+        Some(uid) => {
+            let mut c = Command::new("setpriv");
+            let id = uid.to_string();
+            c.args(["--reuid", &id, "--regid", &id, "--clear-groups", "sh"]);
+            c
+        }
+    };
+    c.arg("-c")
+        .arg(line)
+        .env("PATH", path)
+        .env("WOPFS_STATE_DIR", &env.state);
+    for (k, v) in vars {
+        c.env(k, v);
+    }
+    c
+}
+
+impl Env {
+    /// Runs a recipe's `wopfs mount "$G" /srv/views/agent …` line for grant
+    /// `g` on `mp` and guards the mount.
+    pub fn mount_by_recipe(&self, line: &str, g: &str, mp: &Path) -> Mounted {
+        assert!(
+            line.starts_with("wopfs mount \"$G\" /srv/views/agent"),
+            "{line}"
+        );
+        let out = output_within(
+            &mut recipe_command(self, line, mp, &[("G", g)], None),
+            Duration::from_secs(60),
+        );
+        let m = Mounted::new(mp.to_path_buf(), self.daemon_pid(g));
+        assert!(
+            out.status.success(),
+            "{line}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(is_mounted(mp), "{line} did not mount");
+        m
+    }
+}
