@@ -31,6 +31,8 @@ if grep -a -q -e WOPFS_TEST_FAULT_AFTER -e WOPFS_TEST_ERROR_AFTER -e WOPFS_TEST_
     echo "test.sh: target/debug/wopfs built without fault-injection still has a test switch" >&2
     exit 1
 fi
+# And such a build ignores them: a commit with every switch set runs to its end.
+timeout --kill-after=30s 10m cargo test --locked --test commit_safety -- fault_switch_is_absent_without_the_feature
 
 # A test that leaked a mount is a bug even if it passed.
 leaked=$(comm -13 <(echo "$before") <(wopfs_mounts))
