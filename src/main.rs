@@ -3,10 +3,8 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
-    let cli = wopfs::cli::Cli::parse();
+    let cli = wopfs::cli::parse();
     match wopfs::cli::run(cli) {
         Ok(code) => code,
         Err(e) => {

@@ -14,6 +14,7 @@ use crate::state::StateDir;
     wopfs run [OPTIONS] --token TOKEN --root DIR --audience NAME -- CMD...")]
 pub struct Args {
     /// Grant id (g-…); leave it out with --token.
+    #[arg(value_name = "GRANT")]
     grant: Option<String>,
     #[command(flatten)]
     token: super::token::TokenMountArgs,
@@ -27,10 +28,11 @@ pub struct Args {
     /// command that drops to that user.
     #[arg(long, requires = "gid", value_name = "N")]
     uid: Option<u32>,
+    /// Present the view's files as owned by this gid (with --uid).
     #[arg(long, requires = "uid", value_name = "N")]
     gid: Option<u32>,
     /// The command and its arguments, after `--`.
-    #[arg(last = true, required = true)]
+    #[arg(last = true, required = true, value_name = "CMD")]
     command: Vec<OsString>,
 }
 
