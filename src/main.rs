@@ -4,8 +4,6 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use clap::Parser;
-
 /// The exit status of a command whose reader went away (128 + SIGPIPE).
 const BROKEN_PIPE: u8 = 141;
 
@@ -14,7 +12,7 @@ fn main() -> ExitCode {
     // quietly, as it ends `git diff`: by SIGPIPE's default action, not by
     // a panic of `print!`. The usage and help texts are covered too.
     set_sigpipe(libc::SIG_DFL);
-    let cli = wopfs::cli::Cli::parse();
+    let cli = wopfs::cli::parse();
     if cli.serves() {
         // A server must outlive a closed pipe (a client, its own stderr);
         // its writes then fail with EPIPE and are handled where they occur.

@@ -23,8 +23,11 @@ use crate::patterns::DenySet;
 #[serde(rename_all = "snake_case")]
 #[value(rename_all = "snake_case")]
 pub enum Mode {
+    /// Read only: every write answers EROFS.
     ReadOnly,
+    /// Writes land in an overlay; the host changes only by a commit.
     ReadWriteOverlay,
+    /// Writes go to the host files, each logged (if the policy allows it).
     ReadWriteDirect,
 }
 

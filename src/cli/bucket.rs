@@ -24,9 +24,18 @@ enum BucketCommand {
         name: String,
         /// The host tree.
         root: PathBuf,
+        /// Print {"name", "root", "changed"} as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Remove a bucket name (tokens of it mount nothing afterwards).
-    Unset { name: String },
+    Unset {
+        /// The bucket name to remove.
+        name: String,
+        /// Print {"name", "root"} (the tree it named) as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// List bucket names and their trees.
     List {
         /// As JSON: {"NAME": "ROOT", ...}.
@@ -55,15 +64,22 @@ fn audit(
 pub fn run(state: &StateDir, a: &Args) -> Result<()> {
     let mut buckets = Buckets::load(state.path())?;
     match &a.command {
-        BucketCommand::Set { name, root } => {
-            if buckets.set(name, root)? {
-                let root = buckets.root_of(name).unwrap_or(root);
+        BucketCommand::Set { name, root, json } => {
+            let changed = buckets.set(name, root)?;
+            let root = buckets.root_of(name).unwrap_or(root);
+            if changed {
                 audit(state, "wopfs.bucket.set", "named", name, root)?;
             }
+            if *json {
+                return super::print_json(&json!({"name": name, "root": root, "changed": changed}));
+            }
         }
-        BucketCommand::Unset { name } => {
+        BucketCommand::Unset { name, json } => {
             let root = buckets.unset(name)?;
             audit(state, "wopfs.bucket.unset", "unnamed", name, &root)?;
+            if *json {
+                return super::print_json(&json!({"name": name, "root": root}));
+            }
         }
         BucketCommand::List { json } => {
             if *json {
@@ -74,7 +90,7 @@ pub fn run(state: &StateDir, a: &Args) -> Result<()> {
                 return super::print_json(&map);
             }
             for (n, r) in buckets.iter() {
-                println!("{n}\t{}", r.display());
+                outln!("{n}\t{}", r.display())?;
             }
         }
     }

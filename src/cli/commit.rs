@@ -10,6 +10,8 @@ use crate::state::StateDir;
 
 #[derive(clap::Args, Debug)]
 pub struct CommitArgs {
+    /// Grant id (g-…) of the session to commit.
+    #[arg(value_name = "GRANT")]
     grant: String,
     /// Approve without asking (needed off a terminal when approval is required).
     #[arg(long)]
@@ -26,21 +28,32 @@ pub struct CommitArgs {
     /// Commit an exported patch set (a directory or its patchset.json).
     #[arg(long, value_name = "PATCHSET")]
     from: Option<PathBuf>,
+    /// Print the outcome as JSON: applied and skipped paths, what each kept.
     #[arg(long)]
     json: bool,
 }
 
 #[derive(clap::Args, Debug)]
 pub struct RejectArgs {
+    /// Grant id (g-…) of the session to reject.
+    #[arg(value_name = "GRANT")]
     grant: String,
     /// Why the changes are rejected (kept in the record).
     #[arg(long)]
     reason: String,
+    /// Print the outcome as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args, Debug)]
 pub struct RecoverArgs {
+    /// Grant id (g-…) whose interrupted commit to finish or roll back.
+    #[arg(value_name = "GRANT")]
     grant: String,
+    /// Print the outcome as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 fn ask(summary: &str) -> bool {
@@ -56,7 +69,7 @@ fn ask(summary: &str) -> bool {
 pub fn run_commit(state: &StateDir, a: &CommitArgs) -> Result<()> {
     let grant = state.load_grant(&a.grant)?;
     // Sized once the commit knows how many changes it applies.
-    let pb = super::patch::progress_bar(0, "committing");
+    let pb = super::term::progress_bar(0, "committing");
     let pb2 = pb.clone();
     let outcome = controller::commit(
         state,
@@ -72,6 +85,9 @@ pub fn run_commit(state: &StateDir, a: &CommitArgs) -> Result<()> {
                 if n == 1 && total >= 100 && std::io::stderr().is_terminal() {
                     pb2.set_draw_target(indicatif::ProgressDrawTarget::stderr());
                     pb2.set_length(total as u64);
+                    // The time spent checking before the first change is
+                    // not the rate of applying them.
+                    pb2.reset();
                 }
                 pb2.set_position(n as u64);
             })),
@@ -113,6 +129,13 @@ pub fn run_commit(state: &StateDir, a: &CommitArgs) -> Result<()> {
 pub fn run_reject(state: &StateDir, a: &RejectArgs) -> Result<()> {
     let grant = state.load_grant(&a.grant)?;
     controller::reject(state, &grant, &a.reason)?;
+    if a.json {
+        return super::print_json(&serde_json::json!({
+            "grant_id": grant.grant_id,
+            "phase": "rejected",
+            "reason": a.reason,
+        }));
+    }
     outln!(
         "rejected grant {}; the host tree is unchanged",
         grant.grant_id
@@ -122,7 +145,19 @@ pub fn run_reject(state: &StateDir, a: &RejectArgs) -> Result<()> {
 
 pub fn run_recover(state: &StateDir, a: &RecoverArgs) -> Result<()> {
     let grant = state.load_grant(&a.grant)?;
-    match controller::recover(state, &grant)? {
+    let outcome = controller::recover(state, &grant)?;
+    if a.json {
+        let recovered = match outcome {
+            None => None,
+            Some(controller::apply::Phase::Done) => Some("completed"),
+            Some(controller::apply::Phase::Prepared) => Some("rolled_back"),
+        };
+        return super::print_json(&serde_json::json!({
+            "grant_id": grant.grant_id,
+            "recovered": recovered,
+        }));
+    }
+    match outcome {
         None => outln!("grant {}: no interrupted commit", grant.grant_id)?,
         Some(controller::apply::Phase::Done) => outln!(
             "grant {}: the interrupted commit was completed",

@@ -36,6 +36,7 @@ pub struct Args {
     /// Where new files may be created (repeatable).
     #[arg(long = "write-prefix", value_name = "PREFIX")]
     write_prefix: Vec<String>,
+    /// What the agent may do in the view (the policy's allowed_modes decide).
     #[arg(long, value_enum, default_value = "read_only")]
     mode: Mode,
     /// What the view is for.

@@ -30,26 +30,74 @@ mod run;
 mod search;
 mod serve;
 mod status;
+pub mod term;
 mod token;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::error::Result;
 use crate::state::StateDir;
+
+/// The environment variables wopfs reads: `wopfs --help` and wopfs.1
+/// list them.
+pub const ENV_VARS: [(&str, &str); 6] = [
+    ("WOPFS_STATE_DIR", "the state directory (as --state-dir)"),
+    (
+        "WOPFS_LOG",
+        "log filter on stderr, e.g. debug (default: warn)",
+    ),
+    (
+        "NO_COLOR",
+        "any non-empty value: no colour unless --color always",
+    ),
+    (
+        "WOPFS_PAGER, PAGER",
+        "pager for diff and audit on a terminal (empty or cat: none; unset: less -FRX)",
+    ),
+    (
+        "A2A_GRANT_SIGNING_KEY",
+        "Ed25519 key that signs grant tokens",
+    ),
+    ("A2A_GRANT_VERIFYING_KEY", "Ed25519 key that verifies them"),
+];
+
+/// What `wopfs --help` says after the options (kept in step with
+/// [`ENV_VARS`] by a test).
+const ENVIRONMENT: &str = "\
+Environment:
+  WOPFS_STATE_DIR          the state directory (as --state-dir)
+  WOPFS_LOG                log filter on stderr, e.g. debug (default: warn)
+  NO_COLOR                 any non-empty value: no colour unless --color always
+  WOPFS_PAGER, PAGER       pager for diff and audit on a terminal (empty or cat: none;
+                           unset: less -FRX)
+  A2A_GRANT_SIGNING_KEY    Ed25519 key that signs grant tokens
+  A2A_GRANT_VERIFYING_KEY  Ed25519 key that verifies them
+
+Every command that prints data takes --json (all but run, serve and completions).";
 
 #[derive(Parser, Debug)]
 #[command(
     name = "wopfs",
     version,
-    about = "Granted, overlaid views of a source tree for AI agents"
+    about = "Granted, overlaid views of a source tree for AI agents",
+    after_long_help = ENVIRONMENT
 )]
 pub struct Cli {
     /// State directory (grants, overlays, logs); must be outside every host tree.
     #[arg(long, global = true, env = "WOPFS_STATE_DIR", value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+
+    /// When to colour output: auto (on a terminal, unless NO_COLOR is set),
+    /// always, never.
+    #[arg(long, global = true, value_enum, value_name = "WHEN", default_value_t)]
+    pub color: term::ColorWhen,
+
+    /// Never page long output (diff, audit) through $WOPFS_PAGER, $PAGER or less.
+    #[arg(long, global = true)]
+    pub no_pager: bool,
 
     #[command(subcommand)]
     pub command: Command,
@@ -89,6 +137,35 @@ pub enum Command {
     Serve(serve::Args),
     /// Write a redacted bundle for bug reports (no tokens, keys or contents).
     Diagnostics(serve::DiagArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(CompletionsArgs),
+    /// Write the man pages: wopfs.1 on stdout, or every page into a directory.
+    Man(ManArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum, value_name = "SHELL")]
+    shell: clap_complete::Shell,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ManArgs {
+    /// Write wopfs.1 and one page per subcommand (wopfs-mount.1, …) into
+    /// DIR, and print their paths.
+    #[arg(short = 'o', long = "output", value_name = "DIR")]
+    output: Option<PathBuf>,
+    /// With -o: print the directory and the pages written as JSON.
+    #[arg(long, requires = "output")]
+    json: bool,
+}
+
+/// Parses the command line; clap's own help and errors follow `--color`.
+pub fn parse() -> Cli {
+    let color = term::color_from_args(std::env::args_os()).unwrap_or_default();
+    let matches = Cli::command().color(color.clap()).get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
 }
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
@@ -99,23 +176,29 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     // Located only by the commands that use it (search needs none).
     let state_path = || StateDir::locate(cli.state_dir.clone());
     let state = || StateDir::open(&state_path()?);
+    let term = term::Term {
+        color: cli.color,
+        no_pager: cli.no_pager,
+    };
     match &cli.command {
         Command::Grant(a) => grant::run(&state_path()?, a),
         Command::Mount(a) => mount::run_mount(&state()?, a),
         Command::Umount(a) => mount::run_umount(&state()?, a),
         Command::Status(a) => status::run(&state()?, a),
-        Command::Diff(a) => patch::run_diff(&state()?, a),
+        Command::Diff(a) => patch::run_diff(&state()?, a, &term),
         Command::Export(a) => patch::run_export(&state()?, a),
         Command::Commit(a) => commit::run_commit(&state()?, a),
         Command::Reject(a) => commit::run_reject(&state()?, a),
         Command::Recover(a) => commit::run_recover(&state()?, a),
-        Command::Audit(a) => audit::run(&state()?, a),
+        Command::Audit(a) => audit::run(&state()?, a, &term),
         Command::Run(a) => return run::run(&state()?, a),
         Command::Token(a) => token::run(&state()?, a),
         Command::Bucket(a) => bucket::run(&state()?, a),
         Command::Search(a) => search::run(a),
         Command::Serve(a) => serve::run(&state()?, a),
         Command::Diagnostics(a) => serve::diagnostics(&state()?, a),
+        Command::Completions(a) => term::completions(a.shell),
+        Command::Man(a) => term::man(a.output.as_deref(), a.json),
     }?;
     Ok(ExitCode::SUCCESS)
 }
@@ -175,6 +258,19 @@ impl Cli {
 fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
     let text = serde_json::to_string_pretty(value)
         .map_err(|e| crate::error::Error::invalid(format!("serializing output: {e}")))?;
-    outln!("{text}")?;
-    Ok(())
+    term::write_stdout(&(text + "\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn help_lists_every_environment_variable() {
+        let flat = super::ENVIRONMENT
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        for (name, what) in super::ENV_VARS {
+            assert!(flat.contains(&format!("{name} {what}")), "{name}: {flat}");
+        }
+    }
 }

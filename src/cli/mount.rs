@@ -66,16 +66,24 @@ pub struct MountArgs {
     #[arg(long, value_name = "N", allow_hyphen_values = true,
           value_parser = number::<u64>(1, MAX_FILES))]
     quota_files: Option<u64>,
+    /// Once mounted, print the mount record as JSON (grant, mountpoint,
+    /// daemon pid, mode, options).
+    #[arg(long, conflicts_with = "foreground")]
+    json: bool,
 }
 
 #[derive(clap::Args, Debug)]
 pub struct UmountArgs {
     /// Where the view is mounted (relative to the current directory, or
     /// absolute); an expired or dead view unmounts too.
+    #[arg(value_name = "MOUNTPOINT")]
     mountpoint: PathBuf,
     /// Detach a busy mount now; it goes away when its last user leaves.
     #[arg(long)]
     lazy: bool,
+    /// Print what was unmounted as JSON (mountpoint, grant, daemon pid).
+    #[arg(long)]
+    json: bool,
 }
 
 /// GRANT MOUNTPOINT, or MOUNTPOINT alone with --token.
@@ -141,6 +149,13 @@ pub fn run_mount(state: &StateDir, a: &MountArgs) -> Result<()> {
             extra.extend(["--quota-files".to_string(), q.to_string()]);
         }
         mount::spawn_daemon(state, &grant, mountpoint, &extra)?;
+        if a.json {
+            if grant_id.is_none() {
+                let note = super::token::token_grant_note(state, &grant);
+                eprintln!("wopfs mount: {note}");
+            }
+            return print_mount_record(state, &grant, a);
+        }
         if grant_id.is_none() {
             // The grant recorded for the token: what diff, commit and status take.
             outln!("{}", grant.grant_id)?;
@@ -170,5 +185,39 @@ pub fn run_mount(state: &StateDir, a: &MountArgs) -> Result<()> {
 }
 
 pub fn run_umount(state: &StateDir, a: &UmountArgs) -> Result<()> {
-    mount::umount_command(state, &a.mountpoint, a.lazy)
+    if !a.json {
+        return mount::umount_command(state, &a.mountpoint, a.lazy);
+    }
+    // Which session and daemon, read before they are gone.
+    let canon = mount::mountinfo::resolve(&a.mountpoint)?;
+    let rec = state.grant_ids()?.into_iter().find_map(|id| {
+        let m = state.live_mount(&id).filter(|m| m.mountpoint == canon)?;
+        Some((id, m.pid))
+    });
+    mount::umount_command(state, &a.mountpoint, a.lazy)?;
+    super::print_json(&serde_json::json!({
+        "mountpoint": canon,
+        "grant_id": rec.as_ref().map(|r| &r.0),
+        "pid": rec.map(|r| r.1),
+        "lazy": a.lazy,
+    }))
+}
+
+/// `wopfs mount --json`: the mount record of a view whose daemon is ready.
+fn print_mount_record(state: &StateDir, grant: &crate::grant::Grant, a: &MountArgs) -> Result<()> {
+    let rec = state.live_mount(&grant.grant_id);
+    super::print_json(&serde_json::json!({
+        "grant_id": grant.grant_id,
+        "mountpoint": rec.as_ref().map(|r| &r.mountpoint),
+        "pid": rec.as_ref().map(|r| r.pid),
+        "mode": grant.mode,
+        "read_only": grant.mode == crate::policy::Mode::ReadOnly,
+        "root": grant.root,
+        "expires_at": grant.expires_at,
+        "allow_other": a.allow_other,
+        "owner": a.uid.zip(a.gid).map(|(uid, gid)| serde_json::json!({"uid": uid, "gid": gid})),
+        "threads": a.threads,
+        "cache_ttl": a.cache_ttl,
+        "log": state.log_path(&grant.grant_id),
+    }))
 }

@@ -1,6 +1,5 @@
 //! `wopfs diff` and `wopfs export`
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use serde_json::json;
@@ -14,16 +13,22 @@ use crate::state::StateDir;
 
 #[derive(clap::Args, Debug)]
 pub struct DiffArgs {
+    /// Grant id (g-…) of the session to show.
+    #[arg(value_name = "GRANT")]
     grant: String,
     /// A per-path summary instead of the full diff.
     #[arg(long)]
     stat: bool,
+    /// One JSON object per path: operation, kinds, modes, symlink target,
+    /// line counts.
     #[arg(long)]
     json: bool,
 }
 
 #[derive(clap::Args, Debug)]
 pub struct ExportArgs {
+    /// Grant id (g-…) of the session to export.
+    #[arg(value_name = "GRANT")]
     grant: String,
     /// Directory to write (patchset.json and blobs/). Without it the set
     /// goes to stdout with every content inline.
@@ -32,20 +37,28 @@ pub struct ExportArgs {
     /// Put every content inline as base64 (the seed's shape), no blobs.
     #[arg(long)]
     inline: bool,
+    /// With -o: print what was written as JSON (directory, patches, blobs,
+    /// bytes). Without -o the set itself is the output.
+    #[arg(long, requires = "output")]
+    json: bool,
 }
 
-/// A progress bar on a terminal; hidden when stderr is not one.
-pub fn progress_bar(len: u64, what: &str) -> indicatif::ProgressBar {
-    let pb = if std::io::stderr().is_terminal() && len >= 100 {
-        indicatif::ProgressBar::new(len)
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
-    if let Ok(style) = indicatif::ProgressStyle::with_template("{msg} {bar:40} {pos}/{len} {eta}") {
-        pb.set_style(style);
-    }
-    pb.set_message(what.to_string());
-    pb
+/// What `wopfs export -o DIR --json` prints.
+#[derive(serde::Serialize)]
+struct Exported<'a> {
+    grant_id: &'a str,
+    dir: &'a std::path::Path,
+    patchset: PathBuf,
+    patches: usize,
+    created: usize,
+    updated: usize,
+    deleted: usize,
+    /// Contents inline in patchset.json.
+    inline: usize,
+    /// Files written under blobs/ (one per distinct large content).
+    blobs: usize,
+    /// Bytes of new content the set carries (inline or in blobs).
+    bytes: u64,
 }
 
 /// The per-path diffs of a session's pending changes against the host
@@ -68,7 +81,7 @@ pub fn session_diffs(state: &StateDir, grant: &Grant) -> Result<Vec<diff::FileDi
     diff::file_diffs(&loaded, &host)
 }
 
-pub fn run_diff(state: &StateDir, a: &DiffArgs) -> Result<()> {
+pub fn run_diff(state: &StateDir, a: &DiffArgs, term: &super::term::Term) -> Result<()> {
     let grant = state.load_grant(&a.grant)?;
     let diffs = session_diffs(state, &grant)?;
     if a.json {
@@ -76,18 +89,17 @@ pub fn run_diff(state: &StateDir, a: &DiffArgs) -> Result<()> {
         return super::print_json(&rows);
     }
     if a.stat {
-        out!("{}", diff::stat(&diffs))?;
+        term.page(&diff::stat(&diffs))
     } else {
-        out!("{}", diff::render(&diffs, std::io::stdout().is_terminal()))?;
+        term.page(&diff::render(&diffs, term.color_stdout()))
     }
-    Ok(())
 }
 
 pub fn run_export(state: &StateDir, a: &ExportArgs) -> Result<()> {
     let grant = state.load_grant(&a.grant)?;
     let session = state.session_dir(&grant.grant_id);
     let pending = crate::patch::pending(&grant, &session)?;
-    let pb = progress_bar(pending.len() as u64, "exporting");
+    let pb = super::term::progress_bar(pending.len() as u64, "exporting");
     let (dir, _tmp) = match &a.output {
         Some(d) => (d.clone(), None),
         None => {
@@ -123,6 +135,33 @@ pub fn run_export(state: &StateDir, a: &ExportArgs) -> Result<()> {
             "wopfs: grant {} has no pending changes; the set is empty",
             grant.grant_id
         );
+    }
+    if a.json {
+        let count = |op: crate::patch::Op| set.patches.iter().filter(|p| p.operation == op).count();
+        let blobs: std::collections::BTreeSet<&str> = set
+            .patches
+            .iter()
+            .filter(|p| p.content.is_none())
+            .filter_map(|p| p.blob.as_deref())
+            .collect();
+        let dir = std::path::absolute(&dir).unwrap_or(dir);
+        return super::print_json(&Exported {
+            grant_id: &grant.grant_id,
+            dir: &dir,
+            patchset: dir.join("patchset.json"),
+            patches: set.patches.len(),
+            created: count(crate::patch::Op::Create),
+            updated: count(crate::patch::Op::Update),
+            deleted: count(crate::patch::Op::Delete),
+            inline: set.patches.iter().filter(|p| p.content.is_some()).count(),
+            blobs: blobs.len(),
+            bytes: set
+                .patches
+                .iter()
+                .filter(|p| p.operation != crate::patch::Op::Delete)
+                .filter_map(|p| p.size)
+                .sum(),
+        });
     }
     Ok(())
 }

@@ -16,6 +16,7 @@ use crate::state::StateDir;
     wopfs run [OPTIONS] --token TOKEN --root DIR --audience NAME -- CMD...")]
 pub struct Args {
     /// Grant id (g-…); leave it out with --token.
+    #[arg(value_name = "GRANT")]
     grant: Option<String>,
     #[command(flatten)]
     token: super::token::TokenMountArgs,
@@ -31,11 +32,12 @@ pub struct Args {
     #[arg(long, requires = "gid", value_name = "N", allow_hyphen_values = true,
           value_parser = number::<u32>(0, MAX_ID))]
     uid: Option<u32>,
+    /// Present the view's files as owned by this gid (with --uid).
     #[arg(long, requires = "uid", value_name = "N", allow_hyphen_values = true,
           value_parser = number::<u32>(0, MAX_ID))]
     gid: Option<u32>,
     /// The command and its arguments, after `--`.
-    #[arg(last = true, required = true)]
+    #[arg(last = true, required = true, value_name = "CMD")]
     command: Vec<OsString>,
 }
 

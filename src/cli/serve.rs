@@ -92,6 +92,9 @@ pub struct DiagArgs {
     /// Where to write the bundle (JSON).
     #[arg(short = 'o', long = "output", default_value = "wopfs-diagnostics.json")]
     output: PathBuf,
+    /// Print {"output": FILE} as JSON instead of the path alone.
+    #[arg(long)]
+    json: bool,
 }
 
 /// A bug-report bundle: versions, kernel, mounts, sessions and their
@@ -141,6 +144,10 @@ pub fn diagnostics(state: &StateDir, a: &DiagArgs) -> Result<()> {
     });
     let text = serde_json::to_vec_pretty(&bundle).map_err(|e| Error::invalid(e.to_string()))?;
     std::fs::write(&a.output, text).ctx(|| format!("writing {}", a.output.display()))?;
+    if a.json {
+        let output = std::path::absolute(&a.output).unwrap_or_else(|_| a.output.clone());
+        return super::print_json(&serde_json::json!({ "output": output }));
+    }
     outln!("{}", a.output.display())?;
     Ok(())
 }

@@ -9,7 +9,9 @@ use crate::state::StateDir;
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Only this grant, with its pending changes path by path.
+    #[arg(value_name = "GRANT")]
     grant: Option<String>,
+    /// Print the grants as a JSON array (with a GRANT, its pending changes too).
     #[arg(long)]
     json: bool,
 }

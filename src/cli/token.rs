@@ -57,6 +57,7 @@ struct MintArgs {
     /// The one place the audience writes its outputs (also a write prefix).
     #[arg(long, value_name = "P")]
     outputs_prefix: Option<String>,
+    /// What the audience may do in the views it mounts.
     #[arg(long, value_enum, default_value = "read_only")]
     mode: Mode,
     /// Lifetime in seconds (or a duration such as 30m); default 300, at most 3650d.
@@ -65,6 +66,9 @@ struct MintArgs {
     /// Ed25519 signing key (default: $A2A_GRANT_SIGNING_KEY).
     #[arg(long, value_name = "FILE")]
     signing_key: Option<PathBuf>,
+    /// Print {"token": …, "claims": {…}} as JSON instead of the token alone.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -86,6 +90,8 @@ struct DelegateArgs {
     /// Where writes may go, within the parent's (default: the parent's).
     #[arg(long = "write-prefix", value_name = "P")]
     write_prefix: Vec<String>,
+    /// Where the audience writes its outputs (also a write prefix), within
+    /// the parent's write scope.
     #[arg(long, value_name = "P")]
     outputs_prefix: Option<String>,
     /// No higher than the parent's (default: the parent's).
@@ -101,6 +107,9 @@ struct DelegateArgs {
     /// the signing key's public half).
     #[arg(long, value_name = "FILE")]
     verifying_key: Option<PathBuf>,
+    /// Print {"token": …, "claims": {…}} as JSON instead of the token alone.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -123,12 +132,15 @@ struct VerifyArgs {
 struct ImportArgs {
     /// The tokens (`-` reads them from stdin, one a line), in any order; a
     /// delegated one needs its parent known here or given alongside.
-    #[arg(required = true)]
+    #[arg(required = true, value_name = "TOKEN")]
     tokens: Vec<String>,
     /// Verifying key (default: $A2A_GRANT_VERIFYING_KEY, else derived from
     /// $A2A_GRANT_SIGNING_KEY).
     #[arg(long, value_name = "FILE")]
     verifying_key: Option<PathBuf>,
+    /// Print the claims imported as a JSON array.
+    #[arg(long)]
+    json: bool,
 }
 
 /// `--token` and its companions for `wopfs mount` and `wopfs run`.
@@ -233,8 +245,7 @@ fn mint(state: &StateDir, a: &MintArgs) -> Result<()> {
     let text = token::encode(&key, &claims)?;
     crate::chain::record(state, &token::verify(&text, &key.verifying_key(), None)?)?;
     audit_token(state, "wopfs.token.mint", "minted", &claims)?;
-    outln!("{text}")?;
-    Ok(())
+    print_token(&text, &claims, a.json)
 }
 
 fn delegate(state: &StateDir, a: &DelegateArgs) -> Result<()> {
@@ -268,6 +279,14 @@ fn delegate(state: &StateDir, a: &DelegateArgs) -> Result<()> {
         &token::verify(&text, &signing.verifying_key(), None)?,
     )?;
     audit_token(state, "wopfs.token.delegate", "delegated", &child)?;
+    print_token(&text, &child, a.json)
+}
+
+/// A minted or delegated token: the text alone, or with its claims.
+fn print_token(text: &str, claims: &Claims, json: bool) -> Result<()> {
+    if json {
+        return super::print_json(&json!({ "token": text, "claims": claims }));
+    }
     outln!("{text}")?;
     Ok(())
 }
@@ -316,10 +335,17 @@ fn import(state: &StateDir, a: &ImportArgs) -> Result<()> {
     for c in &all {
         crate::chain::record(state, c)?;
         audit_token(state, "wopfs.token.import", "imported", c)?;
-        println!(
-            "imported {} (bucket {}, delegation depth {})",
-            c.grant_id, c.bucket, c.delegation_depth
-        );
+        if !a.json {
+            outln!(
+                "imported {} (bucket {}, delegation depth {})",
+                c.grant_id,
+                c.bucket,
+                c.delegation_depth
+            )?;
+        }
+    }
+    if a.json {
+        return super::print_json(&all);
     }
     Ok(())
 }
