@@ -735,7 +735,8 @@ fn a_pager_quitting_early_is_no_error() {
     );
     assert_eq!(r.code, Some(0), "{}", r.stderr);
     assert!(r.screen.contains("+two"), "{}", r.screen);
-    // Into a pipe closed early (no terminal, no pager): quiet, status 0.
+    // Into a pipe closed early (no terminal, no pager): quiet, and status
+    // 141 (128 + SIGPIPE), as git's.
     let sh = Command::new("bash")
         .arg("-c")
         .arg(format!(
@@ -747,7 +748,7 @@ fn a_pager_quitting_early_is_no_error() {
         .unwrap();
     assert_eq!(
         sh.status.code(),
-        Some(0),
+        Some(141),
         "{}",
         String::from_utf8_lossy(&sh.stderr)
     );

@@ -194,6 +194,11 @@ fn run_pager(pager: &Pager, text: &str) -> Result<()> {
     let Ok(mut child) = cmd.stdin(Stdio::piped()).spawn() else {
         return write_stdout(text);
     };
+    // A pager that quits early (q) closes the pipe: that is no error, so
+    // the write must see EPIPE rather than die of SIGPIPE (set after the
+    // spawn: the pager keeps the default disposition).
+    // SAFETY: signal(2) with SIG_IGN and a disposition it returned.
+    let old_sigpipe = unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
     let interrupted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let sigint = signal_hook::flag::register(signal_hook::consts::SIGINT, interrupted).ok();
     let written = match child.stdin.take() {
@@ -209,6 +214,8 @@ fn run_pager(pager: &Pager, text: &str) -> Result<()> {
     if let Some(id) = sigint {
         signal_hook::low_level::unregister(id);
     }
+    // SAFETY: as above.
+    unsafe { libc::signal(libc::SIGPIPE, old_sigpipe) };
     if let Ok(s) = status {
         if matches!(s.code(), Some(126 | 127)) {
             return write_stdout(text);
