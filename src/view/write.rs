@@ -722,7 +722,8 @@ impl View {
     }
 
     /// `fsync`/`fdatasync` of an open file: its data (and, without
-    /// `datasync`, its metadata) reach the disk, and so does the journal up
+    /// `datasync`, its metadata) reach the disk, so does the object's
+    /// directory entry (once per object), and so does the journal up
     /// to now, which holds every record naming the object (records are
     /// appended before a change is answered, and the journal is synced
     /// whole). A handle opened on the host file before a copy-up syncs the
@@ -742,10 +743,14 @@ impl View {
         };
         sync(&file)?;
         if let Some(ov) = &self.overlay {
-            match (obj, self.copied_up(ino)) {
+            let now = self.copied_up(ino);
+            match (obj, now) {
                 (None, Some(o)) => sync(&ov.open_file(o, false)?)?,
                 (Some(a), Some(b)) if a != b => sync(&ov.open_file(b, false)?)?,
                 _ => {}
+            }
+            if let Some(o) = now.or(obj) {
+                ov.sync_entry(o)?;
             }
             ov.sync()?;
         }
