@@ -10,15 +10,15 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use fuser::{
-    AccessFlags, Errno as FErrno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
-    Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr,
-    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen,
-    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    AccessFlags, BackingId, Errno as FErrno, FileAttr, FileHandle, FileType, Filesystem,
+    FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags,
+    ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
+    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
 use crate::error::Errno;
 use crate::policy::Mode;
-use crate::view::{Attr, Caller, Kind, SetAttr, SetTime, View};
+use crate::view::{Attr, Caller, Kind, Opened, SetAttr, SetTime, View};
 use iomode::{IoMode, IoModes};
 use passthrough::Passthrough;
 
@@ -151,31 +151,19 @@ impl Filesystem for WopFs {
             // Nothing writes here: every open can share the host file.
             let id = self
                 .passthrough
-                .attach(ino.0, None, opened.fh, &opened.file, &reply);
+                .attach(ino.0, None, opened.fh, &opened.file, |file| {
+                    reply.open_backing(file)
+                });
             return match id {
                 Some(id) => reply.opened_passthrough(fh, FopenFlags::empty(), &id),
                 None => reply.opened(fh, FopenFlags::empty()),
             };
         }
-        let is_object = opened.obj.is_some() && self.view.overlay().is_some();
-        let mode = self.iomodes.choose(ino.0, is_object, opened.writable);
-        if mode == IoMode::Passthrough {
-            let id = self
-                .passthrough
-                .attach(ino.0, opened.obj, opened.fh, &opened.file, &reply);
-            if let Some(id) = id {
-                self.iomodes.opened(ino.0, opened.fh, IoMode::Passthrough);
-                return reply.opened_passthrough(fh, FopenFlags::empty(), &id);
-            }
-            if opened.writable {
-                // A writer is sent here only to join passthrough opens; one
-                // that cannot would be refused by the kernel anyway.
-                self.view.release(opened.fh);
-                return reply.error(FErrno::EIO);
-            }
+        match self.serve_mode(ino.0, &opened, |file| reply.open_backing(file)) {
+            Ok(Some(id)) => reply.opened_passthrough(fh, FopenFlags::empty(), &id),
+            Ok(None) => reply.opened(fh, FopenFlags::FOPEN_KEEP_CACHE),
+            Err(e) => reply.error(e),
         }
-        self.iomodes.opened(ino.0, opened.fh, IoMode::Cached);
-        reply.opened(fh, FopenFlags::FOPEN_KEEP_CACHE);
     }
 
     fn read(
@@ -288,19 +276,14 @@ impl Filesystem for WopFs {
         reply.ok();
     }
 
-    fn fsyncdir(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _fh: FileHandle,
-        _ds: bool,
-        reply: ReplyEmpty,
-    ) {
-        reply.ok();
+    fn fsyncdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, ds: bool, reply: ReplyEmpty) {
+        tracing::trace!(ino = ino.0, datasync = ds, "fsyncdir");
+        empty_reply(self.view.fsyncdir(), reply);
     }
 
-    fn fsync(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _ds: bool, reply: ReplyEmpty) {
-        reply.ok();
+    fn fsync(&self, _req: &Request, ino: INodeNo, fh: FileHandle, ds: bool, reply: ReplyEmpty) {
+        tracing::trace!(ino = ino.0, fh = fh.0, datasync = ds, "fsync");
+        empty_reply(self.view.fsync(fh.0, ds), reply);
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
@@ -478,15 +461,19 @@ impl Filesystem for WopFs {
         _flags: i32,
         reply: ReplyCreate,
     ) {
-        match self.view.create(parent.0, name, mode, caller(req)) {
-            Ok((a, opened)) => reply.created(
-                &self.view.ttl_for(&a),
-                &file_attr(&a),
-                GEN,
-                FileHandle(opened.fh),
-                FopenFlags::FOPEN_KEEP_CACHE,
-            ),
-            Err(e) => reply.error(err(e)),
+        let (a, opened) = match self.view.create(parent.0, name, mode, caller(req)) {
+            Ok(created) => created,
+            Err(e) => return reply.error(err(e)),
+        };
+        // A new handle, like every other: the same per-inode bookkeeping
+        // as `open`, so later opens of this inode are served compatibly.
+        let (ttl, attr, fh) = (self.view.ttl_for(&a), file_attr(&a), FileHandle(opened.fh));
+        match self.serve_mode(a.ino, &opened, |file| reply.open_backing(file)) {
+            Ok(Some(id)) => {
+                reply.created_passthrough(&ttl, &attr, GEN, fh, FopenFlags::empty(), &id)
+            }
+            Ok(None) => reply.created(&ttl, &attr, GEN, fh, FopenFlags::FOPEN_KEEP_CACHE),
+            Err(e) => reply.error(e),
         }
     }
 
@@ -522,6 +509,41 @@ impl Filesystem for WopFs {
 
     fn destroy(&mut self) {
         self.view.shutdown();
+    }
+}
+
+impl WopFs {
+    /// How a new file handle of a writable view is served, recorded in
+    /// the per-inode io-mode bookkeeping. Every handle the kernel is given
+    /// (`open` and `create` alike) goes through here, and `release` undoes
+    /// it. `open_backing` registers a passthrough backing file with the
+    /// reply. `Some(id)`: reply passthrough on `id`; `None`: the page
+    /// cache; an error: the handle was released and the request fails.
+    fn serve_mode(
+        &self,
+        ino: u64,
+        opened: &Opened,
+        open_backing: impl FnOnce(&std::fs::File) -> std::io::Result<BackingId>,
+    ) -> Result<Option<Arc<BackingId>>, FErrno> {
+        let is_object = opened.obj.is_some() && self.view.overlay().is_some();
+        let mode = self.iomodes.choose(ino, is_object, opened.writable);
+        if mode == IoMode::Passthrough {
+            let id =
+                self.passthrough
+                    .attach(ino, opened.obj, opened.fh, &opened.file, open_backing);
+            if let Some(id) = id {
+                self.iomodes.opened(ino, opened.fh, IoMode::Passthrough);
+                return Ok(Some(id));
+            }
+            if opened.writable {
+                // A writer is sent here only to join passthrough opens; one
+                // that cannot would be refused by the kernel anyway.
+                self.view.release(opened.fh);
+                return Err(FErrno::EIO);
+            }
+        }
+        self.iomodes.opened(ino, opened.fh, IoMode::Cached);
+        Ok(None)
     }
 }
 

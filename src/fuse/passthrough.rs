@@ -8,7 +8,7 @@ use std::fs::File;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
-use fuser::{BackingId, InitFlags, KernelConfig, ReplyOpen};
+use fuser::{BackingId, InitFlags, KernelConfig};
 
 use crate::view::Ino;
 
@@ -52,7 +52,7 @@ impl Passthrough {
         obj: Option<u64>,
         fh: u64,
         file: &File,
-        reply: &ReplyOpen,
+        open_backing: impl FnOnce(&File) -> std::io::Result<BackingId>,
     ) -> Option<Arc<BackingId>> {
         if !self.enabled() {
             return None;
@@ -65,7 +65,7 @@ impl Passthrough {
         let id = match existing {
             Some((o, id)) if o == obj => id,
             Some(_) => return None,
-            None => match reply.open_backing(file) {
+            None => match open_backing(file) {
                 Ok(id) => {
                     let id = Arc::new(id);
                     st.by_ino.insert(ino, (obj, Arc::downgrade(&id)));

@@ -10,7 +10,8 @@
 //! Durability: objects are written in place, so whatever a write(2)
 //! returned for survives a `kill -9` of the daemon; the journal gets one
 //! append per namespace change, before the change is answered. `fsync` on a
-//! file or directory also fsyncs the journal. An object created just before
+//! file also fsyncs its object's directory entry (once) and the journal;
+//! on a directory, the journal. An object created just before
 //! a crash but not yet journaled is an orphan and is deleted at the next mount.
 //!
 //! The journal is bounded: its bytes on disk count against the byte quota
@@ -66,6 +67,8 @@ pub struct Overlay {
     pub quota: Quota,
     /// Serializes xattr changes, which measure what they replace.
     xattrs: Mutex<()>,
+    /// Objects whose directory entry has been fsynced (`sync_entry`).
+    entries_synced: Mutex<std::collections::HashSet<u64>>,
 }
 
 /// An append compacts the journal once it has grown by its compacted size,
@@ -190,6 +193,7 @@ impl Overlay {
             next_obj: AtomicU64::new(1),
             quota: Quota::new(max_bytes, max_objects),
             xattrs: Mutex::new(()),
+            entries_synced: Mutex::new(std::collections::HashSet::new()),
         };
         overlay.quota.restore_journal(len);
         overlay.collect_garbage(tree)?;
@@ -406,6 +410,29 @@ impl Overlay {
         j.file.sync_data()
     }
 
+    /// Makes object `obj`'s name durable: fsyncs its fanout directory,
+    /// once per object (an fsync of the file alone need not persist the
+    /// entry that names it).
+    pub fn sync_entry(&self, obj: u64) -> io::Result<()> {
+        let lock = || {
+            self.entries_synced
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+        };
+        if lock().contains(&obj) {
+            return Ok(());
+        }
+        let dir = rfs::openat(
+            &self.objects,
+            format!("{:02x}", obj % FANOUT),
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            RMode::empty(),
+        )?;
+        rfs::fsync(&dir)?;
+        lock().insert(obj);
+        Ok(())
+    }
+
     pub fn create_file(&self, obj: u64, mode: u32) -> io::Result<File> {
         let fd = rfs::openat(
             &self.objects,
@@ -526,6 +553,10 @@ impl Overlay {
         };
         rfs::unlinkat(&self.objects, name(obj), flags)?;
         self.quota.remove_object(obj);
+        self.entries_synced
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&obj);
         Ok(())
     }
 

@@ -72,6 +72,12 @@ pub struct DirEntry {
     pub attr: Attr,
 }
 
+/// The largest file a view holds: 16 TiB, ext4's limit with 4 KiB blocks
+/// (where state dirs usually live). A size change past it (truncate,
+/// fallocate, a write at a huge offset) answers EFBIG before any quota
+/// check; the kernel lets sizes up to 2^63-1 through to the daemon.
+pub const MAX_FILE_SIZE: u64 = 1 << 44;
+
 /// The block size `statfs` reports (fixed: nothing of the host shows).
 pub const STATFS_BLOCK: u64 = 4096;
 
@@ -574,8 +580,13 @@ impl View {
         })
     }
 
-    /// `getxattr(2)`. Names of a namespace the caller could not read on a
-    /// host filesystem answer ENODATA (see [`xattr_needs_privilege`]);
+    /// `getxattr(2)`. A writable view has no POSIX ACLs (it cannot set
+    /// them, and the kernel checks only the mode bits of a FUSE mount): it
+    /// answers their names EOPNOTSUPP and never lists them, as a
+    /// filesystem without ACL support does, so tools copying a file with
+    /// an ACL on the host carry its mode bits instead. Names of a namespace
+    /// the caller could not read on a host filesystem answer ENODATA (see
+    /// [`xattr_needs_privilege`]);
     /// `privileged` is asked only for those. Overlay objects carry only
     /// `user.*` attributes of the view (anything else on them belongs to
     /// the state dir, not the view).
@@ -589,6 +600,9 @@ impl View {
         let name = name.to_str().ok_or(Errno::ENODATA)?;
         let tree = self.read_tree();
         let node = tree.get(ino).ok_or(Errno::ENOENT)?;
+        if self.mode != Mode::ReadOnly && is_posix_acl(name) {
+            return Err(Errno(libc::EOPNOTSUPP));
+        }
         match node.origin {
             // The kernel asks for security.capability before most writes
             // and chowns: answered without a look at the object.
@@ -631,6 +645,11 @@ impl View {
             _ => self
                 .host
                 .listxattr(&tree.host_path(ino).ok_or(Errno::ENOENT)?)?,
+        };
+        let all = if self.mode != Mode::ReadOnly {
+            filter_xattr_names(&all, |n| !std::str::from_utf8(n).is_ok_and(is_posix_acl))
+        } else {
+            all
         };
         let names = || all.split(|b| *b == 0).filter(|n| !n.is_empty());
         let needs = |n: &[u8]| std::str::from_utf8(n).map_or(true, xattr_needs_privilege);
@@ -718,6 +737,11 @@ pub fn xattr_needs_privilege(name: &str) -> bool {
         || name.starts_with("security.")
         || name == "system.posix_acl_access"
         || name == "system.posix_acl_default")
+}
+
+/// The POSIX ACL attributes.
+fn is_posix_acl(name: &str) -> bool {
+    name == "system.posix_acl_access" || name == "system.posix_acl_default"
 }
 
 /// The NUL-terminated names of a `listxattr` answer that `keep` accepts.

@@ -13,7 +13,7 @@ use rustix::fs::{self as rfs, AtFlags, Timespec, Timestamps};
 use super::copyup::{gid, seen_of, uid};
 use super::handles::Handle;
 use super::tree::{Ino, Kind, Origin, Tree};
-use super::{Attr, Opened, Result, View};
+use super::{Attr, Opened, Result, View, MAX_FILE_SIZE};
 use crate::error::Errno;
 use crate::overlay::journal::{self, Record};
 use crate::overlay::Overlay;
@@ -604,6 +604,9 @@ impl View {
         if set.size.is_some() && kind != Kind::File {
             return Err(Errno::EISDIR);
         }
+        if let Some(size) = set.size {
+            file_end(size, 0)?;
+        }
         let handle_file = fh
             .and_then(|fh| self.handles.get(fh))
             .or_else(|| removed.then(|| self.handles.any_for(ino)).flatten());
@@ -672,9 +675,7 @@ impl View {
         else {
             return Err(Errno::EBADF);
         };
-        let end = offset
-            .checked_add(data.len() as u64)
-            .ok_or(Errno(libc::EFBIG))?;
+        let end = file_end(offset, data.len() as u64)?;
         if let (Some(obj), Some(ov)) = (obj, &self.overlay) {
             ov.quota.resize(obj, end, true)?;
         }
@@ -704,8 +705,9 @@ impl View {
         if mode != 0 && mode != keep && mode != punch {
             return Err(Errno(libc::EOPNOTSUPP));
         }
+        // Past the largest file: EFBIG for every mode, as the VFS answers.
+        let end = file_end(offset, length)?;
         if mode == 0 {
-            let end = offset.checked_add(length).ok_or(Errno(libc::EFBIG))?;
             if let (Some(obj), Some(ov)) = (obj, &self.overlay) {
                 ov.quota.resize(obj, end, true)?;
             }
@@ -719,21 +721,44 @@ impl View {
         Ok(())
     }
 
-    /// `fsync`/`fdatasync`: the data, and the journal naming it.
+    /// `fsync`/`fdatasync` of an open file: its data (and, without
+    /// `datasync`, its metadata) reach the disk, so does the object's
+    /// directory entry (once per object), and so does the journal up
+    /// to now, which holds every record naming the object (records are
+    /// appended before a change is answered, and the journal is synced
+    /// whole). A handle opened on the host file before a copy-up syncs the
+    /// object its inode reads from now. A read-only view has nothing to
+    /// sync beyond what the host already holds.
     pub fn fsync(&self, fh: u64, datasync: bool) -> Result<()> {
-        if let Some(Handle::File { file, .. }) = self.handles.get(fh) {
+        let sync = |file: &std::fs::File| -> Result<()> {
             if datasync {
                 file.sync_data()?;
             } else {
                 file.sync_all()?;
             }
-        }
+            Ok(())
+        };
+        let Some(Handle::File { file, obj, ino, .. }) = self.handles.get(fh) else {
+            return Err(Errno::EBADF);
+        };
+        sync(&file)?;
         if let Some(ov) = &self.overlay {
+            let now = self.copied_up(ino);
+            match (obj, now) {
+                (None, Some(o)) => sync(&ov.open_file(o, false)?)?,
+                (Some(a), Some(b)) if a != b => sync(&ov.open_file(b, false)?)?,
+                _ => {}
+            }
+            if let Some(o) = now.or(obj) {
+                ov.sync_entry(o)?;
+            }
             ov.sync()?;
         }
         Ok(())
     }
 
+    /// `fsync` of a directory: the journal, where every namespace change
+    /// (and the journal's own rename after a compaction) is recorded.
     pub fn fsyncdir(&self) -> Result<()> {
         if let Some(ov) = &self.overlay {
             ov.sync()?;
@@ -743,7 +768,8 @@ impl View {
 
     /// The checks of setxattr and removexattr. Only `user.*` attributes
     /// may change: others carry security meaning a view must not let an
-    /// agent forge.
+    /// agent forge, and answer EOPNOTSUPP (POSIX ACLs included: a writable
+    /// view has none, see `View::getxattr`).
     fn xattr_target<'a>(&self, ino: Ino, name: &'a OsStr) -> Result<(Writer<'_>, &'a str, String)> {
         self.live()?;
         let writer = self.writer()?;
@@ -753,7 +779,10 @@ impl View {
         }
         match name.to_str() {
             Some(n) if n.starts_with("user.") => Ok((writer, n, path)),
-            _ => Err(Errno::EPERM),
+            // As a filesystem without support for them answers: tools (cp
+            // -p, sed -i, rsync) take EOPNOTSUPP as "no ACLs, no security
+            // labels here" and carry on with the mode bits.
+            _ => Err(Errno(libc::EOPNOTSUPP)),
         }
     }
 
@@ -838,6 +867,16 @@ fn clear_setid(file: &std::fs::File) -> Result<()> {
         rfs::fchmod(file, rfs::Mode::from_raw_mode(mode))?;
     }
     Ok(())
+}
+
+/// The end of a change of `len` bytes at `offset`, or EFBIG when it lies
+/// past [`MAX_FILE_SIZE`]: POSIX's answer for a size no file may have,
+/// checked before the quota is (EDQUOT is for sizes a file may have).
+fn file_end(offset: u64, len: u64) -> Result<u64> {
+    offset
+        .checked_add(len)
+        .filter(|end| *end <= MAX_FILE_SIZE)
+        .ok_or(Errno(libc::EFBIG))
 }
 
 /// An unprivileged daemon cannot give entries away; they stay its own.

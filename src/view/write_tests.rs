@@ -430,3 +430,91 @@ fn readdir_leaves_out_names_removed_since_opendir() {
     assert!(all.iter().any(|(_, e)| &*e.name == "e2"));
     v.releasedir(fh);
 }
+
+#[test]
+fn sizes_past_the_largest_file_are_efbig_before_the_quota() {
+    let fx = fixture(&[]);
+    let v = open_view(
+        &fx,
+        ViewOptions {
+            quota_bytes: Some(100_000),
+            ..ViewOptions::default()
+        },
+    );
+    let (_, o) = v.create(ROOT, name("f"), 0o644, ROOTUSER).unwrap();
+    let f = ino(&v, "f");
+    let size = |n| SetAttr {
+        size: Some(n),
+        ..SetAttr::default()
+    };
+    let err = |r: Result<()>| r.unwrap_err().0;
+    let a = ino(&v, "a.txt");
+    for n in [u64::MAX, MAX_FILE_SIZE + 1] {
+        let efbig = |r: Result<Attr>| r.map(drop).unwrap_err().0;
+        assert_eq!(efbig(v.setattr(f, None, size(n), ROOTUSER)), libc::EFBIG);
+        assert_eq!(
+            efbig(v.setattr(f, Some(o.fh), size(n), ROOTUSER)),
+            libc::EFBIG
+        );
+        assert_eq!(efbig(v.setattr(a, None, size(n), ROOTUSER)), libc::EFBIG);
+    }
+    // Refused before anything: a.txt was not copied up.
+    assert_eq!(v.overlay().unwrap().quota.objects(), 1);
+    // A size a file may have, past the quota.
+    assert_eq!(
+        err(v.setattr(f, None, size(MAX_FILE_SIZE), ROOTUSER).map(drop)),
+        libc::EDQUOT
+    );
+    assert_eq!(
+        err(v.write(o.fh, MAX_FILE_SIZE, b"x", false).map(drop)),
+        libc::EFBIG
+    );
+    assert_eq!(
+        err(v.write(o.fh, u64::MAX, b"x", false).map(drop)),
+        libc::EFBIG
+    );
+    assert_eq!(err(v.fallocate(o.fh, MAX_FILE_SIZE, 1, 0)), libc::EFBIG);
+    let keep = libc::FALLOC_FL_KEEP_SIZE;
+    assert_eq!(err(v.fallocate(o.fh, 0, u64::MAX, keep)), libc::EFBIG);
+    assert_eq!(err(v.fallocate(o.fh, 0, MAX_FILE_SIZE, 0)), libc::EDQUOT);
+    v.release(o.fh);
+    assert!(read_all(&v, "f").is_empty());
+    assert_eq!(
+        v.overlay().unwrap().quota.objects(),
+        1,
+        "a.txt was copied up"
+    );
+}
+
+#[test]
+fn xattrs_outside_user_are_not_supported_and_acls_absent() {
+    let fx = fixture(&[]);
+    let v = open_view(&fx, ViewOptions::default());
+    let a = ino(&v, "a.txt");
+    for n in [
+        "system.posix_acl_access",
+        "system.posix_acl_default",
+        "trusted.x",
+        "security.x",
+        "other.x",
+    ] {
+        assert_eq!(
+            v.setxattr(a, name(n), b"1", 0).unwrap_err().0,
+            libc::EOPNOTSUPP,
+            "{n}"
+        );
+        assert_eq!(
+            v.removexattr(a, name(n)).unwrap_err().0,
+            libc::EOPNOTSUPP,
+            "{n}"
+        );
+    }
+    assert_eq!(
+        v.getxattr(a, name("system.posix_acl_access"), || true)
+            .unwrap_err()
+            .0,
+        libc::EOPNOTSUPP
+    );
+    v.setxattr(a, name("user.k"), b"v", 0).unwrap();
+    assert_eq!(v.getxattr(a, name("user.k"), || false).unwrap(), b"v");
+}
