@@ -9,8 +9,29 @@ if [ ! -c /dev/fuse ]; then
     exit 1
 fi
 
-wopfs_mounts() { awk '$1 ~ /^wopfs:/ {print $2}' /proc/mounts | sort; }
-before=$(wopfs_mounts)
+# The run's own temp dirs: every test directory (and so every mountpoint)
+# is created beneath them, so a leaked mount is one beneath them. Mounts
+# of other users or other checkouts elsewhere on the machine are not ours.
+run_tmp=$(mktemp -d "${TMPDIR:-/tmp}/wopfs-test.XXXXXX")
+run_shm=""
+if [ -d /dev/shm ] && [ -w /dev/shm ]; then
+    run_shm=$(mktemp -d /dev/shm/wopfs-test.XXXXXX)
+fi
+cleanup() {
+    # Never into a leaked mount: --one-file-system stays off other mounts.
+    rm -rf --one-file-system -- "$run_tmp"
+    if [ -n "$run_shm" ]; then rm -rf --one-file-system -- "$run_shm"; fi
+}
+trap cleanup EXIT
+
+# wopfs mounts beneath this run's temp dirs (mountinfo's field 5 is the
+# mountpoint; its source is after the " - " separator).
+our_mounts() {
+    awk -v a="$run_tmp/" -v b="${run_shm:-/nonexistent}/" '
+        { for (i = 7; i <= NF; i++) if ($i == "-") break }
+        $(i + 2) ~ /^wopfs:/ && (index($5, a) == 1 || index($5, b) == 1) { print $5 }
+    ' /proc/self/mountinfo | sort
+}
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
@@ -21,7 +42,10 @@ echo "==> cargo test"
 # Each mount test tears itself down after a deadline; the outer timeout is
 # the last guard against a hung FUSE request. The crash tests need the
 # commit's test-only switches (cargo feature fault-injection).
-timeout --kill-after=30s 40m cargo test --locked --features fault-injection -- --test-threads=4
+# TMPDIR (honoured by every tempdir of tests/common) and WOPFS_TEST_SHM
+# (the tmpfs dir of tests/commit_kill.rs) point at this run's dirs only.
+TMPDIR="$run_tmp" WOPFS_TEST_SHM="$run_shm" \
+    timeout --kill-after=30s 40m cargo test --locked --features fault-injection -- --test-threads=4
 
 # The switches must not exist in a build without the feature (release
 # builds are built that way): their names are the only way in.
@@ -35,7 +59,7 @@ fi
 timeout --kill-after=30s 10m cargo test --locked --test commit_safety -- fault_switch_is_absent_without_the_feature
 
 # A test that leaked a mount is a bug even if it passed.
-leaked=$(comm -13 <(echo "$before") <(wopfs_mounts))
+leaked=$(our_mounts)
 if [ -n "$leaked" ]; then
     echo "test.sh: tests leaked wopfs mounts:" >&2
     echo "$leaked" >&2

@@ -295,6 +295,8 @@ fn journal_replays_after_kill_9_during_a_rename_storm() {
     let long = "K".repeat(250);
     let (a, b) = (m.path("README.md"), m.path(&long));
     let pid = m.pid.expect("daemon pid");
+    let renames = std::sync::atomic::AtomicU64::new(0);
+    let stopped = std::sync::atomic::AtomicBool::new(false);
     std::thread::scope(|s| {
         s.spawn(|| {
             for i in 0.. {
@@ -304,17 +306,24 @@ fn journal_replays_after_kill_9_during_a_rename_storm() {
                     fs::rename(&b, &a)
                 };
                 if r.is_err() {
+                    stopped.store(true, std::sync::atomic::Ordering::Relaxed);
                     break; // the daemon is gone
                 }
+                renames.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
         });
-        std::thread::sleep(Duration::from_millis(1500));
+        // Killed in the middle of the storm: once many renames are
+        // journalled, however long they took on a loaded machine.
+        wait_until(
+            "200 renames through the view",
+            Duration::from_secs(60),
+            || renames.load(std::sync::atomic::Ordering::Relaxed) >= 200,
+        );
         unsafe { libc::kill(pid as i32, libc::SIGKILL) };
     });
-    let start = Instant::now();
-    while pid_running(pid) && start.elapsed() < Duration::from_secs(10) {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until("the killed daemon to exit", Duration::from_secs(10), || {
+        !pid_running(pid)
+    });
     env.ok(&["umount", mp.to_str().unwrap()]);
     drop(m);
     let m = env.mount(&g, &mp, &["--quota-bytes", &quota]);

@@ -8,7 +8,7 @@ use std::fs;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 
@@ -24,10 +24,9 @@ fn overlay_env() -> (Env, String) {
 }
 
 fn wait_gone(pid: u32) {
-    let start = Instant::now();
-    while pid_running(pid) && start.elapsed() < Duration::from_secs(10) {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until("the daemon to exit", Duration::from_secs(10), || {
+        !pid_running(pid)
+    });
 }
 
 #[test]

@@ -85,6 +85,13 @@ fn run_forwards_sigterm_and_never_outlives_the_command() {
     project(&env);
     let g = env.grant(&["--mode", "read_write_overlay"]);
     let at = env.dir.path().join("ws");
+    // The command says it is ready (its trap is set) through a file outside
+    // the view.
+    let ready = env.dir.path().join("trap-set");
+    let script = format!(
+        "trap 'exit 7' TERM; : > '{}'; while true; do sleep 0.1; done",
+        ready.display()
+    );
     let mut child = Command::new(BIN)
         .args([
             "--state-dir",
@@ -95,20 +102,21 @@ fn run_forwards_sigterm_and_never_outlives_the_command() {
             at.to_str().unwrap(),
             "--",
         ])
-        .args([
-            "sh",
-            "-c",
-            "trap 'exit 7' TERM; while true; do sleep 0.1; done",
-        ])
+        .args(["sh", "-c", &script])
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let start = Instant::now();
-    while no_mount_of_grant(&g) && start.elapsed() < Duration::from_secs(10) {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert!(!no_mount_of_grant(&g), "run never mounted");
-    std::thread::sleep(Duration::from_millis(300));
+    wait_until(
+        "wopfs run to mount the view",
+        Duration::from_secs(30),
+        || !no_mount_of_grant(&g),
+    );
+    // SIGTERM before the trap is set would end the shell with 143, not 7.
+    wait_until(
+        "the command to set its TERM trap",
+        Duration::from_secs(30),
+        || ready.exists(),
+    );
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let start = Instant::now();
     let status = loop {
@@ -295,6 +303,13 @@ fn a_view_unmounted_under_a_running_container_fails_cleanly() {
     let inside = env.mountpoint("workspace");
     let m = env.mount(&g, &env.mountpoint("mnt"), &["--allow-other"]);
     let ws = inside.to_str().unwrap();
+    // Outside the view and the sandbox's bind of it ("/" is bound as is).
+    let read_once = env.dir.path().join("read-once");
+    let script = format!(
+        "cat README.md > /dev/null && : > '{}'; \
+         while cat README.md > /dev/null; do sleep 0.1; done; cat README.md",
+        read_once.display()
+    );
     let mut sandbox = Command::new("bwrap")
         .args([
             "--bind",
@@ -308,15 +323,16 @@ fn a_view_unmounted_under_a_running_container_fails_cleanly() {
             "--chdir",
             ws,
         ])
-        .args([
-            "sh",
-            "-c",
-            "while cat README.md > /dev/null; do sleep 0.1; done; cat README.md",
-        ])
+        .args(["sh", "-c", &script])
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    // The sandbox has read through the view at least once.
+    wait_until(
+        "the sandbox to read through the view",
+        Duration::from_secs(30),
+        || read_once.exists() || sandbox.try_wait().unwrap().is_some(),
+    );
     assert!(
         sandbox.try_wait().unwrap().is_none(),
         "the sandbox should be reading"

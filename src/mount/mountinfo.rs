@@ -109,7 +109,7 @@ pub fn resolve(mp: &Path) -> Result<PathBuf> {
                 path = parent.join(target); // an absolute target replaces it
             }
             Ok(_) => return Ok(canon),
-            Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => return Ok(canon),
+            Err(e) if is_disconnected(&e) => return Ok(canon),
             Err(_) => return Err(missing()),
         }
     }
@@ -119,9 +119,20 @@ pub fn resolve(mp: &Path) -> Result<PathBuf> {
     )))
 }
 
+/// Whether an error is what a FUSE mount whose daemon died answers: ENOTCONN
+/// once its connection is aborted, and ECONNABORTED for a request that was
+/// waiting for the daemon when the connection was aborted (the daemon had
+/// been killed, but a thread of it still held /dev/fuse open).
+fn is_disconnected(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ENOTCONN) | Some(libc::ECONNABORTED)
+    )
+}
+
 /// Whether a FUSE mount at `mp` lost its daemon (requests answer ENOTCONN).
 pub fn is_dead(mp: &Path) -> bool {
-    std::fs::symlink_metadata(mp).is_err_and(|e| e.raw_os_error() == Some(libc::ENOTCONN))
+    std::fs::symlink_metadata(mp).is_err_and(|e| is_disconnected(&e))
 }
 
 /// Checks a mountpoint and returns its canonical path. It must exist, be a

@@ -179,6 +179,20 @@ fn teardown(mp: &Path, pid: Option<u32>) {
     }
 }
 
+/// Waits for an event instead of sleeping a fixed time: polls `cond` every
+/// few milliseconds until it holds, and panics naming `what` if it still
+/// does not after `timeout` (a generous deadline: it only bounds a hang).
+pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Whether no wopfs mount of grant `g` is left anywhere in this namespace.
 pub fn no_mount_of_grant(g: &str) -> bool {
     !fs::read_to_string("/proc/self/mountinfo")
@@ -186,13 +200,20 @@ pub fn no_mount_of_grant(g: &str) -> bool {
         .contains(&format!("wopfs:{g}"))
 }
 
+/// Whether any thread of process `pid` still runs. A killed process's main
+/// thread shows as a zombie while its other threads are still exiting, and
+/// its files (a daemon's /dev/fuse, so its connection) are closed only when
+/// the last thread has exited: every thread is looked at, not just the first.
 pub fn pid_running(pid: u32) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.filter_map(|t| t.ok()).any(|t| {
+        fs::read_to_string(t.path().join("stat")).is_ok_and(|s| {
             s.rsplit_once(") ")
-                .is_some_and(|(_, r)| !r.starts_with('Z'))
+                .is_some_and(|(_, r)| !r.starts_with('Z') && !r.starts_with('X'))
         })
-        .unwrap_or(false)
+    })
 }
 
 /// The errno of a failed std I/O call.
