@@ -12,10 +12,14 @@ fi
 # The run's own temp dirs: every test directory (and so every mountpoint)
 # is created beneath them, so a leaked mount is one beneath them. Mounts
 # of other users or other checkouts elsewhere on the machine are not ours.
+# Like /tmp itself (1777): tests run processes as other uids (1000, 2000)
+# that must reach their own temp dirs beneath these.
 run_tmp=$(mktemp -d "${TMPDIR:-/tmp}/wopfs-test.XXXXXX")
+chmod 1777 "$run_tmp"
 run_shm=""
 if [ -d /dev/shm ] && [ -w /dev/shm ]; then
     run_shm=$(mktemp -d /dev/shm/wopfs-test.XXXXXX)
+    chmod 1777 "$run_shm"
 fi
 cleanup() {
     # Never into a leaked mount: --one-file-system stays off other mounts.
