@@ -19,7 +19,7 @@ use crate::patch::set::{self, Loaded, WorkspacePatch};
 use crate::patch::Op;
 use crate::session::{self, Phase, SessionState};
 use crate::state::StateDir;
-use crate::view::Kind;
+use crate::tree::Kind;
 
 /// Asks the approver on a terminal; gets the summary of what is approved.
 pub type Confirm = Box<dyn Fn(&str) -> bool>;

@@ -21,7 +21,7 @@ use crate::overlay::journal::{compact, Record};
 use crate::patch::set::WorkspacePatch;
 use crate::patch::Op;
 use crate::state::StateDir;
-use crate::view::tree::{Kind, Origin, Tree};
+use crate::tree::{Kind, Origin, Tree};
 
 fn stage_dir(session: &Path) -> PathBuf {
     session.join("commit-stage")

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::view::tree::{Kind, Origin, Tree, ROOT};
+use crate::tree::{Kind, Origin, Tree, ROOT};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
@@ -74,7 +74,7 @@ pub fn merge_seen(map: &mut SeenMap, s: Seen) -> bool {
 }
 
 /// The record that recreates node `ino` at its current path.
-pub fn put_record(tree: &Tree, ino: crate::view::Ino) -> Option<Record> {
+pub fn put_record(tree: &Tree, ino: crate::tree::Ino) -> Option<Record> {
     let n = tree.get(ino)?;
     let path = tree.path(ino)?;
     let (obj, host) = match &n.origin {
@@ -236,7 +236,7 @@ mod tests {
         let mut seen = SeenMap::new();
         let src = fin.lookup_path("src").unwrap();
         let sub = fin.lookup_path("src/sub").unwrap();
-        fin.move_to(sub, crate::view::ROOT, "moved");
+        fin.move_to(sub, crate::tree::ROOT, "moved");
         let b = fin.lookup_path("src/b.py").unwrap();
         fin.remove(b);
         fin.insert(src, "b.py", Kind::File, Origin::Upper(1));

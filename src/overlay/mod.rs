@@ -51,7 +51,7 @@ use std::sync::Mutex;
 use rustix::fs::{self as rfs, AtFlags, Mode as RMode, OFlags, Stat};
 
 use crate::error::{Error, IoContext, Result};
-use crate::view::tree::{Kind, Origin, Tree, ROOT};
+use crate::tree::{Kind, Origin, Tree, ROOT};
 use journal::{Record, SeenMap};
 use quota::Quota;
 

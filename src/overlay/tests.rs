@@ -292,11 +292,11 @@ fn random_sessions_compact_to_what_they_replay_to() {
     let mut compactions = 0;
     let mut last_compacted = ov.journal_len().1;
     for _ in 0..6000 {
-        let live: Vec<crate::view::Ino> = model.subtree(ROOT);
+        let live: Vec<crate::tree::Ino> = model.subtree(ROOT);
         if live.len() < 2 {
             break;
         }
-        let dirs: Vec<crate::view::Ino> = live
+        let dirs: Vec<crate::tree::Ino> = live
             .iter()
             .copied()
             .filter(|i| model.get(*i).is_some_and(|n| n.kind == Kind::Dir))

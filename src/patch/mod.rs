@@ -8,7 +8,7 @@ pub mod set;
 
 use serde::{Deserialize, Serialize};
 
-use crate::view::tree::{Kind, Origin, Tree, ROOT};
+use crate::tree::{Kind, Origin, Tree, ROOT};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -39,8 +39,8 @@ use crate::grant::Grant;
 use crate::host::HostRoot;
 use crate::overlay::journal::SeenMap;
 use crate::paths;
-use crate::view::scope::Scope;
-use crate::view::tree::{Kind, Tree};
+use crate::scope::Scope;
+use crate::tree::{Kind, Tree};
 
 pub const FORMAT: &str = "wopfs.patchset/1";
 /// Contents up to this size are inlined as base64; larger ones are blobs.

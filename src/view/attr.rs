@@ -4,7 +4,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rustix::fs::Stat;
 
-use super::tree::{Ino, Kind};
+use crate::tree::{Ino, Kind};
 
 /// Size reported for every directory: the real size would hint at how many
 /// (possibly denied) entries the host directory holds.

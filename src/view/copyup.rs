@@ -8,11 +8,11 @@ use std::os::fd::AsFd;
 
 use rustix::fs::{self as rfs, AtFlags, Stat, Timespec, Timestamps};
 
-use super::tree::{Ino, Kind, Origin};
 use super::{Result, View};
 use crate::error::Errno;
 use crate::overlay::journal::{self, Record, Seen};
 use crate::overlay::Overlay;
+use crate::tree::{Ino, Kind, Origin};
 
 /// The fingerprint of a host entry (and, when read, its content hash).
 pub(super) fn seen_of(path: &str, kind: Kind, st: &Stat, base: Option<String>) -> Seen {

@@ -10,8 +10,6 @@ mod attr;
 mod copyup;
 mod direct;
 mod handles;
-pub mod scope;
-pub mod tree;
 mod write;
 
 use std::ffi::OsStr;
@@ -21,10 +19,10 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, SystemTime};
 
+use crate::tree::Tree;
+pub use crate::tree::{Ino, Kind, Origin, ROOT};
 pub use attr::{Attr, DIR_SIZE};
 use handles::{Handle, Handles};
-use tree::Tree;
-pub use tree::{Ino, Kind, Origin, ROOT};
 pub use write::{Caller, SetAttr, SetTime};
 
 use crate::error::{Errno, Result as CmdResult};
@@ -33,7 +31,7 @@ use crate::host::{stat_child, HostRoot};
 use crate::overlay::journal::SeenMap;
 use crate::overlay::Overlay;
 use crate::policy::Mode;
-use scope::Scope;
+use crate::scope::Scope;
 
 pub type Result<T> = std::result::Result<T, Errno>;
 

@@ -12,12 +12,12 @@ use rustix::fs::{self as rfs, AtFlags, Timespec, Timestamps};
 
 use super::copyup::{gid, seen_of, uid};
 use super::handles::Handle;
-use super::tree::{Ino, Kind, Origin, Tree};
 use super::{Attr, Opened, Result, View, MAX_FILE_SIZE};
 use crate::error::Errno;
 use crate::overlay::journal::{self, Record};
 use crate::overlay::Overlay;
 use crate::paths;
+use crate::tree::{Ino, Kind, Origin, Tree};
 
 use super::direct::DirectLog;
 

@@ -128,7 +128,7 @@ fn ignored_names_are_created_like_any_new_file() {
     let pending: Vec<(String, crate::patch::Op)> = crate::patch::pending(&fx.grant, &fx.session)
         .unwrap()
         .into_iter()
-        .filter(|p| p.kind == crate::view::tree::Kind::File)
+        .filter(|p| p.kind == crate::tree::Kind::File)
         .map(|p| (p.path, p.op))
         .collect();
     assert_eq!(

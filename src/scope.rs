@@ -7,7 +7,7 @@
 use crate::error::Result;
 use crate::grant::Grant;
 use crate::patterns::{AllowSet, DenySet};
-use crate::view::Kind;
+use crate::tree::Kind;
 
 pub struct Scope {
     allow: AllowSet,
