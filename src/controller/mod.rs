@@ -253,7 +253,6 @@ fn finish(
         )?;
         apply::fault_point()?;
     }
-    let _ = std::fs::remove_dir_all(session_dir.join("staging"));
     std::fs::remove_file(apply::journal_path(&session_dir)).ctx(|| "removing the commit journal")
 }
 
@@ -294,7 +293,6 @@ fn undo(
         )?;
     }
     rolled?;
-    let _ = std::fs::remove_dir_all(session_dir.join("staging"));
     std::fs::remove_file(apply::journal_path(&session_dir)).ctx(|| "removing the commit journal")
 }
 
@@ -534,7 +532,6 @@ pub fn reject(state: &StateDir, grant: &Grant, reason: &str) -> Result<()> {
     SessionState::load(&session_dir)?.check_not_ended(&grant.grant_id, "reject")?;
     let actor = crate::audit::current_actor();
     let _ = std::fs::remove_dir_all(session_dir.join("overlay"));
-    let _ = std::fs::remove_dir_all(session_dir.join("staging"));
     session::set_phase(
         &session_dir,
         Phase::Rejected,

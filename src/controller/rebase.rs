@@ -133,7 +133,6 @@ pub fn install(state: &StateDir, grant_id: &str) -> Result<()> {
     let drops: Drops = serde_json::from_slice(&json)
         .map_err(|e| Error::invalid(format!("the staged commit is damaged: {e}")))?;
     let overlay = session.join("overlay");
-    let _ = std::fs::remove_dir_all(session.join("staging"));
     if drops.whole {
         // One rename releases the overlay whole: a crash while it is being
         // removed never leaves a half overlay that would not replay.

@@ -587,12 +587,6 @@ impl Loaded {
         })
     }
 
-    /// Whether the contents were hashed from the session just now (no need
-    /// to read them all again before applying; applying checks each).
-    pub fn is_from_session(&self) -> bool {
-        self.session.is_some()
-    }
-
     /// The blob hash of a create or update, in its one valid form.
     fn blob_of<'a>(&self, p: &'a WorkspacePatch) -> Result<&'a str> {
         let blob = p.blob.as_deref().ok_or_else(|| {
