@@ -333,3 +333,35 @@ fn changed_directory_times_survive_a_clean_remount_and_make_no_patch() {
         .collect();
     assert_eq!(paths, vec!["d/e/new.txt"]);
 }
+
+#[test]
+fn unlinked_and_replaced_files_get_a_new_ctime_seen_through_their_handles() {
+    let fx = fixture_with(&[], &[]);
+    set_host_times(&fx.host.join("a.txt"), past());
+    set_host_times(&fx.host.join("d/b.txt"), past());
+    let v = open_view(&fx, ViewOptions::default());
+    let (made, o) = v.create(ROOT, name("made"), 0o644, ROOTUSER).unwrap();
+    v.release(o.fh);
+    set_times(&v, made.ino, past());
+    let (_, o) = v.create(ROOT, name("new"), 0o644, ROOTUSER).unwrap();
+    v.release(o.fh);
+    let d = ino(&v, "d");
+    // Unlinked: a host file and a made one; replaced: a host file.
+    let open = ["a.txt", "made", "d/b.txt"].map(|p| {
+        let i = ino(&v, p);
+        (i, v.open(i, libc::O_RDONLY).unwrap().fh)
+    });
+    let of = |(i, fh): (Ino, u64)| {
+        let a = v.getattr_fh(i, fh).unwrap();
+        (a.mtime, a.ctime)
+    };
+    let before = open.map(of);
+    v.unlink(ROOT, name("a.txt")).unwrap();
+    v.unlink(ROOT, name("made")).unwrap();
+    v.rename(ROOT, name("new"), d, name("b.txt"), 0).unwrap();
+    for (h, (m, c)) in open.into_iter().zip(before) {
+        let (m2, c2) = of(h);
+        assert_eq!((m2 > m, c2 > c), (false, true), "inode {}", h.0);
+        v.release(h.1);
+    }
+}
