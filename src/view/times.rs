@@ -2,7 +2,8 @@
 //! change (create, mknod, mkdir, symlink, unlink, rmdir, both sides of a
 //! rename or exchange) sets its directories' mtime and ctime to now, and
 //! the ctime of the entry it moves, unlinks or replaces. Data and attribute
-//! changes land on overlay objects, where the kernel sets the times itself.
+//! changes land on overlay objects, where the kernel sets the times itself
+//! (a `setattr` that changes nothing, `chown(f, -1, -1)`, touches the ctime).
 //!
 //! Where a changed time lives:
 //! - an overlay object (created, or copied up): on the object, by one
@@ -102,10 +103,19 @@ impl View {
         self.touch(ov, tree, dir, true);
     }
 
-    /// `ino` was moved, unlinked or replaced: its ctime is now. Called
-    /// under the tree's write lock, before an unlinked node leaves it.
+    /// `ino` was moved (or changed in a way that sets no other time): its
+    /// ctime is now.
     pub(super) fn touch_ctime(&self, ov: &Overlay, tree: &Tree, ino: Ino) {
         self.touch(ov, tree, ino, false);
+    }
+
+    /// `ino` is about to be unlinked or replaced (still in `tree`): its
+    /// ctime is now. Only an open handle can see it afterwards, so without
+    /// one nothing is done (an `rm -rf` pays no syscall per file for it).
+    pub(super) fn touch_unlinked(&self, ov: &Overlay, tree: &Tree, ino: Ino) {
+        if self.handles.any_for(ino).is_some() {
+            self.touch(ov, tree, ino, false);
+        }
     }
 
     /// After a rename from directory `dirs.0` to `dirs.1`: both

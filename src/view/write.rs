@@ -367,7 +367,7 @@ impl View {
                 records.push(Record::Del { path });
                 self.journal(ov, &records)?;
                 self.touch_dir(ov, &tree, parent);
-                self.touch_ctime(ov, &tree, ino);
+                self.touch_unlinked(ov, &tree, ino);
                 tree.remove(ino);
                 self.drop_objects(ov, &tree, &[ino]);
             }
@@ -576,7 +576,7 @@ impl View {
         records.extend(Self::moved_puts(&tree, src, &new_path));
         self.journal(ov, &records)?;
         if let Some(dst) = dst {
-            self.touch_ctime(ov, &tree, dst);
+            self.touch_unlinked(ov, &tree, dst);
             tree.remove(dst);
             self.drop_objects(ov, &tree, &[dst]);
         }
