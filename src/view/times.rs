@@ -28,7 +28,7 @@
 //! compared with the kernel's own stamps on objects (the later wins).
 
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::SystemTime;
 
 use rustix::fs::{self as rfs, AtFlags, Timespec, Timestamps};
@@ -48,18 +48,23 @@ struct Stamp {
 
 /// The kept times of host entries, by inode (never reused in a mount).
 /// Changed under the tree's write lock, so a copy-up (which takes it to
-/// install its object) never misses a stamp.
+/// install its object) never misses a stamp. Read on every attribute
+/// answer of a host entry, hence a read-write lock.
 #[derive(Debug, Default)]
-pub(super) struct Stamps(Mutex<HashMap<Ino, Stamp>>);
+pub(super) struct Stamps(RwLock<HashMap<Ino, Stamp>>);
 
 impl Stamps {
-    fn lock(&self) -> MutexGuard<'_, HashMap<Ino, Stamp>> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    fn read(&self) -> RwLockReadGuard<'_, HashMap<Ino, Stamp>> {
+        self.0.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, HashMap<Ino, Stamp>> {
+        self.0.write().unwrap_or_else(|p| p.into_inner())
     }
 
     fn set(&self, ino: Ino, mtime: bool) {
         let now = SystemTime::now();
-        let mut map = self.lock();
+        let mut map = self.write();
         let s = map.entry(ino).or_default();
         s.ctime = Some(now);
         if mtime {
@@ -68,12 +73,12 @@ impl Stamps {
     }
 
     fn take(&self, ino: Ino) -> Option<Stamp> {
-        self.lock().remove(&ino)
+        self.write().remove(&ino)
     }
 
     /// `a` with the kept times of its inode, where they are later.
     pub(super) fn apply(&self, mut a: Attr) -> Attr {
-        if let Some(s) = self.lock().get(&a.ino) {
+        if let Some(s) = self.read().get(&a.ino) {
             if let Some(m) = s.mtime {
                 a.mtime = a.mtime.max(m);
             }
@@ -85,7 +90,7 @@ impl Stamps {
     }
 
     fn with_mtime(&self) -> Vec<Ino> {
-        let map = self.lock();
+        let map = self.read();
         let mut out: Vec<Ino> = map
             .iter()
             .filter(|(_, s)| s.mtime.is_some())
