@@ -10,6 +10,7 @@ mod attr;
 mod copyup;
 mod direct;
 mod handles;
+mod times;
 mod write;
 
 use std::ffi::OsStr;
@@ -116,6 +117,8 @@ pub struct View {
     overlay: Option<Overlay>,
     direct: Option<direct::DirectLog>,
     seen: Mutex<SeenMap>,
+    /// Times the view changed on host entries (see `times.rs`).
+    stamps: times::Stamps,
 }
 
 impl View {
@@ -178,6 +181,7 @@ impl View {
             overlay,
             direct,
             seen: Mutex::new(seen),
+            stamps: Default::default(),
         })
     }
 
@@ -272,7 +276,8 @@ impl View {
                 if attr::kind_of(&st) != Some(node.kind) {
                     return Err(Errno::ENOENT);
                 }
-                Ok(self.present(attr::from_stat(ino, node.kind, &st, nlink)))
+                let a = attr::from_stat(ino, node.kind, &st, nlink);
+                Ok(self.present(self.stamps.apply(a)))
             }
         }
     }
@@ -309,7 +314,7 @@ impl View {
         let tree = self.read_tree();
         let node = tree.get_any(ino);
         let kind = node.map_or(Kind::File, |n| n.kind);
-        let mut a = attr::from_stat(ino, kind, &st, 1);
+        let mut a = self.stamps.apply(attr::from_stat(ino, kind, &st, 1));
         a.owned = node.is_some_and(|n| matches!(n.origin, Origin::Upper(_)));
         Ok(self.present(a))
     }
@@ -514,9 +519,11 @@ impl View {
                 n => match (tree.get(*ino), &host_dir) {
                     (Some(c), Some(dirfd)) if c.origin == Origin::InPlace => {
                         match stat_child(dirfd, n) {
-                            Ok(st) if attr::kind_of(&st) == Some(c.kind) => Ok(self.present(
-                                attr::from_stat(*ino, c.kind, &st, 2 + tree.subdirs(*ino) as u32),
-                            )),
+                            Ok(st) if attr::kind_of(&st) == Some(c.kind) => {
+                                let nlink = 2 + tree.subdirs(*ino) as u32;
+                                let a = attr::from_stat(*ino, c.kind, &st, nlink);
+                                Ok(self.present(self.stamps.apply(a)))
+                            }
                             _ => continue,
                         }
                     }
@@ -716,9 +723,10 @@ impl View {
         }
     }
 
-    /// Flushes the journal (clean unmount).
+    /// Clean unmount: keeps changed directory times, flushes the journal.
     pub fn shutdown(&self) {
         if let Some(ov) = &self.overlay {
+            self.persist_dir_times();
             let _ = ov.sync();
         }
     }
@@ -760,5 +768,7 @@ fn wants_write(flags: i32) -> bool {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod time_tests;
 #[cfg(test)]
 mod write_tests;

@@ -62,6 +62,25 @@ pub struct SetAttr {
     pub mtime: Option<SetTime>,
 }
 
+impl SetAttr {
+    fn changes_nothing(&self) -> bool {
+        let SetAttr {
+            mode,
+            uid,
+            gid,
+            size,
+            atime,
+            mtime,
+        } = self;
+        mode.is_none()
+            && uid.is_none()
+            && gid.is_none()
+            && size.is_none()
+            && atime.is_none()
+            && mtime.is_none()
+    }
+}
+
 fn valid_name(name: &OsStr) -> Result<&str> {
     if name.len() > NAME_MAX {
         return Err(Errno(libc::ENAMETOOLONG));
@@ -73,7 +92,7 @@ fn valid_name(name: &OsStr) -> Result<&str> {
     Ok(name)
 }
 
-fn timespec(t: SetTime) -> Timespec {
+pub(super) fn timespec(t: SetTime) -> Timespec {
     match t {
         SetTime::Now => Timespec {
             tv_sec: 0,
@@ -89,7 +108,7 @@ fn timespec(t: SetTime) -> Timespec {
     }
 }
 
-const OMIT: Timespec = Timespec {
+pub(super) const OMIT: Timespec = Timespec {
     tv_sec: 0,
     tv_nsec: rfs::UTIME_OMIT,
 };
@@ -163,6 +182,7 @@ impl View {
                     let _ = ov.remove(obj, kind);
                     return Err(e.into());
                 }
+                self.touch_dir(ov, &tree, parent);
                 Ok((ino, Some(obj)))
             }
             Writer::Direct(log) => {
@@ -346,6 +366,8 @@ impl View {
                 let mut records = self.vacate_records(&tree, ino);
                 records.push(Record::Del { path });
                 self.journal(ov, &records)?;
+                self.touch_dir(ov, &tree, parent);
+                self.touch_unlinked(ov, &tree, ino);
                 tree.remove(ino);
                 self.drop_objects(ov, &tree, &[ino]);
             }
@@ -505,6 +527,7 @@ impl View {
             records.extend(Self::moved_puts(&tree, dst, &src_path));
             self.journal(ov, &records)?;
             tree.exchange(src, dst);
+            self.touch_renamed(ov, &tree, (parent, newparent), &[src, dst]);
             return Ok(());
         }
 
@@ -553,10 +576,12 @@ impl View {
         records.extend(Self::moved_puts(&tree, src, &new_path));
         self.journal(ov, &records)?;
         if let Some(dst) = dst {
+            self.touch_unlinked(ov, &tree, dst);
             tree.remove(dst);
             self.drop_objects(ov, &tree, &[dst]);
         }
         tree.move_to(src, newparent, newname);
+        self.touch_renamed(ov, &tree, (parent, newparent), &[src]);
         Ok(())
     }
 
@@ -628,6 +653,11 @@ impl View {
             }
         };
         let obj = self.copy_up(ino, set.size != Some(0))?;
+        if set.changes_nothing() {
+            // chown(path, -1, -1): only the ctime changes, as on ext4.
+            self.touch_ctime(ov, &self.read_tree(), ino);
+            return self.getattr(ino);
+        }
         if kind == Kind::File {
             let file = ov.open_file(obj, true)?;
             apply_to_fd(&file, Some(obj), Some(ov), set, who)?;

@@ -8,13 +8,13 @@ use super::*;
 use crate::grant::{resolve, GrantRequest};
 use crate::policy::Policy;
 
-const ROOTUSER: Caller = Caller { uid: 0, gid: 0 };
+pub(super) const ROOTUSER: Caller = Caller { uid: 0, gid: 0 };
 
-struct Fx {
+pub(super) struct Fx {
     _dirs: (tempfile::TempDir, tempfile::TempDir),
-    host: std::path::PathBuf,
+    pub(super) host: std::path::PathBuf,
     session: std::path::PathBuf,
-    grant: Grant,
+    pub(super) grant: Grant,
 }
 
 fn fixture(prefixes: &[&str]) -> Fx {
@@ -22,7 +22,7 @@ fn fixture(prefixes: &[&str]) -> Fx {
 }
 
 /// The fixture's host tree plus `extra` files.
-fn fixture_with(prefixes: &[&str], extra: &[(&str, &str)]) -> Fx {
+pub(super) fn fixture_with(prefixes: &[&str], extra: &[(&str, &str)]) -> Fx {
     let host_dir = tempfile::tempdir().unwrap();
     let state = tempfile::tempdir().unwrap();
     let host = host_dir.path().to_path_buf();
@@ -60,17 +60,17 @@ fn fixture_with(prefixes: &[&str], extra: &[(&str, &str)]) -> Fx {
     }
 }
 
-fn open_view(fx: &Fx, opts: ViewOptions) -> View {
+pub(super) fn open_view(fx: &Fx, opts: ViewOptions) -> View {
     View::new(&fx.grant, Some(&fx.session), opts).unwrap()
 }
 
-fn ino(v: &View, path: &str) -> Ino {
+pub(super) fn ino(v: &View, path: &str) -> Ino {
     v.read_tree()
         .lookup_path(path)
         .unwrap_or_else(|| panic!("{path} missing"))
 }
 
-fn name(s: &str) -> &OsStr {
+pub(super) fn name(s: &str) -> &OsStr {
     OsStr::new(s)
 }
 
