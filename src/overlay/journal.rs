@@ -5,12 +5,17 @@
 //! ```text
 //! {"op":"put","path":"src/new.py","kind":"file","obj":7}      a node, content in object 7
 //! {"op":"put","path":"lib/a.py","kind":"file","host":"src/a.py"}  a moved, untouched host file
+//! {"op":"put","path":"src/b.py","kind":"file","obj":7}       object 7 is held already: a hard link
 //! {"op":"del","path":"src/old.py"}                             a node removed (with its subtree)
 //! {"op":"seen","path":"src/a.py","size":…,"mtime_ns":…,"ino":…,"mode":…,"base":"blake3:…"}
 //! ```
 //!
 //! `seen` records what the host file looked like when the agent first
 //! changed, moved or deleted it: the base a commit checks for conflicts.
+//!
+//! Hard links need no record of their own: one object is one file, so a
+//! `put` of an object that a live file holds adds a name to that file, in
+//! any order (a `del` of a file's first name leaves it under the others).
 
 use std::collections::BTreeMap;
 
@@ -113,7 +118,25 @@ pub fn apply(tree: &mut Tree, seen: &mut SeenMap, rec: &Record) -> Result<(), St
                 .lookup_path(parent)
                 .filter(|p| tree.get(*p).is_some_and(|n| n.kind == Kind::Dir))
                 .ok_or_else(|| format!("put {path:?}: its directory does not exist"))?;
-            match tree.child(parent_ino, name) {
+            let existing = tree.child(parent_ino, name);
+            // An object a live file holds already: this is another name of it.
+            if let Some(file) = obj.and_then(|o| tree.holder(o)) {
+                if existing.is_some_and(|e| tree.inode_of(e) == file) {
+                    return Ok(());
+                }
+                if *kind != Kind::File || tree.get(file).is_none_or(|n| n.kind != Kind::File) {
+                    return Err(format!(
+                        "put {path:?}: its object is another entry's, and only files have several names"
+                    ));
+                }
+                if let Some(e) = existing {
+                    tree.remove(e);
+                }
+                tree.link(file, parent_ino, name)
+                    .ok_or_else(|| format!("put {path:?}: cannot add the name"))?;
+                return Ok(());
+            }
+            match existing {
                 Some(existing) if tree.get(existing).is_some_and(|n| n.kind == *kind) => {
                     tree.set_origin(existing, origin);
                 }

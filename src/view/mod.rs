@@ -10,6 +10,7 @@ mod attr;
 mod copyup;
 mod direct;
 mod handles;
+mod link;
 mod write;
 
 use std::ffi::OsStr;
@@ -116,6 +117,8 @@ pub struct View {
     overlay: Option<Overlay>,
     direct: Option<direct::DirectLog>,
     seen: Mutex<SeenMap>,
+    /// The policy allows files with several names (`allow_hardlinks`).
+    hard_links: bool,
 }
 
 impl View {
@@ -178,6 +181,7 @@ impl View {
             overlay,
             direct,
             seen: Mutex::new(seen),
+            hard_links: grant.allow_hardlinks,
         })
     }
 
@@ -255,9 +259,11 @@ impl View {
 
     /// Attributes of a node, from its host entry or overlay object. A host
     /// entry that is gone or changed kind answers ENOENT.
+    /// A hard link answers as its file: same number, same attributes.
     fn attr_in(&self, tree: &Tree, ino: Ino) -> Result<Attr> {
+        let ino = tree.inode_of(ino);
         let node = tree.get(ino).ok_or(Errno::ENOENT)?;
-        let nlink = 2 + tree.subdirs(ino) as u32;
+        let nlink = nlink(tree, ino, node.kind);
         match &node.origin {
             Origin::Upper(obj) => {
                 let ov = self.overlay.as_ref().ok_or(Errno::EIO)?;
@@ -309,7 +315,8 @@ impl View {
         let tree = self.read_tree();
         let node = tree.get_any(ino);
         let kind = node.map_or(Kind::File, |n| n.kind);
-        let mut a = attr::from_stat(ino, kind, &st, 1);
+        // Its names in the view: none once the last one is unlinked.
+        let mut a = attr::from_stat(ino, kind, &st, nlink(&tree, ino, kind));
         a.owned = node.is_some_and(|n| matches!(n.origin, Origin::Upper(_)));
         Ok(self.present(a))
     }
@@ -474,7 +481,7 @@ impl View {
         names.push((node.parent, "..".into()));
         for &child in &node.children {
             if let Some(c) = tree.get(child) {
-                names.push((child, c.name.clone()));
+                names.push((tree.inode_of(child), c.name.clone()));
             }
         }
         Ok(self.handles.insert(Handle::Dir(Arc::new(names))))
@@ -510,12 +517,12 @@ impl View {
             let attr = match &**name {
                 "." => self.attr_in(&tree, dir),
                 ".." => self.attr_in(&tree, if dir == ROOT { ROOT } else { node.parent }),
-                n if tree.child(dir, n) != Some(*ino) => continue,
+                n if tree.child(dir, n).map(|c| tree.inode_of(c)) != Some(*ino) => continue,
                 n => match (tree.get(*ino), &host_dir) {
                     (Some(c), Some(dirfd)) if c.origin == Origin::InPlace => {
                         match stat_child(dirfd, n) {
                             Ok(st) if attr::kind_of(&st) == Some(c.kind) => Ok(self.present(
-                                attr::from_stat(*ino, c.kind, &st, 2 + tree.subdirs(*ino) as u32),
+                                attr::from_stat(*ino, c.kind, &st, nlink(&tree, *ino, c.kind)),
                             )),
                             _ => continue,
                         }
@@ -721,6 +728,15 @@ impl View {
         if let Some(ov) = &self.overlay {
             let _ = ov.sync();
         }
+    }
+}
+
+/// The link count of node `ino` in the view: a directory's `.`, its entry
+/// and its subdirectories' `..`; a file's names.
+fn nlink(tree: &Tree, ino: Ino, kind: Kind) -> u32 {
+    match kind {
+        Kind::Dir => 2 + tree.subdirs(ino) as u32,
+        _ => tree.nlink(ino),
     }
 }
 
