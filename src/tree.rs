@@ -569,4 +569,37 @@ mod tests {
         assert_eq!(t.host_path(readme).unwrap(), "README.md");
         assert_eq!(t.path(readme).unwrap(), "z");
     }
+
+    #[test]
+    fn hard_links_share_one_number_and_outlive_their_first_name() {
+        let mut t = sample();
+        let a = t.lookup_path("a").unwrap();
+        let f = t.insert(a, "f", Kind::File, Origin::Upper(7)).unwrap();
+        assert_eq!(t.holder(7), Some(f));
+        let g = t.link(f, ROOT, "g").unwrap();
+        // Linking through another name links the file itself.
+        let h = t.link(g, a, "h").unwrap();
+        assert_eq!([t.inode_of(f), t.inode_of(g), t.inode_of(h)], [f, f, f]);
+        assert_eq!((t.nlink(f), t.holder(7)), (3, Some(f)));
+        assert_eq!(t.get(h).unwrap().origin, Origin::Upper(7));
+        assert_eq!(t.link(f, ROOT, "g"), None, "the name is taken");
+        assert_eq!(t.link(a, ROOT, "dir2"), None, "a directory has one name");
+        let live = t.len();
+
+        // The file's own name goes: the file takes the place of "g".
+        t.remove(f);
+        assert_eq!(t.len(), live - 1);
+        assert_eq!(t.lookup_path("g"), Some(f));
+        assert_eq!(t.path(f).as_deref(), Some("g"));
+        assert!(t.get(g).is_none(), "the name's own node is gone");
+        assert_eq!(t.lookup_path("a/f"), None);
+        assert_eq!((t.nlink(f), t.holder(7)), (2, Some(f)));
+        // A directory holding a name goes with it; the file stays.
+        t.remove(a);
+        assert_eq!(t.nlink(f), 1);
+        assert_eq!(t.lookup_path("g"), Some(f));
+        t.remove(f);
+        assert_eq!((t.nlink(f), t.holder(7)), (0, None));
+        assert!(t.get_any(f).is_some_and(|n| n.removed));
+    }
 }

@@ -321,4 +321,72 @@ mod tests {
             .unwrap_err()
             .contains("directory"));
     }
+
+    #[test]
+    fn hard_links_replay_from_puts_of_one_object() {
+        // A host file copied up and linked twice, one link over a host file.
+        let mut fin = base();
+        let src = fin.lookup_path("src").unwrap();
+        let a = fin.lookup_path("src/a.py").unwrap();
+        fin.set_origin(a, Origin::Upper(1));
+        fin.link(a, ROOT, "top.py").unwrap();
+        let b = fin.lookup_path("src/b.py").unwrap();
+        fin.remove(b);
+        fin.link(a, src, "b.py").unwrap();
+        let names = |t: &Tree| -> Vec<u64> {
+            ["src/a.py", "top.py", "src/b.py"]
+                .iter()
+                .map(|p| t.inode_of(t.lookup_path(p).unwrap()))
+                .collect()
+        };
+
+        let recs = compact(&base(), &fin, &SeenMap::new());
+        let mut rebuilt = base();
+        for r in &recs {
+            apply(&mut rebuilt, &mut SeenMap::new(), r).unwrap();
+        }
+        assert_eq!(listing(&rebuilt), listing(&fin));
+        let inos = names(&rebuilt);
+        assert!(inos.iter().all(|i| *i == inos[0]), "{inos:?}");
+        assert_eq!(rebuilt.nlink(inos[0]), 3);
+
+        // The first name deleted, then put elsewhere (a rename of it): the
+        // file lives on under its other names and gains the new one.
+        let put = |path: &str| Record::Put {
+            path: path.into(),
+            kind: Kind::File,
+            obj: Some(1),
+            host: None,
+        };
+        let del = Record::Del {
+            path: "src/a.py".into(),
+        };
+        for r in [del, put("src/moved.py")] {
+            apply(&mut rebuilt, &mut SeenMap::new(), &r).unwrap();
+        }
+        let file = rebuilt.inode_of(rebuilt.lookup_path("top.py").unwrap());
+        assert_eq!(rebuilt.lookup_path("src/a.py"), None);
+        assert_eq!(
+            rebuilt.inode_of(rebuilt.lookup_path("src/moved.py").unwrap()),
+            file
+        );
+        assert_eq!(rebuilt.nlink(file), 3);
+        // An object held by a directory is not a file's to share.
+        let d = rebuilt
+            .insert(ROOT, "dir", Kind::Dir, Origin::Upper(2))
+            .unwrap();
+        assert!(rebuilt.get(d).is_some());
+        let e = apply(
+            &mut rebuilt,
+            &mut SeenMap::new(),
+            &Record::Put {
+                path: "other".into(),
+                kind: Kind::File,
+                obj: Some(2),
+                host: None,
+            },
+        )
+        .unwrap_err();
+        assert!(e.contains("other") && e.contains("several names"), "{e}");
+    }
 }

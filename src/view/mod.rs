@@ -775,6 +775,8 @@ fn wants_write(flags: i32) -> bool {
 }
 
 #[cfg(test)]
+mod link_tests;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod write_tests;
