@@ -456,6 +456,12 @@ impl FileDiff {
         self.renamed_from.as_deref().unwrap_or(&self.path)
     }
 
+    /// A hard link where nothing was: its content shows at its file's
+    /// first path (a link replacing a file shows what it changes).
+    fn new_link(&self) -> bool {
+        self.link.is_some() && self.old_kind.is_none()
+    }
+
     /// Whether the new symlink leads out of the root.
     pub fn target_outside(&self) -> bool {
         self.leaves_root.is_some()
@@ -682,8 +688,7 @@ pub fn render(diffs: &[FileDiff], color: bool) -> String {
         if let Some(t) = &d.link {
             let _ = writeln!(out, "{}", warn(&format!("hard link to {}", shown(t))));
         }
-        // A rename's or a link's content shows at its other path.
-        if d.renamed_from.is_some() || d.link.is_some() {
+        if d.renamed_from.is_some() || d.new_link() {
             continue;
         }
         let (old, new) = d.file_sides();
@@ -745,7 +750,7 @@ pub fn render(diffs: &[FileDiff], color: bool) -> String {
 /// Lines added and removed in the file contents (None for binary files).
 /// A symlink or directory side counts as empty: its change is a marker.
 pub fn counts(d: &FileDiff) -> Option<(usize, usize)> {
-    if d.renamed_from.is_some() || d.link.is_some() {
+    if d.renamed_from.is_some() || d.new_link() {
         return Some((0, 0));
     }
     let (old, new) = d.file_sides();
@@ -833,7 +838,7 @@ impl std::fmt::Display for Notable {
 fn stat_what(d: &FileDiff) -> String {
     let markers = d.markers();
     let (old, new) = d.file_sides();
-    let changed = old != new && d.renamed_from.is_none() && d.link.is_none();
+    let changed = old != new && d.renamed_from.is_none() && !d.new_link();
     let count = match counts(d) {
         _ if !changed => None,
         Some((a, r)) => Some(format!(
