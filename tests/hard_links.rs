@@ -364,7 +364,8 @@ fn bad_links_in_sets_from_elsewhere_are_refused_by_name() {
         serde_json::from_slice(&fs::read(out.join("patchset.json")).unwrap()).unwrap();
     let before = tree_digest(&env.host);
 
-    let cases: Vec<(&str, Box<dyn Fn(&mut Vec<serde_json::Value>)>, &[&str])> = vec![
+    type Edit = Box<dyn Fn(&mut Vec<serde_json::Value>)>;
+    let cases: Vec<(&str, Edit, &[&str])> = vec![
         (
             "a path not in the set",
             Box::new(|ps| ps[1]["link"] = "src/missing.txt".into()),
