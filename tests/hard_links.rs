@@ -428,3 +428,37 @@ fn bad_links_in_sets_from_elsewhere_are_refused_by_name() {
     env.ok(&["commit", &g, "--yes", "--from", out.to_str().unwrap()]);
     same_file(&env.host.join("src/n.txt"), &env.host.join("src/n2.txt"), 2);
 }
+
+/// A set applied where the host already has part of it: a link whose file
+/// is already as the set wants it links to that file; a link is skipped
+/// only when the host path is already that file, and the same bytes in a
+/// separate file are a conflict, not a link.
+#[test]
+fn links_to_files_already_on_the_host() {
+    let (env, g) = overlay_env(&[]);
+    linked_session(&env, &g);
+    let out = env.dir.path().join("export");
+    env.ok(&["export", &g, "-o", out.to_str().unwrap()]);
+    let from = ["commit", &g, "--yes", "--from", out.to_str().unwrap()];
+    let (file, link) = (env.host.join("docs/a-link.txt"), env.host.join("src/a.txt"));
+    // Someone made the file on the host already: the link is made to it.
+    env.write("docs/a-link.txt", "alpha\nmore\n");
+    let host_file = inode(&file).0;
+    let done = env.ok(&from);
+    assert!(done.contains("skip docs/a-link.txt"), "{done}");
+    assert!(done.contains("update src/a.txt"), "{done}");
+    same_file(&file, &link, 2);
+    assert_eq!(inode(&link).0, host_file);
+    // Applied again: nothing left to do.
+    let again = env.ok(&from);
+    assert!(again.contains("skip src/a.txt"), "{again}");
+    // The same bytes in a separate file are not the link.
+    fs::remove_file(&link).unwrap();
+    fs::write(&link, "alpha\nmore\n").unwrap();
+    let e = env.fails(&from);
+    assert!(
+        e.contains("src/a.txt") && e.contains("not as the hard link to docs/a-link.txt"),
+        "{e}"
+    );
+    assert_eq!(inode(&file).1, 1, "nothing was written");
+}
