@@ -717,7 +717,7 @@ impl Loaded {
 
     /// The patch holding a patch's content: itself, or for a hard link the
     /// patch of the path it links to.
-    pub fn content_patch<'a>(&'a self, p: &'a WorkspacePatch) -> Result<&'a WorkspacePatch> {
+    fn content_patch<'a>(&'a self, p: &'a WorkspacePatch) -> Result<&'a WorkspacePatch> {
         let Some(target) = &p.link else {
             return Ok(p);
         };
@@ -732,7 +732,7 @@ impl Loaded {
     }
 
     /// The patch of `path`, if the set has one.
-    pub fn patch_at(&self, path: &str) -> Option<&WorkspacePatch> {
+    fn patch_at(&self, path: &str) -> Option<&WorkspacePatch> {
         let index = self.by_path.get_or_init(|| {
             let paths = self.set.patches.iter().map(|q| q.path.clone());
             paths.zip(0..).collect()
