@@ -5,7 +5,8 @@
 //!
 //! A node is a name in a directory. A file with several names (hard links)
 //! is one node per name: the first is the file itself, the number the
-//! kernel knows it by; the others point at it (`link_of`). Unlinking the
+//! kernel knows it by; the others point at it (`Tree::inode_of`, kept
+//! beside the nodes: links are rare, nodes many). Unlinking the
 //! file's own name moves the file into the place of one of its other names,
 //! so its number stays live while any name is left. In the overlay, one
 //! object is one file: every name of a file holds its object, and a second
@@ -48,8 +49,6 @@ pub struct Node {
     pub children: Vec<Ino>,
     /// Unlinked or replaced; kept so its number is never reused.
     pub removed: bool,
-    /// Another name of a file (a hard link): the file's own node.
-    pub link_of: Option<Ino>,
 }
 
 #[derive(Debug)]
@@ -59,6 +58,8 @@ pub struct Tree {
     live: usize,
     /// The other names of each file that has more than one.
     links: HashMap<Ino, Vec<Ino>>,
+    /// The file each of those names is a name of.
+    link_of: HashMap<Ino, Ino>,
     /// The live file (or directory, or symlink) holding each overlay object.
     objects: HashMap<u64, Ino>,
 }
@@ -73,10 +74,10 @@ impl Tree {
                 origin: Origin::InPlace,
                 children: Vec::new(),
                 removed: false,
-                link_of: None,
             }],
             live: 1,
             links: HashMap::new(),
+            link_of: HashMap::new(),
             objects: HashMap::new(),
         }
     }
@@ -126,7 +127,6 @@ impl Tree {
             origin,
             children: Vec::new(),
             removed: false,
-            link_of: None,
         });
         self.live += 1;
         ino
@@ -221,7 +221,7 @@ impl Tree {
 
     /// The file a node is a name of: itself, or the file it is a hard link to.
     pub fn inode_of(&self, ino: Ino) -> Ino {
-        self.get_any(ino).and_then(|n| n.link_of).unwrap_or(ino)
+        self.link_of.get(&ino).copied().unwrap_or(ino)
     }
 
     /// How many names file `ino` has in the view (0 once all are gone).
@@ -251,7 +251,7 @@ impl Tree {
             return None;
         };
         let alias = self.push(parent, name, Kind::File, origin);
-        self.node_mut(alias).link_of = Some(file);
+        self.link_of.insert(alias, file);
         self.node_mut(parent).children.insert(at, alias);
         self.links.entry(file).or_default().push(alias);
         Some(alias)
@@ -293,7 +293,7 @@ impl Tree {
             gone.push(i);
         }
         for &i in &gone {
-            let Some(file) = self.nodes[(i - 1) as usize].link_of else {
+            let Some(file) = self.link_of.remove(&i) else {
                 continue;
             };
             if let Some(names) = self.links.get_mut(&file) {
@@ -301,9 +301,6 @@ impl Tree {
             }
         }
         for &i in &gone {
-            if self.nodes[(i - 1) as usize].link_of.is_some() {
-                continue;
-            }
             match self.links.remove(&i) {
                 Some(mut names) if !names.is_empty() => {
                     let name = names.remove(0);
@@ -333,8 +330,8 @@ impl Tree {
         if let Some(Ok(at)) = self.slot(parent, &leaf) {
             self.node_mut(parent).children[at] = file;
         }
-        let n = self.node_mut(name);
-        n.removed = true;
+        self.node_mut(name).removed = true;
+        self.link_of.remove(&name);
         let f = self.node_mut(file);
         f.parent = parent;
         f.name = leaf;
@@ -422,7 +419,7 @@ impl Tree {
             return;
         };
         let old = std::mem::replace(&mut n.origin, origin.clone());
-        let own = n.link_of.is_none();
+        let own = !self.link_of.contains_key(&ino);
         if let Origin::Upper(o) = old {
             if self.objects.get(&o) == Some(&ino) {
                 self.objects.remove(&o);
