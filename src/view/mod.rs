@@ -257,9 +257,9 @@ impl View {
         }
     }
 
-    /// Attributes of a node, from its host entry or overlay object. A host
+    /// Attributes of a node, from its host entry or overlay object (a hard
+    /// link answers as its file: same number, same attributes). A host
     /// entry that is gone or changed kind answers ENOENT.
-    /// A hard link answers as its file: same number, same attributes.
     fn attr_in(&self, tree: &Tree, ino: Ino) -> Result<Attr> {
         let ino = tree.inode_of(ino);
         let node = tree.get(ino).ok_or(Errno::ENOENT)?;

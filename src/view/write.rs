@@ -1,7 +1,8 @@
 //! Changes to the view: namespace (create, mkdir, symlink, unlink, rmdir,
-//! rename; link in `link.rs`) and data (write, truncate, fallocate, metadata, xattrs). Every
-//! change lands in the overlay; the journal gets one append per namespace
-//! change, made under the tree lock so its order is the tree's order.
+//! rename; link is in `link.rs`) and data (write, truncate, fallocate,
+//! metadata, xattrs). Every change lands in the overlay; the journal gets
+//! one append per namespace change, made under the tree lock so its order
+//! is the tree's order.
 
 use std::ffi::OsStr;
 use std::os::unix::fs::FileExt;
