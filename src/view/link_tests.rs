@@ -221,6 +221,13 @@ fn rename_over_a_link_and_onto_another_name_of_the_same_file() {
     // One name onto another of the same file: nothing happens (POSIX).
     v.rename(ROOT, name("a.txt"), ROOT, name("l"), 0).unwrap();
     v.rename(ROOT, name("l"), ROOT, name("a.txt"), 2).unwrap();
+    assert_eq!(
+        v.rename(ROOT, name("l"), ROOT, name("a.txt"), 1)
+            .unwrap_err()
+            .0,
+        libc::EEXIST,
+        "RENAME_NOREPLACE onto another name of the file, as Linux answers"
+    );
     assert_eq!((ino(&v, "a.txt"), ino(&v, "l")), (file, file));
     assert_eq!(v.getattr(file).unwrap().nlink, 2);
     // Another file renamed over a link: the linked file loses that name.

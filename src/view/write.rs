@@ -507,11 +507,11 @@ impl View {
 
         let mut records = Vec::new();
         if let Some(dst) = dst {
-            if tree.inode_of(dst) == tree.inode_of(src) {
-                return Ok(()); // two names of one file: nothing to do (POSIX)
-            }
             if flags & RENAME_NOREPLACE != 0 {
                 return Err(Errno(libc::EEXIST));
+            }
+            if tree.inode_of(dst) == tree.inode_of(src) {
+                return Ok(()); // two names of one file: nothing to do (POSIX)
             }
             if !self.scope.may_change(&new_path) {
                 return Err(Errno::EACCES);
