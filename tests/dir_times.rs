@@ -84,6 +84,11 @@ fn cases() -> Vec<Case> {
             watch: DIRS,
         },
         Case {
+            name: "link",
+            op: |d| fs::hard_link(d.join("a/x"), d.join("b/l")),
+            watch: &[("a", "a"), ("b", "b"), ("a/x", "a/x")],
+        },
+        Case {
             name: "rmdir",
             op: |d| {
                 fs::remove_file(d.join("a/sub/y"))?;

@@ -425,11 +425,15 @@ impl Filesystem for WopFs {
         &self,
         _req: &Request,
         ino: INodeNo,
-        _newparent: INodeNo,
-        _newname: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        entry_reply(&self.view, self.view.link(ino.0), reply);
+        entry_reply(
+            &self.view,
+            self.view.link(ino.0, newparent.0, newname),
+            reply,
+        );
     }
 
     fn write(

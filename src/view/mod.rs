@@ -10,6 +10,7 @@ mod attr;
 mod copyup;
 mod direct;
 mod handles;
+mod link;
 mod times;
 mod write;
 
@@ -119,6 +120,8 @@ pub struct View {
     seen: Mutex<SeenMap>,
     /// Times the view changed on host entries (see `times.rs`).
     stamps: times::Stamps,
+    /// The policy allows files with several names (`allow_hardlinks`).
+    hard_links: bool,
 }
 
 impl View {
@@ -182,6 +185,7 @@ impl View {
             direct,
             seen: Mutex::new(seen),
             stamps: Default::default(),
+            hard_links: grant.allow_hardlinks,
         })
     }
 
@@ -257,11 +261,13 @@ impl View {
         }
     }
 
-    /// Attributes of a node, from its host entry or overlay object. A host
+    /// Attributes of a node, from its host entry or overlay object (a hard
+    /// link answers as its file: same number, same attributes). A host
     /// entry that is gone or changed kind answers ENOENT.
     fn attr_in(&self, tree: &Tree, ino: Ino) -> Result<Attr> {
+        let ino = tree.inode_of(ino);
         let node = tree.get(ino).ok_or(Errno::ENOENT)?;
-        let nlink = 2 + tree.subdirs(ino) as u32;
+        let nlink = nlink(tree, ino, node.kind);
         match &node.origin {
             Origin::Upper(obj) => {
                 let ov = self.overlay.as_ref().ok_or(Errno::EIO)?;
@@ -314,7 +320,10 @@ impl View {
         let tree = self.read_tree();
         let node = tree.get_any(ino);
         let kind = node.map_or(Kind::File, |n| n.kind);
-        let mut a = self.stamps.apply(attr::from_stat(ino, kind, &st, 1));
+        // Its names in the view: none once the last one is unlinked.
+        let mut a = self
+            .stamps
+            .apply(attr::from_stat(ino, kind, &st, nlink(&tree, ino, kind)));
         a.owned = node.is_some_and(|n| matches!(n.origin, Origin::Upper(_)));
         Ok(self.present(a))
     }
@@ -479,7 +488,7 @@ impl View {
         names.push((node.parent, "..".into()));
         for &child in &node.children {
             if let Some(c) = tree.get(child) {
-                names.push((child, c.name.clone()));
+                names.push((tree.inode_of(child), c.name.clone()));
             }
         }
         Ok(self.handles.insert(Handle::Dir(Arc::new(names))))
@@ -515,13 +524,13 @@ impl View {
             let attr = match &**name {
                 "." => self.attr_in(&tree, dir),
                 ".." => self.attr_in(&tree, if dir == ROOT { ROOT } else { node.parent }),
-                n if tree.child(dir, n) != Some(*ino) => continue,
+                n if tree.child(dir, n).map(|c| tree.inode_of(c)) != Some(*ino) => continue,
                 n => match (tree.get(*ino), &host_dir) {
                     (Some(c), Some(dirfd)) if c.origin == Origin::InPlace => {
                         match stat_child(dirfd, n) {
                             Ok(st) if attr::kind_of(&st) == Some(c.kind) => {
-                                let nlink = 2 + tree.subdirs(*ino) as u32;
-                                let a = attr::from_stat(*ino, c.kind, &st, nlink);
+                                let a =
+                                    attr::from_stat(*ino, c.kind, &st, nlink(&tree, *ino, c.kind));
                                 Ok(self.present(self.stamps.apply(a)))
                             }
                             _ => continue,
@@ -732,6 +741,15 @@ impl View {
     }
 }
 
+/// The link count of node `ino` in the view: a directory's `.`, its entry
+/// and its subdirectories' `..`; a file's names.
+fn nlink(tree: &Tree, ino: Ino, kind: Kind) -> u32 {
+    match kind {
+        Kind::Dir => 2 + tree.subdirs(ino) as u32,
+        _ => tree.nlink(ino),
+    }
+}
+
 /// Whether reading (or listing) the extended attribute `name` needs
 /// CAP_SYS_ADMIN, as on a host filesystem: `user.*`, `security.*` and the
 /// POSIX ACLs (`system.posix_acl_access`, `system.posix_acl_default`) are
@@ -766,6 +784,8 @@ fn wants_write(flags: i32) -> bool {
     flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0
 }
 
+#[cfg(test)]
+mod link_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

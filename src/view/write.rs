@@ -1,7 +1,8 @@
 //! Changes to the view: namespace (create, mkdir, symlink, unlink, rmdir,
-//! rename) and data (write, truncate, fallocate, metadata, xattrs). Every
-//! change lands in the overlay; the journal gets one append per namespace
-//! change, made under the tree lock so its order is the tree's order.
+//! rename; link is in `link.rs`) and data (write, truncate, fallocate,
+//! metadata, xattrs). Every change lands in the overlay; the journal gets
+//! one append per namespace change, made under the tree lock so its order
+//! is the tree's order.
 
 use std::ffi::OsStr;
 use std::os::unix::fs::FileExt;
@@ -81,7 +82,7 @@ impl SetAttr {
     }
 }
 
-fn valid_name(name: &OsStr) -> Result<&str> {
+pub(super) fn valid_name(name: &OsStr) -> Result<&str> {
     if name.len() > NAME_MAX {
         return Err(Errno(libc::ENAMETOOLONG));
     }
@@ -115,7 +116,7 @@ pub(super) const OMIT: Timespec = Timespec {
 
 impl View {
     /// A live directory `parent` and the path of `name` inside it.
-    fn dir_and_path(&self, tree: &Tree, parent: Ino, name: &str) -> Result<String> {
+    pub(super) fn dir_and_path(&self, tree: &Tree, parent: Ino, name: &str) -> Result<String> {
         let node = tree.get(parent).ok_or(Errno::ENOENT)?;
         if node.kind != Kind::Dir {
             return Err(Errno::ENOTDIR);
@@ -300,14 +301,6 @@ impl View {
         self.getattr(ino)
     }
 
-    /// Hard links are not supported: each path is one patch.
-    pub fn link(&self, ino: Ino) -> Result<Attr> {
-        self.live()?;
-        self.writer()?;
-        self.read_tree().get(ino).ok_or(Errno::ENOENT)?;
-        Err(Errno::EPERM)
-    }
-
     /// Seen records for the host entries of a subtree that is about to
     /// leave its place (moved, deleted or replaced), with the content hash
     /// a commit checks against: reading it costs what the files hold, once.
@@ -332,12 +325,16 @@ impl View {
         out
     }
 
-    /// Removes a subtree's overlay objects (after it left the tree).
+    /// Removes a subtree's overlay objects (after it left the tree). A file
+    /// that keeps other names keeps its object; its ctime changes.
     fn drop_objects(&self, ov: &Overlay, tree: &Tree, inos: &[Ino]) {
         for &i in inos.iter().rev() {
             if let Some(n) = tree.get_any(i) {
                 if let Origin::Upper(obj) = n.origin {
-                    let _ = ov.remove(obj, n.kind);
+                    match tree.holder(obj) {
+                        None => drop(ov.remove(obj, n.kind)),
+                        Some(_) => super::link::touch_ctime(ov, obj),
+                    }
                 }
             }
         }
@@ -491,8 +488,8 @@ impl View {
 
         if flags & RENAME_EXCHANGE != 0 {
             let dst = dst.ok_or(Errno::ENOENT)?;
-            if dst == src {
-                return Ok(());
+            if tree.inode_of(dst) == tree.inode_of(src) {
+                return Ok(()); // two names of one file: nothing to do (POSIX)
             }
             if tree.is_ancestor(dst, parent) {
                 return Err(Errno::EINVAL);
@@ -533,11 +530,11 @@ impl View {
 
         let mut records = Vec::new();
         if let Some(dst) = dst {
-            if dst == src {
-                return Ok(());
-            }
             if flags & RENAME_NOREPLACE != 0 {
                 return Err(Errno(libc::EEXIST));
+            }
+            if tree.inode_of(dst) == tree.inode_of(src) {
+                return Ok(()); // two names of one file: nothing to do (POSIX)
             }
             if !self.scope.may_change(&new_path) {
                 return Err(Errno::EACCES);

@@ -197,7 +197,10 @@ fn rename_answers_posix_errnos() {
     assert_eq!(v.rmdir(ROOT, name("d")).unwrap_err().0, libc::ENOTEMPTY);
     assert_eq!(v.rmdir(ROOT, name("a.txt")).unwrap_err().0, libc::ENOTDIR);
     assert_eq!(v.unlink(ROOT, name("d")).unwrap_err().0, libc::EISDIR);
-    assert_eq!(v.link(ino(&v, "a.txt")).unwrap_err(), Errno::EPERM);
+    assert_eq!(
+        v.link(ino(&v, "d"), ROOT, name("d2")).unwrap_err(),
+        Errno::EPERM
+    );
     assert_eq!(
         v.mkdir(ROOT, name("d"), 0o755, ROOTUSER).unwrap_err().0,
         libc::EEXIST
