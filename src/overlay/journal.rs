@@ -110,6 +110,15 @@ pub fn apply(tree: &mut Tree, seen: &mut SeenMap, rec: &Record) -> Result<(), St
                 (None, Some(h)) => Origin::Host(h.as_str().into()),
                 _ => return Err(format!("put {path:?} needs exactly one of obj and host")),
             };
+            if path.is_empty() {
+                // The root itself (its metadata was copied up): it has no
+                // name in a parent to put it under.
+                if *kind != Kind::Dir {
+                    return Err(format!("put of the root as a {kind:?}"));
+                }
+                tree.set_origin(ROOT, origin);
+                return Ok(());
+            }
             let (parent, name) = match path.rsplit_once('/') {
                 Some((p, n)) => (p, n),
                 None => ("", path.as_str()),
@@ -187,7 +196,8 @@ pub fn compact(base: &Tree, fin: &Tree, seen: &SeenMap) -> Vec<Record> {
             out.push(Record::Del { path });
         }
     }
-    for ino in fin.subtree(ROOT).into_iter().skip(1) {
+    // The root too: its metadata may have been copied up.
+    for ino in fin.subtree(ROOT) {
         let Some(n) = fin.get(ino) else { continue };
         let in_base = fin
             .path(ino)
