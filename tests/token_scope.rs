@@ -21,6 +21,7 @@ use base64::Engine;
 use common::*;
 use ed25519_dalek::SigningKey;
 use serde_json::{json, Value};
+use wopfs::clock::SystemClock;
 use wopfs::policy::Mode;
 use wopfs::token::{self, Claims};
 
@@ -78,7 +79,7 @@ fn refused(env: &Env, args: &[&str]) -> String {
 }
 
 fn claims(t: &str) -> Claims {
-    token::verify(t, &sk().verifying_key(), None).unwrap()
+    token::verify(t, &sk().verifying_key(), None, &SystemClock).unwrap()
 }
 
 /// Signs claims as any holder of the key could, elsewhere.

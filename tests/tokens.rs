@@ -15,6 +15,7 @@ use base64::Engine;
 use common::*;
 use ed25519_dalek::{Signer, SigningKey};
 use serde_json::{json, Value};
+use wopfs::clock::{Clock, SystemClock};
 use wopfs::token::{self, Claims};
 
 /// A key pair made for one test, written as base64 files.
@@ -196,11 +197,11 @@ fn sign_raw(k: &Keys, payload: &[u8]) -> String {
 
 /// Claims of a verified token, for forging variants signed by the same key.
 fn claims(k: &Keys, t: &str) -> Claims {
-    token::verify(t, &k.sk.verifying_key(), None).unwrap()
+    token::verify(t, &k.sk.verifying_key(), None, &SystemClock).unwrap()
 }
 
 fn now() -> u64 {
-    token::unix_now()
+    SystemClock.unix_secs()
 }
 
 #[test]
@@ -1325,7 +1326,7 @@ fn claims_extra_only_admits_a2a_fields() {
     };
     c.extra.insert("llm_x".into(), json!(1));
     let t = token::encode(&k, &c).unwrap();
-    let back = token::verify(&t, &k.verifying_key(), Some("a")).unwrap();
+    let back = token::verify(&t, &k.verifying_key(), Some("a"), &SystemClock).unwrap();
     assert_eq!(back.write_prefixes, vec!["out/".to_string()]);
     assert_eq!(back.extra["llm_x"], json!(1));
     c.extra.insert("root".into(), json!(true));

@@ -127,6 +127,7 @@ pub fn run_mount(state: &StateDir, a: &MountArgs) -> Result<()> {
             quota_bytes: a.quota_bytes,
             quota_files: a.quota_files,
             owner: a.uid.zip(a.gid),
+            ..ViewOptions::default()
         },
     };
     if !a.foreground {
