@@ -266,15 +266,6 @@ while todo:
 print(pydantic.VERSION, " ".join(sorted(seen)))
 "#;
 
-/// A Python every user can run (a per-user interpreter under /root is not).
-fn python() -> &'static str {
-    if Path::new("/usr/bin/python3").exists() {
-        "/usr/bin/python3"
-    } else {
-        "python3"
-    }
-}
-
 /// The API's policy: reasons required, `.env` and `secrets_*.py` denied,
 /// root approves.
 const POLICY: &str = "enabled = true\nmax_files = 100\nmax_total_size_bytes = 10000000\n\

@@ -21,15 +21,6 @@ const STRANGER: u32 = 2000;
 /// A group the tests create, with USER as a (supplementary) member.
 const GROUP: &str = "wopfs-test-readers";
 
-/// A Python every user can run (a per-user interpreter under /root is not).
-fn python() -> &'static str {
-    if Path::new("/usr/bin/python3").exists() {
-        "/usr/bin/python3"
-    } else {
-        "python3"
-    }
-}
-
 fn sh(cmd: &str, args: &[&str]) -> std::process::Output {
     Command::new(cmd).args(args).output().unwrap()
 }

@@ -527,6 +527,15 @@ impl Env {
     }
 }
 
+/// A Python every user can run (a per-user interpreter under /root is not).
+pub fn python() -> &'static str {
+    if Path::new("/usr/bin/python3").exists() {
+        "/usr/bin/python3"
+    } else {
+        "python3"
+    }
+}
+
 /// The signing key (`A2A_GRANT_SIGNING_KEY`) of the tests' servers and
 /// tokens: the bytes 0 to 31, base64.
 pub const KEY_B64: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
