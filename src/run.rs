@@ -273,6 +273,11 @@ pub fn run(state: &StateDir, grant: &Grant, opts: RunOptions) -> Result<i32> {
 /// Spawns the command, forwards SIGINT/SIGTERM/SIGHUP to it, and waits.
 fn run_child(mut cmd: Command) -> Result<i32> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    // Caught before the command starts: a signal that arrives as soon as it
+    // runs must reach it, not end this process and orphan it. One that
+    // arrives earlier waits in `signals` and is forwarded once it runs.
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
+        .ctx(|| "installing signal handlers")?;
     let mut child = cmd.spawn().map_err(|e| {
         Error::io(
             format!("starting {:?} in the view's namespace", cmd.get_program()),
@@ -280,8 +285,6 @@ fn run_child(mut cmd: Command) -> Result<i32> {
         )
     })?;
     let pid = child.id() as i32;
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
-        .ctx(|| "installing signal handlers")?;
     let handle = signals.handle();
     let forwarder = std::thread::spawn(move || {
         for sig in signals.forever() {
