@@ -21,6 +21,7 @@
 use std::fs;
 use std::path::PathBuf;
 
+use crate::clock::Clock;
 use crate::error::{Error, IoContext, Result};
 use crate::state::{self, StateDir};
 use crate::token::{self, Claims};
@@ -40,8 +41,9 @@ fn mac(state: &StateDir, json: &[u8]) -> Result<blake3::Hash> {
     state.mac(&[DOMAIN, json].concat())
 }
 
-/// Remembers verified claims. The first record of an id stays.
-pub fn record(state: &StateDir, claims: &Claims) -> Result<()> {
+/// Remembers verified claims. The first record of an id stays; records
+/// expired by `clock` are pruned.
+pub fn record(state: &StateDir, claims: &Claims, clock: &dyn Clock) -> Result<()> {
     let dir = state.path().join(DIR);
     {
         use std::os::unix::fs::DirBuilderExt;
@@ -51,7 +53,7 @@ pub fn record(state: &StateDir, claims: &Claims) -> Result<()> {
             .create(&dir)
             .ctx(|| format!("creating {}", dir.display()))?;
     }
-    prune(state);
+    prune(state, clock);
     let path = record_path(state, &claims.grant_id);
     if path.exists() {
         return Ok(());
@@ -66,11 +68,11 @@ pub fn record(state: &StateDir, claims: &Claims) -> Result<()> {
 
 /// Removes the records of tokens expired for more than a minute (a child
 /// never outlives its parent, so they can no longer be parents).
-fn prune(state: &StateDir) {
+fn prune(state: &StateDir, clock: &dyn Clock) {
     let Ok(entries) = fs::read_dir(state.path().join(DIR)) else {
         return;
     };
-    let now = token::unix_now();
+    let now = clock.unix_secs();
     for e in entries.flatten() {
         let Ok(text) = fs::read(e.path()) else {
             continue;
@@ -120,21 +122,21 @@ fn recorded(state: &StateDir, grant_id: &str) -> Result<Option<Claims>> {
 }
 
 /// The parent claims behind `id`: a recorded token, else a grant recorded
-/// in this state dir.
-pub fn lookup(state: &StateDir, id: &str) -> Result<Option<Claims>> {
+/// in this state dir (as claims issued at `clock`'s now).
+pub fn lookup(state: &StateDir, id: &str, clock: &dyn Clock) -> Result<Option<Claims>> {
     if let Some(c) = recorded(state, id)? {
         return Ok(Some(c));
     }
     if state::is_grant_id(id) && state.session_dir(id).join("grant.json").exists() {
         let g = state.load_grant(id)?;
         let bucket = crate::bucket::of_root(state.path(), &g.root)?;
-        return Ok(Some(token::grant_claims(&g, &bucket)?));
+        return Ok(Some(token::grant_claims(&g, &bucket, clock)?));
     }
     Ok(None)
 }
 
 /// Checks the whole chain of `claims` (verified) against what this state
 /// dir knows; returns the number of links.
-pub fn check(state: &StateDir, claims: &Claims) -> Result<u32> {
-    token::check_chain(claims, |id| lookup(state, id))
+pub fn check(state: &StateDir, claims: &Claims, clock: &dyn Clock) -> Result<u32> {
+    token::check_chain(claims, |id| lookup(state, id, clock))
 }

@@ -9,6 +9,7 @@ pub mod audit;
 pub mod bucket;
 pub mod chain;
 pub mod cli;
+pub mod clock;
 pub mod controller;
 pub mod creds;
 pub mod error;

@@ -39,10 +39,6 @@ impl Mode {
             Mode::ReadWriteDirect => "read_write_direct",
         }
     }
-
-    pub fn is_writable(self) -> bool {
-        self != Mode::ReadOnly
-    }
 }
 
 impl fmt::Display for Mode {

@@ -19,14 +19,11 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
 
 use crate::error::{Error, IoContext, Result};
-use crate::fuse::WopFs;
 use crate::grant::Grant;
 use crate::mount::{mountinfo, MountOptions};
 use crate::state::{MountRecord, StateDir};
-use crate::view::View;
 
 pub struct RunOptions {
     pub at: PathBuf,
@@ -162,19 +159,7 @@ pub fn run(state: &StateDir, grant: &Grant, opts: RunOptions) -> Result<i32> {
     let Some(program) = opts.command.first() else {
         return Err(Error::invalid("wopfs run needs a command after --"));
     };
-    grant.check_live()?;
-    crate::session::SessionState::load(&state.session_dir(&grant.grant_id))?
-        .check_not_ended(&grant.grant_id, "run")?;
-    if let Some(rec) = state.live_mount(&grant.grant_id) {
-        if mountinfo::mount_at(&rec.mountpoint).is_some() {
-            return Err(Error::invalid(format!(
-                "grant {} is already mounted at {} (pid {}); unmount it first",
-                grant.grant_id,
-                rec.mountpoint.display(),
-                rec.pid
-            )));
-        }
-    }
+    crate::mount::check_servable(state, grant, &*opts.mount.view.clock, "run")?;
     let at = absolute_at(&opts.at)?;
     for (what, p) in [
         ("host tree", &grant.root),
@@ -205,14 +190,7 @@ pub fn run(state: &StateDir, grant: &Grant, opts: RunOptions) -> Result<i32> {
         .ctx(|| "making a temporary mountpoint")?;
     let mp = mountinfo::check_mountpoint(tmp.path(), &grant.root, state.path())?;
     let caller_umask = rustix::process::umask(rustix::fs::Mode::empty()).bits();
-    let session = state.session_dir(&grant.grant_id);
-    // Held until this process ends: no commit runs while the view is served.
-    let _lock = crate::session::lock(&session, false, &grant.grant_id)?;
-    crate::controller::ensure_no_interrupted_commit(&session, &grant.grant_id)?;
-    let view = Arc::new(View::new(grant, Some(&session), opts.mount.view.clone())?);
-    let config = crate::mount::fuse_config(grant, &opts.mount);
-    let fuse = fuser::Session::new(WopFs::new(view), &mp, &config)
-        .ctx(|| format!("mounting grant {} for wopfs run", grant.grant_id))?;
+    let (_lock, fuse) = crate::mount::open_session(state, grant, &mp, &opts.mount)?;
     let background = fuse.spawn().ctx(|| "starting the FUSE threads")?;
     state.write_mount_record(
         &grant.grant_id,
@@ -272,7 +250,7 @@ pub fn run(state: &StateDir, grant: &Grant, opts: RunOptions) -> Result<i32> {
         let _ = std::fs::remove_dir(&at);
     }
     let code = result?;
-    let pending = crate::patch::pending(grant, &session)?;
+    let pending = crate::patch::pending(grant, &state.session_dir(&grant.grant_id))?;
     // SIGPIPE is ignored while serving: a closed stderr must not panic.
     let _ = writeln!(
         std::io::stderr(),
@@ -295,6 +273,11 @@ pub fn run(state: &StateDir, grant: &Grant, opts: RunOptions) -> Result<i32> {
 /// Spawns the command, forwards SIGINT/SIGTERM/SIGHUP to it, and waits.
 fn run_child(mut cmd: Command) -> Result<i32> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    // Caught before the command starts: a signal that arrives as soon as it
+    // runs must reach it, not end this process and orphan it. One that
+    // arrives earlier waits in `signals` and is forwarded once it runs.
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
+        .ctx(|| "installing signal handlers")?;
     let mut child = cmd.spawn().map_err(|e| {
         Error::io(
             format!("starting {:?} in the view's namespace", cmd.get_program()),
@@ -302,8 +285,6 @@ fn run_child(mut cmd: Command) -> Result<i32> {
         )
     })?;
     let pid = child.id() as i32;
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
-        .ctx(|| "installing signal handlers")?;
     let handle = signals.handle();
     let forwarder = std::thread::spawn(move || {
         for sig in signals.forever() {

@@ -31,13 +31,11 @@
 //! root (`openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)`), with
 //! `O_NOFOLLOW`: a symlink planted during the walk makes the open fail.
 
-use std::io::Read;
 use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::sync::Mutex;
 
 use rayon::prelude::*;
-use rustix::fs::{self as rfs, FileType as RType, Mode as RMode, OFlags};
 use serde::Serialize;
 
 use crate::error::{Error, IoContext, Result};
@@ -218,25 +216,10 @@ impl Scorer<'_> {
 /// [`MAX_FILE_BYTES`], is binary, or has more than one hard link and
 /// `allow_hardlinks` is false.
 fn read_text(dir: &OwnedFd, name: &str, allow_hardlinks: bool) -> std::io::Result<Option<String>> {
-    let fd = rfs::openat(
-        dir,
-        name,
-        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
-        RMode::empty(),
-    )?;
-    let st = rfs::fstat(&fd)?;
-    if RType::from_raw_mode(st.st_mode) != RType::RegularFile
-        || st.st_size as u64 > MAX_FILE_BYTES
-        || (st.st_nlink > 1 && !allow_hardlinks)
-    {
+    let Some(buf) = walk::read_regular(dir, name, MAX_FILE_BYTES, allow_hardlinks)? else {
         return Ok(None);
-    }
-    let mut buf = Vec::with_capacity(st.st_size as usize);
-    // The file may grow after the fstat: never read past the limit.
-    std::fs::File::from(fd)
-        .take(MAX_FILE_BYTES + 1)
-        .read_to_end(&mut buf)?;
-    if buf.len() as u64 > MAX_FILE_BYTES || buf[..buf.len().min(BINARY_PROBE_BYTES)].contains(&0) {
+    };
+    if buf[..buf.len().min(BINARY_PROBE_BYTES)].contains(&0) {
         return Ok(None);
     }
     Ok(String::from_utf8(buf).ok())

@@ -290,7 +290,12 @@ mod tests {
             max_files: None,
             include_ignored: false,
         };
-        resolve(&req, &Policy::builtin_default().unwrap()).unwrap()
+        resolve(
+            &req,
+            &Policy::builtin_default().unwrap(),
+            &crate::clock::SystemClock,
+        )
+        .unwrap()
     }
 
     #[test]

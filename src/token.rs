@@ -23,10 +23,14 @@
 //! higher, allow patterns covered by the parent's, every deny pattern of the
 //! parent kept, a write scope within the parent's (see [`check_narrows`]),
 //! and an expiry no later than the parent's.
+//!
+//! Time comes from a [`Clock`] passed in: a token is dead at its
+//! `expires_at` second, and one whose `issued_at` lies more than
+//! [`CLOCK_SKEW_SECS`] ahead of the clock is not valid yet.
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, URL_SAFE_NO_PAD};
 use base64::engine::DecodePaddingMode;
@@ -36,6 +40,7 @@ use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::clock::Clock;
 use crate::error::{Error, IoContext, Result};
 use crate::patterns::{AllowSet, DenySet};
 use crate::policy::Mode;
@@ -48,6 +53,9 @@ pub const VERIFYING_KEY_ENV: &str = "A2A_GRANT_VERIFYING_KEY";
 pub const DEFAULT_MAX_DELEGATION_DEPTH: u32 = 40;
 /// The a2a format's default lifetime of a minted token.
 pub const DEFAULT_TTL_SECS: u64 = 300;
+/// How far a token's `issued_at` may lie ahead of this machine's clock
+/// (the issuer's clock may run a little fast); further is refused.
+pub const CLOCK_SKEW_SECS: u64 = 60;
 
 fn default_mode() -> Mode {
     Mode::ReadOnly
@@ -115,12 +123,19 @@ impl Claims {
     }
 
     /// Seconds left before `expires_at` (0 once expired).
-    pub fn remaining_secs(&self) -> u64 {
-        self.expires_at.saturating_sub(unix_now())
+    pub fn remaining_secs(&self, clock: &dyn Clock) -> u64 {
+        self.expires_at.saturating_sub(clock.unix_secs())
     }
 
-    pub fn is_expired(&self) -> bool {
-        unix_now() >= self.expires_at
+    /// Expiry is inclusive: a token is dead at its `expires_at` second.
+    pub fn is_expired(&self, clock: &dyn Clock) -> bool {
+        clock.unix_secs() >= self.expires_at
+    }
+
+    /// Whether the token claims to be issued later than `clock`'s now plus
+    /// [`CLOCK_SKEW_SECS`]: a broken or forged issuer clock.
+    pub fn is_from_the_future(&self, clock: &dyn Clock) -> bool {
+        self.issued_at > clock.unix_secs().saturating_add(CLOCK_SKEW_SECS)
     }
 
     /// Every write prefix in force (`outputs_prefix` included), in the a2a
@@ -137,13 +152,6 @@ impl Claims {
             .map(|p| p.trim_end_matches('/').to_string())
             .collect()
     }
-}
-
-/// Seconds since the Unix epoch.
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// A Unix time as RFC 3339 (UTC, to the second).
@@ -367,9 +375,15 @@ fn decode_part(part: &str, what: &str) -> Result<Vec<u8>> {
 }
 
 /// Verifies `token`: its canonical encoding, its signature by `key`, its
-/// fields, that it has not expired and, with `audience`, that it is
+/// fields, that by `clock` it has not expired and was not issued in the
+/// future (past [`CLOCK_SKEW_SECS`]) and, with `audience`, that it is
 /// addressed to that audience. Returns its claims.
-pub fn verify(token: &str, key: &VerifyingKey, audience: Option<&str>) -> Result<Claims> {
+pub fn verify(
+    token: &str,
+    key: &VerifyingKey,
+    audience: Option<&str>,
+    clock: &dyn Clock,
+) -> Result<Claims> {
     let token = token.trim();
     let mut parts = token.split('.');
     let (Some(payload_b64), Some(sig_b64), None) = (parts.next(), parts.next(), parts.next())
@@ -408,12 +422,21 @@ pub fn verify(token: &str, key: &VerifyingKey, audience: Option<&str>) -> Result
             claims.grant_id, claims.delegation_depth, claims.max_delegation_depth
         )));
     }
-    if claims.is_expired() {
+    if claims.is_expired(clock) {
         return Err(Error::policy(format!(
             "grant token {} expired at {} ({})",
             claims.grant_id,
             unix_rfc3339(claims.expires_at),
             claims.expires_at
+        )));
+    }
+    if claims.is_from_the_future(clock) {
+        return Err(Error::policy(format!(
+            "grant token {} is not valid yet: issued at {} ({}), more than {CLOCK_SKEW_SECS}s after this machine's time {} (is a clock wrong?)",
+            claims.grant_id,
+            unix_rfc3339(claims.issued_at),
+            claims.issued_at,
+            unix_rfc3339(clock.unix_secs())
         )));
     }
     if let Some(want) = audience {
@@ -473,7 +496,7 @@ fn check_scope(allow: &[String], deny: &[String], prefixes: &[String]) -> Result
 }
 
 /// Claims for a new root token (depth 0), not yet signed.
-pub fn mint(req: &MintRequest) -> Result<Claims> {
+pub fn mint(req: &MintRequest, clock: &dyn Clock) -> Result<Claims> {
     non_empty("--issuer", &req.issuer)?;
     non_empty("--audience", &req.audience)?;
     non_empty("--bucket", &req.bucket)?;
@@ -490,7 +513,7 @@ pub fn mint(req: &MintRequest) -> Result<Claims> {
         .filter(|p| !p.trim_matches('/').is_empty());
     let write_prefixes = normalize_write_prefixes(outputs_prefix.as_deref(), &req.write_prefixes);
     check_scope(&allow, &deny, &write_prefixes)?;
-    let now = unix_now();
+    let now = clock.unix_secs();
     Ok(Claims {
         grant_id: new_grant_id()?,
         issuer: req.issuer.clone(),
@@ -800,8 +823,8 @@ pub fn check_chain(
 /// it grants is its files (each by its exact pattern), its deny patterns,
 /// its write prefixes and its mode, until it expires (a grant without an
 /// expiry counts as a day from now).
-pub fn grant_claims(g: &crate::grant::Grant, bucket: &str) -> Result<Claims> {
-    let now = unix_now();
+pub fn grant_claims(g: &crate::grant::Grant, bucket: &str, clock: &dyn Clock) -> Result<Claims> {
+    let now = clock.unix_secs();
     let expires_at = match g.expires_at_time()? {
         Some(t) => t
             .duration_since(UNIX_EPOCH)
@@ -836,7 +859,7 @@ pub fn grant_claims(g: &crate::grant::Grant, bucket: &str) -> Result<Claims> {
 /// The child claims of `parent` narrowed by `n` (unsigned), or an error
 /// naming the violation ([`check_narrows`]). The child is issued by the
 /// parent's audience.
-pub fn delegate(parent: &Claims, n: &Narrowing) -> Result<Claims> {
+pub fn delegate(parent: &Claims, n: &Narrowing, clock: &dyn Clock) -> Result<Claims> {
     non_empty("--audience", &n.audience)?;
     check_ttl(n.ttl_secs)?;
     let depth = parent.delegation_depth.saturating_add(1);
@@ -867,8 +890,8 @@ pub fn delegate(parent: &Claims, n: &Narrowing) -> Result<Claims> {
         (asked, outputs_prefix)
     };
     let deny = merge_patterns(&parent.deny_patterns, &n.deny);
-    let now = unix_now();
-    if now >= parent.expires_at {
+    let now = clock.unix_secs();
+    if parent.is_expired(clock) {
         return Err(Error::policy(format!(
             "the parent token {} expired at {}",
             parent.grant_id,
@@ -917,23 +940,27 @@ mod tests {
     }
 
     use super::*;
+    use crate::clock::{ManualClock, SystemClock};
 
     fn key() -> SigningKey {
         SigningKey::from_bytes(&[7u8; 32])
     }
 
     fn root() -> Claims {
-        mint(&MintRequest {
-            issuer: "main".into(),
-            audience: "worker".into(),
-            bucket: "b".into(),
-            mode: Mode::ReadWriteOverlay,
-            allow: vec!["src/**".into(), "docs/*.md".into()],
-            deny: vec!["src/secret/**".into()],
-            write_prefixes: vec!["src/out".into()],
-            outputs_prefix: None,
-            ttl_secs: Some(600),
-        })
+        mint(
+            &MintRequest {
+                issuer: "main".into(),
+                audience: "worker".into(),
+                bucket: "b".into(),
+                mode: Mode::ReadWriteOverlay,
+                allow: vec!["src/**".into(), "docs/*.md".into()],
+                deny: vec!["src/secret/**".into()],
+                write_prefixes: vec!["src/out".into()],
+                outputs_prefix: None,
+                ttl_secs: Some(600),
+            },
+            &SystemClock,
+        )
         .unwrap()
     }
 
@@ -941,7 +968,7 @@ mod tests {
     fn round_trip_and_compact_payload() {
         let c = root();
         let t = encode(&key(), &c).unwrap();
-        let back = verify(&t, &key().verifying_key(), Some("worker")).unwrap();
+        let back = verify(&t, &key().verifying_key(), Some("worker"), &SystemClock).unwrap();
         assert_eq!(back, c);
         let payload = URL_SAFE_NO_PAD
             .decode(t.split('.').next().unwrap())
@@ -974,6 +1001,7 @@ mod tests {
                 audience: "sub".into(),
                 ..Default::default()
             },
+            &SystemClock,
         )
         .unwrap();
         assert_eq!(c.issuer, "worker");
@@ -989,6 +1017,7 @@ mod tests {
                 write_prefixes: vec!["src/outer".into()],
                 ..Default::default()
             },
+            &SystemClock,
         )
         .unwrap_err()
         .to_string();
@@ -997,17 +1026,20 @@ mod tests {
 
     fn token(allow: &[&str], deny: &[&str], prefixes: &[&str], mode: Mode) -> Claims {
         let v = |x: &[&str]| x.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        mint(&MintRequest {
-            issuer: "main".into(),
-            audience: "worker".into(),
-            bucket: "b".into(),
-            mode,
-            allow: v(allow),
-            deny: v(deny),
-            write_prefixes: v(prefixes),
-            outputs_prefix: None,
-            ttl_secs: Some(600),
-        })
+        mint(
+            &MintRequest {
+                issuer: "main".into(),
+                audience: "worker".into(),
+                bucket: "b".into(),
+                mode,
+                allow: v(allow),
+                deny: v(deny),
+                write_prefixes: v(prefixes),
+                outputs_prefix: None,
+                ttl_secs: Some(600),
+            },
+            &SystemClock,
+        )
         .unwrap()
     }
 
@@ -1020,6 +1052,7 @@ mod tests {
                 outputs_prefix: outputs.map(String::from),
                 ..Default::default()
             },
+            &SystemClock,
         )
     }
 
@@ -1270,6 +1303,115 @@ mod tests {
         assert_eq!(
             parse_verifying_key(&URL_SAFE_NO_PAD.encode(want.to_bytes())).unwrap(),
             want
+        );
+    }
+
+    /// A token minted at `clock`'s now for `ttl` seconds, signed.
+    fn minted_at(clock: &ManualClock, ttl: u64) -> (Claims, String) {
+        let c = mint(
+            &MintRequest {
+                issuer: "main".into(),
+                audience: "worker".into(),
+                bucket: "b".into(),
+                mode: Mode::ReadOnly,
+                allow: vec![],
+                deny: vec![],
+                write_prefixes: vec![],
+                outputs_prefix: None,
+                ttl_secs: Some(ttl),
+            },
+            clock,
+        )
+        .unwrap();
+        let t = encode(&key(), &c).unwrap();
+        (c, t)
+    }
+
+    #[test]
+    fn a_token_lives_until_its_expiry_second_by_the_clock() {
+        let clock = ManualClock::at_unix(1_700_000_000);
+        let (c, t) = minted_at(&clock, 10);
+        assert_eq!((c.issued_at, c.expires_at), (1_700_000_000, 1_700_000_010));
+        let vk = key().verifying_key();
+        clock.advance(Duration::from_millis(9_999));
+        assert_eq!(c.remaining_secs(&clock), 1);
+        verify(&t, &vk, Some("worker"), &clock).unwrap();
+        // Dead at its expires_at second, and ever after.
+        clock.advance(Duration::from_millis(1));
+        assert!(c.is_expired(&clock));
+        assert_eq!(c.remaining_secs(&clock), 0);
+        let err = verify(&t, &vk, None, &clock).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!(
+                "grant token {} expired at 2023-11-14T22:13:30Z (1700000010)",
+                c.grant_id
+            )),
+            "{err}"
+        );
+        clock.advance(Duration::from_secs(86_400));
+        assert!(verify(&t, &vk, None, &clock).is_err());
+    }
+
+    #[test]
+    fn a_token_issued_in_the_future_is_not_valid_yet() {
+        let clock = ManualClock::at_unix(1_700_000_000);
+        let (c, t) = minted_at(&clock, 3_600);
+        let vk = key().verifying_key();
+        // The issuer's clock ran ahead of ours by the allowed skew: fine.
+        clock.set(UNIX_EPOCH + Duration::from_secs(c.issued_at - CLOCK_SKEW_SECS));
+        verify(&t, &vk, None, &clock).unwrap();
+        // A second more is refused, naming both times.
+        clock.set(UNIX_EPOCH + Duration::from_secs(c.issued_at - CLOCK_SKEW_SECS - 1));
+        let err = verify(&t, &vk, None, &clock).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!(
+                "grant token {} is not valid yet: issued at 2023-11-14T22:13:20Z (1700000000), more than 60s after this machine's time 2023-11-14T22:12:19Z",
+                c.grant_id
+            )),
+            "{err}"
+        );
+        assert!(c.is_from_the_future(&clock));
+        // Once our clock catches up, the same token verifies.
+        clock.advance(Duration::from_secs(1));
+        verify(&t, &vk, None, &clock).unwrap();
+    }
+
+    #[test]
+    fn delegation_follows_the_clock() {
+        let clock = ManualClock::at_unix(1_700_000_000);
+        let (parent, _) = minted_at(&clock, 600);
+        clock.advance(Duration::from_secs(100));
+        let sub = |ttl_secs: Option<u64>, clock: &ManualClock| {
+            delegate(
+                &parent,
+                &Narrowing {
+                    audience: "sub".into(),
+                    ttl_secs,
+                    ..Default::default()
+                },
+                clock,
+            )
+        };
+        // Issued now; a short child ends at now + ttl, a long one at the parent's end.
+        let short = sub(Some(60), &clock).unwrap();
+        assert_eq!(
+            (short.issued_at, short.expires_at),
+            (1_700_000_100, 1_700_000_160)
+        );
+        assert_eq!(
+            sub(Some(3_600), &clock).unwrap().expires_at,
+            parent.expires_at
+        );
+        assert_eq!(sub(None, &clock).unwrap().expires_at, parent.expires_at);
+        // An expired parent delegates nothing.
+        clock.set(UNIX_EPOCH + Duration::from_secs(parent.expires_at));
+        let err = sub(None, &clock).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!(
+                "the parent token {} expired at 2023-11-14T22:23:20Z",
+                parent.grant_id
+            )),
+            "{err}"
         );
     }
 }

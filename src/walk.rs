@@ -344,6 +344,37 @@ impl Ignores {
     }
 }
 
+/// The bytes of the regular file `name` in `dir`, opened without following
+/// a symlink. `None` when it is not a regular file, holds more than `max`
+/// bytes (or grew past them while read), or has more than one hard link
+/// and `hardlinks` is false.
+pub fn read_regular(
+    dir: &OwnedFd,
+    name: &str,
+    max: u64,
+    hardlinks: bool,
+) -> io::Result<Option<Vec<u8>>> {
+    let fd = rfs::openat(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        RMode::empty(),
+    )?;
+    let st = rfs::fstat(&fd)?;
+    if RType::from_raw_mode(st.st_mode) != RType::RegularFile
+        || st.st_size as u64 > max
+        || (st.st_nlink > 1 && !hardlinks)
+    {
+        return Ok(None);
+    }
+    let mut buf = Vec::with_capacity(st.st_size as usize);
+    // The file may grow after the fstat: never read past the limit.
+    std::fs::File::from(fd)
+        .take(max + 1)
+        .read_to_end(&mut buf)?;
+    Ok((buf.len() as u64 <= max).then_some(buf))
+}
+
 /// The root's `.git/info/exclude`, when `.git` is a directory beneath the
 /// root (reached without following a symlink).
 fn git_exclude(host: &HostRoot) -> Option<Gitignore> {
@@ -355,26 +386,7 @@ fn git_exclude(host: &HostRoot) -> Option<Gitignore> {
 /// logs), without following a symlink. `None` when it is absent, not a
 /// regular file, unreadable or too large.
 fn read_ignore_file(dir: &OwnedFd, rel: &str, name: &str) -> Option<Gitignore> {
-    let read = || -> io::Result<Option<Vec<u8>>> {
-        let fd = rfs::openat(
-            dir,
-            name,
-            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
-            RMode::empty(),
-        )?;
-        let st = rfs::fstat(&fd)?;
-        if RType::from_raw_mode(st.st_mode) != RType::RegularFile
-            || st.st_size as u64 > MAX_IGNORE_FILE_BYTES
-        {
-            return Ok(None);
-        }
-        let mut buf = Vec::with_capacity(st.st_size as usize);
-        std::fs::File::from(fd)
-            .take(MAX_IGNORE_FILE_BYTES + 1)
-            .read_to_end(&mut buf)?;
-        Ok((buf.len() as u64 <= MAX_IGNORE_FILE_BYTES).then_some(buf))
-    };
-    let text = match read() {
+    let text = match read_regular(dir, name, MAX_IGNORE_FILE_BYTES, true) {
         Ok(Some(t)) => t,
         Ok(None) => {
             tracing::warn!(

@@ -6,110 +6,20 @@
 mod common;
 
 use std::fs;
-use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use common::*;
 
-const KEY_B64: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
-
-/// A Python every user can run (a per-user interpreter under /root is not).
-fn python() -> &'static str {
-    if Path::new("/usr/bin/python3").exists() {
-        "/usr/bin/python3"
-    } else {
-        "python3"
-    }
-}
-
-struct Server {
-    child: Child,
-    socket: PathBuf,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(5) {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+/// The API's policy: reasons required, `.env` denied, root approves.
+const POLICY: &str = "enabled = true\nmax_files = 100\nmax_total_size_bytes = 10000000\n\
+     allowed_modes = [\"read_only\", \"read_write_overlay\"]\nrequire_reason = true\n\
+     deny_patterns = [\"**/.env\"]\napprover_uids = [0]\n";
 
 fn start_server(env: &Env) -> Server {
-    let socket = env.dir.path().join("wopfs.sock");
-    let policy = env.dir.path().join("policy.toml");
-    fs::write(
-        &policy,
-        "enabled = true\nmax_files = 100\nmax_total_size_bytes = 10000000\n\
-         allowed_modes = [\"read_only\", \"read_write_overlay\"]\nrequire_reason = true\n\
-         deny_patterns = [\"**/.env\"]\napprover_uids = [0]\n",
-    )
-    .unwrap();
-    let child = Command::new(BIN)
-        .args([
-            "--state-dir",
-            env.state.to_str().unwrap(),
-            "serve",
-            "--socket",
-            socket.to_str().unwrap(),
-            // Widened on purpose: the agents run as other uids.
-            "--socket-mode",
-            "0666",
-        ])
-        .args([
-            "--root",
-            env.host.to_str().unwrap(),
-            "--policy",
-            policy.to_str().unwrap(),
-        ])
-        .env("A2A_GRANT_SIGNING_KEY", KEY_B64)
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while !socket.exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "the server did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Server { child, socket }
-}
-
-/// One raw HTTP request; returns (status, body).
-fn http(socket: &Path, method: &str, path: &str, body: &[u8]) -> (u16, String) {
-    let mut s = UnixStream::connect(socket).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    s.write_all(head.as_bytes()).unwrap();
-    let _ = s.write_all(body);
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    let text = String::from_utf8_lossy(&out).to_string();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
+    // Widened on purpose: the agents run as other uids.
+    Server::start(env, "wopfs.sock", POLICY, &["--socket-mode", "0666"])
 }
 
 fn project(env: &Env) {

@@ -472,9 +472,10 @@ struct TtyRun {
 /// Runs `wopfs --state-dir STATE ARGS…` with stdout (and, with
 /// `stderr_tty`, stderr) on a fresh terminal that is its controlling
 /// terminal, like a login shell's. `keys` are typed once the screen shows
-/// `wait_for` (if given), one group every 300 ms (a Ctrl-C flushes what
-/// was typed with it). PAGER, LESS, NO_COLOR and WOPFS_PAGER are
-/// removed unless `vars` sets them.
+/// `wait_for` (if given), each group once, and the last one again every
+/// 200 ms until the terminal closes: a Ctrl-C flushes what was typed with
+/// it or just after, so a key may be lost. PAGER, LESS, NO_COLOR and
+/// WOPFS_PAGER are removed unless `vars` sets them.
 fn on_tty(
     env: &Env,
     args: &[&str],
@@ -536,7 +537,7 @@ fn on_tty(
     });
     let start = Instant::now();
     let mut screen = Vec::new();
-    let mut typed = keys.is_none();
+    let mut last_typed: Option<Instant> = None;
     loop {
         assert!(
             start.elapsed() < Duration::from_secs(60),
@@ -548,15 +549,20 @@ fn on_tty(
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
             Err(_) => {}
         }
-        if let (false, Some((wait_for, k))) = (typed, keys) {
-            if String::from_utf8_lossy(&screen).contains(wait_for) {
-                use std::io::Write;
-                for group in k {
-                    std::thread::sleep(Duration::from_millis(300));
-                    writer.write_all(group).unwrap();
+        if let Some((wait_for, [first @ .., last])) = keys {
+            use std::io::Write;
+            // Writes fail once the program has closed the terminal.
+            match last_typed {
+                None if String::from_utf8_lossy(&screen).contains(wait_for) => {
+                    for group in first {
+                        let _ = writer.write_all(group);
+                    }
                 }
-                typed = true;
+                Some(t) if t.elapsed() >= Duration::from_millis(200) => {}
+                _ => continue,
             }
+            let _ = writer.write_all(last);
+            last_typed = Some(Instant::now());
         }
     }
     let status = child.wait().unwrap();

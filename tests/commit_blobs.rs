@@ -17,7 +17,7 @@ use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -137,28 +137,12 @@ fn blob_set(env: &Env, g: &str, name: &str, data: &[u8]) -> (PathBuf, PathBuf) {
 /// Runs wopfs with a deadline: a run that outlives it is killed and the
 /// test fails (a commit blocked on a FIFO, or reading `/dev/zero`).
 fn run(env: &Env, args: &[&str]) -> Output {
-    let mut child = Command::new(BIN)
-        .arg("--state-dir")
+    let mut cmd = Command::new(BIN);
+    cmd.arg("--state-dir")
         .arg(&env.state)
         .args(args)
-        .env_remove("WOPFS_STATE_DIR")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("running wopfs");
-    let start = Instant::now();
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            return child.wait_with_output().unwrap();
-        }
-        if start.elapsed() > DEADLINE {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("wopfs {args:?} was still running after {DEADLINE:?}: it blocked");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        .env_remove("WOPFS_STATE_DIR");
+    output_within(&mut cmd, DEADLINE)
 }
 
 fn commit_args<'a>(g: &'a str, from: &'a Path) -> Vec<&'a str> {

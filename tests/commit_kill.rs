@@ -32,7 +32,7 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::*;
@@ -192,22 +192,6 @@ fn after_digest(root: &Path, written: &BTreeSet<String>) -> String {
     h.finalize().to_hex().to_string()
 }
 
-/// Waits for a child, killing it (and failing) past the deadline.
-fn wait_bounded(child: &mut Child, what: &str, ctx: &str) -> ExitStatus {
-    let start = Instant::now();
-    loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            return st;
-        }
-        if start.elapsed() > PROCESS_DEADLINE {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{ctx}: {what} still running after {PROCESS_DEADLINE:?}; killed it");
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
 struct Kit {
     env: Env,
     grant: String,
@@ -250,7 +234,11 @@ impl Kit {
             std::io::Read::read_to_end(&mut err, &mut v).unwrap();
             v
         });
-        let status = wait_bounded(&mut child, &format!("wopfs {args:?}"), ctx);
+        let status = wait_child(
+            &mut child,
+            &format!("{ctx}: wopfs {args:?}"),
+            PROCESS_DEADLINE,
+        );
         Output {
             status,
             stdout: t_out.join().unwrap(),
@@ -569,7 +557,11 @@ fn a_killed_commit_process_ends_before_or_after() {
             }
             None => {
                 unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
-                wait_bounded(&mut child, "the killed commit", &ctx)
+                wait_child(
+                    &mut child,
+                    &format!("{ctx}: the killed commit"),
+                    PROCESS_DEADLINE,
+                )
             }
         };
         let completed = status.success();

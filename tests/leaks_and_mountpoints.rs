@@ -12,7 +12,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 
@@ -176,18 +176,6 @@ fn statfs_reports_the_view_not_the_host() {
     assert_eq!(st.f_blocks, (total + 10_000).div_ceil(4096) + free);
 }
 
-/// Polls until `what` holds, up to 30 s.
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn an_expired_view_can_be_unmounted() {
     let env = Env::new();
@@ -197,7 +185,7 @@ fn an_expired_view_can_be_unmounted() {
         let mp = env.mountpoint(name);
         let m = env.mount(&g, &mp, &[]);
         let pid = m.pid.expect("daemon pid");
-        wait_for("the grant to expire", || {
+        wait_until("the grant to expire", Duration::from_secs(30), || {
             fs::metadata(&mp).is_err_and(|e| e.raw_os_error() == Some(libc::EACCES))
         });
         // As `wopfs commit` says to: by its path, and by a relative one.
@@ -213,7 +201,9 @@ fn an_expired_view_can_be_unmounted() {
             String::from_utf8_lossy(&out.stderr)
         );
         assert!(!is_mounted(&mp), "{name}: still mounted");
-        wait_for("the daemon to exit", || !pid_running(pid));
+        wait_until("the daemon to exit", Duration::from_secs(30), || {
+            !pid_running(pid)
+        });
         // The mountpoint is an ordinary directory again.
         assert!(fs::read_dir(&mp).unwrap().next().is_none());
         drop(m);

@@ -15,7 +15,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 
@@ -48,30 +48,22 @@ fn traced(pid: u32, f: impl FnOnce()) -> Vec<String> {
         .spawn()
         .expect("strace is needed for this test (.ci/run installs it)");
     // Attached once every thread of the daemon has a tracer.
-    let start = Instant::now();
-    loop {
-        let tasks: Vec<_> = fs::read_dir(format!("/proc/{pid}/task"))
+    wait_until("strace to attach", Duration::from_secs(20), || {
+        fs::read_dir(format!("/proc/{pid}/task"))
             .unwrap()
             .flatten()
-            .collect();
-        let all = tasks.iter().all(|t| {
-            fs::read_to_string(t.path().join("status")).is_ok_and(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix("TracerPid:"))
-                    .is_some_and(|v| v.trim() != "0")
+            .all(|t| {
+                fs::read_to_string(t.path().join("status")).is_ok_and(|s| {
+                    s.lines()
+                        .find_map(|l| l.strip_prefix("TracerPid:"))
+                        .is_some_and(|v| v.trim() != "0")
+                })
             })
-        });
-        if all {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "strace did not attach"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    });
+    // No wait after `f`: a traced thread leaves a syscall only once strace
+    // has handled its stop, so every call `f` waited for is in strace's
+    // hands; on SIGINT it detaches and writes them all out.
     f();
-    std::thread::sleep(Duration::from_millis(200));
     unsafe { libc::kill(strace.id() as i32, libc::SIGINT) };
     strace.wait().unwrap();
     fs::read_to_string(out.path())

@@ -12,17 +12,12 @@
 mod common;
 
 use std::fs;
-use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
 
 use common::*;
 use serde_json::{json, Value};
-
-const KEY_B64: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
 /// The agent's uid: not root, not an approver.
 const AGENT_UID: &str = "1000";
@@ -271,110 +266,32 @@ while todo:
 print(pydantic.VERSION, " ".join(sorted(seen)))
 "#;
 
-/// A Python every user can run (a per-user interpreter under /root is not).
-fn python() -> &'static str {
-    if Path::new("/usr/bin/python3").exists() {
-        "/usr/bin/python3"
-    } else {
-        "python3"
-    }
-}
+/// The API's policy: reasons required, `.env` and `secrets_*.py` denied,
+/// root approves.
+const POLICY: &str = "enabled = true\nmax_files = 100\nmax_total_size_bytes = 10000000\n\
+     allowed_modes = [\"read_only\", \"read_write_overlay\"]\nrequire_reason = true\n\
+     deny_patterns = [\"**/.env\", \"**/secrets_*.py\"]\napprover_uids = [0]\n";
 
-struct Server {
-    child: Child,
-    socket: PathBuf,
-    views: PathBuf,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(5) {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        // Views open_view mounted and no commit or reject stopped (a
-        // failed assertion): unmount them, never leak a mount.
-        for e in fs::read_dir(&self.views).into_iter().flatten().flatten() {
-            let mp = e.path();
-            if is_mounted(&mp) {
-                let _ = Command::new(BIN).arg("umount").arg(&mp).output();
-            }
-            if is_mounted(&mp) {
-                let _ = rustix::mount::unmount(&mp, rustix::mount::UnmountFlags::DETACH);
-            }
-        }
-    }
+/// Where the server mounts the views it opens (`--views`).
+fn views(env: &Env) -> PathBuf {
+    env.dir.path().canonicalize().unwrap().join("views")
 }
 
 fn start_server(env: &Env) -> Server {
-    let socket = env.dir.path().join("wopfs.sock");
-    let views = env.dir.path().join("views");
-    let policy = env.dir.path().join("policy.toml");
-    fs::write(
-        &policy,
-        "enabled = true\nmax_files = 100\nmax_total_size_bytes = 10000000\n\
-         allowed_modes = [\"read_only\", \"read_write_overlay\"]\nrequire_reason = true\n\
-         deny_patterns = [\"**/.env\", \"**/secrets_*.py\"]\napprover_uids = [0]\n",
+    let views = views(env);
+    // Widened on purpose: the agent runs as another uid.
+    Server::start(
+        env,
+        "wopfs.sock",
+        POLICY,
+        &["--socket-mode", "0666", "--views", views.to_str().unwrap()],
     )
-    .unwrap();
-    let child = Command::new(BIN)
-        .arg("--state-dir")
-        .arg(&env.state)
-        .arg("serve")
-        .arg("--socket")
-        .arg(&socket)
-        // Widened on purpose: the agent runs as another uid.
-        .args(["--socket-mode", "0666"])
-        .arg("--root")
-        .arg(&env.host)
-        .arg("--policy")
-        .arg(&policy)
-        .arg("--views")
-        .arg(&views)
-        .env("A2A_GRANT_SIGNING_KEY", KEY_B64)
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while !socket.exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "the server did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Server {
-        child,
-        socket,
-        views,
-    }
 }
 
 /// One raw HTTP request as root (an approver); returns (status, JSON).
-fn http(socket: &Path, method: &str, path: &str, body: &str) -> (u16, Value) {
-    let mut s = UnixStream::connect(socket).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    s.write_all(head.as_bytes()).unwrap();
-    s.write_all(body.as_bytes()).unwrap();
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    let text = String::from_utf8_lossy(&out).to_string();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+fn http_json(socket: &Path, method: &str, path: &str, body: &str) -> (u16, Value) {
+    let (status, body) = http(socket, method, path, body.as_bytes());
+    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
 }
 
 const PAY: &str =
@@ -618,7 +535,7 @@ fn run_the_seed_example(env: &Env, server: &Server, py: &Path, pythonpath: &[&Pa
         r["mount_path"]
             .as_str()
             .unwrap()
-            .starts_with(server.views.to_str().unwrap()),
+            .starts_with(views(env).to_str().unwrap()),
         "{r}"
     );
 
@@ -643,7 +560,7 @@ fn run_the_seed_example(env: &Env, server: &Server, py: &Path, pythonpath: &[&Pa
     ]);
     assert_eq!(r["patches"], want_patches, "{r}");
     // The same patches as the API gives the approver.
-    let (status, api) = http(
+    let (status, api) = http_json(
         &server.socket,
         "GET",
         &format!("/v1/grants/{g}/patches"),
@@ -732,7 +649,7 @@ fn run_the_seed_example(env: &Env, server: &Server, py: &Path, pythonpath: &[&Pa
         fs::read_to_string(env.host.join("src/payments/pay.py")).unwrap(),
         PAY
     );
-    let (status, out) = http(
+    let (status, out) = http_json(
         &server.socket,
         "POST",
         &format!("/v1/grants/{g}/commit"),
@@ -745,7 +662,7 @@ fn run_the_seed_example(env: &Env, server: &Server, py: &Path, pythonpath: &[&Pa
     );
     assert!(!env.host.join("src/payments/legacy_payment.py").exists());
     for other in [ro, acc] {
-        let (status, out) = http(
+        let (status, out) = http_json(
             &server.socket,
             "POST",
             &format!("/v1/grants/{other}/reject"),

@@ -8,7 +8,7 @@ mod common;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 
@@ -118,17 +118,7 @@ fn run_forwards_sigterm_and_never_outlives_the_command() {
         || ready.exists(),
     );
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "run did not end after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = wait_child(&mut child, "run after SIGTERM", Duration::from_secs(20));
     assert_eq!(status.code(), Some(7), "the command's own exit code");
     assert!(no_mount_of_grant(&g));
 }
@@ -340,17 +330,11 @@ fn a_view_unmounted_under_a_running_container_fails_cleanly() {
     // The daemon is asked to stop; the sandbox keeps the mount busy, so it
     // is detached and the connection aborted.
     unsafe { libc::kill(m.pid.unwrap() as i32, libc::SIGTERM) };
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = sandbox.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "the sandbox hung on a dead view"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = wait_child(
+        &mut sandbox,
+        "the sandbox on a dead view",
+        Duration::from_secs(20),
+    );
     let mut err = String::new();
     use std::io::Read;
     sandbox

@@ -6,32 +6,20 @@
 mod common;
 
 use std::fs;
-use std::io::{Read, Write};
 use std::os::unix::fs::{chown, MetadataExt, PermissionsExt};
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 
-const KEY_B64: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 /// The unprivileged user every test machine has (see tests/api.rs).
 const USER: u32 = 1000;
 /// A uid with no passwd entry and no groups.
 const STRANGER: u32 = 2000;
 /// A group the tests create, with USER as a (supplementary) member.
 const GROUP: &str = "wopfs-test-readers";
-
-/// A Python every user can run (a per-user interpreter under /root is not).
-fn python() -> &'static str {
-    if Path::new("/usr/bin/python3").exists() {
-        "/usr/bin/python3"
-    } else {
-        "python3"
-    }
-}
 
 fn sh(cmd: &str, args: &[&str]) -> std::process::Output {
     Command::new(cmd).args(args).output().unwrap()
@@ -45,67 +33,27 @@ fn member_group() -> (String, u32) {
         let pw = String::from_utf8(sh("getent", &["passwd", &USER.to_string()]).stdout).unwrap();
         let user = pw.split(':').next().unwrap().trim().to_string();
         assert!(!user.is_empty(), "uid {USER} has no passwd entry");
-        for _ in 0..50 {
+        let mut gid = None;
+        // /etc/group may be locked by a concurrent change: retry until the
+        // membership shows.
+        poll_until(Duration::from_secs(10), || {
             let line = String::from_utf8(sh("getent", &["group", GROUP]).stdout).unwrap();
             let fields: Vec<&str> = line.trim().split(':').collect();
-            if fields.len() == 4 {
-                if fields[3].split(',').any(|m| m == user) {
-                    return (user, fields[2].parse().unwrap());
-                }
-                // /etc/group may be locked by a concurrent change: retry.
-                sh("gpasswd", &["-a", &user, GROUP]);
-            } else {
+            if fields.len() != 4 {
                 sh("groupadd", &[GROUP]);
+            } else if fields[3].split(',').any(|m| m == user) {
+                gid = Some(fields[2].parse().unwrap());
+            } else {
+                sh("gpasswd", &["-a", &user, GROUP]);
             }
-            std::thread::sleep(Duration::from_millis(100));
+            gid.is_some()
+        });
+        match gid {
+            Some(gid) => (user, gid),
+            None => panic!("cannot set up group {GROUP} with member {user}"),
         }
-        panic!("cannot set up group {GROUP} with member {user}");
     })
     .clone()
-}
-
-struct Server {
-    child: Child,
-    socket: PathBuf,
-    log: PathBuf,
-}
-
-impl Server {
-    fn stop(&mut self) -> std::process::ExitStatus {
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let start = Instant::now();
-        loop {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                return st;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "the server did not stop on SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-            let start = Instant::now();
-            while start.elapsed() < Duration::from_secs(20) {
-                if let Ok(Some(_)) = self.child.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
 }
 
 /// A test env whose temp dir other users may traverse (the host tree and
@@ -116,83 +64,23 @@ fn env() -> Env {
     env
 }
 
+/// The servers' policy: every mode, no reason needed, `.env` denied, root
+/// approves.
+const POLICY: &str = "enabled = true\nmax_files = 100\nmax_total_size_bytes = 10000000\n\
+     allowed_modes = [\"read_only\", \"read_write_overlay\", \"read_write_direct\"]\n\
+     require_reason = false\ndeny_patterns = [\"**/.env\"]\napprover_uids = [0]\n";
+
 fn serve_cmd(env: &Env, socket: &Path, extra: &[&str]) -> Command {
-    let policy = env.dir.path().join("policy.toml");
-    if !policy.exists() {
-        fs::write(
-            &policy,
-            "enabled = true\nmax_files = 100\nmax_total_size_bytes = 10000000\n\
-             allowed_modes = [\"read_only\", \"read_write_overlay\", \"read_write_direct\"]\n\
-             require_reason = false\ndeny_patterns = [\"**/.env\"]\napprover_uids = [0]\n",
-        )
-        .unwrap();
-    }
-    let mut cmd = Command::new(BIN);
-    cmd.arg("--state-dir")
-        .arg(&env.state)
-        .arg("serve")
-        .arg("--socket")
-        .arg(socket)
-        .arg("--root")
-        .arg(&env.host)
-        .arg("--policy")
-        .arg(&policy)
-        .args(extra)
-        .env("A2A_GRANT_SIGNING_KEY", KEY_B64)
-        .env_remove("WOPFS_LOG")
-        .stdin(Stdio::null());
-    cmd
+    env.serve_command(socket, POLICY, extra)
 }
 
 fn start(env: &Env, name: &str, extra: &[&str]) -> Server {
-    let socket = env.dir.path().join(name);
-    let log = env.dir.path().join(format!("{name}.log"));
-    let child = serve_cmd(env, &socket, extra)
-        .stdout(Stdio::null())
-        .stderr(fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let mut server = Server { child, socket, log };
-    let start = Instant::now();
-    while !server.socket.exists() {
-        if let Some(st) = server.child.try_wait().unwrap() {
-            panic!("the server exited ({st}): {}", server.log());
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "the server did not start"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    server
+    Server::start(env, name, POLICY, extra)
 }
 
 /// One raw HTTP request as root; returns (status, body).
 fn http(socket: &Path, method: &str, path: &str, body: &str) -> (u16, String) {
-    let mut s = UnixStream::connect(socket).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    s.write_all(head.as_bytes()).unwrap();
-    s.write_all(body.as_bytes()).unwrap();
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    parse_reply(&String::from_utf8_lossy(&out))
-}
-
-fn parse_reply(text: &str) -> (u16, String) {
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
+    common::http(socket, method, path, body.as_bytes())
 }
 
 const CLIENT: &str = r#"
@@ -276,7 +164,7 @@ fn http_as(
     let out = run_as(who, &["http", socket.to_str().unwrap(), method, path, body]);
     match out.strip_prefix("connect-errno ") {
         Some(n) => Err(n.trim().parse().unwrap()),
-        None => Ok(parse_reply(&out)),
+        None => Ok(http_reply(&out)),
     }
 }
 
@@ -525,7 +413,7 @@ fn the_socket_is_private_unless_widened_on_purpose() {
     assert_eq!(fs::metadata(&lock).unwrap().mode() & 0o777, 0o600);
     assert_eq!(
         fs::read_to_string(&lock).unwrap().trim(),
-        server.child.id().to_string()
+        server.pid().to_string()
     );
     server.stop();
 
@@ -580,7 +468,7 @@ fn a_second_server_on_the_same_socket_is_refused_and_the_first_keeps_serving() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains(first.socket.to_str().unwrap())
-            && err.contains(&format!("pid {}", first.child.id())),
+            && err.contains(&format!("pid {}", first.pid())),
         "{err}"
     );
     assert!(

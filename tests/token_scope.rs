@@ -10,24 +10,20 @@
 mod common;
 
 use std::fs;
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::{Command, Output};
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use common::*;
 use ed25519_dalek::SigningKey;
 use serde_json::{json, Value};
+use wopfs::clock::SystemClock;
 use wopfs::policy::Mode;
 use wopfs::token::{self, Claims};
 
-/// The tests' key in the reference format: a 32-byte Ed25519 seed as
-/// base64, as `A2A_GRANT_SIGNING_KEY` holds it.
-const KEY_B64: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
-
+/// The tests' key: [`KEY_B64`] is in the reference format, a 32-byte
+/// Ed25519 seed as base64, as `A2A_GRANT_SIGNING_KEY` holds it.
 fn sk() -> SigningKey {
     let seed: [u8; 32] = STANDARD.decode(KEY_B64).unwrap().try_into().unwrap();
     SigningKey::from_bytes(&seed)
@@ -78,7 +74,7 @@ fn refused(env: &Env, args: &[&str]) -> String {
 }
 
 fn claims(t: &str) -> Claims {
-    token::verify(t, &sk().verifying_key(), None).unwrap()
+    token::verify(t, &sk().verifying_key(), None, &SystemClock).unwrap()
 }
 
 /// Signs claims as any holder of the key could, elsewhere.
@@ -504,79 +500,19 @@ fn a_widened_chain_minted_elsewhere_is_refused_at_mount_and_run() {
 // The API
 // ---------------------------------------------------------------------------
 
-struct Server {
-    child: Child,
-    socket: PathBuf,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(5) {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+/// The API's policy: reasons required, `.env` denied, root approves.
+const POLICY: &str = "enabled = true\nmax_files = 100\nmax_total_size_bytes = 10000000\n\
+     allowed_modes = [\"read_only\", \"read_write_overlay\"]\nrequire_reason = true\n\
+     deny_patterns = [\"**/.env\"]\napprover_uids = [0]\n";
 
 fn start_server(env: &Env) -> Server {
-    let socket = env.dir.path().join("wopfs.sock");
-    let policy = env.dir.path().join("policy.toml");
-    fs::write(
-        &policy,
-        "enabled = true\nmax_files = 100\nmax_total_size_bytes = 10000000\n\
-         allowed_modes = [\"read_only\", \"read_write_overlay\"]\nrequire_reason = true\n\
-         deny_patterns = [\"**/.env\"]\napprover_uids = [0]\n",
-    )
-    .unwrap();
-    let child = Command::new(BIN)
-        .args([
-            "--state-dir",
-            s(&env.state),
-            "serve",
-            "--socket",
-            s(&socket),
-        ])
-        .args(["--root", s(&env.host), "--policy", s(&policy)])
-        .env(token::SIGNING_KEY_ENV, KEY_B64)
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while !socket.exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "the server did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Server { child, socket }
+    Server::start(env, "wopfs.sock", POLICY, &[])
 }
 
 /// One POST; returns (status, body as JSON).
 fn post(socket: &Path, path: &str, body: Value) -> (u16, Value) {
-    let body = body.to_string();
-    let mut s = UnixStream::connect(socket).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(
-        s,
-        "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    let status = out
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = out.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+    let (status, body) = http(socket, "POST", path, body.to_string().as_bytes());
+    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
 }
 
 #[test]

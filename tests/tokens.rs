@@ -15,6 +15,7 @@ use base64::Engine;
 use common::*;
 use ed25519_dalek::{Signer, SigningKey};
 use serde_json::{json, Value};
+use wopfs::clock::{Clock, SystemClock};
 use wopfs::token::{self, Claims};
 
 /// A key pair made for one test, written as base64 files.
@@ -196,11 +197,11 @@ fn sign_raw(k: &Keys, payload: &[u8]) -> String {
 
 /// Claims of a verified token, for forging variants signed by the same key.
 fn claims(k: &Keys, t: &str) -> Claims {
-    token::verify(t, &k.sk.verifying_key(), None).unwrap()
+    token::verify(t, &k.sk.verifying_key(), None, &SystemClock).unwrap()
 }
 
 fn now() -> u64 {
-    token::unix_now()
+    SystemClock.unix_secs()
 }
 
 #[test]
@@ -732,7 +733,8 @@ fn expired_tokens_are_refused() {
     c.expires_at = now();
     let err = verify_fails(&env, &k, &token::encode(&k.sk, &c).unwrap(), &[]);
     assert!(err.contains("expired at"), "{err}");
-    // And a real one-second token dies on its own.
+    // And a real one-second token dies on its own (by the system clock;
+    // the unit tests check the instant on a manual one).
     let t = mint(
         &env,
         &k,
@@ -747,7 +749,14 @@ fn expired_tokens_are_refused() {
             "1",
         ],
     );
-    std::thread::sleep(std::time::Duration::from_millis(2100));
+    wait_until(
+        "the token to expire",
+        std::time::Duration::from_secs(30),
+        || {
+            let args = ["token", "verify", &t, "--verifying-key", s(&k.verifying)];
+            !wopfs_with(&env, &args, &[]).status.success()
+        },
+    );
     let err = verify_fails(&env, &k, &t, &[]);
     assert!(err.contains("expired at"), "{err}");
 }
@@ -1325,7 +1334,7 @@ fn claims_extra_only_admits_a2a_fields() {
     };
     c.extra.insert("llm_x".into(), json!(1));
     let t = token::encode(&k, &c).unwrap();
-    let back = token::verify(&t, &k.verifying_key(), Some("a")).unwrap();
+    let back = token::verify(&t, &k.verifying_key(), Some("a"), &SystemClock).unwrap();
     assert_eq!(back.write_prefixes, vec!["out/".to_string()]);
     assert_eq!(back.extra["llm_x"], json!(1));
     c.extra.insert("root".into(), json!(true));

@@ -90,7 +90,7 @@ pub fn run(state_path: &Path, a: &Args) -> Result<()> {
         max_files: a.max_files,
         include_ignored: a.include_ignored,
     };
-    let grant = resolve(&req, &policy)?;
+    let grant = resolve(&req, &policy, &crate::clock::SystemClock)?;
     let state = StateDir::open(state_path)?;
     // The bucket name of the tree, if one is configured (`wopfs bucket`).
     let bucket = crate::bucket::name_of_root(state.path(), &grant.root)?;

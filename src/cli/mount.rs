@@ -46,18 +46,8 @@ pub struct MountArgs {
         allow_hyphen_values = true
     )]
     cache_ttl: String,
-    /// Let other users (a container's uid, say) use the view; needs root or
-    /// `user_allow_other` in /etc/fuse.conf.
-    #[arg(long)]
-    allow_other: bool,
-    /// Present the view's files as owned by this uid (with --gid).
-    #[arg(long, requires = "gid", value_name = "N", allow_hyphen_values = true,
-          value_parser = number::<u32>(0, MAX_ID))]
-    uid: Option<u32>,
-    /// Present the view's files as owned by this gid (with --uid).
-    #[arg(long, requires = "uid", value_name = "N", allow_hyphen_values = true,
-          value_parser = number::<u32>(0, MAX_ID))]
-    gid: Option<u32>,
+    #[command(flatten)]
+    access: AccessArgs,
     /// Overlay limit in bytes (default: the grant's max_total_size_bytes).
     #[arg(long, value_name = "BYTES", allow_hyphen_values = true,
           value_parser = number::<u64>(1, MAX_BYTES))]
@@ -70,6 +60,44 @@ pub struct MountArgs {
     /// daemon pid, mode, options).
     #[arg(long, conflicts_with = "foreground")]
     json: bool,
+}
+
+/// Who may use a view and whom its files belong to: the same flags for
+/// `wopfs mount` and `wopfs run`.
+#[derive(clap::Args, Debug)]
+pub struct AccessArgs {
+    /// Let other users (a container's or a sandboxed command's uid) use the
+    /// view; needs root or `user_allow_other` in /etc/fuse.conf.
+    #[arg(long)]
+    pub allow_other: bool,
+    /// Present the view's files as owned by this uid (with --gid), for a
+    /// container or a command that runs as that user.
+    #[arg(long, requires = "gid", value_name = "N", allow_hyphen_values = true,
+          value_parser = number::<u32>(0, MAX_ID))]
+    uid: Option<u32>,
+    /// Present the view's files as owned by this gid (with --uid).
+    #[arg(long, requires = "uid", value_name = "N", allow_hyphen_values = true,
+          value_parser = number::<u32>(0, MAX_ID))]
+    gid: Option<u32>,
+}
+
+impl AccessArgs {
+    /// The uid and gid every file is presented as owned by, if given.
+    pub fn owner(&self) -> Option<(u32, u32)> {
+        self.uid.zip(self.gid)
+    }
+
+    /// The same flags again, for the daemon's command line.
+    fn to_args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        if self.allow_other {
+            args.push("--allow-other".to_string());
+        }
+        if let Some((u, g)) = self.owner() {
+            args.extend(["--uid".into(), u.to_string(), "--gid".into(), g.to_string()]);
+        }
+        args
+    }
 }
 
 #[derive(clap::Args, Debug)]
@@ -121,12 +149,13 @@ pub fn run_mount(state: &StateDir, a: &MountArgs) -> Result<()> {
     };
     let opts = MountOptions {
         threads: a.threads,
-        allow_other: a.allow_other,
+        allow_other: a.access.allow_other,
         view: ViewOptions {
             cache_ttl,
             quota_bytes: a.quota_bytes,
             quota_files: a.quota_files,
-            owner: a.uid.zip(a.gid),
+            owner: a.access.owner(),
+            ..ViewOptions::default()
         },
     };
     if !a.foreground {
@@ -136,12 +165,7 @@ pub fn run_mount(state: &StateDir, a: &MountArgs) -> Result<()> {
             "--cache-ttl".to_string(),
             a.cache_ttl.clone(),
         ];
-        if a.allow_other {
-            extra.push("--allow-other".to_string());
-        }
-        if let (Some(u), Some(g)) = (a.uid, a.gid) {
-            extra.extend(["--uid".into(), u.to_string(), "--gid".into(), g.to_string()]);
-        }
+        extra.extend(a.access.to_args());
         if let Some(q) = a.quota_bytes {
             extra.extend(["--quota-bytes".to_string(), q.to_string()]);
         }
@@ -214,8 +238,8 @@ fn print_mount_record(state: &StateDir, grant: &crate::grant::Grant, a: &MountAr
         "read_only": grant.mode == crate::policy::Mode::ReadOnly,
         "root": grant.root,
         "expires_at": grant.expires_at,
-        "allow_other": a.allow_other,
-        "owner": a.uid.zip(a.gid).map(|(uid, gid)| serde_json::json!({"uid": uid, "gid": gid})),
+        "allow_other": a.access.allow_other,
+        "owner": a.access.owner().map(|(uid, gid)| serde_json::json!({"uid": uid, "gid": gid})),
         "threads": a.threads,
         "cache_ttl": a.cache_ttl,
         "log": state.log_path(&grant.grant_id),

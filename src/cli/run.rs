@@ -5,7 +5,6 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use super::number::{number, MAX_ID};
 use crate::error::{Error, Result};
 use crate::mount::MountOptions;
 use crate::run::{self, RunOptions};
@@ -24,18 +23,8 @@ pub struct Args {
     /// path is taken from the current directory).
     #[arg(long, default_value = "/workspace", value_name = "PATH")]
     at: PathBuf,
-    /// Let other users in the namespace use the view.
-    #[arg(long)]
-    allow_other: bool,
-    /// Present the view's files as owned by this uid (with --gid), for a
-    /// command that drops to that user.
-    #[arg(long, requires = "gid", value_name = "N", allow_hyphen_values = true,
-          value_parser = number::<u32>(0, MAX_ID))]
-    uid: Option<u32>,
-    /// Present the view's files as owned by this gid (with --uid).
-    #[arg(long, requires = "uid", value_name = "N", allow_hyphen_values = true,
-          value_parser = number::<u32>(0, MAX_ID))]
-    gid: Option<u32>,
+    #[command(flatten)]
+    access: super::mount::AccessArgs,
     /// The command and its arguments, after `--`.
     #[arg(last = true, required = true, value_name = "CMD")]
     command: Vec<OsString>,
@@ -68,9 +57,9 @@ pub fn run(state: &StateDir, a: &Args) -> Result<ExitCode> {
             at: a.at.clone(),
             command: a.command.clone(),
             mount: MountOptions {
-                allow_other: a.allow_other,
+                allow_other: a.access.allow_other,
                 view: crate::view::ViewOptions {
-                    owner: a.uid.zip(a.gid),
+                    owner: a.access.owner(),
                     ..Default::default()
                 },
                 ..MountOptions::default()

@@ -113,7 +113,7 @@ pub fn diagnostics(state: &StateDir, a: &DiagArgs) -> Result<()> {
                 "grant_id": id,
                 "mode": g.mode,
                 "files": g.files.len(),
-                "expired": g.is_expired().unwrap_or(false),
+                "expired": g.is_expired(&crate::clock::SystemClock).unwrap_or(false),
                 "phase": crate::session::SessionState::load(&state.session_dir(&id)).map(|s| s.phase).ok(),
                 "mounted": state.live_mount(&id).is_some(),
                 "pending": crate::patch::pending(&g, &state.session_dir(&id)).map(|p| p.len()).ok(),

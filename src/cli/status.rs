@@ -65,7 +65,7 @@ pub fn run(state: &StateDir, a: &Args) -> Result<()> {
         };
         rows.push(Row {
             phase,
-            expired: g.is_expired()?,
+            expired: g.is_expired(&crate::clock::SystemClock)?,
             grant_id: g.grant_id,
             mode: g.mode.to_string(),
             purpose: g.purpose,

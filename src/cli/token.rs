@@ -9,6 +9,7 @@ use clap::Subcommand;
 use serde_json::json;
 
 use crate::audit::{current_actor, Audit, Event};
+use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, IoContext, Result};
 use crate::grant::{resolve, Grant, GrantRequest};
 use crate::policy::{Mode, Policy};
@@ -231,7 +232,7 @@ fn audit_token(state: &StateDir, op: &str, outcome: &str, c: &Claims) -> Result<
 fn mint(state: &StateDir, a: &MintArgs) -> Result<()> {
     let ttl_secs = parse_ttl(a.ttl.as_deref())?;
     let key = token::load_signing_key(a.signing_key.as_deref())?;
-    let claims = token::mint(&MintRequest {
+    let req = MintRequest {
         issuer: a.issuer.clone(),
         audience: a.audience.clone(),
         bucket: a.bucket.clone(),
@@ -241,9 +242,11 @@ fn mint(state: &StateDir, a: &MintArgs) -> Result<()> {
         write_prefixes: a.write_prefix.clone(),
         outputs_prefix: a.outputs_prefix.clone(),
         ttl_secs,
-    })?;
+    };
+    let claims = token::mint(&req, &SystemClock)?;
     let text = token::encode(&key, &claims)?;
-    crate::chain::record(state, &token::verify(&text, &key.verifying_key(), None)?)?;
+    let verified = token::verify(&text, &key.verifying_key(), None, &SystemClock)?;
+    crate::chain::record(state, &verified, &SystemClock)?;
     audit_token(state, "wopfs.token.mint", "minted", &claims)?;
     print_token(&text, &claims, a.json)
 }
@@ -252,7 +255,7 @@ fn delegate(state: &StateDir, a: &DelegateArgs) -> Result<()> {
     let ttl_secs = parse_ttl(a.ttl.as_deref())?;
     let signing = token::load_signing_key(a.signing_key.as_deref())?;
     let verifying = token::load_verifying_key_or(a.verifying_key.as_deref(), Some(&signing))?;
-    let parent = token::verify(&token_text(&a.token)?, &verifying, None)
+    let parent = token::verify(&token_text(&a.token)?, &verifying, None, &SystemClock)
         .map_err(|e| Error::invalid(format!("the parent token is refused: {e}")))?;
     if let Some(b) = &a.bucket {
         token::check_bucket(&parent, b)?;
@@ -268,16 +271,15 @@ fn delegate(state: &StateDir, a: &DelegateArgs) -> Result<()> {
             mode: a.mode,
             ttl_secs,
         },
+        &SystemClock,
     )
     .map_err(|e| Error::policy(format!("delegation refused: {e}")))?;
     let text = token::encode(&signing, &child)?;
     // Both are remembered, so the child's chain can be checked where it is
     // mounted with this state dir.
-    crate::chain::record(state, &parent)?;
-    crate::chain::record(
-        state,
-        &token::verify(&text, &signing.verifying_key(), None)?,
-    )?;
+    crate::chain::record(state, &parent, &SystemClock)?;
+    let verified = token::verify(&text, &signing.verifying_key(), None, &SystemClock)?;
+    crate::chain::record(state, &verified, &SystemClock)?;
     audit_token(state, "wopfs.token.delegate", "delegated", &child)?;
     print_token(&text, &child, a.json)
 }
@@ -293,7 +295,12 @@ fn print_token(text: &str, claims: &Claims, json: bool) -> Result<()> {
 
 fn verify(a: &VerifyArgs) -> Result<()> {
     let key = token::load_verifying_key(a.verifying_key.as_deref())?;
-    let claims = token::verify(&token_text(&a.token)?, &key, a.audience.as_deref())?;
+    let claims = token::verify(
+        &token_text(&a.token)?,
+        &key,
+        a.audience.as_deref(),
+        &SystemClock,
+    )?;
     if a.json {
         return super::print_json(&claims);
     }
@@ -319,7 +326,7 @@ fn import(state: &StateDir, a: &ImportArgs) -> Result<()> {
     }
     let mut all = Vec::new();
     for t in &texts {
-        all.push(token::verify(t, &key, None)?);
+        all.push(token::verify(t, &key, None, &SystemClock)?);
     }
     // Parents first, each checked before it vouches for a child given
     // alongside; nothing is remembered unless every chain checks out.
@@ -328,12 +335,12 @@ fn import(state: &StateDir, a: &ImportArgs) -> Result<()> {
     for c in &all {
         token::check_chain(c, |id| match checked.get(id) {
             Some(p) => Ok(Some(p.clone())),
-            None => crate::chain::lookup(state, id),
+            None => crate::chain::lookup(state, id, &SystemClock),
         })?;
         checked.insert(c.grant_id.clone(), c.clone());
     }
     for c in &all {
-        crate::chain::record(state, c)?;
+        crate::chain::record(state, c, &SystemClock)?;
         audit_token(state, "wopfs.token.import", "imported", c)?;
         if !a.json {
             outln!(
@@ -360,7 +367,7 @@ fn or_none(items: &[String]) -> String {
 
 /// A readable account of a verified token.
 fn summary(c: &Claims) -> String {
-    let left = humantime::format_duration(Duration::from_secs(c.remaining_secs()));
+    let left = humantime::format_duration(Duration::from_secs(c.remaining_secs(&SystemClock)));
     let mut s = format!("valid grant token {}\n", c.grant_id);
     let mut line = |k: &str, v: String| s.push_str(&format!("  {k:<10} {v}\n"));
     line("issuer", c.issuer.clone());
@@ -434,10 +441,11 @@ pub fn grant_from_token(
         ));
     };
     let key = token::load_verifying_key(a.verifying_key.as_deref())?;
-    let claims = token::verify(&token_text(tok)?, &key, Some(audience))?;
+    let clock = SystemClock;
+    let claims = token::verify(&token_text(tok)?, &key, Some(audience), &clock)?;
     check_state_outside_root(state.path(), root)?;
     let bucket = crate::bucket::check_token(state.path(), root, &claims.grant_id, &claims.bucket)?;
-    crate::chain::check(state, &claims)?;
+    crate::chain::check(state, &claims, &clock)?;
     let policy = match &a.policy {
         Some(p) => Policy::load(p)?,
         None => Policy::builtin_default()?,
@@ -452,7 +460,7 @@ pub fn grant_from_token(
             ))
         })?;
     let Some(remaining) = expiry
-        .duration_since(std::time::SystemTime::now())
+        .duration_since(clock.now())
         .ok()
         .filter(|d| !d.is_zero())
     else {
@@ -474,7 +482,10 @@ pub fn grant_from_token(
         max_files: None,
         include_ignored: false,
     };
-    let grant = resolve(&req, &policy)?;
+    let mut grant = resolve(&req, &policy, &clock)?;
+    // The lifetime counted from the end of the walk would run past the
+    // token's by the walk's time.
+    grant.expires_at = Some(crate::grant::rfc3339(expiry));
     if let Some(mp) = mountpoint {
         crate::mount::mountinfo::check_mountpoint(mp, &grant.root, state.path())?;
     }
@@ -494,7 +505,7 @@ pub fn grant_from_token(
         }),
     )?;
     // Its children may be mounted here now.
-    crate::chain::record(state, &claims)?;
+    crate::chain::record(state, &claims, &clock)?;
     Ok(grant)
 }
 

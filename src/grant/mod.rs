@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 pub use filetype::FileType;
 pub use resolve::{resolve, GrantRequest};
 
+use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::policy::Mode;
 
@@ -90,15 +91,15 @@ impl Grant {
             .transpose()
     }
 
-    pub fn is_expired(&self) -> Result<bool> {
-        Ok(self
-            .expires_at_time()?
-            .is_some_and(|t| SystemTime::now() >= t))
+    /// Whether the grant has expired by `clock` (expiry is inclusive: a
+    /// grant is dead at its `expires_at`).
+    pub fn is_expired(&self, clock: &dyn Clock) -> Result<bool> {
+        Ok(self.expires_at_time()?.is_some_and(|t| clock.now() >= t))
     }
 
     /// Refuses an expired grant with a clear error.
-    pub fn check_live(&self) -> Result<()> {
-        if self.is_expired()? {
+    pub fn check_live(&self, clock: &dyn Clock) -> Result<()> {
+        if self.is_expired(clock)? {
             return Err(Error::policy(format!(
                 "grant {} expired at {}",
                 self.grant_id,

@@ -2,12 +2,13 @@
 
 use std::path::PathBuf;
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use rayon::prelude::*;
 use rustix::fs::{self as rfs, FileType as RType};
 
 use super::{rfc3339, FileMatch, FileType, Grant};
+use crate::clock::Clock;
 use crate::error::{Error, IoContext, Result};
 use crate::host::{stat_child, HostRoot};
 use crate::paths;
@@ -32,8 +33,9 @@ pub struct GrantRequest {
 }
 
 /// Checks `req` against `policy` and resolves the granted file list with
-/// one walk of the host tree. `grant_id` is filled in by the store.
-pub fn resolve(req: &GrantRequest, policy: &Policy) -> Result<Grant> {
+/// one walk of the host tree; the grant is created, and its lifetime
+/// starts, at `clock`'s now. `grant_id` is filled in by the store.
+pub fn resolve(req: &GrantRequest, policy: &Policy, clock: &dyn Clock) -> Result<Grant> {
     let rule = |msg: String| Err(Error::policy(format!("{msg} (policy {})", policy.source)));
     if !policy.enabled {
         return rule("workspace access is disabled by policy (enabled = false)".into());
@@ -139,7 +141,7 @@ pub fn resolve(req: &GrantRequest, policy: &Policy) -> Result<Grant> {
         ));
     }
 
-    let now = SystemTime::now();
+    let now = clock.now();
     Ok(Grant {
         grant_id: String::new(),
         purpose: req.purpose.clone(),
@@ -274,6 +276,7 @@ fn link_stays_visible(link: &str, target: &[u8], deny: &DenySet) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::SystemClock;
     use std::fs;
     use std::os::unix::fs::symlink;
 
@@ -328,7 +331,7 @@ mod tests {
     fn walk_grants_exactly_the_allowed_files() {
         let d = tree();
         let policy = Policy::builtin_default().unwrap();
-        let g = resolve(&req(d.path()), &policy).unwrap();
+        let g = resolve(&req(d.path()), &policy, &SystemClock).unwrap();
         assert_eq!(
             paths_of(&g),
             vec![
@@ -360,10 +363,13 @@ mod tests {
         let policy = Policy::builtin_default().unwrap();
         let mut r = req(d.path());
         r.allow = vec!["src/**/*.py".into()];
-        let g = resolve(&r, &policy).unwrap();
+        let g = resolve(&r, &policy, &SystemClock).unwrap();
         assert_eq!(paths_of(&g), vec!["src/pay.py", "src/util/round.py"]);
         r.allow = vec!["src/*.py".into()];
-        assert_eq!(paths_of(&resolve(&r, &policy).unwrap()), vec!["src/pay.py"]);
+        assert_eq!(
+            paths_of(&resolve(&r, &policy, &SystemClock).unwrap()),
+            vec!["src/pay.py"]
+        );
     }
 
     #[test]
@@ -373,7 +379,7 @@ mod tests {
         let r = req(d.path());
 
         policy.max_files = 2;
-        let e = resolve(&r, &policy).unwrap_err().to_string();
+        let e = resolve(&r, &policy, &SystemClock).unwrap_err().to_string();
         assert!(
             e.contains("too many files") && e.contains("5 files") && e.contains("2"),
             "{e}"
@@ -381,7 +387,7 @@ mod tests {
 
         policy.max_files = 100;
         policy.max_total_size_bytes = 10;
-        let e = resolve(&r, &policy).unwrap_err().to_string();
+        let e = resolve(&r, &policy, &SystemClock).unwrap_err().to_string();
         assert!(
             e.contains("total size too large") && e.contains("max_total_size_bytes is 10"),
             "{e}"
@@ -390,23 +396,23 @@ mod tests {
         policy.max_total_size_bytes = 1 << 20;
         let mut r2 = r.clone();
         r2.mode = Mode::ReadWriteDirect;
-        let e = resolve(&r2, &policy).unwrap_err().to_string();
+        let e = resolve(&r2, &policy, &SystemClock).unwrap_err().to_string();
         assert!(e.contains("mode read_write_direct is not allowed"), "{e}");
         assert!(e.contains("read_only, read_write_overlay"), "{e}");
 
         policy.require_reason = true;
-        let e = resolve(&r, &policy).unwrap_err().to_string();
+        let e = resolve(&r, &policy, &SystemClock).unwrap_err().to_string();
         assert!(e.contains("reason is required"), "{e}");
 
         policy.enabled = false;
-        let e = resolve(&r, &policy).unwrap_err().to_string();
+        let e = resolve(&r, &policy, &SystemClock).unwrap_err().to_string();
         assert!(e.contains("disabled"), "{e}");
 
         let mut policy = Policy::builtin_default().unwrap();
         policy.max_files = 3;
         let mut r3 = r.clone();
         r3.max_files = Some(4);
-        let e = resolve(&r3, &policy).unwrap_err().to_string();
+        let e = resolve(&r3, &policy, &SystemClock).unwrap_err().to_string();
         assert!(
             e.contains("--max-files 4") && e.contains("max_files = 3"),
             "{e}"
@@ -418,7 +424,7 @@ mod tests {
         let d = tree();
         let mut r = req(d.path());
         r.allow = vec!["*.rs".into()];
-        let e = resolve(&r, &Policy::builtin_default().unwrap())
+        let e = resolve(&r, &Policy::builtin_default().unwrap(), &SystemClock)
             .unwrap_err()
             .to_string();
         assert!(e.contains("no file"), "{e}");
@@ -427,7 +433,7 @@ mod tests {
     #[test]
     fn missing_root_is_named() {
         let r = req(std::path::Path::new("/nonexistent/tree"));
-        let e = resolve(&r, &Policy::builtin_default().unwrap())
+        let e = resolve(&r, &Policy::builtin_default().unwrap(), &SystemClock)
             .unwrap_err()
             .to_string();
         assert!(e.contains("/nonexistent/tree"), "{e}");
@@ -477,7 +483,7 @@ mod tests {
             "open.toml",
         )
         .unwrap();
-        let g = resolve(&r, &open).unwrap();
+        let g = resolve(&r, &open, &SystemClock).unwrap();
         assert_eq!(
             paths_of(&g),
             vec![
@@ -491,12 +497,12 @@ mod tests {
         );
         assert!(!g.include_ignored);
         r.include_ignored = true;
-        let g = resolve(&r, &open).unwrap();
+        let g = resolve(&r, &open, &SystemClock).unwrap();
         assert_eq!(g.files.len(), 15);
         assert!(g.include_ignored);
         // Denies still win over --include-ignored.
         open.deny_patterns = vec!["**/.git".into(), "node_modules".into()];
-        let g = resolve(&r, &open).unwrap();
+        let g = resolve(&r, &open, &SystemClock).unwrap();
         assert_eq!(g.files.len(), 13);
         assert!(!paths_of(&g).iter().any(|f| f.starts_with("node_modules")));
     }
@@ -507,13 +513,13 @@ mod tests {
         let p = d.path();
         write(p, &[("patterns", "*.py\n"), ("a.py", "x")]);
         symlink("patterns", p.join(".gitignore")).unwrap();
-        let g = resolve(&req(p), &Policy::builtin_default().unwrap()).unwrap();
+        let g = resolve(&req(p), &Policy::builtin_default().unwrap(), &SystemClock).unwrap();
         assert_eq!(paths_of(&g), vec![".gitignore", "a.py", "patterns"]);
         // Nothing matching because of .gitignore says so.
         write(p, &[("b/.gitignore", "*\n"), ("b/c.md", "c")]);
         let mut r = req(p);
         r.allow = vec!["b/c.md".into()];
-        let e = resolve(&r, &Policy::builtin_default().unwrap())
+        let e = resolve(&r, &Policy::builtin_default().unwrap(), &SystemClock)
             .unwrap_err()
             .to_string();
         assert!(e.contains("--include-ignored"), "{e}");
@@ -531,7 +537,7 @@ mod tests {
         fs::hard_link(p.join("b.txt"), p.join("src/b2.txt")).unwrap();
         let mut policy = Policy::builtin_default().unwrap();
         assert!(policy.allow_hardlinks);
-        let g = resolve(&req(p), &policy).unwrap();
+        let g = resolve(&req(p), &policy, &SystemClock).unwrap();
         assert_eq!(
             paths_of(&g),
             vec!["b.txt", "src/a.py", "src/b2.txt", "src/hard_env.py"]
@@ -539,7 +545,7 @@ mod tests {
         assert_eq!(g.hardlinked_files, 3);
         assert!(g.hardlinks_left_out.is_empty() && g.allow_hardlinks);
         policy.allow_hardlinks = false;
-        let g = resolve(&req(p), &policy).unwrap();
+        let g = resolve(&req(p), &policy, &SystemClock).unwrap();
         assert_eq!(paths_of(&g), vec!["src/a.py"]);
         assert_eq!(g.hardlinked_files, 3);
         assert_eq!(
@@ -549,7 +555,7 @@ mod tests {
         assert!(!g.allow_hardlinks);
         let mut r = req(p);
         r.allow = vec!["src/hard_env.py".into()];
-        let e = resolve(&r, &policy).unwrap_err().to_string();
+        let e = resolve(&r, &policy, &SystemClock).unwrap_err().to_string();
         assert!(
             e.contains("hard link") && e.contains("allow_hardlinks"),
             "{e}"
@@ -582,7 +588,7 @@ mod tests {
         deep_file(d.path(), &many, "leaf.txt", b"leaf");
         let mut r = req(d.path());
         r.allow = vec!["**/*.py".into(), "**/leaf.txt".into()];
-        let g = resolve(&r, &Policy::builtin_default().unwrap()).unwrap();
+        let g = resolve(&r, &Policy::builtin_default().unwrap(), &SystemClock).unwrap();
         let want_long = format!("{}/deep.py", long.join("/"));
         let want_many = format!("{}/leaf.txt", many.join("/"));
         assert!(want_long.len() > 4096 && want_many.len() > 4096);

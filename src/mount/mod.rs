@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use fuser::{Config, MountOption, SessionACL};
 
+use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, IoContext, Result};
 use crate::fuse::WopFs;
 use crate::grant::Grant;
@@ -45,28 +46,62 @@ const READY: &str = "wopfs-ready";
 /// Set when the FUSE session loop has ended (the kernel closed the connection).
 static SESSION_ENDED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-/// Checks everything a mount needs before any process is started, so the
-/// user gets a clear error: a live grant, a usable mountpoint, a session
-/// not already mounted.
-pub fn preflight(state: &StateDir, grant: &Grant, mountpoint: &Path) -> Result<PathBuf> {
-    grant.check_live()?;
-    crate::controller::ensure_no_interrupted_commit(
-        &state.session_dir(&grant.grant_id),
-        &grant.grant_id,
-    )?;
-    crate::session::SessionState::load(&state.session_dir(&grant.grant_id))?
-        .check_not_ended(&grant.grant_id, "mount")?;
+/// The checks every way of serving a grant makes before it starts
+/// (`wopfs mount`, its daemon, `wopfs run`, named by `what`), so the user
+/// gets a clear error: a grant live by `clock`, no interrupted commit, a
+/// session neither committed nor rejected, and no mount of it already.
+pub fn check_servable(
+    state: &StateDir,
+    grant: &Grant,
+    clock: &dyn Clock,
+    what: &str,
+) -> Result<()> {
+    grant.check_live(clock)?;
+    let session = state.session_dir(&grant.grant_id);
+    crate::controller::ensure_no_interrupted_commit(&session, &grant.grant_id)?;
+    crate::session::SessionState::load(&session)?.check_not_ended(&grant.grant_id, what)?;
     if let Some(rec) = state.live_mount(&grant.grant_id) {
         if mountinfo::mount_at(&rec.mountpoint).is_some() {
             return Err(Error::invalid(format!(
-                "grant {} is already mounted at {} (pid {})",
+                "grant {} is already mounted at {} (pid {}); unmount it first",
                 grant.grant_id,
                 rec.mountpoint.display(),
                 rec.pid
             )));
         }
     }
+    Ok(())
+}
+
+/// Checks everything a mount needs before any process is started
+/// ([`check_servable`], and a usable mountpoint); returns the mountpoint's
+/// canonical path.
+pub fn preflight(
+    state: &StateDir,
+    grant: &Grant,
+    mountpoint: &Path,
+    clock: &dyn Clock,
+) -> Result<PathBuf> {
+    check_servable(state, grant, clock, "mount")?;
     mountinfo::check_mountpoint(mountpoint, &grant.root, state.path())
+}
+
+/// The view of `grant` and its FUSE session on `mp`, with the session lock
+/// held shared: keep it until the process ends, so no commit runs while
+/// the view is served.
+pub fn open_session(
+    state: &StateDir,
+    grant: &Grant,
+    mp: &Path,
+    opts: &MountOptions,
+) -> Result<(crate::session::SessionLock, fuser::Session<WopFs>)> {
+    let session = state.session_dir(&grant.grant_id);
+    let lock = crate::session::lock(&session, false, &grant.grant_id)?;
+    crate::controller::ensure_no_interrupted_commit(&session, &grant.grant_id)?;
+    let view = Arc::new(View::new(grant, Some(&session), opts.view.clone())?);
+    let fuse = fuser::Session::new(WopFs::new(view), mp, &fuse_config(grant, opts))
+        .ctx(|| format!("mounting grant {} at {}", grant.grant_id, mp.display()))?;
+    Ok((lock, fuse))
 }
 
 /// The FUSE mount configuration of a grant's view.
@@ -107,19 +142,11 @@ pub fn serve(
     opts: &MountOptions,
     notify: bool,
 ) -> Result<()> {
-    let mp = preflight(state, grant, mountpoint)?;
+    let mp = preflight(state, grant, mountpoint, &*opts.view.clock)?;
     // Modes of new entries arrive with the caller's umask applied already;
     // the daemon's own must not strip more. Files of its own name their modes.
     rustix::process::umask(rustix::fs::Mode::empty());
-    let session = state.session_dir(&grant.grant_id);
-    // Held until this process ends: no commit runs while the view is served.
-    let _lock = crate::session::lock(&session, false, &grant.grant_id)?;
-    crate::controller::ensure_no_interrupted_commit(&session, &grant.grant_id)?;
-    let view = Arc::new(View::new(grant, Some(&session), opts.view.clone())?);
-
-    let config = fuse_config(grant, opts);
-    let session = fuser::Session::new(WopFs::new(view), &mp, &config)
-        .ctx(|| format!("mounting grant {} at {}", grant.grant_id, mp.display()))?;
+    let (_lock, session) = open_session(state, grant, &mp, opts)?;
     state.write_mount_record(
         &grant.grant_id,
         &MountRecord {
@@ -241,7 +268,8 @@ pub fn spawn_daemon(
     mountpoint: &Path,
     extra_args: &[String],
 ) -> Result<()> {
-    preflight(state, grant, mountpoint)?;
+    // The daemon judges expiry by the system clock too.
+    preflight(state, grant, mountpoint, &SystemClock)?;
     let exe = std::env::current_exe().ctx(|| "locating the wopfs binary")?;
     let mut child = Command::new(exe)
         .arg("--state-dir")

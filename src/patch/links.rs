@@ -130,7 +130,7 @@ mod tests {
             max_files: None,
             include_ignored: false,
         };
-        let g = resolve(&req, &policy).unwrap();
+        let g = resolve(&req, &policy, &crate::clock::SystemClock).unwrap();
         (dir, g)
     }
 

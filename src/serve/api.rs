@@ -285,7 +285,11 @@ fn grant_request(s: &Server, peer: Peer, files: &[String], ask: Ask) -> Result<G
 /// Resolves `req` (run it with the caller's credentials: a file they
 /// cannot read is not granted); every file in `files` must be granted.
 fn resolve_files(s: &Server, req: &GrantRequest, files: &[String]) -> Result<Grant> {
-    let grant = keep_readable(crate::grant::resolve(req, &s.opts.policy)?)?;
+    let grant = keep_readable(crate::grant::resolve(
+        req,
+        &s.opts.policy,
+        &crate::clock::SystemClock,
+    )?)?;
     let granted: std::collections::BTreeSet<&str> =
         grant.files.iter().map(|f| f.path.as_str()).collect();
     if let Some(missing) = files.iter().find(|f| !granted.contains(f.as_str())) {
@@ -541,7 +545,8 @@ async fn delegate(State(s): Srv, ConnectInfo(peer): Caller, Body(r): Body<Delega
         })?;
         // The grant as the parent: its bucket is its tree's (`wopfs bucket`).
         let bucket = crate::bucket::of_root(st.path(), &grant.root)?;
-        let parent = crate::token::grant_claims(&grant, &bucket)?;
+        let clock = crate::clock::SystemClock;
+        let parent = crate::token::grant_claims(&grant, &bucket, &clock)?;
         let child = crate::token::delegate(
             &parent,
             &crate::token::Narrowing {
@@ -553,6 +558,7 @@ async fn delegate(State(s): Srv, ConnectInfo(peer): Caller, Body(r): Body<Delega
                 mode: r.mode,
                 ttl_secs,
             },
+            &clock,
         )?;
         crate::token::encode(key, &child)
     })

@@ -47,7 +47,7 @@ fn fixture(mode: Mode, prefixes: &[&str], policy: Policy) -> Fx {
     };
     let mut policy = policy;
     policy.allowed_modes.push(mode);
-    let grant = resolve(&req, &policy).unwrap();
+    let grant = resolve(&req, &policy, &crate::clock::SystemClock).unwrap();
     let session = state.path().join("s");
     fs::create_dir_all(&session).unwrap();
     Fx {

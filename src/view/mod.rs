@@ -27,6 +27,7 @@ pub use attr::{Attr, DIR_SIZE};
 use handles::{Handle, Handles};
 pub use write::{Caller, SetAttr, SetTime};
 
+use crate::clock::SharedClock;
 use crate::error::{Errno, Result as CmdResult};
 use crate::grant::Grant;
 use crate::host::{stat_child, HostRoot};
@@ -51,6 +52,8 @@ pub struct ViewOptions {
     pub quota_files: Option<u64>,
     /// Present every entry as owned by this uid/gid (a container's user).
     pub owner: Option<(u32, u32)>,
+    /// The time expiry is judged by (the system clock but in tests).
+    pub clock: SharedClock,
 }
 
 impl Default for ViewOptions {
@@ -60,6 +63,7 @@ impl Default for ViewOptions {
             quota_bytes: None,
             quota_files: None,
             owner: None,
+            clock: crate::clock::system(),
         }
     }
 }
@@ -222,7 +226,7 @@ impl View {
     fn clamp(&self, ttl: Duration) -> Duration {
         match self.expires_at {
             Some(t) => t
-                .duration_since(SystemTime::now())
+                .duration_since(self.opts.clock.now())
                 .unwrap_or_default()
                 .min(ttl),
             None => ttl,
@@ -256,7 +260,7 @@ impl View {
     /// After the grant expires every request answers EACCES.
     fn live(&self) -> Result<()> {
         match self.expires_at {
-            Some(t) if SystemTime::now() >= t => Err(Errno::EACCES),
+            Some(t) if self.opts.clock.now() >= t => Err(Errno::EACCES),
             _ => Ok(()),
         }
     }

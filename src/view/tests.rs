@@ -6,6 +6,7 @@ use std::os::unix::fs::symlink;
 use std::time::Duration;
 
 use super::*;
+use crate::clock::{ManualClock, SystemClock};
 use crate::grant::{resolve, GrantRequest};
 use crate::policy::Policy;
 
@@ -16,6 +17,12 @@ struct Fixture {
 }
 
 fn fixture(ttl: Option<Duration>) -> Fixture {
+    fixture_on(ttl, ManualClock::new(SystemTime::now()))
+}
+
+/// The fixture's grant made at `clock`'s now, its view judging expiry by
+/// `clock`.
+fn fixture_on(ttl: Option<Duration>, clock: ManualClock) -> Fixture {
     let host = tempfile::tempdir().unwrap();
     let root = host.path().to_path_buf();
     for (f, c) in [
@@ -42,8 +49,12 @@ fn fixture(ttl: Option<Duration>) -> Fixture {
         max_files: None,
         include_ignored: false,
     };
-    let grant = resolve(&req, &Policy::builtin_default().unwrap()).unwrap();
-    let view = View::new(&grant, None, ViewOptions::default()).unwrap();
+    let grant = resolve(&req, &Policy::builtin_default().unwrap(), &clock).unwrap();
+    let opts = ViewOptions {
+        clock: clock.shared(),
+        ..ViewOptions::default()
+    };
+    let view = View::new(&grant, None, opts).unwrap();
     Fixture {
         _host: host,
         root,
@@ -202,13 +213,27 @@ fn host_changes_show_through_and_removals_are_enoent() {
     );
 }
 
+/// A grant of 10 s made at T, judged by a clock the test moves.
+fn expiring() -> (Fixture, ManualClock, SystemTime) {
+    let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    let clock = ManualClock::new(start);
+    let f = fixture_on(Some(Duration::from_secs(10)), clock.clone());
+    (f, clock, start + Duration::from_secs(10))
+}
+
 #[test]
-fn expired_grant_answers_eacces() {
-    let f = fixture(Some(Duration::from_millis(1200)));
+fn a_view_answers_until_its_grant_expires() {
+    let (f, clock, expiry) = expiring();
     let v = &f.view;
-    assert!(v.ttl() <= Duration::from_millis(1200));
-    assert!(lookup_path(v, "README.md").is_ok());
-    std::thread::sleep(Duration::from_millis(1300));
+    clock.set(expiry - Duration::from_nanos(1));
+    let readme = lookup_path(v, "README.md").unwrap();
+    assert_eq!(v.getattr(readme.ino).unwrap().size, 7);
+    let fh = v.open(readme.ino, libc::O_RDONLY).unwrap().fh;
+    assert_eq!(v.read(fh, 0, 100).unwrap(), b"readme\n");
+    // Dead at its expires_at: even a handle opened before answers EACCES.
+    clock.set(expiry);
+    assert_eq!(v.read(fh, 0, 100).unwrap_err(), Errno::EACCES);
+    assert_eq!(v.getattr_fh(readme.ino, fh).unwrap_err(), Errno::EACCES);
     assert_eq!(v.getattr(ROOT).unwrap_err(), Errno::EACCES);
     assert_eq!(
         v.lookup(ROOT, OsStr::new("README.md")).unwrap_err(),
@@ -219,6 +244,42 @@ fn expired_grant_answers_eacces() {
     assert_eq!(v.listxattr(ROOT, || true).unwrap_err(), Errno::EACCES);
     assert_eq!(v.write_denied(ROOT), Errno::EACCES);
     assert_eq!(v.ttl(), Duration::ZERO);
+    clock.advance(Duration::from_secs(3600));
+    assert_eq!(lookup_path(v, "README.md").unwrap_err(), Errno::EACCES);
+}
+
+#[test]
+fn cache_lifetimes_never_reach_past_expiry() {
+    let (f, clock, expiry) = expiring();
+    let v = &f.view;
+    let mut owned = lookup_path(v, "README.md").unwrap();
+    owned.owned = true;
+    // Far from expiry: the configured lifetimes (1 s, and OWNED_TTL for
+    // what the daemon owns) would cross it, so both end at expiry.
+    assert_eq!(v.ttl(), Duration::from_secs(1));
+    assert_eq!(v.ttl_for(&owned), Duration::from_secs(10));
+    for left in [1_500, 1_000, 999, 1, 0] {
+        clock.set(expiry - Duration::from_millis(left));
+        let left = Duration::from_millis(left);
+        assert_eq!(v.ttl(), left.min(Duration::from_secs(1)), "{left:?} left");
+        assert_eq!(v.ttl_for(&owned), left, "{left:?} left");
+    }
+    clock.advance(Duration::from_secs(5));
+    assert_eq!(
+        (v.ttl(), v.ttl_for(&owned)),
+        (Duration::ZERO, Duration::ZERO)
+    );
+}
+
+#[test]
+fn a_view_without_expiry_keeps_its_cache_lifetimes() {
+    let clock = ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+    let f = fixture_on(None, clock.clone());
+    clock.advance(Duration::from_secs(10 * 365 * 86_400));
+    let mut a = lookup_path(&f.view, "README.md").unwrap();
+    assert_eq!(f.view.ttl_for(&a), Duration::from_secs(1));
+    a.owned = true;
+    assert_eq!(f.view.ttl_for(&a), OWNED_TTL);
 }
 
 #[test]
@@ -322,13 +383,13 @@ fn refused_hard_links_are_not_served_even_when_made_after_the_grant() {
     let mut policy = Policy::builtin_default().unwrap();
     policy.allow_hardlinks = false;
     let strict = View::new(
-        &resolve(&req, &policy).unwrap(),
+        &resolve(&req, &policy, &SystemClock).unwrap(),
         None,
         ViewOptions::default(),
     )
     .unwrap();
     let default = View::new(
-        &resolve(&req, &Policy::builtin_default().unwrap()).unwrap(),
+        &resolve(&req, &Policy::builtin_default().unwrap(), &SystemClock).unwrap(),
         None,
         ViewOptions::default(),
     )

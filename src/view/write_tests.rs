@@ -49,7 +49,12 @@ pub(super) fn fixture_with(prefixes: &[&str], extra: &[(&str, &str)]) -> Fx {
         max_files: None,
         include_ignored: false,
     };
-    let grant = resolve(&req, &Policy::builtin_default().unwrap()).unwrap();
+    let grant = resolve(
+        &req,
+        &Policy::builtin_default().unwrap(),
+        &crate::clock::SystemClock,
+    )
+    .unwrap();
     let session = state.path().join("s");
     fs::create_dir_all(&session).unwrap();
     Fx {

@@ -8,9 +8,8 @@
 use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::process::{Child, Command, ExitStatus, Output};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_wopfs");
@@ -113,28 +112,28 @@ impl Env {
 pub struct Mounted {
     pub mp: PathBuf,
     pub pid: Option<u32>,
-    done: Arc<AtomicBool>,
+    /// Dropped (disconnecting the watchdog) when the guard tears down.
+    watchdog: Option<mpsc::Sender<()>>,
 }
 
 impl Mounted {
     pub fn new(mp: PathBuf, pid: Option<u32>) -> Mounted {
-        let done = Arc::new(AtomicBool::new(false));
-        let (d, m) = (done.clone(), mp.clone());
+        let (tx, rx) = mpsc::channel::<()>();
+        let m = mp.clone();
         std::thread::spawn(move || {
-            let start = Instant::now();
-            while !d.load(Ordering::Relaxed) {
-                if start.elapsed() > MOUNT_DEADLINE {
-                    eprintln!(
-                        "watchdog: tearing down {} after {MOUNT_DEADLINE:?}",
-                        m.display()
-                    );
-                    teardown(&m, pid);
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(200));
+            if rx.recv_timeout(MOUNT_DEADLINE) == Err(mpsc::RecvTimeoutError::Timeout) {
+                eprintln!(
+                    "watchdog: tearing down {} after {MOUNT_DEADLINE:?}",
+                    m.display()
+                );
+                teardown(&m, pid);
             }
         });
-        Mounted { mp, pid, done }
+        Mounted {
+            mp,
+            pid,
+            watchdog: Some(tx),
+        }
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
@@ -148,7 +147,7 @@ impl Mounted {
 
 impl Drop for Mounted {
     fn drop(&mut self) {
-        self.done.store(true, Ordering::Relaxed);
+        drop(self.watchdog.take());
         teardown(&self.mp, self.pid);
     }
 }
@@ -169,27 +168,52 @@ fn teardown(mp: &Path, pid: Option<u32>) {
         let _ = rustix::mount::unmount(mp, rustix::mount::UnmountFlags::DETACH);
     }
     if let Some(pid) = pid {
-        let start = Instant::now();
-        while pid_running(pid) && start.elapsed() < Duration::from_secs(5) {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        if pid_running(pid) {
+        if !poll_until(Duration::from_secs(5), || !pid_running(pid)) {
             unsafe { libc::kill(pid as i32, libc::SIGKILL) };
         }
     }
 }
 
-/// Waits for an event instead of sleeping a fixed time: polls `cond` every
-/// few milliseconds until it holds, and panics naming `what` if it still
-/// does not after `timeout` (a generous deadline: it only bounds a hang).
-pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+/// Polls `cond` every few milliseconds until it holds or `timeout` has
+/// passed; returns whether it held.
+pub fn poll_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let start = Instant::now();
-    while !cond() {
-        assert!(
-            start.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {what}"
-        );
+    loop {
+        if cond() {
+            return true;
+        }
+        if start.elapsed() >= timeout {
+            return false;
+        }
         std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Waits for an event instead of sleeping a fixed time: polls `cond` until
+/// it holds, and panics naming `what` if it still does not after `timeout`
+/// (a generous deadline: it only bounds a hang).
+pub fn wait_until(what: &str, timeout: Duration, cond: impl FnMut() -> bool) {
+    assert!(
+        poll_until(timeout, cond),
+        "timed out after {timeout:?} waiting for {what}"
+    );
+}
+
+/// Waits for `child` to exit; past `timeout` kills it and panics naming
+/// `what`.
+pub fn wait_child(child: &mut Child, what: &str, timeout: Duration) -> ExitStatus {
+    let mut status = None;
+    poll_until(timeout, || {
+        status = child.try_wait().expect("waiting for a child");
+        status.is_some()
+    });
+    match status {
+        Some(st) => st,
+        None => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} still running after {timeout:?}; killed it");
+        }
     }
 }
 
@@ -285,17 +309,15 @@ pub fn try_output_within(cmd: &mut Command, limit: Duration) -> std::io::Result<
     };
     let out = pipe(Box::new(child.stdout.take().unwrap()));
     let err = pipe(Box::new(child.stderr.take().unwrap()));
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait()? {
-            break s;
-        }
-        if start.elapsed() > limit {
-            unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
-            let _ = child.wait();
-            return Ok(None);
-        }
-        std::thread::sleep(Duration::from_millis(50));
+    let mut exited = Ok(None);
+    poll_until(limit, || {
+        exited = child.try_wait();
+        !matches!(exited, Ok(None))
+    });
+    let Some(status) = exited? else {
+        unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+        let _ = child.wait();
+        return Ok(None);
     };
     Ok(Some(Output {
         status,
@@ -503,4 +525,173 @@ impl Env {
         assert!(is_mounted(mp), "{line} did not mount");
         m
     }
+}
+
+/// A Python every user can run (a per-user interpreter under /root is not).
+pub fn python() -> &'static str {
+    if Path::new("/usr/bin/python3").exists() {
+        "/usr/bin/python3"
+    } else {
+        "python3"
+    }
+}
+
+/// The signing key (`A2A_GRANT_SIGNING_KEY`) of the tests' servers and
+/// tokens: the bytes 0 to 31, base64.
+pub const KEY_B64: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+/// How long a test server may take to start, or to stop once signalled.
+pub const SERVER_DEADLINE: Duration = Duration::from_secs(30);
+
+impl Env {
+    /// `wopfs serve --socket SOCKET --root HOST --policy POLICY EXTRA…` with
+    /// the signing key [`KEY_B64`]; POLICY is `policy` (TOML), written to
+    /// `policy.toml` in the env's dir.
+    pub fn serve_command(&self, socket: &Path, policy: &str, extra: &[&str]) -> Command {
+        let policy_file = self.dir.path().join("policy.toml");
+        fs::write(&policy_file, policy).unwrap();
+        let mut cmd = Command::new(BIN);
+        cmd.arg("--state-dir")
+            .arg(&self.state)
+            .arg("serve")
+            .arg("--socket")
+            .arg(socket)
+            .arg("--root")
+            .arg(&self.host)
+            .arg("--policy")
+            .arg(&policy_file)
+            .args(extra)
+            .env("A2A_GRANT_SIGNING_KEY", KEY_B64)
+            .env_remove("WOPFS_STATE_DIR")
+            .env_remove("WOPFS_LOG")
+            .stdin(std::process::Stdio::null());
+        cmd
+    }
+}
+
+/// A `wopfs serve` daemon of a test. [`Server::start`] returns once its
+/// socket is there (the server binds and listens before it puts the socket
+/// in place); [`Server::stop`] signals it and waits. Dropping it always
+/// stops it, and unmounts any view left mounted under the env's dir.
+pub struct Server {
+    child: Child,
+    pub socket: PathBuf,
+    /// The server's stderr.
+    pub log: PathBuf,
+    dir: PathBuf,
+}
+
+impl Server {
+    /// Starts [`Env::serve_command`] on the socket `name` in the env's dir,
+    /// its stderr in `name.log`; a server that exits first fails the test
+    /// with its log.
+    pub fn start(env: &Env, name: &str, policy: &str, extra: &[&str]) -> Server {
+        let dir = env.dir.path().canonicalize().unwrap();
+        let socket = dir.join(name);
+        let log = dir.join(format!("{name}.log"));
+        let child = env
+            .serve_command(&socket, policy, extra)
+            .stdout(std::process::Stdio::null())
+            .stderr(fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("starting wopfs serve");
+        let mut server = Server {
+            child,
+            socket,
+            log,
+            dir,
+        };
+        let mut exited = None;
+        let up = poll_until(SERVER_DEADLINE, || {
+            exited = server.child.try_wait().unwrap();
+            server.socket.exists() || exited.is_some()
+        });
+        if let Some(st) = exited {
+            panic!("the server exited ({st}): {}", server.log());
+        }
+        assert!(
+            up,
+            "the server did not start within {SERVER_DEADLINE:?}: {}",
+            server.log()
+        );
+        server
+    }
+
+    /// SIGTERM, then its exit status (failing the test past the deadline).
+    pub fn stop(&mut self) -> ExitStatus {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        wait_child(&mut self.child, "the server after SIGTERM", SERVER_DEADLINE)
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+            let child = &mut self.child;
+            if !poll_until(SERVER_DEADLINE, || !matches!(child.try_wait(), Ok(None))) {
+                let _ = self.child.kill();
+            }
+            let _ = self.child.wait();
+        }
+        // Views the server mounted and a failed test left behind.
+        for mp in wopfs_mounts_under(&self.dir) {
+            teardown(&mp, None);
+        }
+    }
+}
+
+/// The mountpoints of wopfs views beneath `dir`.
+fn wopfs_mounts_under(dir: &Path) -> Vec<PathBuf> {
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| {
+            l.split_once(" - ")
+                .and_then(|(_, fs)| fs.split(' ').nth(1))
+                .is_some_and(|source| source.starts_with("wopfs:"))
+        })
+        .filter_map(|l| l.split(' ').nth(4).map(PathBuf::from))
+        .filter(|mp| mp.starts_with(dir))
+        .collect()
+}
+
+/// One HTTP/1.1 request on the Unix socket `socket`, as this process's
+/// user; returns the status and the body. A body the server does not read
+/// (it answered first) is not an error.
+pub fn http(socket: &Path, method: &str, path: &str, body: &[u8]) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(socket).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    let _ = s.write_all(body);
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    http_reply(&String::from_utf8_lossy(&out))
+}
+
+/// The status and body of a raw HTTP reply (status 0 when there is none).
+pub fn http_reply(text: &str) -> (u16, String) {
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
 }
