@@ -2,6 +2,7 @@
 //! and its answers into replies. No policy decision lives here.
 
 mod iomode;
+mod log;
 mod passthrough;
 
 use std::ffi::OsStr;
@@ -18,8 +19,9 @@ use fuser::{
 
 use crate::error::Errno;
 use crate::policy::Mode;
-use crate::view::{Attr, Caller, Kind, Opened, SetAttr, SetTime, View};
+use crate::view::{self, Attr, Caller, Kind, Opened, SetAttr, SetTime, View};
 use iomode::{IoMode, IoModes};
+use log::{failed, Req};
 use passthrough::Passthrough;
 
 pub struct WopFs {
@@ -36,10 +38,6 @@ impl WopFs {
             iomodes: IoModes::default(),
         }
     }
-}
-
-fn err(e: Errno) -> FErrno {
-    FErrno::from_i32(e.0)
 }
 
 fn kind(k: Kind) -> FileType {
@@ -118,8 +116,8 @@ impl Filesystem for WopFs {
             // Inode 0 is a negative entry: the kernel remembers the name is
             // absent for the TTL instead of asking again (builds and imports
             // probe many absent names).
-            Err(Errno::ENOENT) => reply.entry(&self.view.ttl(), &negative_attr(), GEN),
-            Err(e) => reply.error(err(e)),
+            Err(e) if e == Errno::ENOENT => reply.entry(&self.view.ttl(), &negative_attr(), GEN),
+            Err(e) => reply.error(failed(Req::named("lookup", parent.0, name), &e)),
         }
     }
 
@@ -130,21 +128,21 @@ impl Filesystem for WopFs {
         };
         match attr {
             Ok(a) => reply.attr(&self.view.ttl_for(&a), &file_attr(&a)),
-            Err(e) => reply.error(err(e)),
+            Err(e) => reply.error(failed(Req::on("getattr", ino.0), &e)),
         }
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
         match self.view.readlink(ino.0) {
             Ok(target) => reply.data(&target),
-            Err(e) => reply.error(err(e)),
+            Err(e) => reply.error(failed(Req::on("readlink", ino.0), &e)),
         }
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let opened = match self.view.open(ino.0, flags.0) {
             Ok(o) => o,
-            Err(e) => return reply.error(err(e)),
+            Err(e) => return reply.error(failed(Req::on("open", ino.0), &e)),
         };
         let fh = FileHandle(opened.fh);
         if self.view.mode() == Mode::ReadOnly {
@@ -169,7 +167,7 @@ impl Filesystem for WopFs {
     fn read(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         size: u32,
@@ -179,7 +177,7 @@ impl Filesystem for WopFs {
     ) {
         match self.view.read(fh.0, offset, size) {
             Ok(data) => reply.data(&data),
-            Err(e) => reply.error(err(e)),
+            Err(e) => reply.error(failed(Req::on("read", ino.0), &e)),
         }
     }
 
@@ -218,7 +216,7 @@ impl Filesystem for WopFs {
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         match self.view.opendir(ino.0) {
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
-            Err(e) => reply.error(err(e)),
+            Err(e) => reply.error(failed(Req::on("opendir", ino.0), &e)),
         }
     }
 
@@ -232,7 +230,7 @@ impl Filesystem for WopFs {
     ) {
         let entries = match self.view.readdir(ino.0, fh.0, offset) {
             Ok(e) => e,
-            Err(e) => return reply.error(err(e)),
+            Err(e) => return reply.error(failed(Req::on("readdir", ino.0), &e)),
         };
         for (next, e) in &entries {
             if reply.add(INodeNo(e.ino), *next, kind(e.attr.kind), &*e.name) {
@@ -252,7 +250,7 @@ impl Filesystem for WopFs {
     ) {
         let entries = match self.view.readdir(ino.0, fh.0, offset) {
             Ok(e) => e,
-            Err(e) => return reply.error(err(e)),
+            Err(e) => return reply.error(failed(Req::on("readdirplus", ino.0), &e)),
         };
         for (next, e) in &entries {
             let attr = file_attr(&e.attr);
@@ -278,12 +276,12 @@ impl Filesystem for WopFs {
 
     fn fsyncdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, ds: bool, reply: ReplyEmpty) {
         tracing::trace!(ino = ino.0, datasync = ds, "fsyncdir");
-        empty_reply(self.view.fsyncdir(), reply);
+        empty_reply(Req::on("fsyncdir", ino.0), self.view.fsyncdir(), reply);
     }
 
     fn fsync(&self, _req: &Request, ino: INodeNo, fh: FileHandle, ds: bool, reply: ReplyEmpty) {
         tracing::trace!(ino = ino.0, fh = fh.0, datasync = ds, "fsync");
-        empty_reply(self.view.fsync(fh.0, ds), reply);
+        empty_reply(Req::on("fsync", ino.0), self.view.fsync(fh.0, ds), reply);
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
@@ -291,24 +289,35 @@ impl Filesystem for WopFs {
             Ok(s) => reply.statfs(
                 s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize,
             ),
-            Err(e) => reply.error(err(e)),
+            Err(e) => reply.error(failed(Req::on("statfs", 0), &e)),
         }
     }
 
     fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         let privileged = || caller_has_sys_admin(req.pid());
-        xattr_reply(self.view.getxattr(ino.0, name, privileged), size, reply);
+        let about = Req::named("getxattr", ino.0, name);
+        xattr_reply(
+            about,
+            self.view.getxattr(ino.0, name, privileged),
+            size,
+            reply,
+        );
     }
 
     fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
         let privileged = || caller_has_sys_admin(req.pid());
-        xattr_reply(self.view.listxattr(ino.0, privileged), size, reply);
+        xattr_reply(
+            Req::on("listxattr", ino.0),
+            self.view.listxattr(ino.0, privileged),
+            size,
+            reply,
+        );
     }
 
     fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
         match self.view.access(ino.0, mask.bits(), req.uid(), req.gid()) {
             Ok(()) => reply.ok(),
-            Err(e) => reply.error(err(e)),
+            Err(e) => reply.error(failed(Req::on("access", ino.0), &e)),
         }
     }
 
@@ -342,7 +351,7 @@ impl Filesystem for WopFs {
         };
         match self.view.setattr(ino.0, fh.map(|f| f.0), set, caller(req)) {
             Ok(a) => reply.attr(&self.view.ttl_for(&a), &file_attr(&a)),
-            Err(e) => reply.error(err(e)),
+            Err(e) => reply.error(failed(Req::on("setattr", ino.0), &e)),
         }
     }
 
@@ -356,8 +365,10 @@ impl Filesystem for WopFs {
         _rdev: u32,
         reply: ReplyEntry,
     ) {
+        let about = Req::named("mknod", parent.0, name);
         entry_reply(
             &self.view,
+            about,
             self.view.mknod(parent.0, name, mode, caller(req)),
             reply,
         );
@@ -372,19 +383,29 @@ impl Filesystem for WopFs {
         _umask: u32,
         reply: ReplyEntry,
     ) {
+        let about = Req::named("mkdir", parent.0, name);
         entry_reply(
             &self.view,
+            about,
             self.view.mkdir(parent.0, name, mode, caller(req)),
             reply,
         );
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        empty_reply(self.view.unlink(parent.0, name), reply);
+        empty_reply(
+            Req::named("unlink", parent.0, name),
+            self.view.unlink(parent.0, name),
+            reply,
+        );
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        empty_reply(self.view.rmdir(parent.0, name), reply);
+        empty_reply(
+            Req::named("rmdir", parent.0, name),
+            self.view.rmdir(parent.0, name),
+            reply,
+        );
     }
 
     fn symlink(
@@ -397,8 +418,10 @@ impl Filesystem for WopFs {
     ) {
         use std::os::unix::ffi::OsStrExt;
         let target = target.as_os_str().as_bytes();
+        let about = Req::named("symlink", parent.0, name);
         entry_reply(
             &self.view,
+            about,
             self.view.symlink(parent.0, name, target, caller(req)),
             reply,
         );
@@ -414,11 +437,11 @@ impl Filesystem for WopFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        empty_reply(
-            self.view
-                .rename(parent.0, name, newparent.0, newname, flags.bits()),
-            reply,
-        );
+        let about = Req::named("rename", parent.0, name);
+        let r = self
+            .view
+            .rename(parent.0, name, newparent.0, newname, flags.bits());
+        empty_reply(about, r, reply);
     }
 
     fn link(
@@ -429,13 +452,18 @@ impl Filesystem for WopFs {
         _newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        entry_reply(&self.view, self.view.link(ino.0), reply);
+        entry_reply(
+            &self.view,
+            Req::on("link", ino.0),
+            self.view.link(ino.0),
+            reply,
+        );
     }
 
     fn write(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         data: &[u8],
@@ -447,7 +475,7 @@ impl Filesystem for WopFs {
         let kill = wflags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
         match self.view.write(fh.0, offset, data, kill) {
             Ok(n) => reply.written(n),
-            Err(e) => reply.error(err(e)),
+            Err(e) => reply.error(failed(Req::on("write", ino.0), &e)),
         }
     }
 
@@ -463,7 +491,7 @@ impl Filesystem for WopFs {
     ) {
         let (a, opened) = match self.view.create(parent.0, name, mode, caller(req)) {
             Ok(created) => created,
-            Err(e) => return reply.error(err(e)),
+            Err(e) => return reply.error(failed(Req::named("create", parent.0, name), &e)),
         };
         // A new handle, like every other: the same per-inode bookkeeping
         // as `open`, so later opens of this inode are served compatibly.
@@ -487,24 +515,30 @@ impl Filesystem for WopFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        empty_reply(self.view.setxattr(ino.0, name, value, flags), reply);
+        let about = Req::named("setxattr", ino.0, name);
+        empty_reply(about, self.view.setxattr(ino.0, name, value, flags), reply);
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        empty_reply(self.view.removexattr(ino.0, name), reply);
+        let about = Req::named("removexattr", ino.0, name);
+        empty_reply(about, self.view.removexattr(ino.0, name), reply);
     }
 
     fn fallocate(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         length: u64,
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        empty_reply(self.view.fallocate(fh.0, offset, length, mode), reply);
+        empty_reply(
+            Req::on("fallocate", ino.0),
+            self.view.fallocate(fh.0, offset, length, mode),
+            reply,
+        );
     }
 
     fn destroy(&mut self) {
@@ -592,27 +626,27 @@ fn set_time(t: TimeOrNow) -> SetTime {
     }
 }
 
-fn entry_reply(view: &View, r: Result<Attr, Errno>, reply: ReplyEntry) {
+fn entry_reply(view: &View, about: Req, r: view::Result<Attr>, reply: ReplyEntry) {
     match r {
         Ok(a) => reply.entry(&view.ttl_for(&a), &file_attr(&a), GEN),
-        Err(e) => reply.error(err(e)),
+        Err(e) => reply.error(failed(about, &e)),
     }
 }
 
-fn empty_reply(r: Result<(), Errno>, reply: ReplyEmpty) {
+fn empty_reply(about: Req, r: view::Result<()>, reply: ReplyEmpty) {
     match r {
         Ok(()) => reply.ok(),
-        Err(e) => reply.error(err(e)),
+        Err(e) => reply.error(failed(about, &e)),
     }
 }
 
 /// getxattr/listxattr protocol: size 0 asks for the length; a too-small
 /// buffer is ERANGE.
-fn xattr_reply(value: Result<Vec<u8>, Errno>, size: u32, reply: ReplyXattr) {
+fn xattr_reply(about: Req, value: view::Result<Vec<u8>>, size: u32, reply: ReplyXattr) {
     match value {
         Ok(v) if size == 0 => reply.size(v.len() as u32),
         Ok(v) if v.len() <= size as usize => reply.data(&v),
-        Ok(_) => reply.error(err(Errno::ERANGE)),
-        Err(e) => reply.error(err(e)),
+        Ok(_) => reply.error(FErrno::ERANGE),
+        Err(e) => reply.error(failed(about, &e)),
     }
 }

@@ -195,7 +195,7 @@ impl View {
             None => {
                 drop(tree);
                 let _ = ov.remove(obj, kind);
-                return Err(Errno::ENOENT);
+                return Err(Errno::ENOENT.into());
             }
         };
         tree.set_origin(ino, Origin::Upper(obj));

@@ -1,6 +1,7 @@
 //! The view core: every filesystem request answered as a plain function
-//! returning `Result<_, Errno>`, so tests drive it without a mount and the
-//! FUSE adapter (`crate::fuse`) only translates.
+//! returning `Result<_, view::Error>` (an errno and its cause), so tests
+//! drive it without a mount and the FUSE adapter (`crate::fuse`) only
+//! translates.
 //!
 //! Invisible means invisible: a name outside the grant answers `ENOENT` to
 //! every call, exactly like a name that does not exist. Reads live here;
@@ -9,6 +10,7 @@
 mod attr;
 mod copyup;
 mod direct;
+mod error;
 mod handles;
 mod write;
 
@@ -33,7 +35,7 @@ use crate::overlay::Overlay;
 use crate::policy::Mode;
 use crate::scope::Scope;
 
-pub type Result<T> = std::result::Result<T, Errno>;
+pub use error::{Context, Error, Result};
 
 /// How long the kernel may cache what the daemon owns (overlay entries):
 /// they change only through the daemon, which keeps the kernel informed.
@@ -189,11 +191,6 @@ impl View {
         self.mode
     }
 
-    /// Open handles (files and directories), for leak checks.
-    pub fn open_handles(&self) -> usize {
-        self.handles.len()
-    }
-
     pub fn overlay(&self) -> Option<&Overlay> {
         self.overlay.as_ref()
     }
@@ -248,7 +245,7 @@ impl View {
     /// After the grant expires every request answers EACCES.
     fn live(&self) -> Result<()> {
         match self.expires_at {
-            Some(t) if SystemTime::now() >= t => Err(Errno::EACCES),
+            Some(t) if SystemTime::now() >= t => Err(Errno::EACCES.into()),
             _ => Ok(()),
         }
     }
@@ -270,7 +267,7 @@ impl View {
                 let path = tree.host_path(ino).ok_or(Errno::ENOENT)?;
                 let st = self.host.lstat(&path)?;
                 if attr::kind_of(&st) != Some(node.kind) {
-                    return Err(Errno::ENOENT);
+                    return Err(Errno::ENOENT.into());
                 }
                 Ok(self.present(attr::from_stat(ino, node.kind, &st, nlink)))
             }
@@ -280,7 +277,7 @@ impl View {
     pub fn lookup(&self, parent: Ino, name: &OsStr) -> Result<Attr> {
         self.live()?;
         if name.len() > 255 {
-            return Err(Errno(libc::ENAMETOOLONG));
+            return Err(Errno(libc::ENAMETOOLONG).into());
         }
         let name = name.to_str().ok_or(Errno::ENOENT)?;
         let tree = self.read_tree();
@@ -293,11 +290,11 @@ impl View {
         let tree = self.read_tree();
         match self.attr_in(&tree, ino) {
             // Unlinked but still open: fstat through any of its handles.
-            Err(Errno::ENOENT) if tree.get_any(ino).is_some_and(|n| n.removed) => {
+            Err(e) if e == Errno::ENOENT && tree.get_any(ino).is_some_and(|n| n.removed) => {
                 drop(tree);
                 match self.handles.any_for(ino) {
                     Some(Handle::File { file, .. }) => self.attr_of_file(ino, &file),
-                    _ => Err(Errno::ENOENT),
+                    _ => Err(Errno::ENOENT.into()),
                 }
             }
             other => other,
@@ -328,7 +325,7 @@ impl View {
         let tree = self.read_tree();
         let node = tree.get(ino).ok_or(Errno::ENOENT)?;
         if node.kind != Kind::Symlink {
-            return Err(Errno::EINVAL);
+            return Err(Errno::EINVAL.into());
         }
         match &node.origin {
             Origin::Upper(obj) => Ok(self.overlay.as_ref().ok_or(Errno::EIO)?.readlink(*obj)?),
@@ -347,8 +344,8 @@ impl View {
             let tree = self.read_tree();
             match tree.get(ino).ok_or(Errno::ENOENT)?.kind {
                 Kind::File => {}
-                Kind::Dir => return Err(Errno::EISDIR),
-                Kind::Symlink => return Err(Errno(libc::ELOOP)),
+                Kind::Dir => return Err(Errno::EISDIR.into()),
+                Kind::Symlink => return Err(Errno(libc::ELOOP).into()),
             }
         }
         let (file, obj) = if write {
@@ -388,7 +385,7 @@ impl View {
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
         self.live()?;
         let Some(Handle::File { file, ino, obj, .. }) = self.handles.get(fh) else {
-            return Err(Errno::EBADF);
+            return Err(Errno::EBADF.into());
         };
         let file = match (obj, self.copied_up(ino)) {
             // Opened on the host file, copied up since: every open of an
@@ -467,7 +464,7 @@ impl View {
         let tree = self.read_tree();
         let node = tree.get(ino).ok_or(Errno::ENOENT)?;
         if node.kind != Kind::Dir {
-            return Err(Errno::ENOTDIR);
+            return Err(Errno::ENOTDIR.into());
         }
         let mut names: Vec<(Ino, Box<str>)> = Vec::with_capacity(node.children.len() + 2);
         names.push((ino, ".".into()));
@@ -489,7 +486,7 @@ impl View {
         const BATCH: usize = 128;
         self.live()?;
         let Some(Handle::Dir(names)) = self.handles.get(fh) else {
-            return Err(Errno::EBADF);
+            return Err(Errno::EBADF.into());
         };
         let tree = self.read_tree();
         let Some(node) = tree.get(dir) else {
@@ -599,12 +596,12 @@ impl View {
         let tree = self.read_tree();
         let node = tree.get(ino).ok_or(Errno::ENOENT)?;
         if self.mode != Mode::ReadOnly && is_posix_acl(name) {
-            return Err(Errno(libc::EOPNOTSUPP));
+            return Err(Errno(libc::EOPNOTSUPP).into());
         }
         match node.origin {
             // The kernel asks for security.capability before most writes
             // and chowns: answered without a look at the object.
-            Origin::Upper(_) if !name.starts_with("user.") => Err(Errno::ENODATA),
+            Origin::Upper(_) if !name.starts_with("user.") => Err(Errno::ENODATA.into()),
             Origin::Upper(obj) => {
                 let ov = self.overlay.as_ref().ok_or(Errno::EIO)?;
                 let mut buf = vec![0u8; 64 * 1024];
@@ -614,7 +611,7 @@ impl View {
             }
             _ => {
                 if xattr_needs_privilege(name) && !privileged() {
-                    return Err(Errno::ENODATA);
+                    return Err(Errno::ENODATA.into());
                 }
                 Ok(self
                     .host
@@ -671,7 +668,7 @@ impl View {
         let bits = if uid == 0 {
             // root may read and write anything, and execute what anyone may
             if mask & libc::X_OK != 0 && a.kind != Kind::Dir && perm & 0o111 == 0 {
-                return Err(Errno::EACCES);
+                return Err(Errno::EACCES.into());
             }
             return Ok(());
         } else if uid == a.uid {
@@ -682,7 +679,7 @@ impl View {
             perm & 7
         };
         if (mask as u32) & !bits & 7 != 0 {
-            return Err(Errno::EACCES);
+            return Err(Errno::EACCES.into());
         }
         Ok(())
     }
@@ -695,25 +692,13 @@ impl View {
         if self.scope.may_change(&path) {
             Ok(())
         } else {
-            Err(Errno::EACCES)
+            Err(Errno::EACCES.into())
         }
     }
 
     /// The overlay (copy-up needs one), or EROFS.
     fn check_writable(&self) -> Result<&Overlay> {
-        self.overlay.as_ref().ok_or(Errno::EROFS)
-    }
-
-    /// The answer to any change in a view that cannot be written: ENOENT
-    /// if `ino` is not visible, EROFS otherwise.
-    pub fn write_denied(&self, ino: Ino) -> Errno {
-        if let Err(e) = self.live() {
-            return e;
-        }
-        match self.read_tree().get(ino) {
-            None => Errno::ENOENT,
-            Some(_) => Errno::EROFS,
-        }
+        Ok(self.overlay.as_ref().ok_or(Errno::EROFS)?)
     }
 
     /// Flushes the journal (clean unmount).

@@ -64,11 +64,11 @@ pub struct SetAttr {
 
 fn valid_name(name: &OsStr) -> Result<&str> {
     if name.len() > NAME_MAX {
-        return Err(Errno(libc::ENAMETOOLONG));
+        return Err(Errno(libc::ENAMETOOLONG).into());
     }
     let name = name.to_str().ok_or(Errno::EINVAL)?;
     if name.is_empty() || name == "." || name == ".." || name.contains('/') {
-        return Err(Errno::EINVAL);
+        return Err(Errno::EINVAL.into());
     }
     Ok(name)
 }
@@ -99,7 +99,7 @@ impl View {
     fn dir_and_path(&self, tree: &Tree, parent: Ino, name: &str) -> Result<String> {
         let node = tree.get(parent).ok_or(Errno::ENOENT)?;
         if node.kind != Kind::Dir {
-            return Err(Errno::ENOTDIR);
+            return Err(Errno::ENOTDIR.into());
         }
         Ok(paths::join(&tree.path(parent).ok_or(Errno::ENOENT)?, name))
     }
@@ -130,10 +130,10 @@ impl View {
         let mut tree = self.write_tree();
         let path = self.dir_and_path(&tree, parent, name)?;
         if tree.child(parent, name).is_some() {
-            return Err(Errno(libc::EEXIST));
+            return Err(Errno(libc::EEXIST).into());
         }
         if !self.scope.may_create(&path, kind) {
-            return Err(Errno::EACCES);
+            return Err(Errno::EACCES.into());
         }
         let (owner, group, setgid) = self.new_owner(&tree, parent, who);
         let setgid_dir = setgid && kind == Kind::Dir;
@@ -231,7 +231,7 @@ impl View {
     /// part of a source tree and answer EPERM.
     pub fn mknod(&self, parent: Ino, name: &OsStr, mode: u32, who: Caller) -> Result<Attr> {
         if mode & libc::S_IFMT != libc::S_IFREG && mode & libc::S_IFMT != 0 {
-            return Err(Errno::EPERM);
+            return Err(Errno::EPERM.into());
         }
         let (ino, _) = self.make_entry(parent, name, Kind::File, who, |place, _| match place {
             Place::Object(ov, obj) => ov.create_file(obj, mode).map(drop),
@@ -270,7 +270,7 @@ impl View {
 
     pub fn symlink(&self, parent: Ino, name: &OsStr, target: &[u8], who: Caller) -> Result<Attr> {
         if target.is_empty() {
-            return Err(Errno(libc::ENOENT));
+            return Err(Errno(libc::ENOENT).into());
         }
         let (ino, _) =
             self.make_entry(parent, name, Kind::Symlink, who, |place, _| match place {
@@ -285,7 +285,7 @@ impl View {
         self.live()?;
         self.writer()?;
         self.read_tree().get(ino).ok_or(Errno::ENOENT)?;
-        Err(Errno::EPERM)
+        Err(Errno::EPERM.into())
     }
 
     /// Seen records for the host entries of a subtree that is about to
@@ -332,14 +332,14 @@ impl View {
         let ino = tree.child(parent, name).ok_or(Errno::ENOENT)?;
         let node = tree.get(ino).ok_or(Errno::ENOENT)?;
         match (dir, node.kind == Kind::Dir) {
-            (false, true) => return Err(Errno::EISDIR),
-            (true, false) => return Err(Errno::ENOTDIR),
-            (true, true) if !node.children.is_empty() => return Err(Errno(libc::ENOTEMPTY)),
+            (false, true) => return Err(Errno::EISDIR.into()),
+            (true, false) => return Err(Errno::ENOTDIR.into()),
+            (true, true) if !node.children.is_empty() => return Err(Errno(libc::ENOTEMPTY).into()),
             _ => {}
         }
         let path = tree.path(ino).ok_or(Errno::ENOENT)?;
         if !self.scope.may_change(&path) {
-            return Err(Errno::EACCES);
+            return Err(Errno::EACCES.into());
         }
         match writer {
             Writer::Overlay(ov) => {
@@ -449,7 +449,7 @@ impl View {
         if flags & !(RENAME_NOREPLACE | RENAME_EXCHANGE) != 0
             || flags == RENAME_NOREPLACE | RENAME_EXCHANGE
         {
-            return Err(Errno::EINVAL);
+            return Err(Errno::EINVAL.into());
         }
         let name = name.to_str().ok_or(Errno::ENOENT)?;
         let newname = valid_name(newname)?;
@@ -460,11 +460,11 @@ impl View {
         let src_path = tree.path(src).ok_or(Errno::ENOENT)?;
         let src_kind = tree.get(src).ok_or(Errno::ENOENT)?.kind;
         if !self.scope.may_change(&src_path) {
-            return Err(Errno::EACCES);
+            return Err(Errno::EACCES.into());
         }
         let dst = tree.child(newparent, newname);
         if tree.is_ancestor(src, newparent) {
-            return Err(Errno::EINVAL); // a directory into itself
+            return Err(Errno::EINVAL.into()); // a directory into itself
         }
 
         if flags & RENAME_EXCHANGE != 0 {
@@ -473,15 +473,15 @@ impl View {
                 return Ok(());
             }
             if tree.is_ancestor(dst, parent) {
-                return Err(Errno::EINVAL);
+                return Err(Errno::EINVAL.into());
             }
             if !self.scope.may_change(&new_path) {
-                return Err(Errno::EACCES);
+                return Err(Errno::EACCES.into());
             }
             if !self.subtree_in_scope(&tree, src, &new_path)
                 || !self.subtree_in_scope(&tree, dst, &src_path)
             {
-                return Err(Errno::EACCES);
+                return Err(Errno::EACCES.into());
             }
             let ov = match writer {
                 Writer::Overlay(ov) => ov,
@@ -514,21 +514,21 @@ impl View {
                 return Ok(());
             }
             if flags & RENAME_NOREPLACE != 0 {
-                return Err(Errno(libc::EEXIST));
+                return Err(Errno(libc::EEXIST).into());
             }
             if !self.scope.may_change(&new_path) {
-                return Err(Errno::EACCES);
+                return Err(Errno::EACCES.into());
             }
             let d = tree.get(dst).ok_or(Errno::ENOENT)?;
             match (src_kind == Kind::Dir, d.kind == Kind::Dir) {
-                (true, false) => return Err(Errno::ENOTDIR),
-                (false, true) => return Err(Errno::EISDIR),
-                (true, true) if !d.children.is_empty() => return Err(Errno(libc::ENOTEMPTY)),
+                (true, false) => return Err(Errno::ENOTDIR.into()),
+                (false, true) => return Err(Errno::EISDIR.into()),
+                (true, true) if !d.children.is_empty() => return Err(Errno(libc::ENOTEMPTY).into()),
                 _ => {}
             }
         }
         if !self.subtree_in_scope(&tree, src, &new_path) {
-            return Err(Errno::EACCES);
+            return Err(Errno::EACCES.into());
         }
         let ov = match writer {
             Writer::Overlay(ov) => ov,
@@ -602,7 +602,7 @@ impl View {
             .ok_or(Errno::ENOENT)?;
         let (kind, removed) = node;
         if set.size.is_some() && kind != Kind::File {
-            return Err(Errno::EISDIR);
+            return Err(Errno::EISDIR.into());
         }
         if let Some(size) = set.size {
             file_end(size, 0)?;
@@ -615,7 +615,7 @@ impl View {
         }
         if removed {
             let Some(Handle::File { file, obj, .. }) = handle_file else {
-                return Err(Errno::ENOENT);
+                return Err(Errno::ENOENT.into());
             };
             apply_to_fd(&file, obj, self.overlay.as_ref(), set, who)?;
             return self.getattr_fh(ino, fh.unwrap_or(0));
@@ -673,7 +673,7 @@ impl View {
             ..
         }) = self.handles.get(fh)
         else {
-            return Err(Errno::EBADF);
+            return Err(Errno::EBADF.into());
         };
         let end = file_end(offset, data.len() as u64)?;
         if let (Some(obj), Some(ov)) = (obj, &self.overlay) {
@@ -698,12 +698,12 @@ impl View {
             ..
         }) = self.handles.get(fh)
         else {
-            return Err(Errno::EBADF);
+            return Err(Errno::EBADF.into());
         };
         let keep = libc::FALLOC_FL_KEEP_SIZE;
         let punch = libc::FALLOC_FL_PUNCH_HOLE | keep;
         if mode != 0 && mode != keep && mode != punch {
-            return Err(Errno(libc::EOPNOTSUPP));
+            return Err(Errno(libc::EOPNOTSUPP).into());
         }
         // Past the largest file: EFBIG for every mode, as the VFS answers.
         let end = file_end(offset, length)?;
@@ -739,7 +739,7 @@ impl View {
             Ok(())
         };
         let Some(Handle::File { file, obj, ino, .. }) = self.handles.get(fh) else {
-            return Err(Errno::EBADF);
+            return Err(Errno::EBADF.into());
         };
         sync(&file)?;
         if let Some(ov) = &self.overlay {
@@ -775,14 +775,14 @@ impl View {
         let writer = self.writer()?;
         let path = self.read_tree().path(ino).ok_or(Errno::ENOENT)?;
         if !self.scope.may_change(&path) {
-            return Err(Errno::EACCES);
+            return Err(Errno::EACCES.into());
         }
         match name.to_str() {
             Some(n) if n.starts_with("user.") => Ok((writer, n, path)),
             // As a filesystem without support for them answers: tools (cp
             // -p, sed -i, rsync) take EOPNOTSUPP as "no ACLs, no security
             // labels here" and carry on with the mode bits.
-            _ => Err(Errno(libc::EOPNOTSUPP)),
+            _ => Err(Errno(libc::EOPNOTSUPP).into()),
         }
     }
 
@@ -876,7 +876,7 @@ fn file_end(offset: u64, len: u64) -> Result<u64> {
     offset
         .checked_add(len)
         .filter(|end| *end <= MAX_FILE_SIZE)
-        .ok_or(Errno(libc::EFBIG))
+        .ok_or(Errno(libc::EFBIG).into())
 }
 
 /// An unprivileged daemon cannot give entries away; they stay its own.
@@ -893,7 +893,7 @@ impl View {
         match (&self.overlay, &self.direct) {
             (Some(ov), _) => Ok(Writer::Overlay(ov)),
             (None, Some(log)) => Ok(Writer::Direct(log)),
-            (None, None) => Err(Errno::EROFS),
+            (None, None) => Err(Errno::EROFS.into()),
         }
     }
 
@@ -901,7 +901,7 @@ impl View {
         let path = self.read_tree().path(ino).ok_or(Errno::ENOENT)?;
         if let Some(size) = set.size {
             if kind != Kind::File {
-                return Err(Errno::EISDIR);
+                return Err(Errno::EISDIR.into());
             }
             self.host.open_file_rw(&path)?.set_len(size)?;
             log.log("truncate", &path, None, Some(size))?;

@@ -148,7 +148,7 @@ fn rename_answers_posix_errnos() {
     let v = open_view(&fx, ViewOptions::default());
     let d = ino(&v, "d");
     v.mkdir(ROOT, name("empty"), 0o755, ROOTUSER).unwrap();
-    let err = |r: Result<()>| r.unwrap_err().0;
+    let err = |r: Result<()>| r.unwrap_err().errno().0;
     assert_eq!(
         err(v.rename(ROOT, name("d"), ino(&v, "d/e"), name("x"), 0)),
         libc::EINVAL
@@ -194,12 +194,24 @@ fn rename_answers_posix_errnos() {
     assert_eq!(read_all(&v, "a.txt"), b"alpha\n");
     assert!(!listing(&v).contains(&"d/b.txt".to_string()));
     // Removing the root's entries by their errno rules.
-    assert_eq!(v.rmdir(ROOT, name("d")).unwrap_err().0, libc::ENOTEMPTY);
-    assert_eq!(v.rmdir(ROOT, name("a.txt")).unwrap_err().0, libc::ENOTDIR);
-    assert_eq!(v.unlink(ROOT, name("d")).unwrap_err().0, libc::EISDIR);
+    assert_eq!(
+        v.rmdir(ROOT, name("d")).unwrap_err().errno().0,
+        libc::ENOTEMPTY
+    );
+    assert_eq!(
+        v.rmdir(ROOT, name("a.txt")).unwrap_err().errno().0,
+        libc::ENOTDIR
+    );
+    assert_eq!(
+        v.unlink(ROOT, name("d")).unwrap_err().errno().0,
+        libc::EISDIR
+    );
     assert_eq!(v.link(ino(&v, "a.txt")).unwrap_err(), Errno::EPERM);
     assert_eq!(
-        v.mkdir(ROOT, name("d"), 0o755, ROOTUSER).unwrap_err().0,
+        v.mkdir(ROOT, name("d"), 0o755, ROOTUSER)
+            .unwrap_err()
+            .errno()
+            .0,
         libc::EEXIST
     );
 }
@@ -325,11 +337,14 @@ fn quotas_refuse_whole_writes() {
     let room = 1000 - v.overlay().unwrap().quota.journal_bytes() as usize;
     v.write(o.fh, 0, &[1; 60], false).unwrap();
     assert_eq!(
-        v.write(o.fh, 60, &vec![2; room - 59], false).unwrap_err().0,
+        v.write(o.fh, 60, &vec![2; room - 59], false)
+            .unwrap_err()
+            .errno()
+            .0,
         libc::EDQUOT
     );
     assert_eq!(
-        v.write(o.fh, 10_000, &[2; 1], false).unwrap_err().0,
+        v.write(o.fh, 10_000, &[2; 1], false).unwrap_err().errno().0,
         libc::EDQUOT
     );
     v.write(o.fh, 60, &vec![2; room - 60], false).unwrap();
@@ -342,7 +357,7 @@ fn quotas_refuse_whole_writes() {
     // The bytes are used up: copying a.txt up is refused, and leaves no object.
     let a = ino(&v, "a.txt");
     assert_eq!(
-        v.setattr(a, None, chmod, ROOTUSER).unwrap_err().0,
+        v.setattr(a, None, chmod, ROOTUSER).unwrap_err().errno().0,
         libc::EDQUOT
     );
     let shrink = SetAttr {
@@ -353,7 +368,10 @@ fn quotas_refuse_whole_writes() {
     // Now the copy-up fits: the third object; a fourth is refused.
     v.setattr(a, None, chmod, ROOTUSER).unwrap();
     assert_eq!(
-        v.mkdir(ROOT, name("n"), 0o755, ROOTUSER).unwrap_err().0,
+        v.mkdir(ROOT, name("n"), 0o755, ROOTUSER)
+            .unwrap_err()
+            .errno()
+            .0,
         libc::EDQUOT
     );
     // statfs: the entries the view shows, no object left; 100 bytes used
@@ -447,10 +465,10 @@ fn sizes_past_the_largest_file_are_efbig_before_the_quota() {
         size: Some(n),
         ..SetAttr::default()
     };
-    let err = |r: Result<()>| r.unwrap_err().0;
+    let err = |r: Result<()>| r.unwrap_err().errno().0;
     let a = ino(&v, "a.txt");
     for n in [u64::MAX, MAX_FILE_SIZE + 1] {
-        let efbig = |r: Result<Attr>| r.map(drop).unwrap_err().0;
+        let efbig = |r: Result<Attr>| r.map(drop).unwrap_err().errno().0;
         assert_eq!(efbig(v.setattr(f, None, size(n), ROOTUSER)), libc::EFBIG);
         assert_eq!(
             efbig(v.setattr(f, Some(o.fh), size(n), ROOTUSER)),
@@ -499,12 +517,12 @@ fn xattrs_outside_user_are_not_supported_and_acls_absent() {
         "other.x",
     ] {
         assert_eq!(
-            v.setxattr(a, name(n), b"1", 0).unwrap_err().0,
+            v.setxattr(a, name(n), b"1", 0).unwrap_err().errno().0,
             libc::EOPNOTSUPP,
             "{n}"
         );
         assert_eq!(
-            v.removexattr(a, name(n)).unwrap_err().0,
+            v.removexattr(a, name(n)).unwrap_err().errno().0,
             libc::EOPNOTSUPP,
             "{n}"
         );
@@ -512,6 +530,7 @@ fn xattrs_outside_user_are_not_supported_and_acls_absent() {
     assert_eq!(
         v.getxattr(a, name("system.posix_acl_access"), || true)
             .unwrap_err()
+            .errno()
             .0,
         libc::EOPNOTSUPP
     );
