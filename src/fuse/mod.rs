@@ -1,9 +1,7 @@
 //! The fuser adapter: translates FUSE requests into calls on the view core
 //! and its answers into replies. No policy decision lives here.
 
-mod iomode;
 mod log;
-mod passthrough;
 
 use std::ffi::OsStr;
 use std::path::Path;
@@ -11,32 +9,23 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use fuser::{
-    AccessFlags, BackingId, Errno as FErrno, FileAttr, FileHandle, FileType, Filesystem,
-    FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags,
-    ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
-    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    AccessFlags, Errno as FErrno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
+    Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen,
+    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
 use crate::error::Errno;
-use crate::policy::Mode;
-use crate::view::{self, Attr, Caller, Kind, Opened, SetAttr, SetTime, View};
-use iomode::{IoMode, IoModes};
+use crate::view::{self, Attr, Caller, Kind, Serve, SetAttr, SetTime, View};
 use log::{failed, Req};
-use passthrough::Passthrough;
 
 pub struct WopFs {
     view: Arc<View>,
-    passthrough: Passthrough,
-    iomodes: IoModes,
 }
 
 impl WopFs {
     pub fn new(view: Arc<View>) -> WopFs {
-        WopFs {
-            view,
-            passthrough: Passthrough::default(),
-            iomodes: IoModes::default(),
-        }
+        WopFs { view }
     }
 }
 
@@ -104,8 +93,10 @@ impl Filesystem for WopFs {
         let _ = config.add_capabilities(InitFlags::FUSE_HANDLE_KILLPRIV_V2);
         // Kept page caches are dropped when a file's mtime or size changes.
         let _ = config.add_capabilities(InitFlags::FUSE_AUTO_INVAL_DATA);
-        if self.view.mode() != Mode::ReadWriteDirect {
-            self.passthrough.negotiate(config);
+        if self.view.wants_passthrough() {
+            let ok = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
+                && config.set_max_stack_depth(1).is_ok();
+            self.view.use_passthrough(ok);
         }
         Ok(())
     }
@@ -140,27 +131,20 @@ impl Filesystem for WopFs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let opened = match self.view.open(ino.0, flags.0) {
-            Ok(o) => o,
-            Err(e) => return reply.error(failed(Req::on("open", ino.0), &e)),
-        };
-        let fh = FileHandle(opened.fh);
-        if self.view.mode() == Mode::ReadOnly {
-            // Nothing writes here: every open can share the host file.
-            let id = self
-                .passthrough
-                .attach(ino.0, None, opened.fh, &opened.file, |file| {
-                    reply.open_backing(file)
-                });
-            return match id {
-                Some(id) => reply.opened_passthrough(fh, FopenFlags::empty(), &id),
-                None => reply.opened(fh, FopenFlags::empty()),
-            };
-        }
-        match self.serve_mode(ino.0, &opened, |file| reply.open_backing(file)) {
-            Ok(Some(id)) => reply.opened_passthrough(fh, FopenFlags::empty(), &id),
-            Ok(None) => reply.opened(fh, FopenFlags::FOPEN_KEEP_CACHE),
-            Err(e) => reply.error(e),
+        match self
+            .view
+            .open(ino.0, flags.0, |file| reply.open_backing(file))
+        {
+            Ok(open) => {
+                let fh = FileHandle(open.fh);
+                match open.serve {
+                    Serve::Passthrough(id) => {
+                        reply.opened_passthrough(fh, FopenFlags::empty(), &id)
+                    }
+                    Serve::PageCache { keep } => reply.opened(fh, keep_cache(keep)),
+                }
+            }
+            Err(e) => reply.error(failed(Req::on("open", ino.0), &e)),
         }
     }
 
@@ -204,11 +188,6 @@ impl Filesystem for WopFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.passthrough.detach(fh.0);
-        if self.iomodes.released(fh.0) == Some(IoMode::Passthrough) {
-            // A passthrough writer's growth bypassed the quota: settle it.
-            self.view.settle_quota(fh.0);
-        }
         self.view.release(fh.0);
         reply.ok();
     }
@@ -489,19 +468,23 @@ impl Filesystem for WopFs {
         _flags: i32,
         reply: ReplyCreate,
     ) {
-        let (a, opened) = match self.view.create(parent.0, name, mode, caller(req)) {
-            Ok(created) => created,
-            Err(e) => return reply.error(failed(Req::named("create", parent.0, name), &e)),
-        };
-        // A new handle, like every other: the same per-inode bookkeeping
-        // as `open`, so later opens of this inode are served compatibly.
-        let (ttl, attr, fh) = (self.view.ttl_for(&a), file_attr(&a), FileHandle(opened.fh));
-        match self.serve_mode(a.ino, &opened, |file| reply.open_backing(file)) {
-            Ok(Some(id)) => {
-                reply.created_passthrough(&ttl, &attr, GEN, fh, FopenFlags::empty(), &id)
+        let register = |file: &std::fs::File| reply.open_backing(file);
+        match self
+            .view
+            .create(parent.0, name, mode, caller(req), register)
+        {
+            Ok((a, open)) => {
+                let (ttl, attr, fh) = (self.view.ttl_for(&a), file_attr(&a), FileHandle(open.fh));
+                match open.serve {
+                    Serve::Passthrough(id) => {
+                        reply.created_passthrough(&ttl, &attr, GEN, fh, FopenFlags::empty(), &id)
+                    }
+                    Serve::PageCache { keep } => {
+                        reply.created(&ttl, &attr, GEN, fh, keep_cache(keep))
+                    }
+                }
             }
-            Ok(None) => reply.created(&ttl, &attr, GEN, fh, FopenFlags::FOPEN_KEEP_CACHE),
-            Err(e) => reply.error(e),
+            Err(e) => reply.error(failed(Req::named("create", parent.0, name), &e)),
         }
     }
 
@@ -546,38 +529,11 @@ impl Filesystem for WopFs {
     }
 }
 
-impl WopFs {
-    /// How a new file handle of a writable view is served, recorded in
-    /// the per-inode io-mode bookkeeping. Every handle the kernel is given
-    /// (`open` and `create` alike) goes through here, and `release` undoes
-    /// it. `open_backing` registers a passthrough backing file with the
-    /// reply. `Some(id)`: reply passthrough on `id`; `None`: the page
-    /// cache; an error: the handle was released and the request fails.
-    fn serve_mode(
-        &self,
-        ino: u64,
-        opened: &Opened,
-        open_backing: impl FnOnce(&std::fs::File) -> std::io::Result<BackingId>,
-    ) -> Result<Option<Arc<BackingId>>, FErrno> {
-        let is_object = opened.obj.is_some() && self.view.overlay().is_some();
-        let mode = self.iomodes.choose(ino, is_object, opened.writable);
-        if mode == IoMode::Passthrough {
-            let id =
-                self.passthrough
-                    .attach(ino, opened.obj, opened.fh, &opened.file, open_backing);
-            if let Some(id) = id {
-                self.iomodes.opened(ino, opened.fh, IoMode::Passthrough);
-                return Ok(Some(id));
-            }
-            if opened.writable {
-                // A writer is sent here only to join passthrough opens; one
-                // that cannot would be refused by the kernel anyway.
-                self.view.release(opened.fh);
-                return Err(FErrno::EIO);
-            }
-        }
-        self.iomodes.opened(ino, opened.fh, IoMode::Cached);
-        Ok(None)
+fn keep_cache(keep: bool) -> FopenFlags {
+    if keep {
+        FopenFlags::FOPEN_KEEP_CACHE
+    } else {
+        FopenFlags::empty()
     }
 }
 

@@ -12,6 +12,7 @@ mod copyup;
 mod direct;
 mod error;
 mod handles;
+mod serve;
 mod write;
 
 use std::ffi::OsStr;
@@ -36,6 +37,8 @@ use crate::policy::Mode;
 use crate::scope::Scope;
 
 pub use error::{Context, Error, Result};
+pub use serve::{Open, Serve};
+use serve::{Opened, Serving};
 
 /// How long the kernel may cache what the daemon owns (overlay entries):
 /// they change only through the daemon, which keeps the kernel informed.
@@ -94,16 +97,6 @@ pub struct Statfs {
     pub frsize: u32,
 }
 
-/// An open file: the host file or an overlay object.
-#[derive(Debug)]
-pub struct Opened {
-    pub fh: u64,
-    pub file: Arc<File>,
-    /// The overlay object opened, or `None` for the host file.
-    pub obj: Option<u64>,
-    pub writable: bool,
-}
-
 pub struct View {
     grant_id: String,
     mode: Mode,
@@ -113,6 +106,7 @@ pub struct View {
     granted_bytes: u64,
     tree: RwLock<Tree>,
     handles: Handles,
+    serving: Serving,
     opts: ViewOptions,
     scope: Scope,
     overlay: Option<Overlay>,
@@ -175,6 +169,7 @@ impl View {
             granted_bytes,
             tree: RwLock::new(tree),
             handles: Handles::default(),
+            serving: Serving::default(),
             opts,
             scope: Scope::from_grant(grant)?,
             overlay,
@@ -337,7 +332,14 @@ impl View {
 
     /// Opens a file with `open(2)` flags. Writing opens copy a host file up
     /// into the overlay first; reads of untouched files come from the host.
-    pub fn open(&self, ino: Ino, flags: i32) -> Result<Opened> {
+    /// `register` makes the file a passthrough backing file, if the kernel
+    /// is to serve the handle that way (see `serve.rs`).
+    pub fn open<B: Send + Sync + 'static>(
+        &self,
+        ino: Ino,
+        flags: i32,
+        register: impl FnOnce(&File) -> std::io::Result<B>,
+    ) -> Result<Open<B>> {
         self.live()?;
         let write = wants_write(flags);
         {
@@ -374,12 +376,14 @@ impl View {
             writable: write,
             written: Default::default(),
         });
-        Ok(Opened {
+        let opened = Opened {
             fh,
+            ino,
             file,
             obj,
             writable: write,
-        })
+        };
+        self.serve(opened, register)
     }
 
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
@@ -412,24 +416,6 @@ impl View {
         Ok(buf)
     }
 
-    /// Settles the quota after a passthrough writer closes: its writes went
-    /// straight to the object, so its size is read back.
-    pub fn settle_quota(&self, fh: u64) {
-        if let (
-            Some(Handle::File {
-                file,
-                obj: Some(obj),
-                ..
-            }),
-            Some(ov),
-        ) = (self.handles.get(fh), &self.overlay)
-        {
-            if let Ok(st) = rustix::fs::fstat(&*file) {
-                ov.quota.settle(obj, st.st_size as u64);
-            }
-        }
-    }
-
     /// The overlay object of a node that has been copied up.
     fn copied_up(&self, ino: Ino) -> Option<u64> {
         self.overlay.as_ref()?;
@@ -439,10 +425,17 @@ impl View {
         }
     }
 
+    /// Closes a file handle. A passthrough handle's writes bypassed the
+    /// quota: it is settled here.
     pub fn release(&self, fh: u64) {
-        if let (Some(Handle::File { ino, written, .. }), Some(log)) =
-            (self.handles.remove(fh), &self.direct)
-        {
+        let passthrough = self.unserve(fh);
+        let Some(handle) = self.handles.remove(fh) else {
+            return;
+        };
+        if passthrough {
+            self.settle_quota(&handle);
+        }
+        if let (Handle::File { ino, written, .. }, Some(log)) = (handle, &self.direct) {
             let bytes = written.load(std::sync::atomic::Ordering::Relaxed);
             if bytes > 0 {
                 let path = self
@@ -743,6 +736,8 @@ fn wants_write(flags: i32) -> bool {
     flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0
 }
 
+#[cfg(test)]
+mod serve_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

@@ -51,6 +51,11 @@ fn fixture(ttl: Option<Duration>) -> Fixture {
     }
 }
 
+/// Passthrough is never negotiated here, so nothing is registered.
+pub(super) fn no_backing(_: &File) -> std::io::Result<()> {
+    Err(std::io::ErrorKind::Unsupported.into())
+}
+
 fn names(v: &View, ino: Ino) -> Vec<String> {
     let fh = v.opendir(ino).unwrap();
     let mut out = Vec::new();
@@ -107,7 +112,10 @@ fn denied_names_are_enoent_everywhere() {
     // Inode numbers never handed out answer ENOENT too.
     let bogus = 1_000_000;
     assert_eq!(v.getattr(bogus).unwrap_err(), Errno::ENOENT);
-    assert_eq!(v.open(bogus, libc::O_RDONLY).unwrap_err(), Errno::ENOENT);
+    assert_eq!(
+        v.open(bogus, libc::O_RDONLY, no_backing).unwrap_err(),
+        Errno::ENOENT
+    );
     assert_eq!(v.opendir(bogus).unwrap_err(), Errno::ENOENT);
     assert_eq!(v.readlink(bogus).unwrap_err(), Errno::ENOENT);
     assert_eq!(
@@ -129,7 +137,7 @@ fn reads_come_from_the_host() {
     let f = fixture(None);
     let v = &f.view;
     let pay = lookup_path(v, "src/pay.py").unwrap();
-    let fh = v.open(pay.ino, libc::O_RDONLY).unwrap().fh;
+    let fh = v.open(pay.ino, libc::O_RDONLY, no_backing).unwrap().fh;
     assert_eq!(v.read(fh, 0, 4096).unwrap(), b"def pay():\n    return 1\n");
     assert_eq!(v.read(fh, 4, 3).unwrap(), b"pay");
     assert_eq!(v.read(fh, 1000, 10).unwrap(), b"");
@@ -138,8 +146,36 @@ fn reads_come_from_the_host() {
     let link = lookup_path(v, "src/link").unwrap();
     assert_eq!(v.readlink(link.ino).unwrap(), b"pay.py");
     assert_eq!(v.readlink(pay.ino).unwrap_err(), Errno::EINVAL);
-    assert_eq!(v.open(ROOT, libc::O_RDONLY).unwrap_err(), Errno::EISDIR);
+    assert_eq!(
+        v.open(ROOT, libc::O_RDONLY, no_backing).unwrap_err(),
+        Errno::EISDIR
+    );
     assert_eq!(v.opendir(pay.ino).unwrap_err(), Errno::ENOTDIR);
+}
+
+#[test]
+fn read_only_opens_share_the_host_file() {
+    let f = fixture(None);
+    let v = &f.view;
+    let pay = lookup_path(v, "src/pay.py").unwrap();
+    let o = v.open(pay.ino, libc::O_RDONLY, no_backing).unwrap();
+    assert!(matches!(o.serve, Serve::PageCache { keep: false }));
+    v.release(o.fh);
+    v.use_passthrough(true);
+    let mut registered = 0;
+    let mut register = |_: &File| {
+        registered += 1;
+        Ok(registered)
+    };
+    let a = v.open(pay.ino, libc::O_RDONLY, &mut register).unwrap();
+    let b = v.open(pay.ino, libc::O_RDONLY, &mut register).unwrap();
+    match (&a.serve, &b.serve) {
+        (Serve::Passthrough(x), Serve::Passthrough(y)) => assert!(Arc::ptr_eq(x, y)),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(registered, 1);
+    v.release(a.fh);
+    v.release(b.fh);
 }
 
 #[test]
@@ -148,7 +184,10 @@ fn read_only_refuses_every_write() {
     let v = &f.view;
     let pay = lookup_path(v, "src/pay.py").unwrap();
     for flags in [libc::O_WRONLY, libc::O_RDWR, libc::O_RDONLY | libc::O_TRUNC] {
-        assert_eq!(v.open(pay.ino, flags).unwrap_err(), Errno::EROFS);
+        assert_eq!(
+            v.open(pay.ino, flags, no_backing).unwrap_err(),
+            Errno::EROFS
+        );
     }
     let root = Caller { uid: 0, gid: 0 };
     let chmod = SetAttr {
@@ -359,14 +398,17 @@ fn refused_hard_links_are_not_served_even_when_made_after_the_grant() {
     fs::remove_file(root.join("src/a.py")).unwrap();
     fs::hard_link(root.join(".env"), root.join("src/a.py")).unwrap();
     let a = lookup_path(&strict, "src/a.py").unwrap().ino;
-    assert_eq!(strict.open(a, libc::O_RDONLY).unwrap_err(), Errno::ENOENT);
+    assert_eq!(
+        strict.open(a, libc::O_RDONLY, no_backing).unwrap_err(),
+        Errno::ENOENT
+    );
     let b = lookup_path(&strict, "src/b.py").unwrap().ino;
-    let o = strict.open(b, libc::O_RDONLY).unwrap();
+    let o = strict.open(b, libc::O_RDONLY, no_backing).unwrap();
     assert_eq!(strict.read(o.fh, 0, 100).unwrap(), b"b = 1\n");
     strict.release(o.fh);
     // Where the policy allows hard links, the content is live, link or not.
     let a = lookup_path(&default, "src/a.py").unwrap().ino;
-    let o = default.open(a, libc::O_RDONLY).unwrap();
+    let o = default.open(a, libc::O_RDONLY, no_backing).unwrap();
     assert_eq!(default.read(o.fh, 0, 100).unwrap(), b"SECRET=1");
     default.release(o.fh);
 }

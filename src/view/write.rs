@@ -12,7 +12,8 @@ use rustix::fs::{self as rfs, AtFlags, Timespec, Timestamps};
 
 use super::copyup::{gid, seen_of, uid};
 use super::handles::Handle;
-use super::{Attr, Opened, Result, View, MAX_FILE_SIZE};
+use super::serve::Opened;
+use super::{Attr, Open, Result, View, MAX_FILE_SIZE};
 use crate::error::Errno;
 use crate::overlay::journal::{self, Record};
 use crate::overlay::Overlay;
@@ -191,14 +192,16 @@ impl View {
         }
     }
 
-    /// `create(2)`: a new regular file, opened for writing.
-    pub fn create(
+    /// `create(2)`: a new regular file, opened for writing; `register` as
+    /// for [`View::open`].
+    pub fn create<B: Send + Sync + 'static>(
         &self,
         parent: Ino,
         name: &OsStr,
         mode: u32,
         who: Caller,
-    ) -> Result<(Attr, Opened)> {
+        register: impl FnOnce(&std::fs::File) -> std::io::Result<B>,
+    ) -> Result<(Attr, Open<B>)> {
         let mut file = None;
         let (ino, obj) = self.make_entry(parent, name, Kind::File, who, |place, _| {
             file = Some(match place {
@@ -216,15 +219,14 @@ impl View {
             writable: true,
             written: Default::default(),
         });
-        Ok((
-            attr,
-            Opened {
-                fh,
-                file,
-                obj,
-                writable: true,
-            },
-        ))
+        let opened = Opened {
+            fh,
+            ino,
+            file,
+            obj,
+            writable: true,
+        };
+        Ok((attr, self.serve(opened, register)?))
     }
 
     /// `mknod(2)`: regular files only; fifos, sockets and devices are not

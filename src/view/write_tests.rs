@@ -4,20 +4,21 @@
 use std::ffi::OsStr;
 use std::fs;
 
+use super::tests::no_backing;
 use super::*;
 use crate::grant::{resolve, GrantRequest};
 use crate::policy::Policy;
 
-const ROOTUSER: Caller = Caller { uid: 0, gid: 0 };
+pub(super) const ROOTUSER: Caller = Caller { uid: 0, gid: 0 };
 
-struct Fx {
+pub(super) struct Fx {
     _dirs: (tempfile::TempDir, tempfile::TempDir),
     host: std::path::PathBuf,
     session: std::path::PathBuf,
     grant: Grant,
 }
 
-fn fixture(prefixes: &[&str]) -> Fx {
+pub(super) fn fixture(prefixes: &[&str]) -> Fx {
     fixture_with(prefixes, &[])
 }
 
@@ -60,17 +61,17 @@ fn fixture_with(prefixes: &[&str], extra: &[(&str, &str)]) -> Fx {
     }
 }
 
-fn open_view(fx: &Fx, opts: ViewOptions) -> View {
+pub(super) fn open_view(fx: &Fx, opts: ViewOptions) -> View {
     View::new(&fx.grant, Some(&fx.session), opts).unwrap()
 }
 
-fn ino(v: &View, path: &str) -> Ino {
+pub(super) fn ino(v: &View, path: &str) -> Ino {
     v.read_tree()
         .lookup_path(path)
         .unwrap_or_else(|| panic!("{path} missing"))
 }
 
-fn name(s: &str) -> &OsStr {
+pub(super) fn name(s: &str) -> &OsStr {
     OsStr::new(s)
 }
 
@@ -87,14 +88,14 @@ fn listing(v: &View) -> Vec<String> {
 }
 
 fn read_all(v: &View, path: &str) -> Vec<u8> {
-    let o = v.open(ino(v, path), libc::O_RDONLY).unwrap();
+    let o = v.open(ino(v, path), libc::O_RDONLY, no_backing).unwrap();
     let data = v.read(o.fh, 0, 1 << 20).unwrap();
     v.release(o.fh);
     data
 }
 
 fn write_file(v: &View, parent: &str, file: &str, data: &[u8]) -> Result<()> {
-    let (_, o) = v.create(ino(v, parent), name(file), 0o644, ROOTUSER)?;
+    let (_, o) = v.create(ino(v, parent), name(file), 0o644, ROOTUSER, no_backing)?;
     let r = v.write(o.fh, 0, data, false).map(drop);
     v.release(o.fh);
     r
@@ -247,7 +248,8 @@ fn out_of_scope_names_are_eacces_and_leave_nothing() {
     assert_eq!(left, 0, "an object was left behind");
     // Existing files outside the prefix may not change either.
     assert_eq!(
-        v.open(ino(&v, "d/b.txt"), libc::O_WRONLY).unwrap_err(),
+        v.open(ino(&v, "d/b.txt"), libc::O_WRONLY, no_backing)
+            .unwrap_err(),
         Errno::EACCES
     );
     assert_eq!(
@@ -273,7 +275,11 @@ fn out_of_scope_names_are_eacces_and_leave_nothing() {
     v.mkdir(ROOT, name("out"), 0o755, ROOTUSER).unwrap();
     write_file(&v, "out", "x.txt", b"x").unwrap();
     let o = v
-        .open(ino(&v, "out/x.txt"), libc::O_WRONLY | libc::O_TRUNC)
+        .open(
+            ino(&v, "out/x.txt"),
+            libc::O_WRONLY | libc::O_TRUNC,
+            no_backing,
+        )
         .unwrap();
     v.write(o.fh, 0, b"X", false).unwrap();
     v.release(o.fh);
@@ -289,7 +295,11 @@ fn copy_up_records_the_base_and_reopen_replays_the_journal() {
     let fx = fixture(&[]);
     let v = open_view(&fx, ViewOptions::default());
     let o = v
-        .open(ino(&v, "a.txt"), libc::O_WRONLY | libc::O_APPEND)
+        .open(
+            ino(&v, "a.txt"),
+            libc::O_WRONLY | libc::O_APPEND,
+            no_backing,
+        )
         .unwrap();
     v.write(o.fh, 6, b"more\n", false).unwrap();
     v.release(o.fh);
@@ -332,7 +342,9 @@ fn quotas_refuse_whole_writes() {
         },
     );
     v.mkdir(ROOT, name("m"), 0o755, ROOTUSER).unwrap();
-    let (_, o) = v.create(ROOT, name("f"), 0o644, ROOTUSER).unwrap();
+    let (_, o) = v
+        .create(ROOT, name("f"), 0o644, ROOTUSER, no_backing)
+        .unwrap();
     // The byte quota holds the journal too: what is left is for data.
     let room = 1000 - v.overlay().unwrap().quota.journal_bytes() as usize;
     v.write(o.fh, 0, &[1; 60], false).unwrap();
@@ -459,7 +471,9 @@ fn sizes_past_the_largest_file_are_efbig_before_the_quota() {
             ..ViewOptions::default()
         },
     );
-    let (_, o) = v.create(ROOT, name("f"), 0o644, ROOTUSER).unwrap();
+    let (_, o) = v
+        .create(ROOT, name("f"), 0o644, ROOTUSER, no_backing)
+        .unwrap();
     let f = ino(&v, "f");
     let size = |n| SetAttr {
         size: Some(n),
