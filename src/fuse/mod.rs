@@ -1,23 +1,26 @@
-//! The fuser adapter: translates FUSE requests into calls on the view core
-//! and its answers into replies. No policy decision lives here.
+//! The fuser adapter: converts each FUSE request's arguments, calls one
+//! method of the view core and sends its answer as the reply (`reply.rs`),
+//! logging failures (`log.rs`). Every decision is the core's.
 
 mod log;
+mod reply;
 
 use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use fuser::{
-    AccessFlags, Errno as FErrno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
-    Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr,
-    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen,
-    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    AccessFlags, Errno as FErrno, FileHandle, Filesystem, FopenFlags, INodeNo, InitFlags,
+    KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
+    ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
-use crate::error::Errno;
-use crate::view::{self, Attr, Caller, Kind, Serve, SetAttr, SetTime, View};
+use crate::view::{self, Caller, SetAttr, SetTime, View};
 use log::{failed, Req};
+use reply::{answer, file_attr, kind, GEN};
 
 pub struct WopFs {
     view: Arc<View>,
@@ -26,56 +29,6 @@ pub struct WopFs {
 impl WopFs {
     pub fn new(view: Arc<View>) -> WopFs {
         WopFs { view }
-    }
-}
-
-fn kind(k: Kind) -> FileType {
-    match k {
-        Kind::Dir => FileType::Directory,
-        Kind::File => FileType::RegularFile,
-        Kind::Symlink => FileType::Symlink,
-    }
-}
-
-fn file_attr(a: &Attr) -> FileAttr {
-    FileAttr {
-        ino: INodeNo(a.ino),
-        size: a.size,
-        blocks: a.blocks,
-        atime: a.atime,
-        mtime: a.mtime,
-        ctime: a.ctime,
-        crtime: SystemTime::UNIX_EPOCH,
-        kind: kind(a.kind),
-        perm: a.perm,
-        nlink: a.nlink,
-        uid: a.uid,
-        gid: a.gid,
-        rdev: 0,
-        blksize: a.blksize,
-        flags: 0,
-    }
-}
-
-const GEN: Generation = Generation(0);
-
-fn negative_attr() -> FileAttr {
-    FileAttr {
-        ino: INodeNo(0),
-        size: 0,
-        blocks: 0,
-        atime: SystemTime::UNIX_EPOCH,
-        mtime: SystemTime::UNIX_EPOCH,
-        ctime: SystemTime::UNIX_EPOCH,
-        crtime: SystemTime::UNIX_EPOCH,
-        kind: FileType::RegularFile,
-        perm: 0,
-        nlink: 0,
-        uid: 0,
-        gid: 0,
-        rdev: 0,
-        blksize: 0,
-        flags: 0,
     }
 }
 
@@ -102,50 +55,25 @@ impl Filesystem for WopFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        match self.view.lookup(parent.0, name) {
-            Ok(a) => reply.entry(&self.view.ttl_for(&a), &file_attr(&a), GEN),
-            // Inode 0 is a negative entry: the kernel remembers the name is
-            // absent for the TTL instead of asking again (builds and imports
-            // probe many absent names).
-            Err(e) if e == Errno::ENOENT => reply.entry(&self.view.ttl(), &negative_attr(), GEN),
-            Err(e) => reply.error(failed(Req::named("lookup", parent.0, name), &e)),
-        }
+        let req = Req::named("lookup", parent.0, name);
+        answer(reply, req, self.view.lookup(parent.0, name));
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
-        let attr = match fh {
+        let entry = match fh {
             Some(fh) => self.view.getattr_fh(ino.0, fh.0),
             None => self.view.getattr(ino.0),
         };
-        match attr {
-            Ok(a) => reply.attr(&self.view.ttl_for(&a), &file_attr(&a)),
-            Err(e) => reply.error(failed(Req::on("getattr", ino.0), &e)),
-        }
+        answer(reply, Req::on("getattr", ino.0), entry);
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        match self.view.readlink(ino.0) {
-            Ok(target) => reply.data(&target),
-            Err(e) => reply.error(failed(Req::on("readlink", ino.0), &e)),
-        }
+        answer(reply, Req::on("readlink", ino.0), self.view.readlink(ino.0));
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        match self
-            .view
-            .open(ino.0, flags.0, |file| reply.open_backing(file))
-        {
-            Ok(open) => {
-                let fh = FileHandle(open.fh);
-                match open.serve {
-                    Serve::Passthrough(id) => {
-                        reply.opened_passthrough(fh, FopenFlags::empty(), &id)
-                    }
-                    Serve::PageCache { keep } => reply.opened(fh, keep_cache(keep)),
-                }
-            }
-            Err(e) => reply.error(failed(Req::on("open", ino.0), &e)),
-        }
+        let open = self.view.open(ino.0, flags.0, |f| reply.open_backing(f));
+        answer(reply, Req::on("open", ino.0), open);
     }
 
     fn read(
@@ -159,10 +87,11 @@ impl Filesystem for WopFs {
         _lock: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        match self.view.read(fh.0, offset, size) {
-            Ok(data) => reply.data(&data),
-            Err(e) => reply.error(failed(Req::on("read", ino.0), &e)),
-        }
+        answer(
+            reply,
+            Req::on("read", ino.0),
+            self.view.read(fh.0, offset, size),
+        );
     }
 
     fn flush(
@@ -233,8 +162,7 @@ impl Filesystem for WopFs {
         };
         for (next, e) in &entries {
             let attr = file_attr(&e.attr);
-            let ttl = self.view.ttl_for(&e.attr);
-            if reply.add(INodeNo(e.ino), *next, &*e.name, &ttl, &attr, GEN) {
+            if reply.add(INodeNo(e.ino), *next, &*e.name, &e.ttl, &attr, GEN) {
                 break;
             }
         }
@@ -253,54 +181,41 @@ impl Filesystem for WopFs {
         reply.ok();
     }
 
-    fn fsyncdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, ds: bool, reply: ReplyEmpty) {
-        tracing::trace!(ino = ino.0, datasync = ds, "fsyncdir");
-        empty_reply(Req::on("fsyncdir", ino.0), self.view.fsyncdir(), reply);
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _ds: bool,
+        reply: ReplyEmpty,
+    ) {
+        answer(reply, Req::on("fsyncdir", ino.0), self.view.fsyncdir());
     }
 
     fn fsync(&self, _req: &Request, ino: INodeNo, fh: FileHandle, ds: bool, reply: ReplyEmpty) {
-        tracing::trace!(ino = ino.0, fh = fh.0, datasync = ds, "fsync");
-        empty_reply(Req::on("fsync", ino.0), self.view.fsync(fh.0, ds), reply);
+        answer(reply, Req::on("fsync", ino.0), self.view.fsync(fh.0, ds));
     }
 
-    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        match self.view.statfs() {
-            Ok(s) => reply.statfs(
-                s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize,
-            ),
-            Err(e) => reply.error(failed(Req::on("statfs", 0), &e)),
-        }
+    fn statfs(&self, _req: &Request, ino: INodeNo, reply: ReplyStatfs) {
+        answer(reply, Req::on("statfs", ino.0), self.view.statfs());
     }
 
     fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         let privileged = || caller_has_sys_admin(req.pid());
-        let about = Req::named("getxattr", ino.0, name);
-        xattr_reply(
-            about,
-            self.view.getxattr(ino.0, name, privileged),
-            size,
-            reply,
-        );
+        let value = self.view.getxattr(ino.0, name, privileged);
+        xattr_reply(Req::named("getxattr", ino.0, name), value, size, reply);
     }
 
     fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
         let privileged = || caller_has_sys_admin(req.pid());
-        xattr_reply(
-            Req::on("listxattr", ino.0),
-            self.view.listxattr(ino.0, privileged),
-            size,
-            reply,
-        );
+        let names = self.view.listxattr(ino.0, privileged);
+        xattr_reply(Req::on("listxattr", ino.0), names, size, reply);
     }
 
     fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
-        match self.view.access(ino.0, mask.bits(), req.uid(), req.gid()) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(failed(Req::on("access", ino.0), &e)),
-        }
+        let r = self.view.access(ino.0, mask.bits(), req.uid(), req.gid());
+        answer(reply, Req::on("access", ino.0), r);
     }
-
-    // Changes: decided by the core (EROFS in a read-only view).
 
     fn setattr(
         &self,
@@ -328,10 +243,8 @@ impl Filesystem for WopFs {
             atime: atime.map(set_time),
             mtime: mtime.map(set_time),
         };
-        match self.view.setattr(ino.0, fh.map(|f| f.0), set, caller(req)) {
-            Ok(a) => reply.attr(&self.view.ttl_for(&a), &file_attr(&a)),
-            Err(e) => reply.error(failed(Req::on("setattr", ino.0), &e)),
-        }
+        let r = self.view.setattr(ino.0, fh.map(|f| f.0), set, caller(req));
+        answer(reply, Req::on("setattr", ino.0), r);
     }
 
     fn mknod(
@@ -344,13 +257,8 @@ impl Filesystem for WopFs {
         _rdev: u32,
         reply: ReplyEntry,
     ) {
-        let about = Req::named("mknod", parent.0, name);
-        entry_reply(
-            &self.view,
-            about,
-            self.view.mknod(parent.0, name, mode, caller(req)),
-            reply,
-        );
+        let r = self.view.mknod(parent.0, name, mode, caller(req));
+        answer(reply, Req::named("mknod", parent.0, name), r);
     }
 
     fn mkdir(
@@ -362,29 +270,18 @@ impl Filesystem for WopFs {
         _umask: u32,
         reply: ReplyEntry,
     ) {
-        let about = Req::named("mkdir", parent.0, name);
-        entry_reply(
-            &self.view,
-            about,
-            self.view.mkdir(parent.0, name, mode, caller(req)),
-            reply,
-        );
+        let r = self.view.mkdir(parent.0, name, mode, caller(req));
+        answer(reply, Req::named("mkdir", parent.0, name), r);
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        empty_reply(
-            Req::named("unlink", parent.0, name),
-            self.view.unlink(parent.0, name),
-            reply,
-        );
+        let r = self.view.unlink(parent.0, name);
+        answer(reply, Req::named("unlink", parent.0, name), r);
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        empty_reply(
-            Req::named("rmdir", parent.0, name),
-            self.view.rmdir(parent.0, name),
-            reply,
-        );
+        let r = self.view.rmdir(parent.0, name);
+        answer(reply, Req::named("rmdir", parent.0, name), r);
     }
 
     fn symlink(
@@ -395,15 +292,9 @@ impl Filesystem for WopFs {
         target: &Path,
         reply: ReplyEntry,
     ) {
-        use std::os::unix::ffi::OsStrExt;
         let target = target.as_os_str().as_bytes();
-        let about = Req::named("symlink", parent.0, name);
-        entry_reply(
-            &self.view,
-            about,
-            self.view.symlink(parent.0, name, target, caller(req)),
-            reply,
-        );
+        let r = self.view.symlink(parent.0, name, target, caller(req));
+        answer(reply, Req::named("symlink", parent.0, name), r);
     }
 
     fn rename(
@@ -416,11 +307,10 @@ impl Filesystem for WopFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        let about = Req::named("rename", parent.0, name);
         let r = self
             .view
             .rename(parent.0, name, newparent.0, newname, flags.bits());
-        empty_reply(about, r, reply);
+        answer(reply, Req::named("rename", parent.0, name), r);
     }
 
     fn link(
@@ -431,12 +321,7 @@ impl Filesystem for WopFs {
         _newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        entry_reply(
-            &self.view,
-            Req::on("link", ino.0),
-            self.view.link(ino.0),
-            reply,
-        );
+        answer(reply, Req::on("link", ino.0), self.view.link(ino.0));
     }
 
     fn write(
@@ -452,10 +337,8 @@ impl Filesystem for WopFs {
         reply: ReplyWrite,
     ) {
         let kill = wflags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
-        match self.view.write(fh.0, offset, data, kill) {
-            Ok(n) => reply.written(n),
-            Err(e) => reply.error(failed(Req::on("write", ino.0), &e)),
-        }
+        let r = self.view.write(fh.0, offset, data, kill);
+        answer(reply, Req::on("write", ino.0), r);
     }
 
     fn create(
@@ -468,24 +351,11 @@ impl Filesystem for WopFs {
         _flags: i32,
         reply: ReplyCreate,
     ) {
-        let register = |file: &std::fs::File| reply.open_backing(file);
-        match self
+        let register = |f: &std::fs::File| reply.open_backing(f);
+        let r = self
             .view
-            .create(parent.0, name, mode, caller(req), register)
-        {
-            Ok((a, open)) => {
-                let (ttl, attr, fh) = (self.view.ttl_for(&a), file_attr(&a), FileHandle(open.fh));
-                match open.serve {
-                    Serve::Passthrough(id) => {
-                        reply.created_passthrough(&ttl, &attr, GEN, fh, FopenFlags::empty(), &id)
-                    }
-                    Serve::PageCache { keep } => {
-                        reply.created(&ttl, &attr, GEN, fh, keep_cache(keep))
-                    }
-                }
-            }
-            Err(e) => reply.error(failed(Req::named("create", parent.0, name), &e)),
-        }
+            .create(parent.0, name, mode, caller(req), register);
+        answer(reply, Req::named("create", parent.0, name), r);
     }
 
     fn setxattr(
@@ -498,13 +368,13 @@ impl Filesystem for WopFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        let about = Req::named("setxattr", ino.0, name);
-        empty_reply(about, self.view.setxattr(ino.0, name, value, flags), reply);
+        let r = self.view.setxattr(ino.0, name, value, flags);
+        answer(reply, Req::named("setxattr", ino.0, name), r);
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let about = Req::named("removexattr", ino.0, name);
-        empty_reply(about, self.view.removexattr(ino.0, name), reply);
+        let r = self.view.removexattr(ino.0, name);
+        answer(reply, Req::named("removexattr", ino.0, name), r);
     }
 
     fn fallocate(
@@ -517,23 +387,12 @@ impl Filesystem for WopFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        empty_reply(
-            Req::on("fallocate", ino.0),
-            self.view.fallocate(fh.0, offset, length, mode),
-            reply,
-        );
+        let r = self.view.fallocate(fh.0, offset, length, mode);
+        answer(reply, Req::on("fallocate", ino.0), r);
     }
 
     fn destroy(&mut self) {
         self.view.shutdown();
-    }
-}
-
-fn keep_cache(keep: bool) -> FopenFlags {
-    if keep {
-        FopenFlags::FOPEN_KEEP_CACHE
-    } else {
-        FopenFlags::empty()
     }
 }
 
@@ -582,27 +441,13 @@ fn set_time(t: TimeOrNow) -> SetTime {
     }
 }
 
-fn entry_reply(view: &View, about: Req, r: view::Result<Attr>, reply: ReplyEntry) {
-    match r {
-        Ok(a) => reply.entry(&view.ttl_for(&a), &file_attr(&a), GEN),
-        Err(e) => reply.error(failed(about, &e)),
-    }
-}
-
-fn empty_reply(about: Req, r: view::Result<()>, reply: ReplyEmpty) {
-    match r {
-        Ok(()) => reply.ok(),
-        Err(e) => reply.error(failed(about, &e)),
-    }
-}
-
 /// getxattr/listxattr protocol: size 0 asks for the length; a too-small
 /// buffer is ERANGE.
-fn xattr_reply(about: Req, value: view::Result<Vec<u8>>, size: u32, reply: ReplyXattr) {
+fn xattr_reply(req: Req, value: view::Result<Vec<u8>>, size: u32, reply: ReplyXattr) {
     match value {
         Ok(v) if size == 0 => reply.size(v.len() as u32),
         Ok(v) if v.len() <= size as usize => reply.data(&v),
         Ok(_) => reply.error(FErrno::ERANGE),
-        Err(e) => reply.error(failed(about, &e)),
+        Err(e) => reply.error(failed(req, &e)),
     }
 }

@@ -24,7 +24,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::tree::Tree;
 pub use crate::tree::{Ino, Kind, Origin, ROOT};
-pub use attr::{Attr, DIR_SIZE};
+pub use attr::{Attr, Entry, Lookup, DIR_SIZE};
 use handles::{Handle, Handles};
 pub use write::{Caller, SetAttr, SetTime};
 
@@ -73,6 +73,7 @@ pub struct DirEntry {
     pub ino: Ino,
     pub name: Box<str>,
     pub attr: Attr,
+    pub ttl: Duration,
 }
 
 /// The largest file a view holds: 16 TiB, ext4's limit with 4 KiB blocks
@@ -213,18 +214,21 @@ impl View {
         }
     }
 
-    /// How long the kernel may cache host-derived answers: never past expiry.
-    pub fn ttl(&self) -> Duration {
+    /// How long the kernel may cache host-derived answers (and absent
+    /// names): never past expiry.
+    fn ttl(&self) -> Duration {
         self.clamp(self.opts.cache_ttl)
     }
 
-    /// How long the kernel may cache `attr`: long for what the daemon owns.
-    pub fn ttl_for(&self, attr: &Attr) -> Duration {
-        if attr.owned {
+    /// `attr` with how long the kernel may cache it: long for what the
+    /// daemon owns.
+    fn entry(&self, attr: Attr) -> Entry {
+        let ttl = if attr.owned {
             self.clamp(OWNED_TTL.max(self.opts.cache_ttl))
         } else {
             self.ttl()
-        }
+        };
+        Entry { attr, ttl }
     }
 
     /// Attributes as presented: with `--uid/--gid`, every entry belongs to
@@ -269,7 +273,17 @@ impl View {
         }
     }
 
-    pub fn lookup(&self, parent: Ino, name: &OsStr) -> Result<Attr> {
+    /// A name in a directory. One that is not there (or not visible) is
+    /// [`Lookup::Absent`], which the kernel remembers for a while.
+    pub fn lookup(&self, parent: Ino, name: &OsStr) -> Result<Lookup> {
+        match self.lookup_attr(parent, name) {
+            Ok(a) => Ok(Lookup::Found(self.entry(a))),
+            Err(e) if e == Errno::ENOENT => Ok(Lookup::Absent { ttl: self.ttl() }),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn lookup_attr(&self, parent: Ino, name: &OsStr) -> Result<Attr> {
         self.live()?;
         if name.len() > 255 {
             return Err(Errno(libc::ENAMETOOLONG).into());
@@ -280,10 +294,11 @@ impl View {
         self.attr_in(&tree, child)
     }
 
-    pub fn getattr(&self, ino: Ino) -> Result<Attr> {
+    pub fn getattr(&self, ino: Ino) -> Result<Entry> {
         self.live()?;
         let tree = self.read_tree();
         match self.attr_in(&tree, ino) {
+            Ok(a) => Ok(self.entry(a)),
             // Unlinked but still open: fstat through any of its handles.
             Err(e) if e == Errno::ENOENT && tree.get_any(ino).is_some_and(|n| n.removed) => {
                 drop(tree);
@@ -292,22 +307,22 @@ impl View {
                     _ => Err(Errno::ENOENT.into()),
                 }
             }
-            other => other,
+            Err(e) => Err(e),
         }
     }
 
-    fn attr_of_file(&self, ino: Ino, file: &File) -> Result<Attr> {
+    fn attr_of_file(&self, ino: Ino, file: &File) -> Result<Entry> {
         let st = rustix::fs::fstat(file)?;
         let tree = self.read_tree();
         let node = tree.get_any(ino);
         let kind = node.map_or(Kind::File, |n| n.kind);
         let mut a = attr::from_stat(ino, kind, &st, 1);
         a.owned = node.is_some_and(|n| matches!(n.origin, Origin::Upper(_)));
-        Ok(self.present(a))
+        Ok(self.entry(self.present(a)))
     }
 
     /// `fstat` on an open handle: answers even for an unlinked file.
-    pub fn getattr_fh(&self, ino: Ino, fh: u64) -> Result<Attr> {
+    pub fn getattr_fh(&self, ino: Ino, fh: u64) -> Result<Entry> {
         self.live()?;
         match self.handles.get(fh) {
             Some(Handle::File { file, .. }) => self.attr_of_file(ino, &file),
@@ -514,12 +529,14 @@ impl View {
                 },
             };
             let Ok(attr) = attr else { continue };
+            let Entry { attr, ttl } = self.entry(attr);
             out.push((
                 i as u64 + 1,
                 DirEntry {
                     ino: *ino,
                     name: name.clone(),
                     attr,
+                    ttl,
                 },
             ));
         }

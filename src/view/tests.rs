@@ -70,14 +70,22 @@ fn names(v: &View, ino: Ino) -> Vec<String> {
     out
 }
 
-fn lookup_path(v: &View, path: &str) -> Result<Attr> {
-    let mut ino = ROOT;
-    let mut attr = v.getattr(ROOT)?;
-    for seg in path.split('/') {
-        attr = v.lookup(ino, OsStr::new(seg))?;
-        ino = attr.ino;
+/// The entry of a name, ENOENT if it is absent.
+pub(super) fn found(l: Lookup) -> Result<Entry> {
+    match l {
+        Lookup::Found(e) => Ok(e),
+        Lookup::Absent { .. } => Err(Errno::ENOENT.into()),
     }
-    Ok(attr)
+}
+
+fn lookup_path(v: &View, path: &str) -> Result<Entry> {
+    let mut ino = ROOT;
+    let mut entry = v.getattr(ROOT)?;
+    for seg in path.split('/') {
+        entry = found(v.lookup(ino, OsStr::new(seg))?)?;
+        ino = entry.ino;
+    }
+    Ok(entry)
 }
 
 #[test]
@@ -94,6 +102,27 @@ fn lists_exactly_the_granted_tree() {
     assert_eq!(pay.size, 24);
     assert_eq!(pay.nlink, 1);
     assert_eq!(lookup_path(v, "src/link").unwrap().kind, Kind::Symlink);
+}
+
+#[test]
+fn absent_names_are_negative_entries_cached_like_host_entries() {
+    let f = fixture(Some(Duration::from_secs(3600)));
+    let v = &f.view;
+    let ttl = ViewOptions::default().cache_ttl;
+    for name in ["nothing", ".env", "secrets"] {
+        match v.lookup(ROOT, OsStr::new(name)).unwrap() {
+            Lookup::Absent { ttl: t } => assert!(t <= ttl && t > ttl / 2, "{name}: {t:?}"),
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+    let readme = lookup_path(v, "README.md").unwrap();
+    assert!(readme.ttl <= ttl && readme.ttl > ttl / 2);
+    // Not a negative entry: an overlong name is an error.
+    let long = "x".repeat(256);
+    assert_eq!(
+        v.lookup(ROOT, OsStr::new(&long)).unwrap_err(),
+        Errno(libc::ENAMETOOLONG)
+    );
 }
 
 #[test]

@@ -13,7 +13,7 @@ use rustix::fs::{self as rfs, AtFlags, Timespec, Timestamps};
 use super::copyup::{gid, seen_of, uid};
 use super::handles::Handle;
 use super::serve::Opened;
-use super::{Attr, Open, Result, View, MAX_FILE_SIZE};
+use super::{Entry, Open, Result, View, MAX_FILE_SIZE};
 use crate::error::Errno;
 use crate::overlay::journal::{self, Record};
 use crate::overlay::Overlay;
@@ -201,7 +201,7 @@ impl View {
         mode: u32,
         who: Caller,
         register: impl FnOnce(&std::fs::File) -> std::io::Result<B>,
-    ) -> Result<(Attr, Open<B>)> {
+    ) -> Result<(Entry, Open<B>)> {
         let mut file = None;
         let (ino, obj) = self.make_entry(parent, name, Kind::File, who, |place, _| {
             file = Some(match place {
@@ -231,7 +231,7 @@ impl View {
 
     /// `mknod(2)`: regular files only; fifos, sockets and devices are not
     /// part of a source tree and answer EPERM.
-    pub fn mknod(&self, parent: Ino, name: &OsStr, mode: u32, who: Caller) -> Result<Attr> {
+    pub fn mknod(&self, parent: Ino, name: &OsStr, mode: u32, who: Caller) -> Result<Entry> {
         if mode & libc::S_IFMT != libc::S_IFREG && mode & libc::S_IFMT != 0 {
             return Err(Errno::EPERM.into());
         }
@@ -242,7 +242,7 @@ impl View {
         self.getattr(ino)
     }
 
-    pub fn mkdir(&self, parent: Ino, name: &OsStr, mode: u32, who: Caller) -> Result<Attr> {
+    pub fn mkdir(&self, parent: Ino, name: &OsStr, mode: u32, who: Caller) -> Result<Entry> {
         let (ino, _) = self.make_entry(parent, name, Kind::Dir, who, |place, setgid| {
             // mkdir(2) ignores S_ISGID in its mode; set it explicitly.
             let sgid_mode = (mode & 0o7777) | libc::S_ISGID;
@@ -270,7 +270,7 @@ impl View {
         self.getattr(ino)
     }
 
-    pub fn symlink(&self, parent: Ino, name: &OsStr, target: &[u8], who: Caller) -> Result<Attr> {
+    pub fn symlink(&self, parent: Ino, name: &OsStr, target: &[u8], who: Caller) -> Result<Entry> {
         if target.is_empty() {
             return Err(Errno(libc::ENOENT).into());
         }
@@ -283,7 +283,7 @@ impl View {
     }
 
     /// Hard links are not supported: each path is one patch.
-    pub fn link(&self, ino: Ino) -> Result<Attr> {
+    pub fn link(&self, ino: Ino) -> Result<Entry> {
         self.live()?;
         self.writer()?;
         self.read_tree().get(ino).ok_or(Errno::ENOENT)?;
@@ -595,7 +595,7 @@ impl View {
     /// unlinked while open. Set-id bits are cleared on chown of a regular
     /// file and on a size change by anyone but root, as the kernel would on
     /// a local filesystem.
-    pub fn setattr(&self, ino: Ino, fh: Option<u64>, set: SetAttr, who: Caller) -> Result<Attr> {
+    pub fn setattr(&self, ino: Ino, fh: Option<u64>, set: SetAttr, who: Caller) -> Result<Entry> {
         self.live()?;
         let node = self
             .read_tree()
