@@ -13,6 +13,8 @@ mod direct;
 mod error;
 mod handles;
 mod serve;
+mod source;
+mod upper;
 mod write;
 
 use std::ffi::OsStr;
@@ -39,6 +41,8 @@ use crate::scope::Scope;
 pub use error::{Context, Error, Result};
 pub use serve::{Open, Serve};
 use serve::{Opened, Serving};
+use source::Source;
+use upper::Upper;
 
 /// How long the kernel may cache what the daemon owns (overlay entries):
 /// they change only through the daemon, which keeps the kernel informed.
@@ -110,8 +114,8 @@ pub struct View {
     serving: Serving,
     opts: ViewOptions,
     scope: Scope,
-    overlay: Option<Overlay>,
-    direct: Option<direct::DirectLog>,
+    /// Where changes land; `None` in a read-only view.
+    upper: Option<Box<dyn Upper>>,
     seen: Mutex<SeenMap>,
 }
 
@@ -134,7 +138,8 @@ impl View {
             .iter()
             .fold(0u64, |t, f| t.saturating_add(f.size_bytes));
         let mut tree = Tree::from_files(&files);
-        let (overlay, seen) = match (grant.mode, session_dir) {
+        let (upper, seen): (Option<Box<dyn Upper>>, _) = match (grant.mode, session_dir) {
+            (Mode::ReadOnly, _) => (None, SeenMap::new()),
             (Mode::ReadWriteOverlay, Some(dir)) => {
                 let base = Tree::from_files(&files);
                 let (ov, seen) = Overlay::open(
@@ -144,23 +149,22 @@ impl View {
                     opts.quota_bytes.unwrap_or(grant.max_total_size_bytes),
                     opts.quota_files.unwrap_or(grant.max_files),
                 )?;
-                (Some(ov), seen)
+                (Some(Box::new(ov)), seen)
             }
+            (Mode::ReadWriteDirect, Some(dir)) => (
+                Some(Box::new(direct::DirectLog::open(dir)?)),
+                SeenMap::new(),
+            ),
             (Mode::ReadWriteOverlay, None) => {
                 return Err(crate::error::Error::invalid(
                     "an overlay view needs its session directory",
                 ))
             }
-            _ => (None, SeenMap::new()),
-        };
-        let direct = match (grant.mode, session_dir) {
-            (Mode::ReadWriteDirect, Some(dir)) => Some(direct::DirectLog::open(dir)?),
             (Mode::ReadWriteDirect, None) => {
                 return Err(crate::error::Error::invalid(
                     "a direct view needs its session directory for its event log",
                 ))
             }
-            _ => None,
         };
         Ok(View {
             grant_id: grant.grant_id.clone(),
@@ -173,8 +177,7 @@ impl View {
             serving: Serving::default(),
             opts,
             scope: Scope::from_grant(grant)?,
-            overlay,
-            direct,
+            upper,
             seen: Mutex::new(seen),
         })
     }
@@ -183,12 +186,9 @@ impl View {
         &self.grant_id
     }
 
-    pub fn mode(&self) -> Mode {
-        self.mode
-    }
-
+    /// The overlay of an overlay view.
     pub fn overlay(&self) -> Option<&Overlay> {
-        self.overlay.as_ref()
+        self.upper.as_deref()?.overlay()
     }
 
     /// What the agent has seen of the host files it changed (for patches).
@@ -253,24 +253,14 @@ impl View {
     /// entry that is gone or changed kind answers ENOENT.
     fn attr_in(&self, tree: &Tree, ino: Ino) -> Result<Attr> {
         let node = tree.get(ino).ok_or(Errno::ENOENT)?;
-        let nlink = 2 + tree.subdirs(ino) as u32;
-        match &node.origin {
-            Origin::Upper(obj) => {
-                let ov = self.overlay.as_ref().ok_or(Errno::EIO)?;
-                let st = ov.stat(*obj)?;
-                let mut a = attr::from_stat(ino, node.kind, &st, nlink);
-                a.owned = true;
-                Ok(self.present(a))
-            }
-            _ => {
-                let path = tree.host_path(ino).ok_or(Errno::ENOENT)?;
-                let st = self.host.lstat(&path)?;
-                if attr::kind_of(&st) != Some(node.kind) {
-                    return Err(Errno::ENOENT.into());
-                }
-                Ok(self.present(attr::from_stat(ino, node.kind, &st, nlink)))
-            }
+        let source = self.source(tree, ino)?;
+        let st = source.lstat()?;
+        if attr::kind_of(&st) != Some(node.kind) {
+            return Err(Errno::ENOENT.into());
         }
+        let mut a = attr::from_stat(ino, node.kind, &st, 2 + tree.subdirs(ino) as u32);
+        a.owned = matches!(source, Source::Object(..));
+        Ok(self.present(a))
     }
 
     /// A name in a directory. One that is not there (or not visible) is
@@ -337,12 +327,7 @@ impl View {
         if node.kind != Kind::Symlink {
             return Err(Errno::EINVAL.into());
         }
-        match &node.origin {
-            Origin::Upper(obj) => Ok(self.overlay.as_ref().ok_or(Errno::EIO)?.readlink(*obj)?),
-            _ => Ok(self
-                .host
-                .readlink(&tree.host_path(ino).ok_or(Errno::ENOENT)?)?),
-        }
+        self.source(&tree, ino)?.readlink()
     }
 
     /// Opens a file with `open(2)` flags. Writing opens copy a host file up
@@ -367,21 +352,10 @@ impl View {
         }
         let (file, obj) = if write {
             self.check_change(ino)?;
-            self.open_for_write(ino, flags & libc::O_TRUNC != 0)?
+            let truncate = flags & libc::O_TRUNC != 0;
+            self.upper()?.open_write(self, ino, truncate)?
         } else {
-            let tree = self.read_tree();
-            match tree.get(ino).ok_or(Errno::ENOENT)?.origin {
-                // Read-write even for a reader: if the kernel makes this the
-                // passthrough backing file, later writers share it.
-                Origin::Upper(obj) => {
-                    let ov = self.overlay.as_ref().ok_or(Errno::EIO)?;
-                    (ov.open_file(obj, true)?, Some(obj))
-                }
-                _ => {
-                    let path = tree.host_path(ino).ok_or(Errno::ENOENT)?;
-                    (self.host.open_file(&path)?, None)
-                }
-            }
+            self.source(&self.read_tree(), ino)?.open()?
         };
         let file = Arc::new(file);
         let fh = self.handles.insert(Handle::File {
@@ -410,8 +384,8 @@ impl View {
             // Opened on the host file, copied up since: every open of an
             // inode reads the same content, so follow it to the object.
             (None, Some(o)) => {
-                let ov = self.overlay.as_ref().ok_or(Errno::EIO)?;
-                let f = Arc::new(ov.open_file(o, false)?);
+                let f = self.objects(o)?.open_file(o, false);
+                let f = Arc::new(f.map_err(|e| source::object_error(o, e))?);
                 self.handles.retarget(fh, f.clone(), o);
                 f
             }
@@ -424,7 +398,7 @@ impl View {
                 Ok(0) => break,
                 Ok(n) => done += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(Error::from(e).context("reading an open file")),
             }
         }
         buf.truncate(done);
@@ -433,7 +407,6 @@ impl View {
 
     /// The overlay object of a node that has been copied up.
     fn copied_up(&self, ino: Ino) -> Option<u64> {
-        self.overlay.as_ref()?;
         match self.read_tree().get(ino)?.origin {
             Origin::Upper(o) => Some(o),
             _ => None,
@@ -444,23 +417,27 @@ impl View {
     /// quota: it is settled here.
     pub fn release(&self, fh: u64) {
         let passthrough = self.unserve(fh);
-        let Some(handle) = self.handles.remove(fh) else {
-            return;
-        };
-        if passthrough {
-            self.settle_quota(&handle);
-        }
-        if let (Handle::File { ino, written, .. }, Some(log)) = (handle, &self.direct) {
-            let bytes = written.load(std::sync::atomic::Ordering::Relaxed);
-            if bytes > 0 {
-                let path = self
-                    .read_tree()
-                    .path(ino)
-                    .unwrap_or_else(|| "(unlinked)".into());
-                if let Err(e) = log.log("write", &path, None, Some(bytes)) {
-                    tracing::error!(error = %e, path, "cannot log a direct write");
-                }
-            }
+        let handle = self.handles.remove(fh);
+        if let (
+            Some(Handle::File {
+                file,
+                ino,
+                obj,
+                written,
+                ..
+            }),
+            Some(upper),
+        ) = (handle, &self.upper)
+        {
+            let written = written.load(std::sync::atomic::Ordering::Relaxed);
+            let closed = upper::Closed {
+                ino,
+                obj,
+                file: &file,
+                passthrough,
+                written,
+            };
+            upper.closed(self, &closed);
         }
     }
 
@@ -556,29 +533,18 @@ impl View {
     pub fn statfs(&self) -> Result<Statfs> {
         self.live()?;
         let entries = self.read_tree().len() as u64;
-        let mut used = self.granted_bytes;
-        let (free_bytes, free_files) = match (&self.overlay, self.mode) {
-            (Some(ov), _) => {
-                let q = &ov.quota;
-                used = used.saturating_add(q.bytes());
-                (
-                    q.max_bytes.saturating_sub(q.bytes()),
-                    q.max_objects.saturating_sub(q.objects()),
-                )
-            }
-            (None, Mode::ReadWriteDirect) => {
-                let v = self.host.statvfs()?;
-                (v.f_bavail.saturating_mul(v.f_frsize), v.f_ffree)
-            }
-            (None, _) => (0, 0),
+        let space = match &self.upper {
+            Some(upper) => upper.space(self)?,
+            None => upper::Space::default(),
         };
-        let free = free_bytes / STATFS_BLOCK;
+        let used = self.granted_bytes.saturating_add(space.used_bytes);
+        let free = space.free_bytes / STATFS_BLOCK;
         Ok(Statfs {
             blocks: used.div_ceil(STATFS_BLOCK).saturating_add(free),
             bfree: free,
             bavail: free,
-            files: entries.saturating_add(free_files),
-            ffree: free_files,
+            files: entries.saturating_add(space.free_files),
+            ffree: space.free_files,
             bsize: STATFS_BLOCK as u32,
             namelen: 255,
             frsize: STATFS_BLOCK as u32,
@@ -604,30 +570,20 @@ impl View {
         self.live()?;
         let name = name.to_str().ok_or(Errno::ENODATA)?;
         let tree = self.read_tree();
-        let node = tree.get(ino).ok_or(Errno::ENOENT)?;
+        let source = self.source(&tree, ino)?;
         if self.mode != Mode::ReadOnly && is_posix_acl(name) {
             return Err(Errno(libc::EOPNOTSUPP).into());
         }
-        match node.origin {
+        let readable = match source {
             // The kernel asks for security.capability before most writes
             // and chowns: answered without a look at the object.
-            Origin::Upper(_) if !name.starts_with("user.") => Err(Errno::ENODATA.into()),
-            Origin::Upper(obj) => {
-                let ov = self.overlay.as_ref().ok_or(Errno::EIO)?;
-                let mut buf = vec![0u8; 64 * 1024];
-                let n = rustix::fs::lgetxattr(ov.path(obj), name, &mut buf[..])?;
-                buf.truncate(n);
-                Ok(buf)
-            }
-            _ => {
-                if xattr_needs_privilege(name) && !privileged() {
-                    return Err(Errno::ENODATA.into());
-                }
-                Ok(self
-                    .host
-                    .getxattr(&tree.host_path(ino).ok_or(Errno::ENOENT)?, name)?)
-            }
+            Source::Object(..) => name.starts_with("user."),
+            Source::Host(..) => !xattr_needs_privilege(name) || privileged(),
+        };
+        if !readable {
+            return Err(Errno::ENODATA.into());
         }
+        source.getxattr(name)
     }
 
     /// `listxattr(2)`: the names the caller could read, as a host
@@ -638,19 +594,11 @@ impl View {
     pub fn listxattr(&self, ino: Ino, privileged: impl FnOnce() -> bool) -> Result<Vec<u8>> {
         self.live()?;
         let tree = self.read_tree();
-        let node = tree.get(ino).ok_or(Errno::ENOENT)?;
-        let all = match node.origin {
-            Origin::Upper(obj) => {
-                let ov = self.overlay.as_ref().ok_or(Errno::EIO)?;
-                let mut buf = vec![0u8; 64 * 1024];
-                let n = rustix::fs::llistxattr(ov.path(obj), &mut buf[..])?;
-                buf.truncate(n);
-                return Ok(filter_xattr_names(&buf, |n| n.starts_with(b"user.")));
-            }
-            _ => self
-                .host
-                .listxattr(&tree.host_path(ino).ok_or(Errno::ENOENT)?)?,
-        };
+        let source = self.source(&tree, ino)?;
+        let all = source.listxattr()?;
+        if let Source::Object(..) = source {
+            return Ok(filter_xattr_names(&all, |n| n.starts_with(b"user.")));
+        }
         let all = if self.mode != Mode::ReadOnly {
             filter_xattr_names(&all, |n| !std::str::from_utf8(n).is_ok_and(is_posix_acl))
         } else {
@@ -669,7 +617,7 @@ impl View {
     pub fn access(&self, ino: Ino, mask: i32, uid: u32, gid: u32) -> Result<()> {
         let a = self.getattr(ino)?;
         if mask & libc::W_OK != 0 {
-            self.writer()?;
+            self.upper()?;
         }
         if mask == libc::F_OK {
             return Ok(());
@@ -697,7 +645,7 @@ impl View {
     /// EACCES unless the entry may be changed (write prefixes). A view that
     /// cannot be written answers EROFS first.
     fn check_change(&self, ino: Ino) -> Result<()> {
-        self.writer()?;
+        self.upper()?;
         let path = self.read_tree().path(ino).ok_or(Errno::ENOENT)?;
         if self.scope.may_change(&path) {
             Ok(())
@@ -706,15 +654,10 @@ impl View {
         }
     }
 
-    /// The overlay (copy-up needs one), or EROFS.
-    fn check_writable(&self) -> Result<&Overlay> {
-        Ok(self.overlay.as_ref().ok_or(Errno::EROFS)?)
-    }
-
     /// Flushes the journal (clean unmount).
     pub fn shutdown(&self) {
-        if let Some(ov) = &self.overlay {
-            let _ = ov.sync();
+        if let Some(upper) = &self.upper {
+            let _ = upper.sync_namespace();
         }
     }
 }

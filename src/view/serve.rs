@@ -28,7 +28,7 @@ use std::fs::File;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
-use super::{Handle, Ino, Result, View};
+use super::{Ino, Result, View};
 use crate::error::Errno;
 use crate::policy::Mode;
 
@@ -176,7 +176,8 @@ impl View {
         })
     }
 
-    /// Forgets how a released handle was served; whether it was passthrough.
+    /// Forgets how a released handle was served; whether it was
+    /// passthrough (its writes then bypassed the daemon).
     pub(super) fn unserve(&self, fh: u64) -> bool {
         let mut st = self.serving.lock();
         let Some(served) = st.by_fh.remove(&fh) else {
@@ -199,24 +200,6 @@ impl View {
             }
         }
         passthrough
-    }
-
-    /// Settles the quota after a passthrough handle closes: writes through
-    /// it went straight to the object, so its size is read back.
-    pub(super) fn settle_quota(&self, handle: &Handle) {
-        if let (
-            Handle::File {
-                file,
-                obj: Some(obj),
-                ..
-            },
-            Some(ov),
-        ) = (handle, &self.overlay)
-        {
-            if let Ok(st) = rustix::fs::fstat(&**file) {
-                ov.quota.settle(*obj, st.st_size as u64);
-            }
-        }
     }
 }
 

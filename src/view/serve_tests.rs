@@ -166,7 +166,9 @@ fn what_the_daemon_owns_is_cached_longer_than_host_entries() {
     let v = open_view(&fx, ViewOptions::default());
     let host = v.getattr(ino(&v, "a.txt")).unwrap();
     assert_eq!(host.ttl, ViewOptions::default().cache_ttl);
-    let (created, w) = v.create(ROOT, name("f"), 0o644, ROOTUSER, no_kernel).unwrap();
+    let (created, w) = v
+        .create(ROOT, name("f"), 0o644, ROOTUSER, no_kernel)
+        .unwrap();
     v.release(w.fh);
     assert_eq!(created.ttl, OWNED_TTL);
     match v.lookup(ROOT, name("f")).unwrap() {
