@@ -113,10 +113,8 @@ impl Errno {
     pub const EBADF: Errno = Errno(libc::EBADF);
     pub const EINVAL: Errno = Errno(libc::EINVAL);
     pub const ENODATA: Errno = Errno(libc::ENODATA);
-    pub const ERANGE: Errno = Errno(libc::ERANGE);
     pub const ENOTDIR: Errno = Errno(libc::ENOTDIR);
     pub const EISDIR: Errno = Errno(libc::EISDIR);
-    pub const ENOSYS: Errno = Errno(libc::ENOSYS);
     pub const EPERM: Errno = Errno(libc::EPERM);
 
     /// Maps a host I/O error to the errno the view answers. Errors that would
@@ -128,18 +126,6 @@ impl Errno {
             Some(n) => Errno(n),
             None => Errno::EIO,
         }
-    }
-}
-
-impl From<io::Error> for Errno {
-    fn from(err: io::Error) -> Self {
-        Errno::from_host(&err)
-    }
-}
-
-impl From<rustix::io::Errno> for Errno {
-    fn from(err: rustix::io::Errno) -> Self {
-        Errno::from_host(&io::Error::from(err))
     }
 }
 

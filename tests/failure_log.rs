@@ -58,7 +58,9 @@ fn an_eio_leaves_its_cause_in_the_daemon_log_at_warn() {
     assert!(line.contains("op=\"open\""), "{line}");
     let obj = objects[0].file_name().unwrap().to_str().unwrap();
     assert!(
-        line.contains(&format!("overlay object {obj} is missing: No such file or directory")),
+        line.contains(&format!(
+            "overlay object {obj} is missing: No such file or directory"
+        )),
         "{line}"
     );
     // An expected answer (a name that is not there) leaves nothing at the

@@ -103,7 +103,6 @@ pub struct Statfs {
 }
 
 pub struct View {
-    grant_id: String,
     mode: Mode,
     expires_at: Option<SystemTime>,
     host: HostRoot,
@@ -167,7 +166,6 @@ impl View {
             }
         };
         Ok(View {
-            grant_id: grant.grant_id.clone(),
             mode: grant.mode,
             expires_at: grant.expires_at_time()?,
             host,
@@ -182,18 +180,9 @@ impl View {
         })
     }
 
-    pub fn grant_id(&self) -> &str {
-        &self.grant_id
-    }
-
     /// The overlay of an overlay view.
-    pub fn overlay(&self) -> Option<&Overlay> {
+    fn overlay(&self) -> Option<&Overlay> {
         self.upper.as_deref()?.overlay()
-    }
-
-    /// What the agent has seen of the host files it changed (for patches).
-    pub fn seen(&self) -> SeenMap {
-        self.seen.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     fn read_tree(&self) -> RwLockReadGuard<'_, Tree> {

@@ -16,7 +16,7 @@ use super::copyup::{gid, seen_of, uid};
 use super::handles::Handle;
 use super::serve::Opened;
 use super::upper::{self, Made, Make, Move, NewEntry, Upper, Xattr};
-use super::{Context, Entry, Open, Result, View, MAX_FILE_SIZE};
+use super::{Context, Entry, Error, Open, Result, View, MAX_FILE_SIZE};
 use crate::error::Errno;
 use crate::overlay::journal::{self, Record};
 use crate::overlay::Overlay;
@@ -330,7 +330,7 @@ impl View {
                 };
             }
         }
-        Err(e.into())
+        Err(Error::from(e).context("appending to the overlay journal"))
     }
 
     /// `rename(2)`/`renameat2(2)` with RENAME_NOREPLACE and RENAME_EXCHANGE.

@@ -39,7 +39,7 @@ impl Upper for DirectLog {
             Kind::Dir => "mkdir",
             Kind::Symlink => "symlink",
         };
-        self.log(op, m.path, None, None)?;
+        self.record(op, m.path, None, None)?;
         Ok(Made {
             ino,
             obj: None,
@@ -50,7 +50,7 @@ impl Upper for DirectLog {
     fn remove(&self, v: &View, tree: &mut Tree, ino: Ino, path: &str, dir: bool) -> Result<()> {
         v.host.remove(path, dir)?;
         tree.remove(ino);
-        Ok(self.log(if dir { "rmdir" } else { "unlink" }, path, None, None)?)
+        self.record(if dir { "rmdir" } else { "unlink" }, path, None, None)
     }
 
     fn rename(&self, v: &View, tree: &mut Tree, mv: &Move<'_>) -> Result<()> {
@@ -60,7 +60,7 @@ impl Upper for DirectLog {
         }
         tree.move_to(mv.src, mv.newparent, mv.newname);
         tree.mark_in_place(mv.src);
-        Ok(self.log("rename", &mv.src_path, Some(&mv.new_path), None)?)
+        self.record("rename", &mv.src_path, Some(&mv.new_path), None)
     }
 
     fn exchange(&self, v: &View, tree: &mut Tree, mv: &Move<'_>, dst: Ino) -> Result<()> {
@@ -68,7 +68,7 @@ impl Upper for DirectLog {
         tree.exchange(mv.src, dst);
         tree.mark_in_place(mv.src);
         tree.mark_in_place(dst);
-        Ok(self.log("exchange", &mv.src_path, Some(&mv.new_path), None)?)
+        self.record("exchange", &mv.src_path, Some(&mv.new_path), None)
     }
 
     fn open_write(&self, v: &View, ino: Ino, truncate: bool) -> Result<(File, Option<u64>)> {
@@ -76,9 +76,9 @@ impl Upper for DirectLog {
         let file = v.host.open_file_rw(&path)?;
         if truncate {
             file.set_len(0)?;
-            self.log("truncate", &path, None, Some(0))?;
+            self.record("truncate", &path, None, Some(0))?;
         }
-        self.log("open_write", &path, None, None)?;
+        self.record("open_write", &path, None, None)?;
         Ok((file, None))
     }
 
@@ -89,33 +89,33 @@ impl Upper for DirectLog {
                 return Err(Errno::EISDIR.into());
             }
             v.host.open_file_rw(&path)?.set_len(size)?;
-            self.log("truncate", &path, None, Some(size))?;
+            self.record("truncate", &path, None, Some(size))?;
         }
         if let Some(mode) = set.mode {
             if kind != Kind::Symlink {
                 v.host.chmod(&path, mode)?;
-                self.log("chmod", &path, None, None)?;
+                self.record("chmod", &path, None, None)?;
             }
         }
         if set.uid.is_some() || set.gid.is_some() {
             v.host.chown(&path, set.uid, set.gid)?;
-            self.log("chown", &path, None, None)?;
+            self.record("chown", &path, None, None)?;
         }
         if set.atime.is_some() || set.mtime.is_some() {
             v.host.utimens(&path, &timestamps(set))?;
-            self.log("utimens", &path, None, None)?;
+            self.record("utimens", &path, None, None)?;
         }
         Ok(())
     }
 
     fn setxattr(&self, v: &View, x: &Xattr<'_>, value: &[u8], flags: i32) -> Result<()> {
         v.host.setxattr(&x.path, x.name, value, flags)?;
-        Ok(self.log("setxattr", &x.path, None, None)?)
+        self.record("setxattr", &x.path, None, None)
     }
 
     fn removexattr(&self, v: &View, x: &Xattr<'_>) -> Result<()> {
         v.host.removexattr(&x.path, x.name)?;
-        Ok(self.log("removexattr", &x.path, None, None)?)
+        self.record("removexattr", &x.path, None, None)
     }
 
     fn resize(&self, _obj: Option<u64>, _size: u64, _grow_only: bool) -> Result<()> {
@@ -140,8 +140,8 @@ impl Upper for DirectLog {
             .read_tree()
             .path(c.ino)
             .unwrap_or_else(|| "(unlinked)".into());
-        if let Err(e) = self.log("write", &path, None, Some(c.written)) {
-            tracing::error!(error = %e, path, "cannot log a direct write");
+        if let Err(e) = self.record("write", &path, None, Some(c.written)) {
+            tracing::error!(error = %e.chain(), path, "cannot log a direct write");
         }
     }
 
@@ -153,6 +153,14 @@ impl Upper for DirectLog {
             free_bytes: s.f_bavail.saturating_mul(s.f_frsize),
             free_files: s.f_ffree,
         })
+    }
+}
+
+impl DirectLog {
+    /// Logs one change; a failure to log fails the request.
+    fn record(&self, op: &str, path: &str, to: Option<&str>, bytes: Option<u64>) -> Result<()> {
+        self.log(op, path, to, bytes)
+            .context("writing the direct view's event log")
     }
 }
 

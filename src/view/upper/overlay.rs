@@ -13,6 +13,7 @@ use crate::overlay::journal::{self, Record};
 use crate::overlay::Overlay;
 use crate::tree::{Ino, Kind, Origin, Tree};
 use crate::view::copyup::{gid, uid};
+use crate::view::source::object_error;
 use crate::view::write::{apply_to_fd, give_away, timestamps, Caller, SetAttr};
 use crate::view::{Context, Result, View};
 
@@ -51,7 +52,7 @@ impl Upper for Overlay {
         if let Err(e) = self.append(&rec) {
             tree.remove(ino);
             let _ = self.remove(obj, kind);
-            return Err(e.into());
+            return Err(e).context("appending to the overlay journal");
         }
         Ok(Made {
             ino,
@@ -109,8 +110,10 @@ impl Upper for Overlay {
     }
 
     fn open_write(&self, v: &View, ino: Ino, truncate: bool) -> Result<(File, Option<u64>)> {
-        let obj = v.copy_up(self, ino, !truncate)?;
-        let file = self.open_file(obj, true)?;
+        let obj = copy_up(v, self, ino, !truncate)?;
+        let file = self
+            .open_file(obj, true)
+            .map_err(|e| object_error(obj, e))?;
         if truncate {
             self.quota.resize(obj, 0, false)?;
             file.set_len(0)?;
@@ -119,9 +122,11 @@ impl Upper for Overlay {
     }
 
     fn setattr(&self, v: &View, ino: Ino, kind: Kind, set: SetAttr, who: Caller) -> Result<()> {
-        let obj = v.copy_up(self, ino, set.size != Some(0))?;
+        let obj = copy_up(v, self, ino, set.size != Some(0))?;
         if kind == Kind::File {
-            let file = self.open_file(obj, true)?;
+            let file = self
+                .open_file(obj, true)
+                .map_err(|e| object_error(obj, e))?;
             return apply_to_fd(&file, Some(obj), self, set, who);
         }
         // Directories and symlinks: by name in the objects directory.
@@ -144,12 +149,12 @@ impl Upper for Overlay {
     }
 
     fn setxattr(&self, v: &View, x: &Xattr<'_>, value: &[u8], flags: i32) -> Result<()> {
-        let obj = v.copy_up(self, x.ino, true)?;
+        let obj = copy_up(v, self, x.ino, true)?;
         Ok(Overlay::setxattr(self, obj, x.name, value, flags)?)
     }
 
     fn removexattr(&self, v: &View, x: &Xattr<'_>) -> Result<()> {
-        let obj = v.copy_up(self, x.ino, true)?;
+        let obj = copy_up(v, self, x.ino, true)?;
         Ok(Overlay::removexattr(self, obj, x.name)?)
     }
 
@@ -203,6 +208,14 @@ impl Upper for Overlay {
             free_files: q.max_objects.saturating_sub(q.objects()),
         })
     }
+}
+
+/// `View::copy_up`, saying which path failed to copy.
+fn copy_up(v: &View, ov: &Overlay, ino: Ino, content: bool) -> Result<u64> {
+    v.copy_up(ov, ino, content).with_context(|| {
+        let path = v.read_tree().path(ino);
+        format!("copying up {}", path.unwrap_or_default())
+    })
 }
 
 /// Makes object `obj` as `m` asks; a new file is returned open.
