@@ -149,9 +149,6 @@ impl View {
                 // A writer is sent here only to join passthrough opens; one
                 // that cannot would be refused by the kernel anyway.
                 None if opened.writable && !read_only => {
-                    if inode.passthrough == 0 && inode.cached == 0 {
-                        st.by_ino.remove(&opened.ino);
-                    }
                     drop(guard);
                     self.release(fh);
                     return Err(super::Error::caused_by(

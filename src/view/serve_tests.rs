@@ -176,3 +176,27 @@ fn what_the_daemon_owns_is_cached_longer_than_host_entries() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn a_writer_that_cannot_join_the_passthrough_opens_is_eio() {
+    let fx = fixture(&[]);
+    let v = open_view(&fx, ViewOptions::default());
+    v.use_passthrough(true);
+    let k = Kernel::default();
+    let (attr, w) = v
+        .create(ROOT, name("f"), 0o644, ROOTUSER, k.register())
+        .unwrap();
+    v.release(w.fh);
+    let r = v.open(attr.ino, libc::O_RDONLY, k.register()).unwrap();
+    passthrough(&r);
+    // Another kind of backing id than the readers share: it cannot join.
+    let other = |_: &File| -> io::Result<u8> { Ok(0) };
+    let e = v.open(attr.ino, libc::O_WRONLY, other).unwrap_err();
+    assert_eq!(e, crate::error::Errno::EIO);
+    assert!(e.chain().to_string().contains("cannot join"), "{e:?}");
+    v.release(r.fh);
+    // Nothing of the refused writer is left: the next one is metered.
+    let w = v.open(attr.ino, libc::O_WRONLY, k.register()).unwrap();
+    assert!(is_kept_page_cache(&w));
+    v.release(w.fh);
+}
