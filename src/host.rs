@@ -295,6 +295,14 @@ impl HostRoot {
         Ok(rfs::renameat_with(&fdir, fname, &tdir, tname, flags)?)
     }
 
+    /// `linkat(2)` of `from` as `to`, never following a symlink: a hard
+    /// link (a symlink at `from` is linked itself, never its target).
+    pub fn link(&self, from: &str, to: &str) -> io::Result<()> {
+        let (fdir, fname) = self.parent_of(from)?;
+        let (tdir, tname) = self.parent_of(to)?;
+        Ok(rfs::linkat(&fdir, fname, &tdir, tname, AtFlags::empty())?)
+    }
+
     pub fn chmod(&self, rel: &str, mode: u32) -> io::Result<()> {
         let (dir, name) = self.parent_of(rel)?;
         Ok(rfs::chmodat(

@@ -2,6 +2,18 @@
 //! paths, and whatever the agent created. Inode numbers are indices, never
 //! reused during a mount (a removed node stays as a tombstone), so the
 //! kernel can never confuse an old inode with a new one.
+//!
+//! A node is a name in a directory. A file with several names (hard links)
+//! is one node per name: the first is the file itself, the number the
+//! kernel knows it by; the others point at it (`Tree::inode_of`, kept
+//! beside the nodes: links are rare, nodes many). Unlinking the
+//! file's own name moves the file into the place of one of its other names,
+//! so its number stays live while any name is left. In the overlay, one
+//! object is one file: every name of a file holds its object, and a second
+//! name that puts an object already held is a hard link (how the journal
+//! records links).
+
+use std::collections::HashMap;
 
 use crate::grant::FileMatch;
 
@@ -44,6 +56,12 @@ pub struct Tree {
     /// `nodes[ino - 1]`; the root is first.
     nodes: Vec<Node>,
     live: usize,
+    /// The other names of each file that has more than one.
+    links: HashMap<Ino, Vec<Ino>>,
+    /// The file each of those names is a name of.
+    link_of: HashMap<Ino, Ino>,
+    /// The live file (or directory, or symlink) holding each overlay object.
+    objects: HashMap<u64, Ino>,
 }
 
 impl Tree {
@@ -58,6 +76,9 @@ impl Tree {
                 removed: false,
             }],
             live: 1,
+            links: HashMap::new(),
+            link_of: HashMap::new(),
+            objects: HashMap::new(),
         }
     }
 
@@ -95,6 +116,10 @@ impl Tree {
 
     /// Appends a node (not yet linked into its parent) and returns its number.
     fn push(&mut self, parent: Ino, name: &str, kind: Kind, origin: Origin) -> Ino {
+        let ino = self.nodes.len() as Ino + 1;
+        if let Origin::Upper(o) = origin {
+            self.index_object(o, ino);
+        }
         self.nodes.push(Node {
             parent,
             name: name.into(),
@@ -104,7 +129,7 @@ impl Tree {
             removed: false,
         });
         self.live += 1;
-        self.nodes.len() as Ino
+        ino
     }
 
     fn push_unsorted(&mut self, parent: Ino, name: &str, kind: Kind, origin: Origin) -> Ino {
@@ -194,6 +219,44 @@ impl Tree {
         })
     }
 
+    /// The file a node is a name of: itself, or the file it is a hard link to.
+    pub fn inode_of(&self, ino: Ino) -> Ino {
+        self.link_of.get(&ino).copied().unwrap_or(ino)
+    }
+
+    /// How many names file `ino` has in the view (0 once all are gone).
+    pub fn nlink(&self, ino: Ino) -> u32 {
+        match self.get(ino) {
+            Some(_) => 1 + self.links.get(&ino).map_or(0, |l| l.len() as u32),
+            None => 0,
+        }
+    }
+
+    /// The live node holding overlay object `obj` (a file's own node).
+    pub fn holder(&self, obj: u64) -> Option<Ino> {
+        self.objects
+            .get(&obj)
+            .copied()
+            .filter(|i| self.get(*i).is_some())
+    }
+
+    /// Adds `name` under `parent` as another name of file `ino` (a hard
+    /// link); `None` unless `ino` names a live regular file and the name is
+    /// free. Returns the new name's node.
+    pub fn link(&mut self, ino: Ino, parent: Ino, name: &str) -> Option<Ino> {
+        let file = self.inode_of(ino);
+        let n = self.get(file).filter(|n| n.kind == Kind::File)?;
+        let origin = n.origin.clone();
+        let Err(at) = self.slot(parent, name)? else {
+            return None;
+        };
+        let alias = self.push(parent, name, Kind::File, origin);
+        self.link_of.insert(alias, file);
+        self.node_mut(parent).children.insert(at, alias);
+        self.links.entry(file).or_default().push(alias);
+        Some(alias)
+    }
+
     /// Adds a node named `name` under `parent`; the caller checked it is free.
     pub fn insert(&mut self, parent: Ino, name: &str, kind: Kind, origin: Origin) -> Option<Ino> {
         let Err(at) = self.slot(parent, name)? else {
@@ -213,19 +276,67 @@ impl Tree {
         }
     }
 
-    /// Removes `ino` and its whole subtree (which callers keep empty).
+    /// Removes `ino` and its whole subtree (which callers keep empty). A
+    /// file removed by one name lives on under its other names.
     pub fn remove(&mut self, ino: Ino) {
         if ino == ROOT || self.get(ino).is_none() {
             return;
         }
         self.unhook(ino);
+        let mut gone = Vec::new();
         let mut stack = vec![ino];
         while let Some(i) = stack.pop() {
             let n = self.node_mut(i);
             n.removed = true;
             stack.extend(std::mem::take(&mut n.children));
             self.live -= 1;
+            gone.push(i);
         }
+        for &i in &gone {
+            let Some(file) = self.link_of.remove(&i) else {
+                continue;
+            };
+            if let Some(names) = self.links.get_mut(&file) {
+                names.retain(|a| *a != i);
+            }
+        }
+        for &i in &gone {
+            match self.links.remove(&i) {
+                Some(mut names) if !names.is_empty() => {
+                    let name = names.remove(0);
+                    self.take_place(i, name);
+                    if !names.is_empty() {
+                        self.links.insert(i, names);
+                    }
+                }
+                _ => {
+                    if let Origin::Upper(o) = self.nodes[(i - 1) as usize].origin {
+                        if self.objects.get(&o) == Some(&i) {
+                            self.objects.remove(&o);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// File `file`, removed by its own name, takes the place of `name`, one
+    /// of its other names, which goes: the file keeps its number.
+    fn take_place(&mut self, file: Ino, name: Ino) {
+        let (parent, leaf, origin) = {
+            let n = &self.nodes[(name - 1) as usize];
+            (n.parent, n.name.clone(), n.origin.clone())
+        };
+        if let Some(Ok(at)) = self.slot(parent, &leaf) {
+            self.node_mut(parent).children[at] = file;
+        }
+        self.node_mut(name).removed = true;
+        self.link_of.remove(&name);
+        let f = self.node_mut(file);
+        f.parent = parent;
+        f.name = leaf;
+        f.origin = origin;
+        f.removed = false;
     }
 
     /// Before a subtree moves, its untouched host nodes remember where on
@@ -301,8 +412,28 @@ impl Tree {
     }
 
     pub fn set_origin(&mut self, ino: Ino, origin: Origin) {
-        if let Some(n) = self.nodes.get_mut((ino - 1) as usize) {
-            n.origin = origin;
+        let Some(n) = ino
+            .checked_sub(1)
+            .and_then(|i| self.nodes.get_mut(i as usize))
+        else {
+            return;
+        };
+        let old = std::mem::replace(&mut n.origin, origin.clone());
+        let own = !self.link_of.contains_key(&ino);
+        if let Origin::Upper(o) = old {
+            if self.objects.get(&o) == Some(&ino) {
+                self.objects.remove(&o);
+            }
+        }
+        if let (Origin::Upper(o), true) = (origin, own) {
+            self.index_object(o, ino);
+        }
+    }
+
+    /// Records `ino` as the holder of object `o`, unless a live node holds it.
+    fn index_object(&mut self, o: u64, ino: Ino) {
+        if self.holder(o).is_none() {
+            self.objects.insert(o, ino);
         }
     }
 
@@ -434,5 +565,38 @@ mod tests {
         assert!(t.lookup_path("README.md/y/x").is_some());
         assert_eq!(t.host_path(readme).unwrap(), "README.md");
         assert_eq!(t.path(readme).unwrap(), "z");
+    }
+
+    #[test]
+    fn hard_links_share_one_number_and_outlive_their_first_name() {
+        let mut t = sample();
+        let a = t.lookup_path("a").unwrap();
+        let f = t.insert(a, "f", Kind::File, Origin::Upper(7)).unwrap();
+        assert_eq!(t.holder(7), Some(f));
+        let g = t.link(f, ROOT, "g").unwrap();
+        // Linking through another name links the file itself.
+        let h = t.link(g, a, "h").unwrap();
+        assert_eq!([t.inode_of(f), t.inode_of(g), t.inode_of(h)], [f, f, f]);
+        assert_eq!((t.nlink(f), t.holder(7)), (3, Some(f)));
+        assert_eq!(t.get(h).unwrap().origin, Origin::Upper(7));
+        assert_eq!(t.link(f, ROOT, "g"), None, "the name is taken");
+        assert_eq!(t.link(a, ROOT, "dir2"), None, "a directory has one name");
+        let live = t.len();
+
+        // The file's own name goes: the file takes the place of "g".
+        t.remove(f);
+        assert_eq!(t.len(), live - 1);
+        assert_eq!(t.lookup_path("g"), Some(f));
+        assert_eq!(t.path(f).as_deref(), Some("g"));
+        assert!(t.get(g).is_none(), "the name's own node is gone");
+        assert_eq!(t.lookup_path("a/f"), None);
+        assert_eq!((t.nlink(f), t.holder(7)), (2, Some(f)));
+        // A directory holding a name goes with it; the file stays.
+        t.remove(a);
+        assert_eq!(t.nlink(f), 1);
+        assert_eq!(t.lookup_path("g"), Some(f));
+        t.remove(f);
+        assert_eq!((t.nlink(f), t.holder(7)), (0, None));
+        assert!(t.get_any(f).is_some_and(|n| n.removed));
     }
 }

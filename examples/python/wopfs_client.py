@@ -285,8 +285,10 @@ def _grant(d: dict[str, Any]) -> Any:
     )
 
 
-def _patch(d: dict[str, Any]) -> Any:
-    content = d.get("content")
+def _patch(d: dict[str, Any], inline: dict[str, Any]) -> Any:
+    # A hard link (`link`) carries no content of its own: its bytes are
+    # those of the path it links to, which the seed's patch has no field for.
+    content = inline.get(d["link"]) if d.get("link") else d.get("content")
     return _make(
         WorkspacePatch,
         grant_id=d["grant_id"],
@@ -626,7 +628,9 @@ class WopfsWorkspaceClient(WorkspaceClient):
     async def grant_patches(self, grant_id: str) -> tuple[WorkspacePatch, ...]:
         """The grant's patches against the host (contents inline)."""
         gid = urllib.parse.quote(grant_id, safe="")
-        return tuple(_patch(p) for p in await self._call("GET", f"/v1/grants/{gid}/patches"))
+        raw = await self._call("GET", f"/v1/grants/{gid}/patches")
+        inline = {p["path"]: p.get("content") for p in raw}
+        return tuple(_patch(p, inline) for p in raw)
 
     async def commit(self, grant_id: str, *, paths: Sequence[str] = (), approver: str | None = None) -> Any:
         """Applies the grant's patches to the host (approvers only)."""

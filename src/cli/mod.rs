@@ -215,9 +215,27 @@ fn init_logging(daemon: bool) {
     let filter = EnvFilter::try_from_env("WOPFS_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| LogWriter)
         .with_ansi(false)
         .try_init();
+}
+
+/// stderr for log lines, where a failed write is dropped. tracing's
+/// formatter reports a failed write with `eprintln!`, which panics when
+/// stderr itself is the problem (a closed pipe, a full disk under the
+/// session log), and the panic would take down whatever thread logged:
+/// a request thread, or the daemon's signal thread (then SIGTERM is lost).
+struct LogWriter;
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let _ = std::io::stderr().write_all(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// What a failed write to stdout is reported as.

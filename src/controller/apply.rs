@@ -14,8 +14,11 @@
 //!    be empty by then), new directories made.
 //! 3. New contents go to temp files: the replaced file's owner, group and
 //!    extended attributes (ACLs included) copied, permission bits from the
-//!    patch. The journal records each temp's inode; one `syncfs` puts them
-//!    all on disk.
+//!    patch. A hard link's temp is another name (`linkat`) of its file's
+//!    temp, or of its file on the host when that is already as the set
+//!    wants it (checked by hash once linked), so every name of a file is
+//!    swapped in as the one inode. The journal records each temp's inode;
+//!    one `syncfs` puts them all on disk.
 //! 4. Each update is swapped in with `renameat2(RENAME_EXCHANGE)`; the old
 //!    file, now at the temp name, is hashed and must be exactly what was
 //!    checked, or it is swapped back and the set rolled back. Creates use
@@ -644,6 +647,21 @@ fn write_temp(
     Ok(ino)
 }
 
+/// Makes a hard link's temp: another name of `file` (a temp of this
+/// commit, or a host path), never following a symlink. Returns its inode.
+fn link_temp(dirs: &mut Dirs, p: &WorkspacePatch, step: &Step, file: &str) -> Result<u64> {
+    let (fdir, fname) = split(file);
+    let (dir, _) = split(&p.path);
+    let tmp_name = split(&step.tmp).1;
+    let from = dirs.get(fdir)?.try_clone().ctx(|| "duplicating an fd")?;
+    let to = dirs.get(dir)?;
+    rfs::linkat(&from, fname, to, tmp_name, AtFlags::empty())
+        .map_err(|e| Error::io(format!("linking {} as {}", file, step.tmp), e.into()))?;
+    Ok(stat_at(to, tmp_name)
+        .ctx(|| format!("linking {}", step.tmp))?
+        .st_ino)
+}
+
 /// Applies `patches` (already checked). `progress` is called after each
 /// replacement; `after` is stored in the journal for the controller to
 /// finish after the commit point. Returns what updates kept.
@@ -718,15 +736,40 @@ pub fn apply(
         fault_point()?;
     }
 
-    // New contents into temp files, then their inodes into the journal.
+    // New contents into temp files, files before their other names (hard
+    // links), then their inodes into the journal.
     let mut kept = Vec::new();
-    for (i, p) in patches.iter().enumerate() {
-        if p.operation == Op::Delete {
-            continue;
+    let step_of: HashMap<&str, usize> = patches
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.path.as_str(), i))
+        .collect();
+    for links in [false, true] {
+        for (i, p) in patches.iter().enumerate() {
+            if p.operation == Op::Delete || p.link.is_some() != links {
+                continue;
+            }
+            let ino = match &p.link {
+                None => write_temp(&mut dirs, loaded, p, &journal.steps[i], &mut kept)?,
+                Some(t) => match step_of.get(t.as_str()) {
+                    Some(&f) => link_temp(&mut dirs, p, &journal.steps[i], &journal.steps[f].tmp)?,
+                    // Its file is as the set wants it on the host already.
+                    None => {
+                        let ino = link_temp(&mut dirs, p, &journal.steps[i], t)?;
+                        let (dir, _) = split(&p.path);
+                        let tmp = split(&journal.steps[i].tmp).1;
+                        let found = hash_at(dirs.get(dir)?, tmp)
+                            .map_or_else(|e| format!("unreadable ({e})"), |(h, _)| h);
+                        if Some(&found) != p.blob.as_ref() {
+                            return Err(conflict(t, p.blob.as_deref(), found));
+                        }
+                        ino
+                    }
+                },
+            };
+            journal.steps[i].tmp_ino = Some(ino);
+            fault_point()?;
         }
-        let ino = write_temp(&mut dirs, loaded, p, &journal.steps[i], &mut kept)?;
-        journal.steps[i].tmp_ino = Some(ino);
-        fault_point()?;
     }
     save(session_dir, &journal)?;
     fault_point()?;

@@ -88,6 +88,9 @@ fn patch_set(state: &StateDir, grant: &Grant, from: Option<&Path>) -> Result<Loa
 /// Sorts each patch: to apply, already applied, or in conflict. A host
 /// path that cannot be reached beneath the root without a symlink is an
 /// error: nothing is decided about it. Host files are hashed in parallel.
+/// A hard link is already applied only when its file is, and the host
+/// path is already that file (the same inode): the same bytes in another
+/// file are not the link the set makes.
 fn check(
     host: &HostRoot,
     patches: &[&WorkspacePatch],
@@ -166,7 +169,31 @@ fn check(
             Op::Delete => conflicts.push(conflict(base)),
         }
     }
+    let done: std::collections::BTreeSet<String> = skipped.iter().cloned().collect();
+    for p in patches {
+        let Some(t) = p.link.as_deref() else { continue };
+        if !done.contains(&p.path) || (done.contains(t) && same_file(host, &p.path, t)) {
+            continue;
+        }
+        skipped.retain(|s| *s != p.path);
+        conflicts.push(Conflict {
+            path: p.path.clone(),
+            expected: p.base.clone().unwrap_or_else(|| "absent".into()),
+            found: format!("the same content, but not as the hard link to {t} the set makes"),
+        });
+    }
     Ok((todo, skipped, conflicts))
+}
+
+/// Whether two host paths are one regular file (hard links of each other).
+fn same_file(host: &HostRoot, a: &str, b: &str) -> bool {
+    match (host.lstat(a), host.lstat(b)) {
+        (Ok(x), Ok(y)) => {
+            x.st_mode & libc::S_IFMT == libc::S_IFREG
+                && (x.st_dev, x.st_ino) == (y.st_dev, y.st_ino)
+        }
+        _ => false,
+    }
 }
 
 const DIRECTORY: &str = "a directory";
@@ -365,6 +392,7 @@ pub fn commit(state: &StateDir, grant: &Grant, mut opts: CommitOptions) -> Resul
                 p.path == w || crate::paths::ancestors(&p.path).any(|a| a == w)
             })
         });
+        crate::patch::links::check_whole(&loaded.set.patches, &chosen)?;
     }
     let whole = chosen.len() == loaded.set.patches.len() && opts.from.is_none();
     let (todo, skipped, conflicts) = check(&host, &chosen)?;

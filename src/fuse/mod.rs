@@ -317,11 +317,12 @@ impl Filesystem for WopFs {
         &self,
         _req: &Request,
         ino: INodeNo,
-        _newparent: INodeNo,
-        _newname: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        answer(reply, Req::on("link", ino.0), self.view.link(ino.0));
+        let r = self.view.link(ino.0, newparent.0, newname);
+        answer(reply, Req::named("link", newparent.0, newname), r);
     }
 
     fn write(

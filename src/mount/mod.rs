@@ -167,15 +167,19 @@ pub fn serve(
     result.ctx(|| format!("serving grant {}", grant.grant_id))
 }
 
-/// Tells the waiting parent the mount is ready, then detaches stdout and
-/// stderr from it (the parent reads until they close) onto the session log.
+/// Moves stdout and stderr onto the session log, then tells the waiting
+/// parent that the mount is ready on the pipe that was stdout (the parent
+/// reads until it closes). In this order, nothing is ever written to the
+/// parent's pipes after it has gone: a signal may arrive the moment the
+/// ready line is read, and the signal thread logs it.
 fn announce_ready(log: &Path) -> Result<()> {
     use std::io::Write;
-    let mut out = std::io::stdout();
-    writeln!(out, "{READY}")
-        .and_then(|_| out.flush())
-        .ctx(|| "notifying readiness")?;
+    use std::os::fd::AsFd;
     use std::os::unix::fs::OpenOptionsExt;
+    let parent = std::io::stdout()
+        .as_fd()
+        .try_clone_to_owned()
+        .ctx(|| "keeping the readiness pipe")?;
     let logf = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -191,7 +195,8 @@ fn announce_ready(log: &Path) -> Result<()> {
             ));
         }
     }
-    Ok(())
+    let mut pipe = std::fs::File::from(parent);
+    writeln!(pipe, "{READY}").ctx(|| "notifying readiness")
 }
 
 /// On SIGINT, SIGTERM or SIGHUP: unmount (lazily if busy). If the session

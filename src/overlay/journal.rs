@@ -5,12 +5,17 @@
 //! ```text
 //! {"op":"put","path":"src/new.py","kind":"file","obj":7}      a node, content in object 7
 //! {"op":"put","path":"lib/a.py","kind":"file","host":"src/a.py"}  a moved, untouched host file
+//! {"op":"put","path":"src/b.py","kind":"file","obj":7}       object 7 is held already: a hard link
 //! {"op":"del","path":"src/old.py"}                             a node removed (with its subtree)
 //! {"op":"seen","path":"src/a.py","size":…,"mtime_ns":…,"ino":…,"mode":…,"base":"blake3:…"}
 //! ```
 //!
 //! `seen` records what the host file looked like when the agent first
 //! changed, moved or deleted it: the base a commit checks for conflicts.
+//!
+//! Hard links need no record of their own: one object is one file, so a
+//! `put` of an object that a live file holds adds a name to that file, in
+//! any order (a `del` of a file's first name leaves it under the others).
 
 use std::collections::BTreeMap;
 
@@ -105,6 +110,15 @@ pub fn apply(tree: &mut Tree, seen: &mut SeenMap, rec: &Record) -> Result<(), St
                 (None, Some(h)) => Origin::Host(h.as_str().into()),
                 _ => return Err(format!("put {path:?} needs exactly one of obj and host")),
             };
+            if path.is_empty() {
+                // The root itself (its metadata was copied up): it has no
+                // name in a parent to put it under.
+                if *kind != Kind::Dir {
+                    return Err(format!("put of the root as a {kind:?}"));
+                }
+                tree.set_origin(ROOT, origin);
+                return Ok(());
+            }
             let (parent, name) = match path.rsplit_once('/') {
                 Some((p, n)) => (p, n),
                 None => ("", path.as_str()),
@@ -113,7 +127,25 @@ pub fn apply(tree: &mut Tree, seen: &mut SeenMap, rec: &Record) -> Result<(), St
                 .lookup_path(parent)
                 .filter(|p| tree.get(*p).is_some_and(|n| n.kind == Kind::Dir))
                 .ok_or_else(|| format!("put {path:?}: its directory does not exist"))?;
-            match tree.child(parent_ino, name) {
+            let existing = tree.child(parent_ino, name);
+            // An object a live file holds already: this is another name of it.
+            if let Some(file) = obj.and_then(|o| tree.holder(o)) {
+                if existing.is_some_and(|e| tree.inode_of(e) == file) {
+                    return Ok(());
+                }
+                if *kind != Kind::File || tree.get(file).is_none_or(|n| n.kind != Kind::File) {
+                    return Err(format!(
+                        "put {path:?}: its object is another entry's, and only files have several names"
+                    ));
+                }
+                if let Some(e) = existing {
+                    tree.remove(e);
+                }
+                tree.link(file, parent_ino, name)
+                    .ok_or_else(|| format!("put {path:?}: cannot add the name"))?;
+                return Ok(());
+            }
+            match existing {
                 Some(existing) if tree.get(existing).is_some_and(|n| n.kind == *kind) => {
                     tree.set_origin(existing, origin);
                 }
@@ -164,7 +196,8 @@ pub fn compact(base: &Tree, fin: &Tree, seen: &SeenMap) -> Vec<Record> {
             out.push(Record::Del { path });
         }
     }
-    for ino in fin.subtree(ROOT).into_iter().skip(1) {
+    // The root too: its metadata may have been copied up.
+    for ino in fin.subtree(ROOT) {
         let Some(n) = fin.get(ino) else { continue };
         let in_base = fin
             .path(ino)
@@ -297,5 +330,73 @@ mod tests {
         assert!(apply(&mut t, &mut s, &put)
             .unwrap_err()
             .contains("directory"));
+    }
+
+    #[test]
+    fn hard_links_replay_from_puts_of_one_object() {
+        // A host file copied up and linked twice, one link over a host file.
+        let mut fin = base();
+        let src = fin.lookup_path("src").unwrap();
+        let a = fin.lookup_path("src/a.py").unwrap();
+        fin.set_origin(a, Origin::Upper(1));
+        fin.link(a, ROOT, "top.py").unwrap();
+        let b = fin.lookup_path("src/b.py").unwrap();
+        fin.remove(b);
+        fin.link(a, src, "b.py").unwrap();
+        let names = |t: &Tree| -> Vec<u64> {
+            ["src/a.py", "top.py", "src/b.py"]
+                .iter()
+                .map(|p| t.inode_of(t.lookup_path(p).unwrap()))
+                .collect()
+        };
+
+        let recs = compact(&base(), &fin, &SeenMap::new());
+        let mut rebuilt = base();
+        for r in &recs {
+            apply(&mut rebuilt, &mut SeenMap::new(), r).unwrap();
+        }
+        assert_eq!(listing(&rebuilt), listing(&fin));
+        let inos = names(&rebuilt);
+        assert!(inos.iter().all(|i| *i == inos[0]), "{inos:?}");
+        assert_eq!(rebuilt.nlink(inos[0]), 3);
+
+        // The first name deleted, then put elsewhere (a rename of it): the
+        // file lives on under its other names and gains the new one.
+        let put = |path: &str| Record::Put {
+            path: path.into(),
+            kind: Kind::File,
+            obj: Some(1),
+            host: None,
+        };
+        let del = Record::Del {
+            path: "src/a.py".into(),
+        };
+        for r in [del, put("src/moved.py")] {
+            apply(&mut rebuilt, &mut SeenMap::new(), &r).unwrap();
+        }
+        let file = rebuilt.inode_of(rebuilt.lookup_path("top.py").unwrap());
+        assert_eq!(rebuilt.lookup_path("src/a.py"), None);
+        assert_eq!(
+            rebuilt.inode_of(rebuilt.lookup_path("src/moved.py").unwrap()),
+            file
+        );
+        assert_eq!(rebuilt.nlink(file), 3);
+        // An object held by a directory is not a file's to share.
+        let d = rebuilt
+            .insert(ROOT, "dir", Kind::Dir, Origin::Upper(2))
+            .unwrap();
+        assert!(rebuilt.get(d).is_some());
+        let e = apply(
+            &mut rebuilt,
+            &mut SeenMap::new(),
+            &Record::Put {
+                path: "other".into(),
+                kind: Kind::File,
+                obj: Some(2),
+                host: None,
+            },
+        )
+        .unwrap_err();
+        assert!(e.contains("other") && e.contains("several names"), "{e}");
     }
 }

@@ -373,6 +373,11 @@ impl Overlay {
                 continue;
             };
             for i in j.mirror.subtree(ino) {
+                // A file with other names keeps its object.
+                let file = j.mirror.inode_of(i);
+                if j.mirror.nlink(file) > 1 {
+                    continue;
+                }
                 if let Some(Origin::Upper(o)) = j.mirror.get(i).map(|n| &n.origin) {
                     freed = freed.saturating_add(self.quota.object_bytes(*o));
                 }
@@ -673,7 +678,16 @@ fn copy_tree(t: &Tree) -> Tree {
         let Some(&parent) = map.get(&n.parent) else {
             continue;
         };
-        if let Some(new) = out.insert(parent, &n.name, n.kind, n.origin.clone()) {
+        // A file's names share its object: the first one copied is the file.
+        let file = match n.origin {
+            Origin::Upper(o) => out.holder(o),
+            _ => None,
+        };
+        let made = match file {
+            Some(f) => out.link(f, parent, &n.name),
+            None => out.insert(parent, &n.name, n.kind, n.origin.clone()),
+        };
+        if let Some(new) = made {
             map.insert(ino, new);
         }
     }

@@ -487,3 +487,74 @@ fn bench_compaction_on_a_big_grant() {
     eprintln!("copy_tree: {:?} ({} nodes)", start.elapsed(), c.len());
     assert_eq!(ov.min_growth, 64 * c.len() as u64);
 }
+
+/// Each path with the number of names its file has.
+fn names(t: &Tree) -> Vec<(String, u32)> {
+    let mut v: Vec<_> = t
+        .subtree(ROOT)
+        .into_iter()
+        .skip(1)
+        .filter(|i| t.get(*i).is_some_and(|n| n.kind == Kind::File))
+        .map(|i| (t.path(i).unwrap(), t.nlink(t.inode_of(i))))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Links made and dropped in a loop, and the directory holding the file's
+/// first name renamed back and forth: online compactions and a reopen
+/// keep one file under its names.
+#[test]
+fn hard_links_survive_online_compaction_and_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ov, mut model) = open(dir.path(), 1 << 20);
+    let put = |path: &str, kind, obj| Record::Put {
+        path: path.into(),
+        kind,
+        obj: Some(obj),
+        host: None,
+    };
+    step(&ov, &mut model, &[put("src/a.py", Kind::File, 1)]).unwrap();
+    step(&ov, &mut model, &[put("links", Kind::Dir, 2)]).unwrap();
+    let long = "l".repeat(200);
+    let mut moved = false;
+    for i in 0..4000 {
+        let add = format!("links/{long}{}", i % 2);
+        let gone = format!("links/{long}{}", (i + 1) % 2);
+        step(&ov, &mut model, &[put(&add, Kind::File, 1)]).unwrap();
+        if i > 0 {
+            step(&ov, &mut model, &[Record::Del { path: gone }]).unwrap();
+        }
+        if i % 10 == 0 {
+            let (from, to) = if moved {
+                ("moved", "src")
+            } else {
+                ("src", "moved")
+            };
+            let recs = rename_records(&model, from, to);
+            step(&ov, &mut model, &recs).unwrap();
+            moved = !moved;
+        }
+    }
+    let first = if moved { "moved/a.py" } else { "src/a.py" };
+    let want = vec![(first.to_string(), 2), (format!("links/{long}1"), 2)];
+    let got: Vec<_> = names(&model)
+        .into_iter()
+        .filter(|(p, _)| p.ends_with("a.py") || p.starts_with("links/"))
+        .collect();
+    let mut want = want;
+    want.sort();
+    assert_eq!(got, want);
+    let (len, compacted) = ov.journal_len();
+    assert!(compacted > 0 && len < 64 << 10, "journal {len} bytes");
+    assert_eq!(names(&ov.lock_journal().mirror), names(&model));
+    drop(ov);
+    let (ov, tree) = open(dir.path(), 1 << 20);
+    assert_eq!(names(&tree), names(&model));
+    assert_eq!(listing(&tree), listing(&model));
+    assert_eq!(
+        ov.quota.objects(),
+        2,
+        "one object for the file, one for links/"
+    );
+}

@@ -77,6 +77,8 @@ pub struct FileDiff {
     pub new_kind: Option<EntryKind>,
     /// Set on the create half of a rename: where it came from.
     pub renamed_from: Option<String>,
+    /// A hard link: the path of the set whose file this path is a name of.
+    pub link: Option<String>,
     /// For a new symlink: how it leads out of the root, if it does,
     /// followed through the set's and the host's symlinks.
     pub leaves_root: Option<Leaves>,
@@ -161,7 +163,10 @@ pub fn file_diffs(loaded: &Loaded, host: &HostRoot) -> Result<Vec<FileDiff>> {
 
     // Renames: same content, same kind, and neither end is a type change.
     let mut creates: HashMap<&str, Vec<&WorkspacePatch>> = HashMap::new();
-    for c in patches.iter().filter(|p| p.operation == Op::Create) {
+    for c in patches
+        .iter()
+        .filter(|p| p.operation == Op::Create && p.link.is_none())
+    {
         if let Some(blob) = &c.blob {
             creates.entry(blob.as_str()).or_default().push(c);
         }
@@ -218,6 +223,7 @@ pub fn file_diffs(loaded: &Loaded, host: &HostRoot) -> Result<Vec<FileDiff>> {
             old_kind,
             new_kind: new_kind(p),
             renamed_from: from.map(|d| d.path.clone()),
+            link: p.link.clone(),
             leaves_root: None,
         });
     }
@@ -450,6 +456,12 @@ impl FileDiff {
         self.renamed_from.as_deref().unwrap_or(&self.path)
     }
 
+    /// A hard link where nothing was: its content shows at its file's
+    /// first path (a link replacing a file shows what it changes).
+    fn new_link(&self) -> bool {
+        self.link.is_some() && self.old_kind.is_none()
+    }
+
     /// Whether the new symlink leads out of the root.
     pub fn target_outside(&self) -> bool {
         self.leaves_root.is_some()
@@ -557,6 +569,9 @@ impl FileDiff {
         if self.missing_on_host() {
             out.push("missing on the host now".to_string());
         }
+        if let Some(t) = &self.link {
+            out.push(format!("hard link to {}", shown(t)));
+        }
         out
     }
 
@@ -567,6 +582,7 @@ impl FileDiff {
             || self.mode_change().is_some()
             || self.new_executable()
             || self.missing_on_host()
+            || self.link.is_some()
     }
 }
 
@@ -669,7 +685,10 @@ pub fn render(diffs: &[FileDiff], color: bool) -> String {
             };
             let _ = writeln!(out, "{line}");
         }
-        if d.renamed_from.is_some() {
+        if let Some(t) = &d.link {
+            let _ = writeln!(out, "{}", warn(&format!("hard link to {}", shown(t))));
+        }
+        if d.renamed_from.is_some() || d.new_link() {
             continue;
         }
         let (old, new) = d.file_sides();
@@ -731,7 +750,7 @@ pub fn render(diffs: &[FileDiff], color: bool) -> String {
 /// Lines added and removed in the file contents (None for binary files).
 /// A symlink or directory side counts as empty: its change is a marker.
 pub fn counts(d: &FileDiff) -> Option<(usize, usize)> {
-    if d.renamed_from.is_some() {
+    if d.renamed_from.is_some() || d.new_link() {
         return Some((0, 0));
     }
     let (old, new) = d.file_sides();
@@ -763,6 +782,7 @@ pub struct Notable {
     pub symlinks_outside: usize,
     pub mode_changes: usize,
     pub new_executables: usize,
+    pub hard_links: usize,
 }
 
 pub fn notable(diffs: &[FileDiff]) -> Notable {
@@ -773,6 +793,7 @@ pub fn notable(diffs: &[FileDiff]) -> Notable {
         n.symlinks_outside += usize::from(d.target_outside());
         n.mode_changes += usize::from(d.mode_change().is_some());
         n.new_executables += usize::from(d.new_executable());
+        n.hard_links += usize::from(d.link.is_some());
     }
     n
 }
@@ -801,6 +822,13 @@ impl std::fmt::Display for Notable {
                 plural(self.new_executables, "new executable", "new executables")
             )?;
         }
+        if self.hard_links > 0 {
+            write!(
+                f,
+                ", {}",
+                plural(self.hard_links, "hard link", "hard links")
+            )?;
+        }
         Ok(())
     }
 }
@@ -810,7 +838,7 @@ impl std::fmt::Display for Notable {
 fn stat_what(d: &FileDiff) -> String {
     let markers = d.markers();
     let (old, new) = d.file_sides();
-    let changed = old != new && d.renamed_from.is_none();
+    let changed = old != new && d.renamed_from.is_none() && !d.new_link();
     let count = match counts(d) {
         _ if !changed => None,
         Some((a, r)) => Some(format!(
@@ -916,6 +944,7 @@ pub fn to_json(d: &FileDiff) -> serde_json::Value {
         "path": d.path,
         "operation": d.op,
         "renamed_from": d.renamed_from,
+        "link": d.link,
         "binary": c.is_none(),
         "added": c.map(|x| x.0),
         "removed": c.map(|x| x.1),
@@ -959,6 +988,7 @@ mod tests {
             base: base.map(hash_hex),
             mode,
             size: content.map(|c| c.len() as u64),
+            link: None,
         }
     }
 
@@ -1107,5 +1137,47 @@ mod tests {
         assert_eq!(shown("x\u{202e}y"), "\"x\\u{202e}y\"");
         assert_eq!(safe_line("+ok\x1b[2K\r"), "+ok^[[2K^M");
         assert_eq!(safe_line("+\tfine"), "+\tfine");
+    }
+
+    #[test]
+    fn hard_links_show_as_links_not_as_contents_or_renames() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = dir.path();
+        std::fs::write(host.join("old.txt"), "same\n").unwrap();
+        let reg = libc::S_IFREG | 0o644;
+        let mut link = patch("b.txt", Op::Create, Some(b"same\n"), None, Some(reg));
+        link.content = None;
+        link.link = Some("a.txt".into());
+        let diffs = diffs_of(
+            host,
+            vec![
+                patch("old.txt", Op::Delete, None, Some(b"same\n"), None),
+                patch("a.txt", Op::Create, Some(b"same\n"), None, Some(reg)),
+                link,
+            ],
+        );
+        let by = |p: &str| diffs.iter().find(|d| d.path == p).unwrap();
+        // The rename pairs the delete with the file, never with its link.
+        assert_eq!(by("a.txt").renamed_from.as_deref(), Some("old.txt"));
+        let b = by("b.txt");
+        assert_eq!(b.new.as_deref(), Some(&b"same\n"[..]), "the file's content");
+        assert_eq!(b.markers(), vec!["hard link to a.txt"]);
+        assert_eq!(counts(b), Some((0, 0)));
+        let text = render(&diffs, false);
+        assert!(
+            text.contains(
+                "diff --wopfs a/b.txt b/b.txt\nnew file mode 100644\nhard link to a.txt\n"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("+same"), "a link shows no content: {text}");
+        let stat = stat(&diffs);
+        assert!(
+            stat.contains(" b.txt (new)      | hard link to a.txt"),
+            "{stat}"
+        );
+        assert!(stat.contains(", 1 hard link"), "{stat}");
+        assert!(approval_summary(&diffs).contains("hard link to a.txt"));
+        assert_eq!(to_json(b)["link"], "a.txt");
     }
 }

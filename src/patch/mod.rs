@@ -4,6 +4,7 @@
 //! `diff.rs` shows them.
 
 pub mod diff;
+pub mod links;
 pub mod set;
 
 use serde::{Deserialize, Serialize};
@@ -35,6 +36,10 @@ pub struct Change {
     pub kind: Kind,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source: Option<Source>,
+    /// Another name of the file at this path of the same changes (a hard
+    /// link): the first of the file's names, by path, carries the content.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
 }
 
 fn is_content(k: Kind) -> bool {
@@ -42,7 +47,9 @@ fn is_content(k: Kind) -> bool {
 }
 
 /// Changes of files and symlinks from `base` (the grant) to `fin` (the
-/// view now), sorted by path. Directories are implied by their files.
+/// view now), sorted by path. Directories are implied by their files. The
+/// names of a file with several (one overlay object) all change: the first
+/// by path carries the content, the others are links to it.
 pub fn changes(base: &Tree, fin: &Tree) -> Vec<Change> {
     let mut out = Vec::new();
     let base_kind = |p: &str| {
@@ -72,6 +79,7 @@ pub fn changes(base: &Tree, fin: &Tree) -> Vec<Change> {
             op,
             kind: n.kind,
             source: Some(source),
+            link: None,
         });
     }
     for ino in base.subtree(ROOT) {
@@ -91,10 +99,22 @@ pub fn changes(base: &Tree, fin: &Tree) -> Vec<Change> {
                 op: Op::Delete,
                 kind: n.kind,
                 source: None,
+                link: None,
             });
         }
     }
     out.sort_by(|a, b| a.path.cmp(&b.path));
+    let mut first = std::collections::HashMap::new();
+    for c in &mut out {
+        if let Some(Source::Object(o)) = c.source {
+            match first.get(&o) {
+                Some(p) => c.link = Some(String::clone(p)),
+                None => {
+                    first.insert(o, c.path.clone());
+                }
+            }
+        }
+    }
     out
 }
 
@@ -102,6 +122,42 @@ pub fn changes(base: &Tree, fin: &Tree) -> Vec<Change> {
 mod tests {
     use super::*;
     use crate::grant::{FileMatch, FileType};
+
+    #[test]
+    fn the_names_of_one_file_link_to_its_first_path() {
+        let files: Vec<FileMatch> = ["a.txt", "d/b.txt"]
+            .iter()
+            .map(|p| FileMatch {
+                path: p.to_string(),
+                file_type: FileType::Other,
+                size_bytes: 1,
+                symlink: false,
+            })
+            .collect();
+        let base = Tree::from_files(&files);
+        let mut fin = Tree::from_files(&files);
+        let a = fin.lookup_path("a.txt").unwrap();
+        fin.set_origin(a, Origin::Upper(1));
+        fin.link(a, ROOT, "z.txt").unwrap();
+        let d = fin.lookup_path("d").unwrap();
+        fin.remove(fin.lookup_path("d/b.txt").unwrap());
+        fin.link(a, d, "b.txt").unwrap();
+        fin.insert(ROOT, "other.txt", Kind::File, Origin::Upper(2));
+        let got: Vec<(String, Op, Option<String>)> = changes(&base, &fin)
+            .into_iter()
+            .map(|c| (c.path, c.op, c.link))
+            .collect();
+        let a = Some("a.txt".to_string());
+        assert_eq!(
+            got,
+            vec![
+                ("a.txt".into(), Op::Update, None),
+                ("d/b.txt".into(), Op::Update, a.clone()),
+                ("other.txt".into(), Op::Create, None),
+                ("z.txt".into(), Op::Create, a),
+            ]
+        );
+    }
 
     #[test]
     fn renames_are_delete_plus_create() {
@@ -166,6 +222,8 @@ pub fn pending(
         .into_iter()
         .map(|c| {
             let size = match &c.source {
+                // A link adds a name, no bytes.
+                _ if c.link.is_some() => 0,
                 Some(Source::Object(o)) => {
                     std::fs::symlink_metadata(crate::overlay::object_path(&objects, *o))
                         .map(|m| m.len())

@@ -20,13 +20,14 @@
 //! read. `mode`, symlink targets, `created_at` and the hashes' form are
 //! checked too, all before anything is written.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io::Read;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 
 use base64::Engine;
 use rustix::fs::{self as rfs, Mode, OFlags, ResolveFlags};
@@ -76,6 +77,17 @@ pub struct WorkspacePatch {
     pub mode: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<u64>,
+    /// A hard link: another path of this set that this path is a name of
+    /// (after a commit both paths are one file on the host). That path
+    /// creates or updates a regular file and is no link itself (a file's
+    /// first path, by sort order, carries its content); this patch is a
+    /// create or update carrying that path's `blob`, `mode` and `size`,
+    /// and never a `content` of its own. Absent on every other patch, so a
+    /// set without links is what it was before links existed; a reader
+    /// that does not know the field refuses a set with one
+    /// (`deny_unknown_fields`) instead of committing copies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -103,6 +115,8 @@ pub struct Loaded {
     /// is read again (an overlay object, or an untouched host file that
     /// moved), instead of a blobs directory.
     session: Option<SessionContents>,
+    /// Each path's patch (built when a hard link's content is first read).
+    by_path: OnceLock<HashMap<String, usize>>,
 }
 
 /// Contents of a set built in memory from its session.
@@ -195,7 +209,7 @@ fn build_from(
         host: &host,
         objects: objects.clone(),
     };
-    let mut patches = Vec::new();
+    let mut patches: Vec<WorkspacePatch> = Vec::new();
     for c in changes(&base, &fin) {
         let mut p = WorkspacePatch {
             grant_id: grant.grant_id.clone(),
@@ -206,21 +220,32 @@ fn build_from(
             base: base_of(&seen, &c.path, &host),
             mode: None,
             size: None,
+            link: c.link.clone(),
         };
-        let data = match &c.source {
-            Some(src) => {
+        // A hard link: its file's first path (sorted before it) was read.
+        let first = c.link.as_deref().and_then(|t| {
+            let i = patches.binary_search_by(|q| q.path.as_str().cmp(t)).ok()?;
+            patches.get(i)
+        });
+        let data = match (&c.source, first) {
+            (_, Some(f)) => {
+                (p.blob, p.mode, p.size) = (f.blob.clone(), f.mode, f.size);
+                None
+            }
+            (Some(src), None) => {
                 let (data, mode) = contents.read(src, c.kind)?;
                 p.blob = Some(hash_hex(&data));
                 p.mode = Some(mode);
                 p.size = Some(data.len() as u64);
                 Some(data)
             }
-            None => None,
+            (None, None) => None,
         };
         if c.op == Op::Create {
             p.base = None;
         }
-        each(&p, data.as_deref(), c.source.as_ref())?;
+        let source = c.source.as_ref().filter(|_| p.link.is_none());
+        each(&p, data.as_deref(), source)?;
         patches.push(p);
     }
     let set = PatchSet {
@@ -444,6 +469,7 @@ pub fn load(path: &Path) -> Result<Loaded> {
         blob_dir,
         limit: AtomicU64::new(u64::MAX),
         session: None,
+        by_path: OnceLock::new(),
     })
 }
 
@@ -530,6 +556,7 @@ impl Loaded {
             blob_dir: None,
             limit: AtomicU64::new(u64::MAX),
             session: None,
+            by_path: OnceLock::new(),
         }
     }
 
@@ -584,6 +611,7 @@ impl Loaded {
                 objects,
                 sources,
             }),
+            by_path: OnceLock::new(),
         })
     }
 
@@ -683,8 +711,33 @@ impl Loaded {
     /// length is allocated.
     pub fn content(&self, p: &WorkspacePatch) -> Result<Vec<u8>> {
         let mut data = Vec::new();
-        self.read_checked(p, Some(&mut data))?;
+        self.read_checked(self.content_patch(p)?, Some(&mut data))?;
         Ok(data)
+    }
+
+    /// The patch holding a patch's content: itself, or for a hard link the
+    /// patch of the path it links to.
+    fn content_patch<'a>(&'a self, p: &'a WorkspacePatch) -> Result<&'a WorkspacePatch> {
+        let Some(target) = &p.link else {
+            return Ok(p);
+        };
+        self.patch_at(target)
+            .filter(|t| t.link.is_none() && t.operation != Op::Delete)
+            .ok_or_else(|| {
+                Error::invalid(format!(
+                    "patch {}: a hard link to {target}, which this set does not create or update as a file",
+                    p.path
+                ))
+            })
+    }
+
+    /// The patch of `path`, if the set has one.
+    fn patch_at(&self, path: &str) -> Option<&WorkspacePatch> {
+        let index = self.by_path.get_or_init(|| {
+            let paths = self.set.patches.iter().map(|q| q.path.clone());
+            paths.zip(0..).collect()
+        });
+        index.get(path).map(|&i| &self.set.patches[i])
     }
 
     /// Streams a content (inline base64, decoded a chunk at a time, or its
@@ -891,7 +944,10 @@ impl Loaded {
                             grant.grant_id
                         )));
                     }
-                    total = total.saturating_add(size);
+                    // A hard link adds a name, not bytes.
+                    if p.link.is_none() {
+                        total = total.saturating_add(size);
+                    }
                     if total > max {
                         return Err(Error::invalid(format!(
                             "{who}: its size {size} brings the set's contents to {total} bytes, more than grant {}'s max_total_size_bytes ({max})",
@@ -932,13 +988,16 @@ impl Loaded {
                 _ => {}
             }
         }
+        super::links::check(set, grant)?;
         // Then every content, against its size and hash (a session's own
         // set was hashed as it was built, under the session lock; applying
-        // checks each content again as it reads it).
-        let contents = set
-            .patches
-            .iter()
-            .filter(|p| p.operation != Op::Delete && (self.session.is_none() || p.is_symlink()));
+        // checks each content again as it reads it). A hard link's is its
+        // file's.
+        let contents = set.patches.iter().filter(|p| {
+            p.operation != Op::Delete
+                && p.link.is_none()
+                && (self.session.is_none() || p.is_symlink())
+        });
         for p in contents {
             if p.is_symlink() {
                 let target = self.content(p)?;

@@ -77,12 +77,13 @@ pub fn kind_of(st: &Stat) -> Option<Kind> {
     }
 }
 
-/// Attributes of view node `ino` from the host's `st`. Directories get a
-/// link count from the view (`nlink`) and a fixed size; files always one link.
-pub fn from_stat(ino: Ino, kind: Kind, st: &Stat, dir_nlink: u32) -> Attr {
-    let (size, blocks, nlink) = match kind {
-        Kind::Dir => (DIR_SIZE, DIR_SIZE / 512, dir_nlink),
-        _ => (st.st_size as u64, st.st_blocks as u64, 1),
+/// Attributes of view node `ino` from the host's `st`, with the link count
+/// the view computes (`nlink`: a directory's subdirectories, a file's names
+/// in the view; never the host's). Directories get a fixed size.
+pub fn from_stat(ino: Ino, kind: Kind, st: &Stat, nlink: u32) -> Attr {
+    let (size, blocks) = match kind {
+        Kind::Dir => (DIR_SIZE, DIR_SIZE / 512),
+        _ => (st.st_size as u64, st.st_blocks as u64),
     };
     Attr {
         ino,

@@ -207,6 +207,7 @@ impl View {
             let _ = ov.remove(obj, kind);
             return Err(e);
         }
+        self.carry_stamp(ov, ino, obj);
         Ok(obj)
     }
 }

@@ -12,8 +12,10 @@ mod copyup;
 mod direct;
 mod error;
 mod handles;
+mod link;
 mod serve;
 mod source;
+mod times;
 mod upper;
 mod write;
 
@@ -116,6 +118,10 @@ pub struct View {
     /// Where changes land; `None` in a read-only view.
     upper: Option<Box<dyn Upper>>,
     seen: Mutex<SeenMap>,
+    /// Times the view changed on host entries (see `times.rs`).
+    stamps: times::Stamps,
+    /// The policy allows files with several names (`allow_hardlinks`).
+    hard_links: bool,
 }
 
 impl View {
@@ -177,6 +183,8 @@ impl View {
             scope: Scope::from_grant(grant)?,
             upper,
             seen: Mutex::new(seen),
+            stamps: Default::default(),
+            hard_links: grant.allow_hardlinks,
         })
     }
 
@@ -238,18 +246,22 @@ impl View {
         }
     }
 
-    /// Attributes of a node, from its host entry or overlay object. A host
+    /// Attributes of a node, from its host entry or overlay object (a hard
+    /// link answers as its file: same number, same attributes). A host
     /// entry that is gone or changed kind answers ENOENT.
     fn attr_in(&self, tree: &Tree, ino: Ino) -> Result<Attr> {
+        let ino = tree.inode_of(ino);
         let node = tree.get(ino).ok_or(Errno::ENOENT)?;
         let source = self.source(tree, ino)?;
         let st = source.lstat()?;
         if attr::kind_of(&st) != Some(node.kind) {
             return Err(Errno::ENOENT.into());
         }
-        let mut a = attr::from_stat(ino, node.kind, &st, 2 + tree.subdirs(ino) as u32);
-        a.owned = matches!(source, Source::Object(..));
-        Ok(self.present(a))
+        let a = attr::from_stat(ino, node.kind, &st, nlink(tree, ino, node.kind));
+        Ok(self.present(match source {
+            Source::Object(..) => Attr { owned: true, ..a },
+            Source::Host(..) => self.stamps.apply(a),
+        }))
     }
 
     /// A name in a directory. One that is not there (or not visible) is
@@ -295,7 +307,10 @@ impl View {
         let tree = self.read_tree();
         let node = tree.get_any(ino);
         let kind = node.map_or(Kind::File, |n| n.kind);
-        let mut a = attr::from_stat(ino, kind, &st, 1);
+        // Its names in the view: none once the last one is unlinked.
+        let mut a = self
+            .stamps
+            .apply(attr::from_stat(ino, kind, &st, nlink(&tree, ino, kind)));
         a.owned = node.is_some_and(|n| matches!(n.origin, Origin::Upper(_)));
         Ok(self.entry(self.present(a)))
     }
@@ -445,7 +460,7 @@ impl View {
         names.push((node.parent, "..".into()));
         for &child in &node.children {
             if let Some(c) = tree.get(child) {
-                names.push((child, c.name.clone()));
+                names.push((tree.inode_of(child), c.name.clone()));
             }
         }
         Ok(self.handles.insert(Handle::Dir(Arc::new(names))))
@@ -481,13 +496,15 @@ impl View {
             let attr = match &**name {
                 "." => self.attr_in(&tree, dir),
                 ".." => self.attr_in(&tree, if dir == ROOT { ROOT } else { node.parent }),
-                n if tree.child(dir, n) != Some(*ino) => continue,
+                n if tree.child(dir, n).map(|c| tree.inode_of(c)) != Some(*ino) => continue,
                 n => match (tree.get(*ino), &host_dir) {
                     (Some(c), Some(dirfd)) if c.origin == Origin::InPlace => {
                         match stat_child(dirfd, n) {
-                            Ok(st) if attr::kind_of(&st) == Some(c.kind) => Ok(self.present(
-                                attr::from_stat(*ino, c.kind, &st, 2 + tree.subdirs(*ino) as u32),
-                            )),
+                            Ok(st) if attr::kind_of(&st) == Some(c.kind) => {
+                                let a =
+                                    attr::from_stat(*ino, c.kind, &st, nlink(&tree, *ino, c.kind));
+                                Ok(self.present(self.stamps.apply(a)))
+                            }
                             _ => continue,
                         }
                     }
@@ -643,11 +660,23 @@ impl View {
         }
     }
 
-    /// Flushes the journal (clean unmount).
+    /// Clean unmount: keeps changed directory times, flushes the journal.
     pub fn shutdown(&self) {
+        if let Some(ov) = self.overlay() {
+            self.persist_dir_times(ov);
+        }
         if let Some(upper) = &self.upper {
             let _ = upper.sync_namespace();
         }
+    }
+}
+
+/// The link count of node `ino` in the view: a directory's `.`, its entry
+/// and its subdirectories' `..`; a file's names.
+fn nlink(tree: &Tree, ino: Ino, kind: Kind) -> u32 {
+    match kind {
+        Kind::Dir => 2 + tree.subdirs(ino) as u32,
+        _ => tree.nlink(ino),
     }
 }
 
@@ -686,8 +715,12 @@ fn wants_write(flags: i32) -> bool {
 }
 
 #[cfg(test)]
+mod link_tests;
+#[cfg(test)]
 mod serve_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod time_tests;
 #[cfg(test)]
 mod write_tests;

@@ -1,9 +1,10 @@
 //! Changes to the view: namespace (create, mkdir, symlink, unlink, rmdir,
-//! rename) and data (write, truncate, fallocate, metadata, xattrs). Each
-//! is checked here (errno rules, the write scope), then made by the upper
-//! layer (`upper/`): an overlay object and a journal record, or the host
-//! entry and an event log line. Namespace changes hold the tree lock
-//! throughout, so the journal's order is the tree's order.
+//! rename; link is in `link.rs`) and data (write, truncate, fallocate,
+//! metadata, xattrs). Each is checked here (errno rules, the write
+//! scope), then made by the upper layer (`upper/`): an overlay object and
+//! a journal record, or the host entry and an event log line. Namespace
+//! changes hold the tree lock throughout, so the journal's order is the
+//! tree's order.
 
 use std::ffi::OsStr;
 use std::os::unix::fs::FileExt;
@@ -52,7 +53,26 @@ pub struct SetAttr {
     pub mtime: Option<SetTime>,
 }
 
-fn valid_name(name: &OsStr) -> Result<&str> {
+impl SetAttr {
+    pub(super) fn changes_nothing(&self) -> bool {
+        let SetAttr {
+            mode,
+            uid,
+            gid,
+            size,
+            atime,
+            mtime,
+        } = self;
+        mode.is_none()
+            && uid.is_none()
+            && gid.is_none()
+            && size.is_none()
+            && atime.is_none()
+            && mtime.is_none()
+    }
+}
+
+pub(super) fn valid_name(name: &OsStr) -> Result<&str> {
     if name.len() > NAME_MAX {
         return Err(Errno(libc::ENAMETOOLONG).into());
     }
@@ -63,7 +83,7 @@ fn valid_name(name: &OsStr) -> Result<&str> {
     Ok(name)
 }
 
-fn timespec(t: SetTime) -> Timespec {
+pub(super) fn timespec(t: SetTime) -> Timespec {
     match t {
         SetTime::Now => Timespec {
             tv_sec: 0,
@@ -79,14 +99,14 @@ fn timespec(t: SetTime) -> Timespec {
     }
 }
 
-const OMIT: Timespec = Timespec {
+pub(super) const OMIT: Timespec = Timespec {
     tv_sec: 0,
     tv_nsec: rfs::UTIME_OMIT,
 };
 
 impl View {
     /// A live directory `parent` and the path of `name` inside it.
-    fn dir_and_path(&self, tree: &Tree, parent: Ino, name: &str) -> Result<String> {
+    pub(super) fn dir_and_path(&self, tree: &Tree, parent: Ino, name: &str) -> Result<String> {
         let node = tree.get(parent).ok_or(Errno::ENOENT)?;
         if node.kind != Kind::Dir {
             return Err(Errno::ENOTDIR.into());
@@ -192,14 +212,6 @@ impl View {
         self.getattr(made.ino)
     }
 
-    /// Hard links are not supported: each path is one patch.
-    pub fn link(&self, ino: Ino) -> Result<Entry> {
-        self.live()?;
-        self.upper()?;
-        self.read_tree().get(ino).ok_or(Errno::ENOENT)?;
-        Err(Errno::EPERM.into())
-    }
-
     /// Seen records for the host entries of a subtree that is about to
     /// leave its place (moved, deleted or replaced), with the content hash
     /// a commit checks against: reading it costs what the files hold, once.
@@ -224,12 +236,16 @@ impl View {
         out
     }
 
-    /// Removes a subtree's overlay objects (after it left the tree).
+    /// Removes a subtree's overlay objects (after it left the tree). A file
+    /// that keeps other names keeps its object; its ctime changes.
     pub(super) fn drop_objects(&self, ov: &Overlay, tree: &Tree, inos: &[Ino]) {
         for &i in inos.iter().rev() {
             if let Some(n) = tree.get_any(i) {
                 if let Origin::Upper(obj) = n.origin {
-                    let _ = ov.remove(obj, n.kind);
+                    match tree.holder(obj) {
+                        None => drop(ov.remove(obj, n.kind)),
+                        Some(_) => super::link::touch_ctime(ov, obj),
+                    }
                 }
             }
         }
@@ -365,6 +381,7 @@ impl View {
             return Err(Errno::EINVAL.into()); // a directory into itself
         }
         let mv = Move {
+            parent,
             src,
             src_path: src_path.clone(),
             dst,
@@ -376,8 +393,8 @@ impl View {
 
         if flags & RENAME_EXCHANGE != 0 {
             let dst = dst.ok_or(Errno::ENOENT)?;
-            if dst == src {
-                return Ok(());
+            if tree.inode_of(dst) == tree.inode_of(src) {
+                return Ok(()); // two names of one file: nothing to do (POSIX)
             }
             if tree.is_ancestor(dst, parent) {
                 return Err(Errno::EINVAL.into());
@@ -394,11 +411,11 @@ impl View {
         }
 
         if let Some(dst) = dst {
-            if dst == src {
-                return Ok(());
-            }
             if flags & RENAME_NOREPLACE != 0 {
                 return Err(Errno(libc::EEXIST).into());
+            }
+            if tree.inode_of(dst) == tree.inode_of(src) {
+                return Ok(()); // two names of one file: nothing to do (POSIX)
             }
             if !self.scope.may_change(&new_path) {
                 return Err(Errno::EACCES.into());

@@ -13,9 +13,9 @@ pub(super) const ROOTUSER: Caller = Caller { uid: 0, gid: 0 };
 
 pub(super) struct Fx {
     _dirs: (tempfile::TempDir, tempfile::TempDir),
-    host: std::path::PathBuf,
+    pub(super) host: std::path::PathBuf,
     session: std::path::PathBuf,
-    grant: Grant,
+    pub(super) grant: Grant,
 }
 
 pub(super) fn fixture(prefixes: &[&str]) -> Fx {
@@ -23,7 +23,7 @@ pub(super) fn fixture(prefixes: &[&str]) -> Fx {
 }
 
 /// The fixture's host tree plus `extra` files.
-fn fixture_with(prefixes: &[&str], extra: &[(&str, &str)]) -> Fx {
+pub(super) fn fixture_with(prefixes: &[&str], extra: &[(&str, &str)]) -> Fx {
     let host_dir = tempfile::tempdir().unwrap();
     let state = tempfile::tempdir().unwrap();
     let host = host_dir.path().to_path_buf();
@@ -215,7 +215,10 @@ fn rename_answers_posix_errnos() {
         v.unlink(ROOT, name("d")).unwrap_err().errno().0,
         libc::EISDIR
     );
-    assert_eq!(v.link(ino(&v, "a.txt")).unwrap_err(), Errno::EPERM);
+    assert_eq!(
+        v.link(ino(&v, "d"), ROOT, name("d2")).unwrap_err(),
+        Errno::EPERM
+    );
     assert_eq!(
         v.mkdir(ROOT, name("d"), 0o755, ROOTUSER)
             .unwrap_err()
@@ -336,6 +339,34 @@ fn copy_up_records_the_base_and_reopen_replays_the_journal() {
         "alpha\n"
     );
     assert!(fx.host.join("d/e/c.txt").exists());
+}
+
+/// A chmod of the view's root copies its metadata up: the journal's put of
+/// the root (path "") puts the root back at replay and in a compaction,
+/// never a child with an empty name.
+#[test]
+fn chmod_of_the_root_survives_reopen_and_compaction() {
+    let fx = fixture(&[]);
+    let v = open_view(&fx, ViewOptions::default());
+    let who = Caller { uid: 0, gid: 0 };
+    let set = |mode| SetAttr {
+        mode: Some(mode),
+        ..Default::default()
+    };
+    v.setattr(ROOT, None, set(0o40700), who).unwrap();
+    let before = listing(&v);
+    drop(v);
+    // Reopened twice: the first replays the journal and compacts it, the
+    // second replays the compacted journal.
+    for _ in 0..2 {
+        let v = open_view(&fx, ViewOptions::default());
+        assert_eq!(v.getattr(ROOT).unwrap().perm, 0o700);
+        assert_eq!(listing(&v), before);
+        assert!(matches!(
+            v.lookup(ROOT, name("")).unwrap(),
+            Lookup::Absent { .. }
+        ));
+    }
 }
 
 #[test]

@@ -71,6 +71,17 @@ impl Upper for DirectLog {
         self.record("exchange", &mv.src_path, Some(&mv.new_path), None)
     }
 
+    fn link(&self, v: &View, file: Ino, parent: Ino, name: &str) -> Result<()> {
+        let mut tree = v.write_tree();
+        let path = v.new_name(&tree, parent, name)?;
+        let from = tree.path(file).ok_or(Errno::ENOENT)?;
+        v.host.link(&from, &path)?;
+        tree.link(file, parent, name)
+            .ok_or(Errno::EIO)
+            .context("linking a checked name")?;
+        self.record("link", &from, Some(&path), None)
+    }
+
     fn open_write(&self, v: &View, ino: Ino, truncate: bool) -> Result<(File, Option<u64>)> {
         let path = v.read_tree().path(ino).ok_or(Errno::ENOENT)?;
         let file = v.host.open_file_rw(&path)?;

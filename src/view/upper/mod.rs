@@ -52,9 +52,10 @@ pub(super) struct Made {
     pub file: Option<File>,
 }
 
-/// A checked rename of `src` (at `src_path`) to `newname` in `newparent`
-/// (at `new_path`), over `dst` when that name exists.
+/// A checked rename of `src` (at `src_path`, in `parent`) to `newname` in
+/// `newparent` (at `new_path`), over `dst` when that name exists.
 pub(super) struct Move<'a> {
+    pub parent: Ino,
     pub src: Ino,
     pub src_path: String,
     pub dst: Option<Ino>,
@@ -89,6 +90,12 @@ pub(super) trait Upper: Send + Sync {
 
     /// Swaps `mv.src` and `dst` (RENAME_EXCHANGE).
     fn exchange(&self, v: &View, tree: &mut Tree, mv: &Move<'_>, dst: Ino) -> Result<()>;
+
+    /// Gives file `file` (checked: a regular file the agent may change)
+    /// another name, `name` in `parent`, and records it. Takes the tree
+    /// lock itself and checks the new name again under it (see
+    /// `View::new_name`): an overlay copies the file up first, outside it.
+    fn link(&self, v: &View, file: Ino, parent: Ino, name: &str) -> Result<()>;
 
     /// Opens file `ino` for writing, emptied first if `truncate`; returns
     /// its object (`None`: the host file).

@@ -9,10 +9,12 @@ use std::fs::File;
 use rustix::fs::{self as rfs, AtFlags};
 
 use super::{sync, Closed, Made, Make, Move, NewEntry, Space, Upper, Xattr};
+use crate::error::Errno;
 use crate::overlay::journal::{self, Record};
 use crate::overlay::Overlay;
 use crate::tree::{Ino, Kind, Origin, Tree};
 use crate::view::copyup::{gid, uid};
+use crate::view::link::touch_ctime;
 use crate::view::source::object_error;
 use crate::view::write::{apply_to_fd, give_away, timestamps, Caller, SetAttr};
 use crate::view::{Context, Result, View};
@@ -22,7 +24,7 @@ impl Upper for Overlay {
         Some(self)
     }
 
-    fn make(&self, _v: &View, tree: &mut Tree, m: &Make<'_>) -> Result<Made> {
+    fn make(&self, v: &View, tree: &mut Tree, m: &Make<'_>) -> Result<Made> {
         let kind = m.new.kind();
         let obj = self.new_obj();
         self.quota.add_object(obj, 0, kind == Kind::File)?;
@@ -46,7 +48,7 @@ impl Upper for Overlay {
         };
         let Some(ino) = tree.insert(m.parent, m.name, kind, Origin::Upper(obj)) else {
             let _ = self.remove(obj, kind);
-            return Err(crate::error::Errno::EIO).context("inserting a new node");
+            return Err(Errno::EIO).context("inserting a new node");
         };
         let rec: Vec<Record> = journal::put_record(tree, ino).into_iter().collect();
         if let Err(e) = self.append(&rec) {
@@ -54,6 +56,7 @@ impl Upper for Overlay {
             let _ = self.remove(obj, kind);
             return Err(e).context("appending to the overlay journal");
         }
+        v.touch_dir(self, tree, m.parent);
         Ok(Made {
             ino,
             obj: Some(obj),
@@ -62,11 +65,14 @@ impl Upper for Overlay {
     }
 
     fn remove(&self, v: &View, tree: &mut Tree, ino: Ino, path: &str, _dir: bool) -> Result<()> {
+        let parent = tree.get(ino).ok_or(Errno::ENOENT)?.parent;
         let mut records = v.vacate_records(tree, ino);
         records.push(Record::Del {
             path: path.to_string(),
         });
         v.journal(self, &records)?;
+        v.touch_dir(self, tree, parent);
+        v.touch_unlinked(self, tree, ino);
         tree.remove(ino);
         v.drop_objects(self, tree, &[ino]);
         Ok(())
@@ -86,10 +92,12 @@ impl Upper for Overlay {
         records.extend(View::moved_puts(tree, mv.src, &mv.new_path));
         v.journal(self, &records)?;
         if let Some(dst) = mv.dst {
+            v.touch_unlinked(self, tree, dst);
             tree.remove(dst);
             v.drop_objects(self, tree, &[dst]);
         }
         tree.move_to(mv.src, mv.newparent, mv.newname);
+        v.touch_renamed(self, tree, (mv.parent, mv.newparent), &[mv.src]);
         Ok(())
     }
 
@@ -106,6 +114,30 @@ impl Upper for Overlay {
         records.extend(View::moved_puts(tree, dst, &mv.src_path));
         v.journal(self, &records)?;
         tree.exchange(mv.src, dst);
+        v.touch_renamed(self, tree, (mv.parent, mv.newparent), &[mv.src, dst]);
+        Ok(())
+    }
+
+    fn link(&self, v: &View, file: Ino, parent: Ino, name: &str) -> Result<()> {
+        // Outside the tree lock, as every copy-up.
+        let obj = copy_up(v, self, file, true)?;
+        let mut tree = v.write_tree();
+        let path = v.new_name(&tree, parent, name)?;
+        if tree.get(file).map(|n| &n.origin) != Some(&Origin::Upper(obj)) {
+            return Err(Errno::ENOENT.into()); // unlinked meanwhile
+        }
+        let put = Record::Put {
+            path,
+            kind: Kind::File,
+            obj: Some(obj),
+            host: None,
+        };
+        v.journal(self, &[put])?;
+        tree.link(file, parent, name)
+            .ok_or(Errno::EIO)
+            .context("linking a checked name")?;
+        touch_ctime(self, obj);
+        v.touch_dir(self, &tree, parent);
         Ok(())
     }
 
@@ -123,6 +155,11 @@ impl Upper for Overlay {
 
     fn setattr(&self, v: &View, ino: Ino, kind: Kind, set: SetAttr, who: Caller) -> Result<()> {
         let obj = copy_up(v, self, ino, set.size != Some(0))?;
+        if set.changes_nothing() {
+            // chown(path, -1, -1): only the ctime changes, as on ext4.
+            v.touch_ctime(self, &v.read_tree(), ino);
+            return Ok(());
+        }
         if kind == Kind::File {
             let file = self
                 .open_file(obj, true)
