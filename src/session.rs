@@ -51,14 +51,14 @@ impl SessionState {
     /// Refuses to go on with a session that has ended.
     pub fn check_not_ended(&self, grant_id: &str, what: &str) -> Result<()> {
         match self.phase {
-            Phase::Committed => Err(Error::invalid(format!(
+            Phase::Committed => Err(Error::conflict(format!(
                 "cannot {what}: grant {grant_id} has already been committed{}",
                 self.at
                     .as_deref()
                     .map(|t| format!(" (at {t})"))
                     .unwrap_or_default()
             ))),
-            Phase::Rejected => Err(Error::invalid(format!(
+            Phase::Rejected => Err(Error::conflict(format!(
                 "cannot {what}: grant {grant_id} was rejected{}",
                 self.reason
                     .as_deref()
@@ -113,10 +113,10 @@ pub fn lock(session_dir: &Path, exclusive: bool, grant_id: &str) -> Result<Sessi
     };
     match rustix::fs::flock(&file, op) {
         Ok(()) => Ok(SessionLock { _file: file }),
-        Err(rustix::io::Errno::WOULDBLOCK) if exclusive => Err(Error::invalid(format!(
+        Err(rustix::io::Errno::WOULDBLOCK) if exclusive => Err(Error::busy(format!(
             "grant {grant_id} is in use: its view is being served, or another commit, reject or recover of it is running; unmount it (wopfs umount) or wait"
         ))),
-        Err(rustix::io::Errno::WOULDBLOCK) => Err(Error::invalid(format!(
+        Err(rustix::io::Errno::WOULDBLOCK) => Err(Error::busy(format!(
             "grant {grant_id} is being committed, rejected or recovered right now; wait for that to finish"
         ))),
         Err(e) => Err(Error::io(format!("locking {}", path.display()), e.into())),

@@ -159,7 +159,7 @@ impl StateDir {
     /// Loads a grant, refusing unknown ids and grants edited since issue.
     pub fn load_grant(&self, grant_id: &str) -> Result<Grant> {
         if !is_grant_id(grant_id) {
-            return Err(Error::invalid(format!(
+            return Err(Error::unknown_grant(format!(
                 "unknown grant {grant_id:?}: grant ids look like g-0123456789abcdef"
             )));
         }
@@ -167,7 +167,7 @@ impl StateDir {
         let json = match fs::read(dir.join("grant.json")) {
             Ok(j) => j,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(Error::invalid(format!(
+                return Err(Error::unknown_grant(format!(
                     "unknown grant {grant_id} (no such grant in state dir {})",
                     self.root.display()
                 )))

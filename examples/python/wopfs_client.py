@@ -219,7 +219,7 @@ else:
 
 
 class WopfsApiError(WorkspaceDenied):
-    """An error answer of the API: `.status` (400, 403, 404, 413, 422, 5xx)
+    """An error answer of the API: `.status` (400, 403, 404, 409, 413, 422, 5xx)
     and `.message`; str() is "STATUS: MESSAGE"."""
 
     def __init__(self, status: int, message: str):

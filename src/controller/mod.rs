@@ -522,7 +522,7 @@ fn conflict_error(conflicts: &[Conflict]) -> Error {
         .iter()
         .map(|c| format!("{} (expected {}, found {})", c.path, c.expected, c.found))
         .collect();
-    Error::policy(format!(
+    Error::conflict(format!(
         "{} path{} changed on the host since the agent saw {}; nothing was written: {}",
         conflicts.len(),
         if conflicts.len() == 1 { "" } else { "s" },

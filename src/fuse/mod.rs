@@ -1,94 +1,34 @@
-//! The fuser adapter: translates FUSE requests into calls on the view core
-//! and its answers into replies. No policy decision lives here.
+//! The fuser adapter: converts each FUSE request's arguments, calls one
+//! method of the view core and sends its answer as the reply (`reply.rs`),
+//! logging failures (`log.rs`). Every decision is the core's.
 
-mod iomode;
-mod passthrough;
+mod log;
+mod reply;
 
 use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use fuser::{
-    AccessFlags, BackingId, Errno as FErrno, FileAttr, FileHandle, FileType, Filesystem,
-    FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags,
-    ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
-    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    AccessFlags, Errno as FErrno, FileHandle, Filesystem, FopenFlags, INodeNo, InitFlags,
+    KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
+    ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
-use crate::error::Errno;
-use crate::policy::Mode;
-use crate::view::{Attr, Caller, Kind, Opened, SetAttr, SetTime, View};
-use iomode::{IoMode, IoModes};
-use passthrough::Passthrough;
+use crate::view::{self, Caller, SetAttr, SetTime, View};
+use log::{failed, Req};
+use reply::{answer, file_attr, kind, GEN};
 
 pub struct WopFs {
     view: Arc<View>,
-    passthrough: Passthrough,
-    iomodes: IoModes,
 }
 
 impl WopFs {
     pub fn new(view: Arc<View>) -> WopFs {
-        WopFs {
-            view,
-            passthrough: Passthrough::default(),
-            iomodes: IoModes::default(),
-        }
-    }
-}
-
-fn err(e: Errno) -> FErrno {
-    FErrno::from_i32(e.0)
-}
-
-fn kind(k: Kind) -> FileType {
-    match k {
-        Kind::Dir => FileType::Directory,
-        Kind::File => FileType::RegularFile,
-        Kind::Symlink => FileType::Symlink,
-    }
-}
-
-fn file_attr(a: &Attr) -> FileAttr {
-    FileAttr {
-        ino: INodeNo(a.ino),
-        size: a.size,
-        blocks: a.blocks,
-        atime: a.atime,
-        mtime: a.mtime,
-        ctime: a.ctime,
-        crtime: SystemTime::UNIX_EPOCH,
-        kind: kind(a.kind),
-        perm: a.perm,
-        nlink: a.nlink,
-        uid: a.uid,
-        gid: a.gid,
-        rdev: 0,
-        blksize: a.blksize,
-        flags: 0,
-    }
-}
-
-const GEN: Generation = Generation(0);
-
-fn negative_attr() -> FileAttr {
-    FileAttr {
-        ino: INodeNo(0),
-        size: 0,
-        blocks: 0,
-        atime: SystemTime::UNIX_EPOCH,
-        mtime: SystemTime::UNIX_EPOCH,
-        ctime: SystemTime::UNIX_EPOCH,
-        crtime: SystemTime::UNIX_EPOCH,
-        kind: FileType::RegularFile,
-        perm: 0,
-        nlink: 0,
-        uid: 0,
-        gid: 0,
-        rdev: 0,
-        blksize: 0,
-        flags: 0,
+        WopFs { view }
     }
 }
 
@@ -106,70 +46,40 @@ impl Filesystem for WopFs {
         let _ = config.add_capabilities(InitFlags::FUSE_HANDLE_KILLPRIV_V2);
         // Kept page caches are dropped when a file's mtime or size changes.
         let _ = config.add_capabilities(InitFlags::FUSE_AUTO_INVAL_DATA);
-        if self.view.mode() != Mode::ReadWriteDirect {
-            self.passthrough.negotiate(config);
+        if self.view.wants_passthrough() {
+            let ok = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
+                && config.set_max_stack_depth(1).is_ok();
+            self.view.use_passthrough(ok);
         }
         Ok(())
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        match self.view.lookup(parent.0, name) {
-            Ok(a) => reply.entry(&self.view.ttl_for(&a), &file_attr(&a), GEN),
-            // Inode 0 is a negative entry: the kernel remembers the name is
-            // absent for the TTL instead of asking again (builds and imports
-            // probe many absent names).
-            Err(Errno::ENOENT) => reply.entry(&self.view.ttl(), &negative_attr(), GEN),
-            Err(e) => reply.error(err(e)),
-        }
+        let req = Req::named("lookup", parent.0, name);
+        answer(reply, req, self.view.lookup(parent.0, name));
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
-        let attr = match fh {
+        let entry = match fh {
             Some(fh) => self.view.getattr_fh(ino.0, fh.0),
             None => self.view.getattr(ino.0),
         };
-        match attr {
-            Ok(a) => reply.attr(&self.view.ttl_for(&a), &file_attr(&a)),
-            Err(e) => reply.error(err(e)),
-        }
+        answer(reply, Req::on("getattr", ino.0), entry);
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        match self.view.readlink(ino.0) {
-            Ok(target) => reply.data(&target),
-            Err(e) => reply.error(err(e)),
-        }
+        answer(reply, Req::on("readlink", ino.0), self.view.readlink(ino.0));
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let opened = match self.view.open(ino.0, flags.0) {
-            Ok(o) => o,
-            Err(e) => return reply.error(err(e)),
-        };
-        let fh = FileHandle(opened.fh);
-        if self.view.mode() == Mode::ReadOnly {
-            // Nothing writes here: every open can share the host file.
-            let id = self
-                .passthrough
-                .attach(ino.0, None, opened.fh, &opened.file, |file| {
-                    reply.open_backing(file)
-                });
-            return match id {
-                Some(id) => reply.opened_passthrough(fh, FopenFlags::empty(), &id),
-                None => reply.opened(fh, FopenFlags::empty()),
-            };
-        }
-        match self.serve_mode(ino.0, &opened, |file| reply.open_backing(file)) {
-            Ok(Some(id)) => reply.opened_passthrough(fh, FopenFlags::empty(), &id),
-            Ok(None) => reply.opened(fh, FopenFlags::FOPEN_KEEP_CACHE),
-            Err(e) => reply.error(e),
-        }
+        let open = self.view.open(ino.0, flags.0, |f| reply.open_backing(f));
+        answer(reply, Req::on("open", ino.0), open);
     }
 
     fn read(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         size: u32,
@@ -177,10 +87,11 @@ impl Filesystem for WopFs {
         _lock: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        match self.view.read(fh.0, offset, size) {
-            Ok(data) => reply.data(&data),
-            Err(e) => reply.error(err(e)),
-        }
+        answer(
+            reply,
+            Req::on("read", ino.0),
+            self.view.read(fh.0, offset, size),
+        );
     }
 
     fn flush(
@@ -206,11 +117,6 @@ impl Filesystem for WopFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.passthrough.detach(fh.0);
-        if self.iomodes.released(fh.0) == Some(IoMode::Passthrough) {
-            // A passthrough writer's growth bypassed the quota: settle it.
-            self.view.settle_quota(fh.0);
-        }
         self.view.release(fh.0);
         reply.ok();
     }
@@ -218,7 +124,7 @@ impl Filesystem for WopFs {
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         match self.view.opendir(ino.0) {
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
-            Err(e) => reply.error(err(e)),
+            Err(e) => reply.error(failed(Req::on("opendir", ino.0), &e)),
         }
     }
 
@@ -232,7 +138,7 @@ impl Filesystem for WopFs {
     ) {
         let entries = match self.view.readdir(ino.0, fh.0, offset) {
             Ok(e) => e,
-            Err(e) => return reply.error(err(e)),
+            Err(e) => return reply.error(failed(Req::on("readdir", ino.0), &e)),
         };
         for (next, e) in &entries {
             if reply.add(INodeNo(e.ino), *next, kind(e.attr.kind), &*e.name) {
@@ -252,12 +158,11 @@ impl Filesystem for WopFs {
     ) {
         let entries = match self.view.readdir(ino.0, fh.0, offset) {
             Ok(e) => e,
-            Err(e) => return reply.error(err(e)),
+            Err(e) => return reply.error(failed(Req::on("readdirplus", ino.0), &e)),
         };
         for (next, e) in &entries {
             let attr = file_attr(&e.attr);
-            let ttl = self.view.ttl_for(&e.attr);
-            if reply.add(INodeNo(e.ino), *next, &*e.name, &ttl, &attr, GEN) {
+            if reply.add(INodeNo(e.ino), *next, &*e.name, &e.ttl, &attr, GEN) {
                 break;
             }
         }
@@ -276,43 +181,41 @@ impl Filesystem for WopFs {
         reply.ok();
     }
 
-    fn fsyncdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, ds: bool, reply: ReplyEmpty) {
-        tracing::trace!(ino = ino.0, datasync = ds, "fsyncdir");
-        empty_reply(self.view.fsyncdir(), reply);
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _ds: bool,
+        reply: ReplyEmpty,
+    ) {
+        answer(reply, Req::on("fsyncdir", ino.0), self.view.fsyncdir());
     }
 
     fn fsync(&self, _req: &Request, ino: INodeNo, fh: FileHandle, ds: bool, reply: ReplyEmpty) {
-        tracing::trace!(ino = ino.0, fh = fh.0, datasync = ds, "fsync");
-        empty_reply(self.view.fsync(fh.0, ds), reply);
+        answer(reply, Req::on("fsync", ino.0), self.view.fsync(fh.0, ds));
     }
 
-    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        match self.view.statfs() {
-            Ok(s) => reply.statfs(
-                s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize,
-            ),
-            Err(e) => reply.error(err(e)),
-        }
+    fn statfs(&self, _req: &Request, ino: INodeNo, reply: ReplyStatfs) {
+        answer(reply, Req::on("statfs", ino.0), self.view.statfs());
     }
 
     fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         let privileged = || caller_has_sys_admin(req.pid());
-        xattr_reply(self.view.getxattr(ino.0, name, privileged), size, reply);
+        let value = self.view.getxattr(ino.0, name, privileged);
+        xattr_reply(Req::named("getxattr", ino.0, name), value, size, reply);
     }
 
     fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
         let privileged = || caller_has_sys_admin(req.pid());
-        xattr_reply(self.view.listxattr(ino.0, privileged), size, reply);
+        let names = self.view.listxattr(ino.0, privileged);
+        xattr_reply(Req::on("listxattr", ino.0), names, size, reply);
     }
 
     fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
-        match self.view.access(ino.0, mask.bits(), req.uid(), req.gid()) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(err(e)),
-        }
+        let r = self.view.access(ino.0, mask.bits(), req.uid(), req.gid());
+        answer(reply, Req::on("access", ino.0), r);
     }
-
-    // Changes: decided by the core (EROFS in a read-only view).
 
     fn setattr(
         &self,
@@ -340,10 +243,8 @@ impl Filesystem for WopFs {
             atime: atime.map(set_time),
             mtime: mtime.map(set_time),
         };
-        match self.view.setattr(ino.0, fh.map(|f| f.0), set, caller(req)) {
-            Ok(a) => reply.attr(&self.view.ttl_for(&a), &file_attr(&a)),
-            Err(e) => reply.error(err(e)),
-        }
+        let r = self.view.setattr(ino.0, fh.map(|f| f.0), set, caller(req));
+        answer(reply, Req::on("setattr", ino.0), r);
     }
 
     fn mknod(
@@ -356,11 +257,8 @@ impl Filesystem for WopFs {
         _rdev: u32,
         reply: ReplyEntry,
     ) {
-        entry_reply(
-            &self.view,
-            self.view.mknod(parent.0, name, mode, caller(req)),
-            reply,
-        );
+        let r = self.view.mknod(parent.0, name, mode, caller(req));
+        answer(reply, Req::named("mknod", parent.0, name), r);
     }
 
     fn mkdir(
@@ -372,19 +270,18 @@ impl Filesystem for WopFs {
         _umask: u32,
         reply: ReplyEntry,
     ) {
-        entry_reply(
-            &self.view,
-            self.view.mkdir(parent.0, name, mode, caller(req)),
-            reply,
-        );
+        let r = self.view.mkdir(parent.0, name, mode, caller(req));
+        answer(reply, Req::named("mkdir", parent.0, name), r);
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        empty_reply(self.view.unlink(parent.0, name), reply);
+        let r = self.view.unlink(parent.0, name);
+        answer(reply, Req::named("unlink", parent.0, name), r);
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        empty_reply(self.view.rmdir(parent.0, name), reply);
+        let r = self.view.rmdir(parent.0, name);
+        answer(reply, Req::named("rmdir", parent.0, name), r);
     }
 
     fn symlink(
@@ -395,13 +292,9 @@ impl Filesystem for WopFs {
         target: &Path,
         reply: ReplyEntry,
     ) {
-        use std::os::unix::ffi::OsStrExt;
         let target = target.as_os_str().as_bytes();
-        entry_reply(
-            &self.view,
-            self.view.symlink(parent.0, name, target, caller(req)),
-            reply,
-        );
+        let r = self.view.symlink(parent.0, name, target, caller(req));
+        answer(reply, Req::named("symlink", parent.0, name), r);
     }
 
     fn rename(
@@ -414,11 +307,10 @@ impl Filesystem for WopFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        empty_reply(
-            self.view
-                .rename(parent.0, name, newparent.0, newname, flags.bits()),
-            reply,
-        );
+        let r = self
+            .view
+            .rename(parent.0, name, newparent.0, newname, flags.bits());
+        answer(reply, Req::named("rename", parent.0, name), r);
     }
 
     fn link(
@@ -429,17 +321,14 @@ impl Filesystem for WopFs {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        entry_reply(
-            &self.view,
-            self.view.link(ino.0, newparent.0, newname),
-            reply,
-        );
+        let r = self.view.link(ino.0, newparent.0, newname);
+        answer(reply, Req::named("link", newparent.0, newname), r);
     }
 
     fn write(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         data: &[u8],
@@ -449,10 +338,8 @@ impl Filesystem for WopFs {
         reply: ReplyWrite,
     ) {
         let kill = wflags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
-        match self.view.write(fh.0, offset, data, kill) {
-            Ok(n) => reply.written(n),
-            Err(e) => reply.error(err(e)),
-        }
+        let r = self.view.write(fh.0, offset, data, kill);
+        answer(reply, Req::on("write", ino.0), r);
     }
 
     fn create(
@@ -465,20 +352,11 @@ impl Filesystem for WopFs {
         _flags: i32,
         reply: ReplyCreate,
     ) {
-        let (a, opened) = match self.view.create(parent.0, name, mode, caller(req)) {
-            Ok(created) => created,
-            Err(e) => return reply.error(err(e)),
-        };
-        // A new handle, like every other: the same per-inode bookkeeping
-        // as `open`, so later opens of this inode are served compatibly.
-        let (ttl, attr, fh) = (self.view.ttl_for(&a), file_attr(&a), FileHandle(opened.fh));
-        match self.serve_mode(a.ino, &opened, |file| reply.open_backing(file)) {
-            Ok(Some(id)) => {
-                reply.created_passthrough(&ttl, &attr, GEN, fh, FopenFlags::empty(), &id)
-            }
-            Ok(None) => reply.created(&ttl, &attr, GEN, fh, FopenFlags::FOPEN_KEEP_CACHE),
-            Err(e) => reply.error(e),
-        }
+        let register = |f: &std::fs::File| reply.open_backing(f);
+        let r = self
+            .view
+            .create(parent.0, name, mode, caller(req), register);
+        answer(reply, Req::named("create", parent.0, name), r);
     }
 
     fn setxattr(
@@ -491,63 +369,31 @@ impl Filesystem for WopFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        empty_reply(self.view.setxattr(ino.0, name, value, flags), reply);
+        let r = self.view.setxattr(ino.0, name, value, flags);
+        answer(reply, Req::named("setxattr", ino.0, name), r);
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        empty_reply(self.view.removexattr(ino.0, name), reply);
+        let r = self.view.removexattr(ino.0, name);
+        answer(reply, Req::named("removexattr", ino.0, name), r);
     }
 
     fn fallocate(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         length: u64,
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        empty_reply(self.view.fallocate(fh.0, offset, length, mode), reply);
+        let r = self.view.fallocate(fh.0, offset, length, mode);
+        answer(reply, Req::on("fallocate", ino.0), r);
     }
 
     fn destroy(&mut self) {
         self.view.shutdown();
-    }
-}
-
-impl WopFs {
-    /// How a new file handle of a writable view is served, recorded in
-    /// the per-inode io-mode bookkeeping. Every handle the kernel is given
-    /// (`open` and `create` alike) goes through here, and `release` undoes
-    /// it. `open_backing` registers a passthrough backing file with the
-    /// reply. `Some(id)`: reply passthrough on `id`; `None`: the page
-    /// cache; an error: the handle was released and the request fails.
-    fn serve_mode(
-        &self,
-        ino: u64,
-        opened: &Opened,
-        open_backing: impl FnOnce(&std::fs::File) -> std::io::Result<BackingId>,
-    ) -> Result<Option<Arc<BackingId>>, FErrno> {
-        let is_object = opened.obj.is_some() && self.view.overlay().is_some();
-        let mode = self.iomodes.choose(ino, is_object, opened.writable);
-        if mode == IoMode::Passthrough {
-            let id =
-                self.passthrough
-                    .attach(ino, opened.obj, opened.fh, &opened.file, open_backing);
-            if let Some(id) = id {
-                self.iomodes.opened(ino, opened.fh, IoMode::Passthrough);
-                return Ok(Some(id));
-            }
-            if opened.writable {
-                // A writer is sent here only to join passthrough opens; one
-                // that cannot would be refused by the kernel anyway.
-                self.view.release(opened.fh);
-                return Err(FErrno::EIO);
-            }
-        }
-        self.iomodes.opened(ino, opened.fh, IoMode::Cached);
-        Ok(None)
     }
 }
 
@@ -596,27 +442,13 @@ fn set_time(t: TimeOrNow) -> SetTime {
     }
 }
 
-fn entry_reply(view: &View, r: Result<Attr, Errno>, reply: ReplyEntry) {
-    match r {
-        Ok(a) => reply.entry(&view.ttl_for(&a), &file_attr(&a), GEN),
-        Err(e) => reply.error(err(e)),
-    }
-}
-
-fn empty_reply(r: Result<(), Errno>, reply: ReplyEmpty) {
-    match r {
-        Ok(()) => reply.ok(),
-        Err(e) => reply.error(err(e)),
-    }
-}
-
 /// getxattr/listxattr protocol: size 0 asks for the length; a too-small
 /// buffer is ERANGE.
-fn xattr_reply(value: Result<Vec<u8>, Errno>, size: u32, reply: ReplyXattr) {
+fn xattr_reply(req: Req, value: view::Result<Vec<u8>>, size: u32, reply: ReplyXattr) {
     match value {
         Ok(v) if size == 0 => reply.size(v.len() as u32),
         Ok(v) if v.len() <= size as usize => reply.data(&v),
-        Ok(_) => reply.error(err(Errno::ERANGE)),
-        Err(e) => reply.error(err(e)),
+        Ok(_) => reply.error(FErrno::ERANGE),
+        Err(e) => reply.error(failed(req, &e)),
     }
 }

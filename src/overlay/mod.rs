@@ -32,8 +32,8 @@
 //! as they add, and may otherwise go past the limit by [`REMOVAL_GRACE`]:
 //! deleting files to make room works at a full quota. So data plus journal
 //! stay within the byte quota plus `REMOVAL_GRACE` (plus, while a rewrite
-//! runs, the new copy; and the passthrough exception of
-//! `View::settle_quota`).
+//! runs, the new copy; and the passthrough exception settled when such a
+//! writer closes, see `view/serve.rs`).
 
 pub mod journal;
 pub mod quota;

@@ -185,7 +185,7 @@ fn owned_grant(s: &Server, peer: Peer, id: &str) -> Result<(StateDir, Grant)> {
     let st = state(s)?;
     let grant = st.load_grant(id)?;
     if owner_of(&st, id) != Some(peer.uid) && !is_approver(s, peer) {
-        return Err(Error::invalid(format!("unknown grant {id}")));
+        return Err(Error::unknown_grant(format!("unknown grant {id}")));
     }
     Ok((st, grant))
 }

@@ -31,7 +31,7 @@ use axum::Json;
 use serde_json::json;
 use tokio::net::UnixListener;
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, ErrorKind, IoContext, Result};
 use crate::policy::Policy;
 use crate::state::StateDir;
 
@@ -102,18 +102,18 @@ pub struct ApiError(pub StatusCode, pub String);
 
 impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
-        let status = match &e {
-            Error::Policy(_) => StatusCode::FORBIDDEN,
-            Error::Invalid(m) if m.starts_with("unknown grant") => StatusCode::NOT_FOUND,
-            Error::Invalid(_) => StatusCode::BAD_REQUEST,
-            // The caller's own host permissions refused it (the host tree
-            // itself, say): theirs to fix, not the server's failure.
-            Error::Io { source, .. } if source.kind() == std::io::ErrorKind::PermissionDenied => {
-                StatusCode::FORBIDDEN
-            }
-            Error::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        ApiError(status, e.to_string())
+        ApiError(status(e.kind()), e.to_string())
+    }
+}
+
+/// The HTTP status of each kind of failure.
+fn status(kind: ErrorKind) -> StatusCode {
+    match kind {
+        ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
+        ErrorKind::Forbidden => StatusCode::FORBIDDEN,
+        ErrorKind::UnknownGrant => StatusCode::NOT_FOUND,
+        ErrorKind::Conflict | ErrorKind::Busy => StatusCode::CONFLICT,
+        ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 
@@ -281,5 +281,55 @@ fn stop_views(state: &StateDir, server: &Server) {
                 tracing::error!(grant, mountpoint = %mp.display(), error = %e, "cannot unmount the view")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::{self, Phase, SessionState};
+    use crate::state::StateDir;
+
+    fn status_of(e: Error) -> StatusCode {
+        ApiError::from(e).0
+    }
+
+    /// Each failure as the code that makes it makes it, and its status.
+    #[test]
+    fn each_kind_of_failure_answers_its_status() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(&dir.path().join("state")).unwrap();
+        let unknown = state.load_grant("g-0000000000000000").unwrap_err();
+        assert_eq!(status_of(unknown), StatusCode::NOT_FOUND);
+        let malformed = state.load_grant("../../etc").unwrap_err();
+        assert_eq!(status_of(malformed), StatusCode::NOT_FOUND);
+
+        let serving = session::lock(dir.path(), false, "g-1").unwrap();
+        let busy = session::lock(dir.path(), true, "g-1").err().unwrap();
+        assert_eq!(busy.kind(), ErrorKind::Busy);
+        assert_eq!(status_of(busy), StatusCode::CONFLICT);
+        drop(serving);
+
+        let ended = SessionState {
+            phase: Phase::Committed,
+            reason: None,
+            approver: None,
+            at: None,
+        };
+        let ended = ended.check_not_ended("g-1", "write").unwrap_err();
+        assert_eq!(status_of(ended), StatusCode::CONFLICT);
+
+        assert_eq!(status_of(Error::policy("no")), StatusCode::FORBIDDEN);
+        assert_eq!(status_of(Error::invalid("bad")), StatusCode::BAD_REQUEST);
+        let denied = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        assert_eq!(
+            status_of(Error::io("reading", denied)),
+            StatusCode::FORBIDDEN
+        );
+        let broken = std::io::Error::other("disk");
+        assert_eq!(
+            status_of(Error::io("reading", broken)),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
     }
 }

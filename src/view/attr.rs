@@ -1,5 +1,7 @@
-//! Attributes the view answers, built from host `lstat` results.
+//! Attributes the view answers, built from host `lstat` results, and the
+//! entries that carry them to the kernel with how long it may cache them.
 
+use std::ops::Deref;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rustix::fs::Stat;
@@ -26,6 +28,31 @@ pub struct Attr {
     pub blksize: u32,
     /// The daemon owns it (an overlay object): safe to cache long.
     pub owned: bool,
+}
+
+/// Attributes and how long the kernel may cache them: the answer to
+/// lookup, getattr, setattr and every call that makes an entry. It reads
+/// as its attributes (`entry.size`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Entry {
+    pub attr: Attr,
+    pub ttl: Duration,
+}
+
+impl Deref for Entry {
+    type Target = Attr;
+    fn deref(&self) -> &Attr {
+        &self.attr
+    }
+}
+
+/// The answer to a lookup: the entry, or a name the kernel may remember
+/// as absent for `ttl` instead of asking again (builds and imports probe
+/// many absent names).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Lookup {
+    Found(Entry),
+    Absent { ttl: Duration },
 }
 
 /// A timestamp from `stat`; absurd values (a host file may carry any) are

@@ -119,8 +119,7 @@ impl View {
     /// Makes `ino` an overlay object, if it is not one already, and returns
     /// the object id. `content` false skips copying the data (an open with
     /// O_TRUNC), though the base is still hashed.
-    pub(super) fn copy_up(&self, ino: Ino, content: bool) -> Result<u64> {
-        let ov = self.check_writable()?;
+    pub(super) fn copy_up(&self, ov: &Overlay, ino: Ino, content: bool) -> Result<u64> {
         let (kind, host_path) = {
             let tree = self.read_tree();
             let node = tree.get(ino).ok_or(Errno::ENOENT)?;
@@ -195,7 +194,7 @@ impl View {
             None => {
                 drop(tree);
                 let _ = ov.remove(obj, kind);
-                return Err(Errno::ENOENT);
+                return Err(Errno::ENOENT.into());
             }
         };
         tree.set_origin(ino, Origin::Upper(obj));

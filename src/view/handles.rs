@@ -62,11 +62,6 @@ impl Handles {
         self.lock().remove(&fh)
     }
 
-    #[allow(clippy::len_without_is_empty)]
-    pub fn len(&self) -> usize {
-        self.lock().len()
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Handle>> {
         // A panic while holding the lock cannot leave the map inconsistent
         // (every critical section is one map call), so poisoning is ignored.

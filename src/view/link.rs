@@ -1,9 +1,10 @@
 //! Hard links: `link(2)` gives a file another name. The kernel must see
 //! one inode under every name (one page cache, one passthrough backing
 //! file), so every name answers with the file's own number (see
-//! `tree.rs`). In an overlay view a linked file is an overlay object (a
-//! host file is copied up first) and the new name journals a `put` of that
-//! object; in a direct view the link is made on the host and logged.
+//! `tree.rs`). The checks are made here, the link by the upper layer
+//! (`Upper::link`): in an overlay view a linked file is an overlay object
+//! (a host file is copied up first) and the new name journals a `put` of
+//! that object; in a direct view the link is made on the host and logged.
 //!
 //! The rules are ext4's, plus the view's: a directory or symlink cannot be
 //! linked (`EPERM`; a patch set carries links between files only), the
@@ -17,18 +18,18 @@ use std::ffi::OsStr;
 
 use rustix::fs::{self as rfs, AtFlags};
 
-use super::write::{valid_name, Writer};
-use super::{Attr, Result, View};
+use super::write::valid_name;
+use super::{Entry, Result, View};
 use crate::error::Errno;
-use crate::overlay::journal::Record;
 use crate::overlay::Overlay;
-use crate::tree::{Ino, Kind, Origin, Tree};
+use crate::tree::{Ino, Kind, Tree};
 
 impl View {
-    /// `link(2)`: `newparent/newname` becomes another name of file `ino`.
-    pub fn link(&self, ino: Ino, newparent: Ino, newname: &OsStr) -> Result<Attr> {
+    /// `link(2)`: `newparent/newname` becomes another name of file `ino`;
+    /// the upper layer makes it (`Upper::link`).
+    pub fn link(&self, ino: Ino, newparent: Ino, newname: &OsStr) -> Result<Entry> {
         self.live()?;
-        let writer = self.writer()?;
+        let upper = self.upper()?;
         let newname = valid_name(newname)?;
         let file = {
             let tree = self.read_tree();
@@ -36,56 +37,26 @@ impl View {
             let kind = tree.get(file).ok_or(Errno::ENOENT)?.kind;
             self.new_name(&tree, newparent, newname)?;
             if kind != Kind::File {
-                return Err(Errno::EPERM);
+                return Err(Errno::EPERM.into());
             }
             file
         };
         if !self.hard_links {
-            return Err(Errno::EPERM);
+            return Err(Errno::EPERM.into());
         }
         self.check_change(file)?;
-        match writer {
-            Writer::Overlay(ov) => {
-                // Outside the tree lock, as every copy-up.
-                let obj = self.copy_up(file, true)?;
-                let mut tree = self.write_tree();
-                let path = self.new_name(&tree, newparent, newname)?;
-                if tree.get(file).map(|n| &n.origin) != Some(&Origin::Upper(obj)) {
-                    return Err(Errno::ENOENT); // unlinked meanwhile
-                }
-                self.journal(
-                    ov,
-                    &[Record::Put {
-                        path,
-                        kind: Kind::File,
-                        obj: Some(obj),
-                        host: None,
-                    }],
-                )?;
-                tree.link(file, newparent, newname).ok_or(Errno::EIO)?;
-                touch_ctime(ov, obj);
-                self.touch_dir(ov, &tree, newparent);
-            }
-            Writer::Direct(log) => {
-                let mut tree = self.write_tree();
-                let path = self.new_name(&tree, newparent, newname)?;
-                let from = tree.path(file).ok_or(Errno::ENOENT)?;
-                self.host.link(&from, &path)?;
-                tree.link(file, newparent, newname).ok_or(Errno::EIO)?;
-                log.log("link", &from, Some(&path), None)?;
-            }
-        }
+        upper.link(self, file, newparent, newname)?;
         self.getattr(file)
     }
 
     /// The path of a new name, checked as `create` checks it.
-    fn new_name(&self, tree: &Tree, parent: Ino, name: &str) -> Result<String> {
+    pub(super) fn new_name(&self, tree: &Tree, parent: Ino, name: &str) -> Result<String> {
         let path = self.dir_and_path(tree, parent, name)?;
         if tree.child(parent, name).is_some() {
-            return Err(Errno(libc::EEXIST));
+            return Err(Errno(libc::EEXIST).into());
         }
         if !self.scope.may_create(&path, Kind::File) {
-            return Err(Errno::EACCES);
+            return Err(Errno::EACCES.into());
         }
         Ok(path)
     }

@@ -1,6 +1,7 @@
 //! The view core: every filesystem request answered as a plain function
-//! returning `Result<_, Errno>`, so tests drive it without a mount and the
-//! FUSE adapter (`crate::fuse`) only translates.
+//! returning `Result<_, view::Error>` (an errno and its cause), so tests
+//! drive it without a mount and the FUSE adapter (`crate::fuse`) only
+//! translates.
 //!
 //! Invisible means invisible: a name outside the grant answers `ENOENT` to
 //! every call, exactly like a name that does not exist. Reads live here;
@@ -9,9 +10,13 @@
 mod attr;
 mod copyup;
 mod direct;
+mod error;
 mod handles;
 mod link;
+mod serve;
+mod source;
 mod times;
+mod upper;
 mod write;
 
 use std::ffi::OsStr;
@@ -23,7 +28,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::tree::Tree;
 pub use crate::tree::{Ino, Kind, Origin, ROOT};
-pub use attr::{Attr, DIR_SIZE};
+pub use attr::{Attr, Entry, Lookup, DIR_SIZE};
 use handles::{Handle, Handles};
 pub use write::{Caller, SetAttr, SetTime};
 
@@ -36,7 +41,11 @@ use crate::overlay::Overlay;
 use crate::policy::Mode;
 use crate::scope::Scope;
 
-pub type Result<T> = std::result::Result<T, Errno>;
+pub use error::{Context, Error, Result};
+pub use serve::{Open, Serve};
+use serve::{Opened, Serving};
+use source::Source;
+use upper::Upper;
 
 /// How long the kernel may cache what the daemon owns (overlay entries):
 /// they change only through the daemon, which keeps the kernel informed.
@@ -74,6 +83,7 @@ pub struct DirEntry {
     pub ino: Ino,
     pub name: Box<str>,
     pub attr: Attr,
+    pub ttl: Duration,
 }
 
 /// The largest file a view holds: 16 TiB, ext4's limit with 4 KiB blocks
@@ -98,18 +108,7 @@ pub struct Statfs {
     pub frsize: u32,
 }
 
-/// An open file: the host file or an overlay object.
-#[derive(Debug)]
-pub struct Opened {
-    pub fh: u64,
-    pub file: Arc<File>,
-    /// The overlay object opened, or `None` for the host file.
-    pub obj: Option<u64>,
-    pub writable: bool,
-}
-
 pub struct View {
-    grant_id: String,
     mode: Mode,
     expires_at: Option<SystemTime>,
     host: HostRoot,
@@ -117,10 +116,11 @@ pub struct View {
     granted_bytes: u64,
     tree: RwLock<Tree>,
     handles: Handles,
+    serving: Serving,
     opts: ViewOptions,
     scope: Scope,
-    overlay: Option<Overlay>,
-    direct: Option<direct::DirectLog>,
+    /// Where changes land; `None` in a read-only view.
+    upper: Option<Box<dyn Upper>>,
     seen: Mutex<SeenMap>,
     /// Times the view changed on host entries (see `times.rs`).
     stamps: times::Stamps,
@@ -147,7 +147,8 @@ impl View {
             .iter()
             .fold(0u64, |t, f| t.saturating_add(f.size_bytes));
         let mut tree = Tree::from_files(&files);
-        let (overlay, seen) = match (grant.mode, session_dir) {
+        let (upper, seen): (Option<Box<dyn Upper>>, _) = match (grant.mode, session_dir) {
+            (Mode::ReadOnly, _) => (None, SeenMap::new()),
             (Mode::ReadWriteOverlay, Some(dir)) => {
                 let base = Tree::from_files(&files);
                 let (ov, seen) = Overlay::open(
@@ -157,62 +158,43 @@ impl View {
                     opts.quota_bytes.unwrap_or(grant.max_total_size_bytes),
                     opts.quota_files.unwrap_or(grant.max_files),
                 )?;
-                (Some(ov), seen)
+                (Some(Box::new(ov)), seen)
             }
+            (Mode::ReadWriteDirect, Some(dir)) => (
+                Some(Box::new(direct::DirectLog::open(dir)?)),
+                SeenMap::new(),
+            ),
             (Mode::ReadWriteOverlay, None) => {
                 return Err(crate::error::Error::invalid(
                     "an overlay view needs its session directory",
                 ))
             }
-            _ => (None, SeenMap::new()),
-        };
-        let direct = match (grant.mode, session_dir) {
-            (Mode::ReadWriteDirect, Some(dir)) => Some(direct::DirectLog::open(dir)?),
             (Mode::ReadWriteDirect, None) => {
                 return Err(crate::error::Error::invalid(
                     "a direct view needs its session directory for its event log",
                 ))
             }
-            _ => None,
         };
         Ok(View {
-            grant_id: grant.grant_id.clone(),
             mode: grant.mode,
             expires_at: grant.expires_at_time()?,
             host,
             granted_bytes,
             tree: RwLock::new(tree),
             handles: Handles::default(),
+            serving: Serving::default(),
             opts,
             scope: Scope::from_grant(grant)?,
-            overlay,
-            direct,
+            upper,
             seen: Mutex::new(seen),
             stamps: Default::default(),
             hard_links: grant.allow_hardlinks,
         })
     }
 
-    pub fn grant_id(&self) -> &str {
-        &self.grant_id
-    }
-
-    pub fn mode(&self) -> Mode {
-        self.mode
-    }
-
-    /// Open handles (files and directories), for leak checks.
-    pub fn open_handles(&self) -> usize {
-        self.handles.len()
-    }
-
-    pub fn overlay(&self) -> Option<&Overlay> {
-        self.overlay.as_ref()
-    }
-
-    /// What the agent has seen of the host files it changed (for patches).
-    pub fn seen(&self) -> SeenMap {
-        self.seen.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    /// The overlay of an overlay view.
+    fn overlay(&self) -> Option<&Overlay> {
+        self.upper.as_deref()?.overlay()
     }
 
     fn read_tree(&self) -> RwLockReadGuard<'_, Tree> {
@@ -233,18 +215,21 @@ impl View {
         }
     }
 
-    /// How long the kernel may cache host-derived answers: never past expiry.
-    pub fn ttl(&self) -> Duration {
+    /// How long the kernel may cache host-derived answers (and absent
+    /// names): never past expiry.
+    fn ttl(&self) -> Duration {
         self.clamp(self.opts.cache_ttl)
     }
 
-    /// How long the kernel may cache `attr`: long for what the daemon owns.
-    pub fn ttl_for(&self, attr: &Attr) -> Duration {
-        if attr.owned {
+    /// `attr` with how long the kernel may cache it: long for what the
+    /// daemon owns.
+    fn entry(&self, attr: Attr) -> Entry {
+        let ttl = if attr.owned {
             self.clamp(OWNED_TTL.max(self.opts.cache_ttl))
         } else {
             self.ttl()
-        }
+        };
+        Entry { attr, ttl }
     }
 
     /// Attributes as presented: with `--uid/--gid`, every entry belongs to
@@ -260,7 +245,7 @@ impl View {
     /// After the grant expires every request answers EACCES.
     fn live(&self) -> Result<()> {
         match self.expires_at {
-            Some(t) if self.opts.clock.now() >= t => Err(Errno::EACCES),
+            Some(t) if self.opts.clock.now() >= t => Err(Errno::EACCES.into()),
             _ => Ok(()),
         }
     }
@@ -271,31 +256,32 @@ impl View {
     fn attr_in(&self, tree: &Tree, ino: Ino) -> Result<Attr> {
         let ino = tree.inode_of(ino);
         let node = tree.get(ino).ok_or(Errno::ENOENT)?;
-        let nlink = nlink(tree, ino, node.kind);
-        match &node.origin {
-            Origin::Upper(obj) => {
-                let ov = self.overlay.as_ref().ok_or(Errno::EIO)?;
-                let st = ov.stat(*obj)?;
-                let mut a = attr::from_stat(ino, node.kind, &st, nlink);
-                a.owned = true;
-                Ok(self.present(a))
-            }
-            _ => {
-                let path = tree.host_path(ino).ok_or(Errno::ENOENT)?;
-                let st = self.host.lstat(&path)?;
-                if attr::kind_of(&st) != Some(node.kind) {
-                    return Err(Errno::ENOENT);
-                }
-                let a = attr::from_stat(ino, node.kind, &st, nlink);
-                Ok(self.present(self.stamps.apply(a)))
-            }
+        let source = self.source(tree, ino)?;
+        let st = source.lstat()?;
+        if attr::kind_of(&st) != Some(node.kind) {
+            return Err(Errno::ENOENT.into());
+        }
+        let a = attr::from_stat(ino, node.kind, &st, nlink(tree, ino, node.kind));
+        Ok(self.present(match source {
+            Source::Object(..) => Attr { owned: true, ..a },
+            Source::Host(..) => self.stamps.apply(a),
+        }))
+    }
+
+    /// A name in a directory. One that is not there (or not visible) is
+    /// [`Lookup::Absent`], which the kernel remembers for a while.
+    pub fn lookup(&self, parent: Ino, name: &OsStr) -> Result<Lookup> {
+        match self.lookup_attr(parent, name) {
+            Ok(a) => Ok(Lookup::Found(self.entry(a))),
+            Err(e) if e == Errno::ENOENT => Ok(Lookup::Absent { ttl: self.ttl() }),
+            Err(e) => Err(e),
         }
     }
 
-    pub fn lookup(&self, parent: Ino, name: &OsStr) -> Result<Attr> {
+    fn lookup_attr(&self, parent: Ino, name: &OsStr) -> Result<Attr> {
         self.live()?;
         if name.len() > 255 {
-            return Err(Errno(libc::ENAMETOOLONG));
+            return Err(Errno(libc::ENAMETOOLONG).into());
         }
         let name = name.to_str().ok_or(Errno::ENOENT)?;
         let tree = self.read_tree();
@@ -303,23 +289,24 @@ impl View {
         self.attr_in(&tree, child)
     }
 
-    pub fn getattr(&self, ino: Ino) -> Result<Attr> {
+    pub fn getattr(&self, ino: Ino) -> Result<Entry> {
         self.live()?;
         let tree = self.read_tree();
         match self.attr_in(&tree, ino) {
+            Ok(a) => Ok(self.entry(a)),
             // Unlinked but still open: fstat through any of its handles.
-            Err(Errno::ENOENT) if tree.get_any(ino).is_some_and(|n| n.removed) => {
+            Err(e) if e == Errno::ENOENT && tree.get_any(ino).is_some_and(|n| n.removed) => {
                 drop(tree);
                 match self.handles.any_for(ino) {
                     Some(Handle::File { file, .. }) => self.attr_of_file(ino, &file),
-                    _ => Err(Errno::ENOENT),
+                    _ => Err(Errno::ENOENT.into()),
                 }
             }
-            other => other,
+            Err(e) => Err(e),
         }
     }
 
-    fn attr_of_file(&self, ino: Ino, file: &File) -> Result<Attr> {
+    fn attr_of_file(&self, ino: Ino, file: &File) -> Result<Entry> {
         let st = rustix::fs::fstat(file)?;
         let tree = self.read_tree();
         let node = tree.get_any(ino);
@@ -329,11 +316,11 @@ impl View {
             .stamps
             .apply(attr::from_stat(ino, kind, &st, nlink(&tree, ino, kind)));
         a.owned = node.is_some_and(|n| matches!(n.origin, Origin::Upper(_)));
-        Ok(self.present(a))
+        Ok(self.entry(self.present(a)))
     }
 
     /// `fstat` on an open handle: answers even for an unlinked file.
-    pub fn getattr_fh(&self, ino: Ino, fh: u64) -> Result<Attr> {
+    pub fn getattr_fh(&self, ino: Ino, fh: u64) -> Result<Entry> {
         self.live()?;
         match self.handles.get(fh) {
             Some(Handle::File { file, .. }) => self.attr_of_file(ino, &file),
@@ -346,46 +333,37 @@ impl View {
         let tree = self.read_tree();
         let node = tree.get(ino).ok_or(Errno::ENOENT)?;
         if node.kind != Kind::Symlink {
-            return Err(Errno::EINVAL);
+            return Err(Errno::EINVAL.into());
         }
-        match &node.origin {
-            Origin::Upper(obj) => Ok(self.overlay.as_ref().ok_or(Errno::EIO)?.readlink(*obj)?),
-            _ => Ok(self
-                .host
-                .readlink(&tree.host_path(ino).ok_or(Errno::ENOENT)?)?),
-        }
+        self.source(&tree, ino)?.readlink()
     }
 
     /// Opens a file with `open(2)` flags. Writing opens copy a host file up
     /// into the overlay first; reads of untouched files come from the host.
-    pub fn open(&self, ino: Ino, flags: i32) -> Result<Opened> {
+    /// `register` makes the file a passthrough backing file, if the kernel
+    /// is to serve the handle that way (see `serve.rs`).
+    pub fn open<B: Send + Sync + 'static>(
+        &self,
+        ino: Ino,
+        flags: i32,
+        register: impl FnOnce(&File) -> std::io::Result<B>,
+    ) -> Result<Open<B>> {
         self.live()?;
         let write = wants_write(flags);
         {
             let tree = self.read_tree();
             match tree.get(ino).ok_or(Errno::ENOENT)?.kind {
                 Kind::File => {}
-                Kind::Dir => return Err(Errno::EISDIR),
-                Kind::Symlink => return Err(Errno(libc::ELOOP)),
+                Kind::Dir => return Err(Errno::EISDIR.into()),
+                Kind::Symlink => return Err(Errno(libc::ELOOP).into()),
             }
         }
         let (file, obj) = if write {
             self.check_change(ino)?;
-            self.open_for_write(ino, flags & libc::O_TRUNC != 0)?
+            let truncate = flags & libc::O_TRUNC != 0;
+            self.upper()?.open_write(self, ino, truncate)?
         } else {
-            let tree = self.read_tree();
-            match tree.get(ino).ok_or(Errno::ENOENT)?.origin {
-                // Read-write even for a reader: if the kernel makes this the
-                // passthrough backing file, later writers share it.
-                Origin::Upper(obj) => {
-                    let ov = self.overlay.as_ref().ok_or(Errno::EIO)?;
-                    (ov.open_file(obj, true)?, Some(obj))
-                }
-                _ => {
-                    let path = tree.host_path(ino).ok_or(Errno::ENOENT)?;
-                    (self.host.open_file(&path)?, None)
-                }
-            }
+            self.source(&self.read_tree(), ino)?.open()?
         };
         let file = Arc::new(file);
         let fh = self.handles.insert(Handle::File {
@@ -395,25 +373,27 @@ impl View {
             writable: write,
             written: Default::default(),
         });
-        Ok(Opened {
+        let opened = Opened {
             fh,
+            ino,
             file,
             obj,
             writable: write,
-        })
+        };
+        self.serve(opened, register)
     }
 
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
         self.live()?;
         let Some(Handle::File { file, ino, obj, .. }) = self.handles.get(fh) else {
-            return Err(Errno::EBADF);
+            return Err(Errno::EBADF.into());
         };
         let file = match (obj, self.copied_up(ino)) {
             // Opened on the host file, copied up since: every open of an
             // inode reads the same content, so follow it to the object.
             (None, Some(o)) => {
-                let ov = self.overlay.as_ref().ok_or(Errno::EIO)?;
-                let f = Arc::new(ov.open_file(o, false)?);
+                let f = self.objects(o)?.open_file(o, false);
+                let f = Arc::new(f.map_err(|e| source::object_error(o, e))?);
                 self.handles.retarget(fh, f.clone(), o);
                 f
             }
@@ -426,54 +406,46 @@ impl View {
                 Ok(0) => break,
                 Ok(n) => done += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(Error::from(e).context("reading an open file")),
             }
         }
         buf.truncate(done);
         Ok(buf)
     }
 
-    /// Settles the quota after a passthrough writer closes: its writes went
-    /// straight to the object, so its size is read back.
-    pub fn settle_quota(&self, fh: u64) {
-        if let (
-            Some(Handle::File {
-                file,
-                obj: Some(obj),
-                ..
-            }),
-            Some(ov),
-        ) = (self.handles.get(fh), &self.overlay)
-        {
-            if let Ok(st) = rustix::fs::fstat(&*file) {
-                ov.quota.settle(obj, st.st_size as u64);
-            }
-        }
-    }
-
     /// The overlay object of a node that has been copied up.
     fn copied_up(&self, ino: Ino) -> Option<u64> {
-        self.overlay.as_ref()?;
         match self.read_tree().get(ino)?.origin {
             Origin::Upper(o) => Some(o),
             _ => None,
         }
     }
 
+    /// Closes a file handle. A passthrough handle's writes bypassed the
+    /// quota: it is settled here.
     pub fn release(&self, fh: u64) {
-        if let (Some(Handle::File { ino, written, .. }), Some(log)) =
-            (self.handles.remove(fh), &self.direct)
+        let passthrough = self.unserve(fh);
+        let handle = self.handles.remove(fh);
+        if let (
+            Some(Handle::File {
+                file,
+                ino,
+                obj,
+                written,
+                ..
+            }),
+            Some(upper),
+        ) = (handle, &self.upper)
         {
-            let bytes = written.load(std::sync::atomic::Ordering::Relaxed);
-            if bytes > 0 {
-                let path = self
-                    .read_tree()
-                    .path(ino)
-                    .unwrap_or_else(|| "(unlinked)".into());
-                if let Err(e) = log.log("write", &path, None, Some(bytes)) {
-                    tracing::error!(error = %e, path, "cannot log a direct write");
-                }
-            }
+            let written = written.load(std::sync::atomic::Ordering::Relaxed);
+            let closed = upper::Closed {
+                ino,
+                obj,
+                file: &file,
+                passthrough,
+                written,
+            };
+            upper.closed(self, &closed);
         }
     }
 
@@ -485,7 +457,7 @@ impl View {
         let tree = self.read_tree();
         let node = tree.get(ino).ok_or(Errno::ENOENT)?;
         if node.kind != Kind::Dir {
-            return Err(Errno::ENOTDIR);
+            return Err(Errno::ENOTDIR.into());
         }
         let mut names: Vec<(Ino, Box<str>)> = Vec::with_capacity(node.children.len() + 2);
         names.push((ino, ".".into()));
@@ -507,7 +479,7 @@ impl View {
         const BATCH: usize = 128;
         self.live()?;
         let Some(Handle::Dir(names)) = self.handles.get(fh) else {
-            return Err(Errno::EBADF);
+            return Err(Errno::EBADF.into());
         };
         let tree = self.read_tree();
         let Some(node) = tree.get(dir) else {
@@ -544,12 +516,14 @@ impl View {
                 },
             };
             let Ok(attr) = attr else { continue };
+            let Entry { attr, ttl } = self.entry(attr);
             out.push((
                 i as u64 + 1,
                 DirEntry {
                     ino: *ino,
                     name: name.clone(),
                     attr,
+                    ttl,
                 },
             ));
         }
@@ -569,29 +543,18 @@ impl View {
     pub fn statfs(&self) -> Result<Statfs> {
         self.live()?;
         let entries = self.read_tree().len() as u64;
-        let mut used = self.granted_bytes;
-        let (free_bytes, free_files) = match (&self.overlay, self.mode) {
-            (Some(ov), _) => {
-                let q = &ov.quota;
-                used = used.saturating_add(q.bytes());
-                (
-                    q.max_bytes.saturating_sub(q.bytes()),
-                    q.max_objects.saturating_sub(q.objects()),
-                )
-            }
-            (None, Mode::ReadWriteDirect) => {
-                let v = self.host.statvfs()?;
-                (v.f_bavail.saturating_mul(v.f_frsize), v.f_ffree)
-            }
-            (None, _) => (0, 0),
+        let space = match &self.upper {
+            Some(upper) => upper.space(self)?,
+            None => upper::Space::default(),
         };
-        let free = free_bytes / STATFS_BLOCK;
+        let used = self.granted_bytes.saturating_add(space.used_bytes);
+        let free = space.free_bytes / STATFS_BLOCK;
         Ok(Statfs {
             blocks: used.div_ceil(STATFS_BLOCK).saturating_add(free),
             bfree: free,
             bavail: free,
-            files: entries.saturating_add(free_files),
-            ffree: free_files,
+            files: entries.saturating_add(space.free_files),
+            ffree: space.free_files,
             bsize: STATFS_BLOCK as u32,
             namelen: 255,
             frsize: STATFS_BLOCK as u32,
@@ -617,30 +580,20 @@ impl View {
         self.live()?;
         let name = name.to_str().ok_or(Errno::ENODATA)?;
         let tree = self.read_tree();
-        let node = tree.get(ino).ok_or(Errno::ENOENT)?;
+        let source = self.source(&tree, ino)?;
         if self.mode != Mode::ReadOnly && is_posix_acl(name) {
-            return Err(Errno(libc::EOPNOTSUPP));
+            return Err(Errno(libc::EOPNOTSUPP).into());
         }
-        match node.origin {
+        let readable = match source {
             // The kernel asks for security.capability before most writes
             // and chowns: answered without a look at the object.
-            Origin::Upper(_) if !name.starts_with("user.") => Err(Errno::ENODATA),
-            Origin::Upper(obj) => {
-                let ov = self.overlay.as_ref().ok_or(Errno::EIO)?;
-                let mut buf = vec![0u8; 64 * 1024];
-                let n = rustix::fs::lgetxattr(ov.path(obj), name, &mut buf[..])?;
-                buf.truncate(n);
-                Ok(buf)
-            }
-            _ => {
-                if xattr_needs_privilege(name) && !privileged() {
-                    return Err(Errno::ENODATA);
-                }
-                Ok(self
-                    .host
-                    .getxattr(&tree.host_path(ino).ok_or(Errno::ENOENT)?, name)?)
-            }
+            Source::Object(..) => name.starts_with("user."),
+            Source::Host(..) => !xattr_needs_privilege(name) || privileged(),
+        };
+        if !readable {
+            return Err(Errno::ENODATA.into());
         }
+        source.getxattr(name)
     }
 
     /// `listxattr(2)`: the names the caller could read, as a host
@@ -651,19 +604,11 @@ impl View {
     pub fn listxattr(&self, ino: Ino, privileged: impl FnOnce() -> bool) -> Result<Vec<u8>> {
         self.live()?;
         let tree = self.read_tree();
-        let node = tree.get(ino).ok_or(Errno::ENOENT)?;
-        let all = match node.origin {
-            Origin::Upper(obj) => {
-                let ov = self.overlay.as_ref().ok_or(Errno::EIO)?;
-                let mut buf = vec![0u8; 64 * 1024];
-                let n = rustix::fs::llistxattr(ov.path(obj), &mut buf[..])?;
-                buf.truncate(n);
-                return Ok(filter_xattr_names(&buf, |n| n.starts_with(b"user.")));
-            }
-            _ => self
-                .host
-                .listxattr(&tree.host_path(ino).ok_or(Errno::ENOENT)?)?,
-        };
+        let source = self.source(&tree, ino)?;
+        let all = source.listxattr()?;
+        if let Source::Object(..) = source {
+            return Ok(filter_xattr_names(&all, |n| n.starts_with(b"user.")));
+        }
         let all = if self.mode != Mode::ReadOnly {
             filter_xattr_names(&all, |n| !std::str::from_utf8(n).is_ok_and(is_posix_acl))
         } else {
@@ -682,7 +627,7 @@ impl View {
     pub fn access(&self, ino: Ino, mask: i32, uid: u32, gid: u32) -> Result<()> {
         let a = self.getattr(ino)?;
         if mask & libc::W_OK != 0 {
-            self.writer()?;
+            self.upper()?;
         }
         if mask == libc::F_OK {
             return Ok(());
@@ -691,7 +636,7 @@ impl View {
         let bits = if uid == 0 {
             // root may read and write anything, and execute what anyone may
             if mask & libc::X_OK != 0 && a.kind != Kind::Dir && perm & 0o111 == 0 {
-                return Err(Errno::EACCES);
+                return Err(Errno::EACCES.into());
             }
             return Ok(());
         } else if uid == a.uid {
@@ -702,7 +647,7 @@ impl View {
             perm & 7
         };
         if (mask as u32) & !bits & 7 != 0 {
-            return Err(Errno::EACCES);
+            return Err(Errno::EACCES.into());
         }
         Ok(())
     }
@@ -710,37 +655,22 @@ impl View {
     /// EACCES unless the entry may be changed (write prefixes). A view that
     /// cannot be written answers EROFS first.
     fn check_change(&self, ino: Ino) -> Result<()> {
-        self.writer()?;
+        self.upper()?;
         let path = self.read_tree().path(ino).ok_or(Errno::ENOENT)?;
         if self.scope.may_change(&path) {
             Ok(())
         } else {
-            Err(Errno::EACCES)
-        }
-    }
-
-    /// The overlay (copy-up needs one), or EROFS.
-    fn check_writable(&self) -> Result<&Overlay> {
-        self.overlay.as_ref().ok_or(Errno::EROFS)
-    }
-
-    /// The answer to any change in a view that cannot be written: ENOENT
-    /// if `ino` is not visible, EROFS otherwise.
-    pub fn write_denied(&self, ino: Ino) -> Errno {
-        if let Err(e) = self.live() {
-            return e;
-        }
-        match self.read_tree().get(ino) {
-            None => Errno::ENOENT,
-            Some(_) => Errno::EROFS,
+            Err(Errno::EACCES.into())
         }
     }
 
     /// Clean unmount: keeps changed directory times, flushes the journal.
     pub fn shutdown(&self) {
-        if let Some(ov) = &self.overlay {
-            self.persist_dir_times();
-            let _ = ov.sync();
+        if let Some(ov) = self.overlay() {
+            self.persist_dir_times(ov);
+        }
+        if let Some(upper) = &self.upper {
+            let _ = upper.sync_namespace();
         }
     }
 }
@@ -790,6 +720,8 @@ fn wants_write(flags: i32) -> bool {
 
 #[cfg(test)]
 mod link_tests;
+#[cfg(test)]
+mod serve_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

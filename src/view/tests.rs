@@ -62,6 +62,11 @@ fn fixture_on(ttl: Option<Duration>, clock: ManualClock) -> Fixture {
     }
 }
 
+/// Passthrough is never negotiated here, so nothing is registered.
+pub(super) fn no_backing(_: &File) -> std::io::Result<()> {
+    Err(std::io::ErrorKind::Unsupported.into())
+}
+
 fn names(v: &View, ino: Ino) -> Vec<String> {
     let fh = v.opendir(ino).unwrap();
     let mut out = Vec::new();
@@ -76,14 +81,22 @@ fn names(v: &View, ino: Ino) -> Vec<String> {
     out
 }
 
-fn lookup_path(v: &View, path: &str) -> Result<Attr> {
-    let mut ino = ROOT;
-    let mut attr = v.getattr(ROOT)?;
-    for seg in path.split('/') {
-        attr = v.lookup(ino, OsStr::new(seg))?;
-        ino = attr.ino;
+/// The entry of a name, ENOENT if it is absent.
+pub(super) fn found(l: Lookup) -> Result<Entry> {
+    match l {
+        Lookup::Found(e) => Ok(e),
+        Lookup::Absent { .. } => Err(Errno::ENOENT.into()),
     }
-    Ok(attr)
+}
+
+fn lookup_path(v: &View, path: &str) -> Result<Entry> {
+    let mut ino = ROOT;
+    let mut entry = v.getattr(ROOT)?;
+    for seg in path.split('/') {
+        entry = found(v.lookup(ino, OsStr::new(seg))?)?;
+        ino = entry.ino;
+    }
+    Ok(entry)
 }
 
 #[test]
@@ -103,6 +116,27 @@ fn lists_exactly_the_granted_tree() {
 }
 
 #[test]
+fn absent_names_are_negative_entries_cached_like_host_entries() {
+    let f = fixture(Some(Duration::from_secs(3600)));
+    let v = &f.view;
+    let ttl = ViewOptions::default().cache_ttl;
+    for name in ["nothing", ".env", "secrets"] {
+        match v.lookup(ROOT, OsStr::new(name)).unwrap() {
+            Lookup::Absent { ttl: t } => assert!(t <= ttl && t > ttl / 2, "{name}: {t:?}"),
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+    let readme = lookup_path(v, "README.md").unwrap();
+    assert!(readme.ttl <= ttl && readme.ttl > ttl / 2);
+    // Not a negative entry: an overlong name is an error.
+    let long = "x".repeat(256);
+    assert_eq!(
+        v.lookup(ROOT, OsStr::new(&long)).unwrap_err(),
+        Errno(libc::ENAMETOOLONG)
+    );
+}
+
+#[test]
 fn denied_names_are_enoent_everywhere() {
     let f = fixture(None);
     let v = &f.view;
@@ -118,7 +152,10 @@ fn denied_names_are_enoent_everywhere() {
     // Inode numbers never handed out answer ENOENT too.
     let bogus = 1_000_000;
     assert_eq!(v.getattr(bogus).unwrap_err(), Errno::ENOENT);
-    assert_eq!(v.open(bogus, libc::O_RDONLY).unwrap_err(), Errno::ENOENT);
+    assert_eq!(
+        v.open(bogus, libc::O_RDONLY, no_backing).unwrap_err(),
+        Errno::ENOENT
+    );
     assert_eq!(v.opendir(bogus).unwrap_err(), Errno::ENOENT);
     assert_eq!(v.readlink(bogus).unwrap_err(), Errno::ENOENT);
     assert_eq!(
@@ -127,7 +164,12 @@ fn denied_names_are_enoent_everywhere() {
         Errno::ENOENT
     );
     assert_eq!(v.listxattr(bogus, || true).unwrap_err(), Errno::ENOENT);
-    assert_eq!(v.write_denied(bogus), Errno::ENOENT);
+    let root = Caller { uid: 0, gid: 0 };
+    assert_eq!(
+        v.setattr(bogus, None, SetAttr::default(), root)
+            .unwrap_err(),
+        Errno::ENOENT
+    );
 }
 
 #[test]
@@ -135,7 +177,7 @@ fn reads_come_from_the_host() {
     let f = fixture(None);
     let v = &f.view;
     let pay = lookup_path(v, "src/pay.py").unwrap();
-    let fh = v.open(pay.ino, libc::O_RDONLY).unwrap().fh;
+    let fh = v.open(pay.ino, libc::O_RDONLY, no_backing).unwrap().fh;
     assert_eq!(v.read(fh, 0, 4096).unwrap(), b"def pay():\n    return 1\n");
     assert_eq!(v.read(fh, 4, 3).unwrap(), b"pay");
     assert_eq!(v.read(fh, 1000, 10).unwrap(), b"");
@@ -144,9 +186,36 @@ fn reads_come_from_the_host() {
     let link = lookup_path(v, "src/link").unwrap();
     assert_eq!(v.readlink(link.ino).unwrap(), b"pay.py");
     assert_eq!(v.readlink(pay.ino).unwrap_err(), Errno::EINVAL);
-    assert_eq!(v.open(ROOT, libc::O_RDONLY).unwrap_err(), Errno::EISDIR);
+    assert_eq!(
+        v.open(ROOT, libc::O_RDONLY, no_backing).unwrap_err(),
+        Errno::EISDIR
+    );
     assert_eq!(v.opendir(pay.ino).unwrap_err(), Errno::ENOTDIR);
-    assert_eq!(v.open_handles(), 0);
+}
+
+#[test]
+fn read_only_opens_share_the_host_file() {
+    let f = fixture(None);
+    let v = &f.view;
+    let pay = lookup_path(v, "src/pay.py").unwrap();
+    let o = v.open(pay.ino, libc::O_RDONLY, no_backing).unwrap();
+    assert!(matches!(o.serve, Serve::PageCache { keep: false }));
+    v.release(o.fh);
+    v.use_passthrough(true);
+    let mut registered = 0;
+    let mut register = |_: &File| {
+        registered += 1;
+        Ok(registered)
+    };
+    let a = v.open(pay.ino, libc::O_RDONLY, &mut register).unwrap();
+    let b = v.open(pay.ino, libc::O_RDONLY, &mut register).unwrap();
+    match (&a.serve, &b.serve) {
+        (Serve::Passthrough(x), Serve::Passthrough(y)) => assert!(Arc::ptr_eq(x, y)),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(registered, 1);
+    v.release(a.fh);
+    v.release(b.fh);
 }
 
 #[test]
@@ -155,10 +224,28 @@ fn read_only_refuses_every_write() {
     let v = &f.view;
     let pay = lookup_path(v, "src/pay.py").unwrap();
     for flags in [libc::O_WRONLY, libc::O_RDWR, libc::O_RDONLY | libc::O_TRUNC] {
-        assert_eq!(v.open(pay.ino, flags).unwrap_err(), Errno::EROFS);
+        assert_eq!(
+            v.open(pay.ino, flags, no_backing).unwrap_err(),
+            Errno::EROFS
+        );
     }
-    assert_eq!(v.write_denied(pay.ino), Errno::EROFS);
-    assert_eq!(v.write_denied(ROOT), Errno::EROFS);
+    let root = Caller { uid: 0, gid: 0 };
+    let chmod = SetAttr {
+        mode: Some(0o600),
+        ..SetAttr::default()
+    };
+    assert_eq!(
+        v.setattr(pay.ino, None, chmod, root).unwrap_err(),
+        Errno::EROFS
+    );
+    assert_eq!(
+        v.mkdir(ROOT, OsStr::new("d"), 0o755, root).unwrap_err(),
+        Errno::EROFS
+    );
+    assert_eq!(
+        v.unlink(ROOT, OsStr::new("README.md")).unwrap_err(),
+        Errno::EROFS
+    );
     assert_eq!(
         v.access(pay.ino, libc::W_OK, 0, 0).unwrap_err(),
         Errno::EROFS
@@ -228,7 +315,7 @@ fn a_view_answers_until_its_grant_expires() {
     clock.set(expiry - Duration::from_nanos(1));
     let readme = lookup_path(v, "README.md").unwrap();
     assert_eq!(v.getattr(readme.ino).unwrap().size, 7);
-    let fh = v.open(readme.ino, libc::O_RDONLY).unwrap().fh;
+    let fh = v.open(readme.ino, libc::O_RDONLY, no_backing).unwrap().fh;
     assert_eq!(v.read(fh, 0, 100).unwrap(), b"readme\n");
     // Dead at its expires_at: even a handle opened before answers EACCES.
     clock.set(expiry);
@@ -242,7 +329,11 @@ fn a_view_answers_until_its_grant_expires() {
     assert_eq!(v.opendir(ROOT).unwrap_err(), Errno::EACCES);
     assert_eq!(v.statfs().unwrap_err(), Errno::EACCES);
     assert_eq!(v.listxattr(ROOT, || true).unwrap_err(), Errno::EACCES);
-    assert_eq!(v.write_denied(ROOT), Errno::EACCES);
+    let root = Caller { uid: 0, gid: 0 };
+    assert_eq!(
+        v.mkdir(ROOT, OsStr::new("d"), 0o755, root).unwrap_err(),
+        Errno::EACCES
+    );
     assert_eq!(v.ttl(), Duration::ZERO);
     clock.advance(Duration::from_secs(3600));
     assert_eq!(lookup_path(v, "README.md").unwrap_err(), Errno::EACCES);
@@ -252,21 +343,21 @@ fn a_view_answers_until_its_grant_expires() {
 fn cache_lifetimes_never_reach_past_expiry() {
     let (f, clock, expiry) = expiring();
     let v = &f.view;
-    let mut owned = lookup_path(v, "README.md").unwrap();
+    let mut owned = lookup_path(v, "README.md").unwrap().attr;
     owned.owned = true;
     // Far from expiry: the configured lifetimes (1 s, and OWNED_TTL for
     // what the daemon owns) would cross it, so both end at expiry.
     assert_eq!(v.ttl(), Duration::from_secs(1));
-    assert_eq!(v.ttl_for(&owned), Duration::from_secs(10));
+    assert_eq!(v.entry(owned).ttl, Duration::from_secs(10));
     for left in [1_500, 1_000, 999, 1, 0] {
         clock.set(expiry - Duration::from_millis(left));
         let left = Duration::from_millis(left);
         assert_eq!(v.ttl(), left.min(Duration::from_secs(1)), "{left:?} left");
-        assert_eq!(v.ttl_for(&owned), left, "{left:?} left");
+        assert_eq!(v.entry(owned).ttl, left, "{left:?} left");
     }
     clock.advance(Duration::from_secs(5));
     assert_eq!(
-        (v.ttl(), v.ttl_for(&owned)),
+        (v.ttl(), v.entry(owned).ttl),
         (Duration::ZERO, Duration::ZERO)
     );
 }
@@ -276,10 +367,10 @@ fn a_view_without_expiry_keeps_its_cache_lifetimes() {
     let clock = ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000));
     let f = fixture_on(None, clock.clone());
     clock.advance(Duration::from_secs(10 * 365 * 86_400));
-    let mut a = lookup_path(&f.view, "README.md").unwrap();
-    assert_eq!(f.view.ttl_for(&a), Duration::from_secs(1));
+    let mut a = lookup_path(&f.view, "README.md").unwrap().attr;
+    assert_eq!(f.view.entry(a).ttl, Duration::from_secs(1));
     a.owned = true;
-    assert_eq!(f.view.ttl_for(&a), OWNED_TTL);
+    assert_eq!(f.view.entry(a).ttl, OWNED_TTL);
 }
 
 #[test]
@@ -397,14 +488,17 @@ fn refused_hard_links_are_not_served_even_when_made_after_the_grant() {
     fs::remove_file(root.join("src/a.py")).unwrap();
     fs::hard_link(root.join(".env"), root.join("src/a.py")).unwrap();
     let a = lookup_path(&strict, "src/a.py").unwrap().ino;
-    assert_eq!(strict.open(a, libc::O_RDONLY).unwrap_err(), Errno::ENOENT);
+    assert_eq!(
+        strict.open(a, libc::O_RDONLY, no_backing).unwrap_err(),
+        Errno::ENOENT
+    );
     let b = lookup_path(&strict, "src/b.py").unwrap().ino;
-    let o = strict.open(b, libc::O_RDONLY).unwrap();
+    let o = strict.open(b, libc::O_RDONLY, no_backing).unwrap();
     assert_eq!(strict.read(o.fh, 0, 100).unwrap(), b"b = 1\n");
     strict.release(o.fh);
     // Where the policy allows hard links, the content is live, link or not.
     let a = lookup_path(&default, "src/a.py").unwrap().ino;
-    let o = default.open(a, libc::O_RDONLY).unwrap();
+    let o = default.open(a, libc::O_RDONLY, no_backing).unwrap();
     assert_eq!(default.read(o.fh, 0, 100).unwrap(), b"SECRET=1");
     default.release(o.fh);
 }

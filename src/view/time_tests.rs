@@ -9,6 +9,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use rustix::fs::{AtFlags, Timespec, Timestamps, CWD};
 
+use super::tests::{found, no_backing};
 use super::write_tests::{fixture_with, ino, name, open_view, Fx, ROOTUSER};
 use super::*;
 
@@ -34,7 +35,7 @@ fn cases() -> Vec<Case> {
         Case {
             name: "create",
             op: |v, a, _| {
-                let (_, o) = v.create(a, name("n"), 0o644, ROOTUSER).unwrap();
+                let (_, o) = v.create(a, name("n"), 0o644, ROOTUSER, no_backing).unwrap();
                 v.release(o.fh);
             },
             dirs: (true, false),
@@ -74,7 +75,7 @@ fn cases() -> Vec<Case> {
         Case {
             name: "rmdir",
             op: |v, a, _| {
-                let sub = v.lookup(a, name("sub")).unwrap().ino;
+                let sub = found(v.lookup(a, name("sub")).unwrap()).unwrap().ino;
                 v.unlink(sub, name("y")).unwrap();
                 v.rmdir(a, name("sub")).unwrap();
             },
@@ -219,7 +220,9 @@ fn changes_in_overlay_directories_advance_their_objects_times() {
         let b = v.mkdir(dir, name("b"), 0o755, ROOTUSER).unwrap().ino;
         let sub = v.mkdir(a, name("sub"), 0o755, ROOTUSER).unwrap().ino;
         for (parent, file) in [(a, "x"), (sub, "y"), (b, "z")] {
-            let (_, o) = v.create(parent, name(file), 0o644, ROOTUSER).unwrap();
+            let (_, o) = v
+                .create(parent, name(file), 0o644, ROOTUSER, no_backing)
+                .unwrap();
             v.release(o.fh);
         }
         for e in ENTRIES {
@@ -247,16 +250,20 @@ fn refused_and_empty_changes_leave_times_alone() {
     let m = v.mkdir(ROOT, name("m"), 0o755, ROOTUSER).unwrap().ino;
     let e = v.mkdir(m, name("e"), 0o755, ROOTUSER).unwrap().ino;
     for (dir, file) in [(m, "c.txt"), (e, "c.txt")] {
-        let (_, o) = v.create(dir, name(file), 0o644, ROOTUSER).unwrap();
+        let (_, o) = v
+            .create(dir, name(file), 0o644, ROOTUSER, no_backing)
+            .unwrap();
         v.release(o.fh);
     }
     set_times(&v, m, past());
     // `d` (from the host) and `m` (made here) each hold a file `*.txt`
     // and a directory `e` that is not empty.
     for (dir, file) in [(ino(&v, "d"), "b.txt"), (m, "c.txt")] {
-        let entries = [dir, v.lookup(dir, name(file)).unwrap().ino];
+        let entries = [dir, found(v.lookup(dir, name(file)).unwrap()).unwrap().ino];
         let got = advanced(&v, &entries, || {
-            assert!(v.create(dir, name(file), 0o644, ROOTUSER).is_err());
+            assert!(v
+                .create(dir, name(file), 0o644, ROOTUSER, no_backing)
+                .is_err());
             assert!(v.mkdir(dir, name(file), 0o755, ROOTUSER).is_err());
             assert!(v.unlink(dir, name("missing")).is_err());
             assert!(v.rmdir(dir, name("e")).is_err());
@@ -299,7 +306,7 @@ fn copy_up_keeps_the_times_the_view_set_on_a_host_entry() {
         ..SetAttr::default()
     };
     v.setattr(d, None, chmod, ROOTUSER).unwrap();
-    let o = v.open(b, libc::O_WRONLY).unwrap();
+    let o = v.open(b, libc::O_WRONLY, no_backing).unwrap();
     v.release(o.fh);
     assert!(matches!(
         v.read_tree().get(d).unwrap().origin,
@@ -317,7 +324,9 @@ fn changed_directory_times_survive_a_clean_remount_and_make_no_patch() {
     set_host_times(&fx.host.join("d/e"), past());
     let v = open_view(&fx, ViewOptions::default());
     let e = ino(&v, "d/e");
-    let (_, o) = v.create(e, name("new.txt"), 0o644, ROOTUSER).unwrap();
+    let (_, o) = v
+        .create(e, name("new.txt"), 0o644, ROOTUSER, no_backing)
+        .unwrap();
     v.release(o.fh);
     let (m, _) = times(&v, e);
     assert!(m > past());
@@ -340,16 +349,20 @@ fn unlinked_and_replaced_files_get_a_new_ctime_seen_through_their_handles() {
     set_host_times(&fx.host.join("a.txt"), past());
     set_host_times(&fx.host.join("d/b.txt"), past());
     let v = open_view(&fx, ViewOptions::default());
-    let (made, o) = v.create(ROOT, name("made"), 0o644, ROOTUSER).unwrap();
+    let (made, o) = v
+        .create(ROOT, name("made"), 0o644, ROOTUSER, no_backing)
+        .unwrap();
     v.release(o.fh);
     set_times(&v, made.ino, past());
-    let (_, o) = v.create(ROOT, name("new"), 0o644, ROOTUSER).unwrap();
+    let (_, o) = v
+        .create(ROOT, name("new"), 0o644, ROOTUSER, no_backing)
+        .unwrap();
     v.release(o.fh);
     let d = ino(&v, "d");
     // Unlinked: a host file and a made one; replaced: a host file.
     let open = ["a.txt", "made", "d/b.txt"].map(|p| {
         let i = ino(&v, p);
-        (i, v.open(i, libc::O_RDONLY).unwrap().fh)
+        (i, v.open(i, libc::O_RDONLY, no_backing).unwrap().fh)
     });
     let of = |(i, fh): (Ino, u64)| {
         let a = v.getattr_fh(i, fh).unwrap();

@@ -163,7 +163,7 @@ impl View {
     /// At a clean unmount: copies up the host directories whose mtime the
     /// view changed, so the next mount shows it (see the module doc). The
     /// root is left out: the journal has no record for it.
-    pub(super) fn persist_dir_times(&self) {
+    pub(super) fn persist_dir_times(&self, ov: &Overlay) {
         for ino in self.stamps.with_mtime() {
             let is_dir = self
                 .read_tree()
@@ -172,8 +172,9 @@ impl View {
             if ino == ROOT || !is_dir {
                 continue;
             }
-            if let Err(e) = self.copy_up(ino, true) {
-                tracing::warn!(ino, error = ?e, "cannot keep a directory's mtime past unmount");
+            if let Err(e) = self.copy_up(ov, ino, true) {
+                let error = e.chain();
+                tracing::warn!(ino, %error, "cannot keep a directory's mtime past unmount");
             }
         }
     }

@@ -1,38 +1,28 @@
 //! Changes to the view: namespace (create, mkdir, symlink, unlink, rmdir,
 //! rename; link is in `link.rs`) and data (write, truncate, fallocate,
-//! metadata, xattrs). Every change lands in the overlay; the journal gets
-//! one append per namespace change, made under the tree lock so its order
-//! is the tree's order.
+//! metadata, xattrs). Each is checked here (errno rules, the write
+//! scope), then made by the upper layer (`upper/`): an overlay object and
+//! a journal record, or the host entry and an event log line. Namespace
+//! changes hold the tree lock throughout, so the journal's order is the
+//! tree's order.
 
 use std::ffi::OsStr;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use rustix::fs::{self as rfs, AtFlags, Timespec, Timestamps};
+use rustix::fs::{self as rfs, Timespec, Timestamps};
 
 use super::copyup::{gid, seen_of, uid};
 use super::handles::Handle;
-use super::{Attr, Opened, Result, View, MAX_FILE_SIZE};
+use super::serve::Opened;
+use super::upper::{self, Made, Make, Move, NewEntry, Upper, Xattr};
+use super::{Context, Entry, Error, Open, Result, View, MAX_FILE_SIZE};
 use crate::error::Errno;
 use crate::overlay::journal::{self, Record};
 use crate::overlay::Overlay;
 use crate::paths;
 use crate::tree::{Ino, Kind, Origin, Tree};
-
-use super::direct::DirectLog;
-
-/// Where the changes of a writable view go.
-pub(super) enum Writer<'a> {
-    Overlay(&'a Overlay),
-    Direct(&'a DirectLog),
-}
-
-/// Where a new entry is made: an overlay object, or the host path itself.
-pub(super) enum Place<'a> {
-    Object(&'a Overlay, u64),
-    Host(&'a str),
-}
 
 const NAME_MAX: usize = 255;
 const RENAME_NOREPLACE: u32 = 1;
@@ -64,7 +54,7 @@ pub struct SetAttr {
 }
 
 impl SetAttr {
-    fn changes_nothing(&self) -> bool {
+    pub(super) fn changes_nothing(&self) -> bool {
         let SetAttr {
             mode,
             uid,
@@ -84,11 +74,11 @@ impl SetAttr {
 
 pub(super) fn valid_name(name: &OsStr) -> Result<&str> {
     if name.len() > NAME_MAX {
-        return Err(Errno(libc::ENAMETOOLONG));
+        return Err(Errno(libc::ENAMETOOLONG).into());
     }
     let name = name.to_str().ok_or(Errno::EINVAL)?;
     if name.is_empty() || name == "." || name == ".." || name.contains('/') {
-        return Err(Errno::EINVAL);
+        return Err(Errno::EINVAL.into());
     }
     Ok(name)
 }
@@ -119,7 +109,7 @@ impl View {
     pub(super) fn dir_and_path(&self, tree: &Tree, parent: Ino, name: &str) -> Result<String> {
         let node = tree.get(parent).ok_or(Errno::ENOENT)?;
         if node.kind != Kind::Dir {
-            return Err(Errno::ENOTDIR);
+            return Err(Errno::ENOTDIR.into());
         }
         Ok(paths::join(&tree.path(parent).ok_or(Errno::ENOENT)?, name))
     }
@@ -133,103 +123,55 @@ impl View {
         }
     }
 
-    /// Common path of create, mknod, mkdir and symlink: checks, makes the
-    /// entry with `make` (an overlay object, or on the host in direct
-    /// mode), inserts the node and journals or logs it.
+    /// Common path of create, mknod, mkdir and symlink: the checks, then
+    /// the upper layer makes the entry and its node and records it.
     fn make_entry(
         &self,
         parent: Ino,
         name: &OsStr,
-        kind: Kind,
+        new: NewEntry<'_>,
         who: Caller,
-        make: impl FnOnce(Place<'_>, bool) -> std::io::Result<()>,
-    ) -> Result<(Ino, Option<u64>)> {
+    ) -> Result<Made> {
         self.live()?;
-        let writer = self.writer()?;
+        let upper = self.upper()?;
         let name = valid_name(name)?;
         let mut tree = self.write_tree();
         let path = self.dir_and_path(&tree, parent, name)?;
         if tree.child(parent, name).is_some() {
-            return Err(Errno(libc::EEXIST));
+            return Err(Errno(libc::EEXIST).into());
         }
-        if !self.scope.may_create(&path, kind) {
-            return Err(Errno::EACCES);
+        if !self.scope.may_create(&path, new.kind()) {
+            return Err(Errno::EACCES.into());
         }
         let (owner, group, setgid) = self.new_owner(&tree, parent, who);
-        let setgid_dir = setgid && kind == Kind::Dir;
-        match writer {
-            Writer::Overlay(ov) => {
-                let obj = ov.new_obj();
-                ov.quota.add_object(obj, 0, kind == Kind::File)?;
-                let made = make(Place::Object(ov, obj), setgid_dir).and_then(|_| {
-                    give_away(rfs::chownat(
-                        ov.objects_fd(),
-                        Overlay::name(obj),
-                        Some(uid(owner)),
-                        Some(gid(group)),
-                        AtFlags::SYMLINK_NOFOLLOW,
-                    ))
-                });
-                if let Err(e) = made {
-                    let _ = ov.remove(obj, kind);
-                    return Err(e.into());
-                }
-                let ino = tree
-                    .insert(parent, name, kind, Origin::Upper(obj))
-                    .ok_or(Errno::EIO)?;
-                let rec: Vec<Record> = journal::put_record(&tree, ino).into_iter().collect();
-                if let Err(e) = ov.append(&rec) {
-                    tree.remove(ino);
-                    let _ = ov.remove(obj, kind);
-                    return Err(e.into());
-                }
-                self.touch_dir(ov, &tree, parent);
-                Ok((ino, Some(obj)))
-            }
-            Writer::Direct(log) => {
-                let made = make(Place::Host(&path), setgid_dir).and_then(|_| {
-                    let r = self.host.chown(&path, Some(owner), Some(group));
-                    match r {
-                        Err(e) if e.raw_os_error() == Some(libc::EPERM) => Ok(()),
-                        other => other,
-                    }
-                });
-                if let Err(e) = made {
-                    let _ = self.host.remove(&path, kind == Kind::Dir);
-                    return Err(e.into());
-                }
-                let ino = tree
-                    .insert(parent, name, kind, Origin::InPlace)
-                    .ok_or(Errno::EIO)?;
-                let op = match kind {
-                    Kind::File => "create",
-                    Kind::Dir => "mkdir",
-                    Kind::Symlink => "symlink",
-                };
-                log.log(op, &path, None, None)?;
-                Ok((ino, None))
-            }
-        }
+        let make = Make {
+            parent,
+            name,
+            path: &path,
+            new,
+            owner: (owner, group),
+            setgid_dir: setgid && new.kind() == Kind::Dir,
+        };
+        upper.make(self, &mut tree, &make)
     }
 
-    /// `create(2)`: a new regular file, opened for writing.
-    pub fn create(
+    /// `create(2)`: a new regular file, opened for writing; `register` as
+    /// for [`View::open`].
+    pub fn create<B: Send + Sync + 'static>(
         &self,
         parent: Ino,
         name: &OsStr,
         mode: u32,
         who: Caller,
-    ) -> Result<(Attr, Opened)> {
-        let mut file = None;
-        let (ino, obj) = self.make_entry(parent, name, Kind::File, who, |place, _| {
-            file = Some(match place {
-                Place::Object(ov, obj) => ov.create_file(obj, mode)?,
-                Place::Host(path) => self.host.create_file(path, mode)?,
-            });
-            Ok(())
-        })?;
-        let file = Arc::new(file.ok_or(Errno::EIO)?);
-        let attr = self.getattr(ino)?;
+        register: impl FnOnce(&std::fs::File) -> std::io::Result<B>,
+    ) -> Result<(Entry, Open<B>)> {
+        let made = self.make_entry(parent, name, NewEntry::File { mode }, who)?;
+        let file = made
+            .file
+            .ok_or(Errno::EIO)
+            .context("a new file not opened")?;
+        let (ino, obj, file) = (made.ino, made.obj, Arc::new(file));
+        let entry = self.getattr(ino)?;
         let fh = self.handles.insert(Handle::File {
             file: file.clone(),
             ino,
@@ -237,74 +179,43 @@ impl View {
             writable: true,
             written: Default::default(),
         });
-        Ok((
-            attr,
-            Opened {
-                fh,
-                file,
-                obj,
-                writable: true,
-            },
-        ))
+        let opened = Opened {
+            fh,
+            ino,
+            file,
+            obj,
+            writable: true,
+        };
+        Ok((entry, self.serve(opened, register)?))
     }
 
     /// `mknod(2)`: regular files only; fifos, sockets and devices are not
     /// part of a source tree and answer EPERM.
-    pub fn mknod(&self, parent: Ino, name: &OsStr, mode: u32, who: Caller) -> Result<Attr> {
+    pub fn mknod(&self, parent: Ino, name: &OsStr, mode: u32, who: Caller) -> Result<Entry> {
         if mode & libc::S_IFMT != libc::S_IFREG && mode & libc::S_IFMT != 0 {
-            return Err(Errno::EPERM);
+            return Err(Errno::EPERM.into());
         }
-        let (ino, _) = self.make_entry(parent, name, Kind::File, who, |place, _| match place {
-            Place::Object(ov, obj) => ov.create_file(obj, mode).map(drop),
-            Place::Host(path) => self.host.create_file(path, mode).map(drop),
-        })?;
-        self.getattr(ino)
+        let made = self.make_entry(parent, name, NewEntry::File { mode }, who)?;
+        self.getattr(made.ino)
     }
 
-    pub fn mkdir(&self, parent: Ino, name: &OsStr, mode: u32, who: Caller) -> Result<Attr> {
-        let (ino, _) = self.make_entry(parent, name, Kind::Dir, who, |place, setgid| {
-            // mkdir(2) ignores S_ISGID in its mode; set it explicitly.
-            let sgid_mode = (mode & 0o7777) | libc::S_ISGID;
-            match place {
-                Place::Object(ov, obj) => {
-                    ov.mkdir(obj, mode)?;
-                    if setgid {
-                        rfs::chmodat(
-                            ov.objects_fd(),
-                            Overlay::name(obj),
-                            rfs::Mode::from_raw_mode(sgid_mode),
-                            AtFlags::empty(),
-                        )?;
-                    }
-                }
-                Place::Host(path) => {
-                    self.host.mkdir(path, mode)?;
-                    if setgid {
-                        self.host.chmod(path, sgid_mode)?;
-                    }
-                }
-            }
-            Ok(())
-        })?;
-        self.getattr(ino)
+    pub fn mkdir(&self, parent: Ino, name: &OsStr, mode: u32, who: Caller) -> Result<Entry> {
+        let made = self.make_entry(parent, name, NewEntry::Dir { mode }, who)?;
+        self.getattr(made.ino)
     }
 
-    pub fn symlink(&self, parent: Ino, name: &OsStr, target: &[u8], who: Caller) -> Result<Attr> {
+    pub fn symlink(&self, parent: Ino, name: &OsStr, target: &[u8], who: Caller) -> Result<Entry> {
         if target.is_empty() {
-            return Err(Errno(libc::ENOENT));
+            return Err(Errno(libc::ENOENT).into());
         }
-        let (ino, _) =
-            self.make_entry(parent, name, Kind::Symlink, who, |place, _| match place {
-                Place::Object(ov, obj) => ov.symlink(obj, target),
-                Place::Host(path) => self.host.symlink(path, target),
-            })?;
-        self.getattr(ino)
+        let made = self.make_entry(parent, name, NewEntry::Symlink { target }, who)?;
+        self.getattr(made.ino)
     }
 
     /// Seen records for the host entries of a subtree that is about to
     /// leave its place (moved, deleted or replaced), with the content hash
     /// a commit checks against: reading it costs what the files hold, once.
-    fn vacate_records(&self, tree: &Tree, ino: Ino) -> Vec<Record> {
+    pub(super) fn vacate_records(&self, tree: &Tree, ino: Ino) -> Vec<Record> {
         let mut out = Vec::new();
         for i in tree.subtree(ino) {
             let Some(n) = tree.get(i) else { continue };
@@ -327,7 +238,7 @@ impl View {
 
     /// Removes a subtree's overlay objects (after it left the tree). A file
     /// that keeps other names keeps its object; its ctime changes.
-    fn drop_objects(&self, ov: &Overlay, tree: &Tree, inos: &[Ino]) {
+    pub(super) fn drop_objects(&self, ov: &Overlay, tree: &Tree, inos: &[Ino]) {
         for &i in inos.iter().rev() {
             if let Some(n) = tree.get_any(i) {
                 if let Origin::Upper(obj) = n.origin {
@@ -342,39 +253,23 @@ impl View {
 
     fn remove_entry(&self, parent: Ino, name: &OsStr, dir: bool) -> Result<()> {
         self.live()?;
-        let writer = self.writer()?;
+        let upper = self.upper()?;
         let name = name.to_str().ok_or(Errno::ENOENT)?;
         let mut tree = self.write_tree();
         self.dir_and_path(&tree, parent, name)?;
         let ino = tree.child(parent, name).ok_or(Errno::ENOENT)?;
         let node = tree.get(ino).ok_or(Errno::ENOENT)?;
         match (dir, node.kind == Kind::Dir) {
-            (false, true) => return Err(Errno::EISDIR),
-            (true, false) => return Err(Errno::ENOTDIR),
-            (true, true) if !node.children.is_empty() => return Err(Errno(libc::ENOTEMPTY)),
+            (false, true) => return Err(Errno::EISDIR.into()),
+            (true, false) => return Err(Errno::ENOTDIR.into()),
+            (true, true) if !node.children.is_empty() => return Err(Errno(libc::ENOTEMPTY).into()),
             _ => {}
         }
         let path = tree.path(ino).ok_or(Errno::ENOENT)?;
         if !self.scope.may_change(&path) {
-            return Err(Errno::EACCES);
+            return Err(Errno::EACCES.into());
         }
-        match writer {
-            Writer::Overlay(ov) => {
-                let mut records = self.vacate_records(&tree, ino);
-                records.push(Record::Del { path });
-                self.journal(ov, &records)?;
-                self.touch_dir(ov, &tree, parent);
-                self.touch_unlinked(ov, &tree, ino);
-                tree.remove(ino);
-                self.drop_objects(ov, &tree, &[ino]);
-            }
-            Writer::Direct(log) => {
-                self.host.remove(&path, dir)?;
-                tree.remove(ino);
-                log.log(if dir { "rmdir" } else { "unlink" }, &path, None, None)?;
-            }
-        }
-        Ok(())
+        upper.remove(self, &mut tree, ino, &path, dir)
     }
 
     pub fn unlink(&self, parent: Ino, name: &OsStr) -> Result<()> {
@@ -403,7 +298,7 @@ impl View {
     /// before the move (the journal is written first, so a refused append
     /// leaves the tree as it was). A move pins untouched host nodes to
     /// their old host path, which is what their records name already.
-    fn moved_puts(tree: &Tree, ino: Ino, to: &str) -> Vec<Record> {
+    pub(super) fn moved_puts(tree: &Tree, ino: Ino, to: &str) -> Vec<Record> {
         let Some(from) = tree.path(ino) else {
             return Vec::new();
         };
@@ -451,7 +346,7 @@ impl View {
                 };
             }
         }
-        Err(e.into())
+        Err(Error::from(e).context("appending to the overlay journal"))
     }
 
     /// `rename(2)`/`renameat2(2)` with RENAME_NOREPLACE and RENAME_EXCHANGE.
@@ -464,11 +359,11 @@ impl View {
         flags: u32,
     ) -> Result<()> {
         self.live()?;
-        let writer = self.writer()?;
+        let upper = self.upper()?;
         if flags & !(RENAME_NOREPLACE | RENAME_EXCHANGE) != 0
             || flags == RENAME_NOREPLACE | RENAME_EXCHANGE
         {
-            return Err(Errno::EINVAL);
+            return Err(Errno::EINVAL.into());
         }
         let name = name.to_str().ok_or(Errno::ENOENT)?;
         let newname = valid_name(newname)?;
@@ -479,12 +374,22 @@ impl View {
         let src_path = tree.path(src).ok_or(Errno::ENOENT)?;
         let src_kind = tree.get(src).ok_or(Errno::ENOENT)?.kind;
         if !self.scope.may_change(&src_path) {
-            return Err(Errno::EACCES);
+            return Err(Errno::EACCES.into());
         }
         let dst = tree.child(newparent, newname);
         if tree.is_ancestor(src, newparent) {
-            return Err(Errno::EINVAL); // a directory into itself
+            return Err(Errno::EINVAL.into()); // a directory into itself
         }
+        let mv = Move {
+            parent,
+            src,
+            src_path: src_path.clone(),
+            dst,
+            newparent,
+            newname,
+            new_path: new_path.clone(),
+            flags,
+        };
 
         if flags & RENAME_EXCHANGE != 0 {
             let dst = dst.ok_or(Errno::ENOENT)?;
@@ -492,122 +397,41 @@ impl View {
                 return Ok(()); // two names of one file: nothing to do (POSIX)
             }
             if tree.is_ancestor(dst, parent) {
-                return Err(Errno::EINVAL);
+                return Err(Errno::EINVAL.into());
             }
             if !self.scope.may_change(&new_path) {
-                return Err(Errno::EACCES);
+                return Err(Errno::EACCES.into());
             }
             if !self.subtree_in_scope(&tree, src, &new_path)
                 || !self.subtree_in_scope(&tree, dst, &src_path)
             {
-                return Err(Errno::EACCES);
+                return Err(Errno::EACCES.into());
             }
-            let ov = match writer {
-                Writer::Overlay(ov) => ov,
-                Writer::Direct(log) => {
-                    self.host.rename(&src_path, &new_path, flags)?;
-                    tree.exchange(src, dst);
-                    tree.mark_in_place(src);
-                    tree.mark_in_place(dst);
-                    return Ok(log.log("exchange", &src_path, Some(&new_path), None)?);
-                }
-            };
-            let mut records = self.vacate_records(&tree, src);
-            records.extend(self.vacate_records(&tree, dst));
-            records.push(Record::Del {
-                path: src_path.clone(),
-            });
-            records.push(Record::Del {
-                path: new_path.clone(),
-            });
-            records.extend(Self::moved_puts(&tree, src, &new_path));
-            records.extend(Self::moved_puts(&tree, dst, &src_path));
-            self.journal(ov, &records)?;
-            tree.exchange(src, dst);
-            self.touch_renamed(ov, &tree, (parent, newparent), &[src, dst]);
-            return Ok(());
+            return upper.exchange(self, &mut tree, &mv, dst);
         }
 
-        let mut records = Vec::new();
         if let Some(dst) = dst {
             if flags & RENAME_NOREPLACE != 0 {
-                return Err(Errno(libc::EEXIST));
+                return Err(Errno(libc::EEXIST).into());
             }
             if tree.inode_of(dst) == tree.inode_of(src) {
                 return Ok(()); // two names of one file: nothing to do (POSIX)
             }
             if !self.scope.may_change(&new_path) {
-                return Err(Errno::EACCES);
+                return Err(Errno::EACCES.into());
             }
             let d = tree.get(dst).ok_or(Errno::ENOENT)?;
             match (src_kind == Kind::Dir, d.kind == Kind::Dir) {
-                (true, false) => return Err(Errno::ENOTDIR),
-                (false, true) => return Err(Errno::EISDIR),
-                (true, true) if !d.children.is_empty() => return Err(Errno(libc::ENOTEMPTY)),
+                (true, false) => return Err(Errno::ENOTDIR.into()),
+                (false, true) => return Err(Errno::EISDIR.into()),
+                (true, true) if !d.children.is_empty() => return Err(Errno(libc::ENOTEMPTY).into()),
                 _ => {}
             }
         }
         if !self.subtree_in_scope(&tree, src, &new_path) {
-            return Err(Errno::EACCES);
+            return Err(Errno::EACCES.into());
         }
-        let ov = match writer {
-            Writer::Overlay(ov) => ov,
-            Writer::Direct(log) => {
-                self.host.rename(&src_path, &new_path, flags)?;
-                if let Some(dst) = dst {
-                    tree.remove(dst);
-                }
-                tree.move_to(src, newparent, newname);
-                tree.mark_in_place(src);
-                return Ok(log.log("rename", &src_path, Some(&new_path), None)?);
-            }
-        };
-        records.extend(self.vacate_records(&tree, src));
-        if let Some(dst) = dst {
-            records.extend(self.vacate_records(&tree, dst));
-            records.push(Record::Del {
-                path: new_path.clone(),
-            });
-        }
-        records.push(Record::Del { path: src_path });
-        records.extend(Self::moved_puts(&tree, src, &new_path));
-        self.journal(ov, &records)?;
-        if let Some(dst) = dst {
-            self.touch_unlinked(ov, &tree, dst);
-            tree.remove(dst);
-            self.drop_objects(ov, &tree, &[dst]);
-        }
-        tree.move_to(src, newparent, newname);
-        self.touch_renamed(ov, &tree, (parent, newparent), &[src]);
-        Ok(())
-    }
-
-    /// Opens `ino` for writing: copy-up, then the object read-write.
-    pub(super) fn open_for_write(
-        &self,
-        ino: Ino,
-        truncate: bool,
-    ) -> Result<(std::fs::File, Option<u64>)> {
-        let ov = match self.writer()? {
-            Writer::Overlay(ov) => ov,
-            Writer::Direct(log) => {
-                let path = self.read_tree().path(ino).ok_or(Errno::ENOENT)?;
-                let file = self.host.open_file_rw(&path)?;
-                if truncate {
-                    file.set_len(0)?;
-                    log.log("truncate", &path, None, Some(0))?;
-                }
-                log.log("open_write", &path, None, None)?;
-                return Ok((file, None));
-            }
-        };
-        let obj = self.copy_up(ino, !truncate)?;
-        let file = ov.open_file(obj, true)?;
-        if truncate {
-            ov.quota.resize(obj, 0, false)?;
-            file.set_len(0)?;
-        }
-        Ok((file, Some(obj)))
+        upper.rename(self, &mut tree, &mv)
     }
 
     /// `setattr`: size, mode, owner and times, on the overlay object
@@ -615,7 +439,7 @@ impl View {
     /// unlinked while open. Set-id bits are cleared on chown of a regular
     /// file and on a size change by anyone but root, as the kernel would on
     /// a local filesystem.
-    pub fn setattr(&self, ino: Ino, fh: Option<u64>, set: SetAttr, who: Caller) -> Result<Attr> {
+    pub fn setattr(&self, ino: Ino, fh: Option<u64>, set: SetAttr, who: Caller) -> Result<Entry> {
         self.live()?;
         let node = self
             .read_tree()
@@ -624,7 +448,7 @@ impl View {
             .ok_or(Errno::ENOENT)?;
         let (kind, removed) = node;
         if set.size.is_some() && kind != Kind::File {
-            return Err(Errno::EISDIR);
+            return Err(Errno::EISDIR.into());
         }
         if let Some(size) = set.size {
             file_end(size, 0)?;
@@ -637,54 +461,12 @@ impl View {
         }
         if removed {
             let Some(Handle::File { file, obj, .. }) = handle_file else {
-                return Err(Errno::ENOENT);
+                return Err(Errno::ENOENT.into());
             };
-            apply_to_fd(&file, obj, self.overlay.as_ref(), set, who)?;
+            apply_to_fd(&file, obj, self.upper()?, set, who)?;
             return self.getattr_fh(ino, fh.unwrap_or(0));
         }
-        let ov = match self.writer()? {
-            Writer::Overlay(ov) => ov,
-            Writer::Direct(log) => {
-                self.direct_setattr(ino, kind, set, log)?;
-                return self.getattr(ino);
-            }
-        };
-        let obj = self.copy_up(ino, set.size != Some(0))?;
-        if set.changes_nothing() {
-            // chown(path, -1, -1): only the ctime changes, as on ext4.
-            self.touch_ctime(ov, &self.read_tree(), ino);
-            return self.getattr(ino);
-        }
-        if kind == Kind::File {
-            let file = ov.open_file(obj, true)?;
-            apply_to_fd(&file, Some(obj), Some(ov), set, who)?;
-            return self.getattr(ino);
-        }
-        // Directories and symlinks: by name in the objects directory.
-        let name = Overlay::name(obj);
-        let dir = ov.objects_fd();
-        if let Some(mode) = set.mode {
-            if kind != Kind::Symlink {
-                rfs::chmodat(
-                    dir,
-                    &name,
-                    rfs::Mode::from_raw_mode(mode & 0o7777),
-                    AtFlags::empty(),
-                )?;
-            }
-        }
-        if set.uid.is_some() || set.gid.is_some() {
-            rfs::chownat(
-                dir,
-                &name,
-                set.uid.map(uid),
-                set.gid.map(gid),
-                AtFlags::SYMLINK_NOFOLLOW,
-            )?;
-        }
-        if set.atime.is_some() || set.mtime.is_some() {
-            rfs::utimensat(dir, &name, &timestamps(set), AtFlags::SYMLINK_NOFOLLOW)?;
-        }
+        self.upper()?.setattr(self, ino, kind, set, who)?;
         self.getattr(ino)
     }
 
@@ -700,12 +482,10 @@ impl View {
             ..
         }) = self.handles.get(fh)
         else {
-            return Err(Errno::EBADF);
+            return Err(Errno::EBADF.into());
         };
         let end = file_end(offset, data.len() as u64)?;
-        if let (Some(obj), Some(ov)) = (obj, &self.overlay) {
-            ov.quota.resize(obj, end, true)?;
-        }
+        self.upper()?.resize(obj, end, true)?;
         if kill_suidgid {
             clear_setid(&file)?;
         }
@@ -725,19 +505,17 @@ impl View {
             ..
         }) = self.handles.get(fh)
         else {
-            return Err(Errno::EBADF);
+            return Err(Errno::EBADF.into());
         };
         let keep = libc::FALLOC_FL_KEEP_SIZE;
         let punch = libc::FALLOC_FL_PUNCH_HOLE | keep;
         if mode != 0 && mode != keep && mode != punch {
-            return Err(Errno(libc::EOPNOTSUPP));
+            return Err(Errno(libc::EOPNOTSUPP).into());
         }
         // Past the largest file: EFBIG for every mode, as the VFS answers.
         let end = file_end(offset, length)?;
         if mode == 0 {
-            if let (Some(obj), Some(ov)) = (obj, &self.overlay) {
-                ov.quota.resize(obj, end, true)?;
-            }
+            self.upper()?.resize(obj, end, true)?;
         }
         rfs::fallocate(
             &*file,
@@ -749,98 +527,60 @@ impl View {
     }
 
     /// `fsync`/`fdatasync` of an open file: its data (and, without
-    /// `datasync`, its metadata) reach the disk, so does the object's
-    /// directory entry (once per object), and so does the journal up
-    /// to now, which holds every record naming the object (records are
-    /// appended before a change is answered, and the journal is synced
-    /// whole). A handle opened on the host file before a copy-up syncs the
-    /// object its inode reads from now. A read-only view has nothing to
-    /// sync beyond what the host already holds.
+    /// `datasync`, its metadata) reach the disk, and whatever the upper
+    /// layer needs to find it again. A read-only view has nothing to sync
+    /// beyond what the host already holds.
     pub fn fsync(&self, fh: u64, datasync: bool) -> Result<()> {
-        let sync = |file: &std::fs::File| -> Result<()> {
-            if datasync {
-                file.sync_data()?;
-            } else {
-                file.sync_all()?;
-            }
-            Ok(())
-        };
         let Some(Handle::File { file, obj, ino, .. }) = self.handles.get(fh) else {
-            return Err(Errno::EBADF);
+            return Err(Errno::EBADF.into());
         };
-        sync(&file)?;
-        if let Some(ov) = &self.overlay {
-            let now = self.copied_up(ino);
-            match (obj, now) {
-                (None, Some(o)) => sync(&ov.open_file(o, false)?)?,
-                (Some(a), Some(b)) if a != b => sync(&ov.open_file(b, false)?)?,
-                _ => {}
-            }
-            if let Some(o) = now.or(obj) {
-                ov.sync_entry(o)?;
-            }
-            ov.sync()?;
+        upper::sync(&file, datasync)?;
+        match &self.upper {
+            Some(upper) => upper.sync_file(self, ino, obj, datasync),
+            None => Ok(()),
         }
-        Ok(())
     }
 
-    /// `fsync` of a directory: the journal, where every namespace change
-    /// (and the journal's own rename after a compaction) is recorded.
+    /// `fsync` of a directory: every namespace change so far.
     pub fn fsyncdir(&self) -> Result<()> {
-        if let Some(ov) = &self.overlay {
-            ov.sync()?;
+        match &self.upper {
+            Some(upper) => upper.sync_namespace(),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// The checks of setxattr and removexattr. Only `user.*` attributes
     /// may change: others carry security meaning a view must not let an
     /// agent forge, and answer EOPNOTSUPP (POSIX ACLs included: a writable
     /// view has none, see `View::getxattr`).
-    fn xattr_target<'a>(&self, ino: Ino, name: &'a OsStr) -> Result<(Writer<'_>, &'a str, String)> {
+    fn xattr_target<'a>(&self, ino: Ino, name: &'a OsStr) -> Result<(&dyn Upper, Xattr<'a>)> {
         self.live()?;
-        let writer = self.writer()?;
+        let upper = self.upper()?;
         let path = self.read_tree().path(ino).ok_or(Errno::ENOENT)?;
         if !self.scope.may_change(&path) {
-            return Err(Errno::EACCES);
+            return Err(Errno::EACCES.into());
         }
         match name.to_str() {
-            Some(n) if n.starts_with("user.") => Ok((writer, n, path)),
+            Some(name) if name.starts_with("user.") => Ok((upper, Xattr { ino, path, name })),
             // As a filesystem without support for them answers: tools (cp
             // -p, sed -i, rsync) take EOPNOTSUPP as "no ACLs, no security
             // labels here" and carry on with the mode bits.
-            _ => Err(Errno(libc::EOPNOTSUPP)),
+            _ => Err(Errno(libc::EOPNOTSUPP).into()),
         }
     }
 
     pub fn setxattr(&self, ino: Ino, name: &OsStr, value: &[u8], flags: i32) -> Result<()> {
-        let (writer, name, path) = self.xattr_target(ino, name)?;
-        let ov = match writer {
-            Writer::Overlay(ov) => ov,
-            Writer::Direct(log) => {
-                self.host.setxattr(&path, name, value, flags)?;
-                return Ok(log.log("setxattr", &path, None, None)?);
-            }
-        };
-        let obj = self.copy_up(ino, true)?;
-        Ok(ov.setxattr(obj, name, value, flags)?)
+        let (upper, x) = self.xattr_target(ino, name)?;
+        upper.setxattr(self, &x, value, flags)
     }
 
     pub fn removexattr(&self, ino: Ino, name: &OsStr) -> Result<()> {
-        let (writer, name, path) = self.xattr_target(ino, name)?;
-        let ov = match writer {
-            Writer::Overlay(ov) => ov,
-            Writer::Direct(log) => {
-                self.host.removexattr(&path, name)?;
-                return Ok(log.log("removexattr", &path, None, None)?);
-            }
-        };
-        let obj = self.copy_up(ino, true)?;
-        Ok(ov.removexattr(obj, name)?)
+        let (upper, x) = self.xattr_target(ino, name)?;
+        upper.removexattr(self, &x)
     }
 }
 
-fn timestamps(set: SetAttr) -> Timestamps {
+pub(super) fn timestamps(set: SetAttr) -> Timestamps {
     Timestamps {
         last_access: set.atime.map_or(OMIT, timespec),
         last_modification: set.mtime.map_or(OMIT, timespec),
@@ -849,17 +589,15 @@ fn timestamps(set: SetAttr) -> Timestamps {
 
 /// Applies a setattr to an open regular file (an overlay object, or a
 /// host file in a direct view), with quota accounting for size changes.
-fn apply_to_fd(
+pub(super) fn apply_to_fd(
     file: &std::fs::File,
     obj: Option<u64>,
-    ov: Option<&Overlay>,
+    upper: &dyn Upper,
     set: SetAttr,
     who: Caller,
 ) -> Result<()> {
     if let Some(size) = set.size {
-        if let (Some(obj), Some(ov)) = (obj, ov) {
-            ov.quota.resize(obj, size, false)?;
-        }
+        upper.resize(obj, size, false)?;
         file.set_len(size)?;
         if who.uid != 0 {
             clear_setid(file)?;
@@ -903,11 +641,11 @@ fn file_end(offset: u64, len: u64) -> Result<u64> {
     offset
         .checked_add(len)
         .filter(|end| *end <= MAX_FILE_SIZE)
-        .ok_or(Errno(libc::EFBIG))
+        .ok_or(Errno(libc::EFBIG).into())
 }
 
 /// An unprivileged daemon cannot give entries away; they stay its own.
-fn give_away(r: rustix::io::Result<()>) -> std::io::Result<()> {
+pub(super) fn give_away(r: rustix::io::Result<()>) -> std::io::Result<()> {
     match r {
         Err(rustix::io::Errno::PERM) => Ok(()),
         other => other.map_err(Into::into),
@@ -915,38 +653,8 @@ fn give_away(r: rustix::io::Result<()>) -> std::io::Result<()> {
 }
 
 impl View {
-    /// The writer of this view, or EROFS for a read-only one.
-    pub(super) fn writer(&self) -> Result<Writer<'_>> {
-        match (&self.overlay, &self.direct) {
-            (Some(ov), _) => Ok(Writer::Overlay(ov)),
-            (None, Some(log)) => Ok(Writer::Direct(log)),
-            (None, None) => Err(Errno::EROFS),
-        }
-    }
-
-    fn direct_setattr(&self, ino: Ino, kind: Kind, set: SetAttr, log: &DirectLog) -> Result<()> {
-        let path = self.read_tree().path(ino).ok_or(Errno::ENOENT)?;
-        if let Some(size) = set.size {
-            if kind != Kind::File {
-                return Err(Errno::EISDIR);
-            }
-            self.host.open_file_rw(&path)?.set_len(size)?;
-            log.log("truncate", &path, None, Some(size))?;
-        }
-        if let Some(mode) = set.mode {
-            if kind != Kind::Symlink {
-                self.host.chmod(&path, mode)?;
-                log.log("chmod", &path, None, None)?;
-            }
-        }
-        if set.uid.is_some() || set.gid.is_some() {
-            self.host.chown(&path, set.uid, set.gid)?;
-            log.log("chown", &path, None, None)?;
-        }
-        if set.atime.is_some() || set.mtime.is_some() {
-            self.host.utimens(&path, &timestamps(set))?;
-            log.log("utimens", &path, None, None)?;
-        }
-        Ok(())
+    /// The upper layer of this view, or EROFS for a read-only one.
+    pub(super) fn upper(&self) -> Result<&dyn Upper> {
+        Ok(self.upper.as_deref().ok_or(Errno::EROFS)?)
     }
 }

@@ -4,6 +4,7 @@
 use std::ffi::OsStr;
 use std::fs;
 
+use super::tests::no_backing;
 use super::*;
 use crate::grant::{resolve, GrantRequest};
 use crate::policy::Policy;
@@ -17,7 +18,7 @@ pub(super) struct Fx {
     pub(super) grant: Grant,
 }
 
-fn fixture(prefixes: &[&str]) -> Fx {
+pub(super) fn fixture(prefixes: &[&str]) -> Fx {
     fixture_with(prefixes, &[])
 }
 
@@ -75,6 +76,11 @@ pub(super) fn ino(v: &View, path: &str) -> Ino {
         .unwrap_or_else(|| panic!("{path} missing"))
 }
 
+/// What the view has seen of the host files it changed.
+fn seen_by(v: &View) -> crate::overlay::journal::SeenMap {
+    v.seen.lock().unwrap().clone()
+}
+
 pub(super) fn name(s: &str) -> &OsStr {
     OsStr::new(s)
 }
@@ -92,14 +98,14 @@ fn listing(v: &View) -> Vec<String> {
 }
 
 fn read_all(v: &View, path: &str) -> Vec<u8> {
-    let o = v.open(ino(v, path), libc::O_RDONLY).unwrap();
+    let o = v.open(ino(v, path), libc::O_RDONLY, no_backing).unwrap();
     let data = v.read(o.fh, 0, 1 << 20).unwrap();
     v.release(o.fh);
     data
 }
 
 fn write_file(v: &View, parent: &str, file: &str, data: &[u8]) -> Result<()> {
-    let (_, o) = v.create(ino(v, parent), name(file), 0o644, ROOTUSER)?;
+    let (_, o) = v.create(ino(v, parent), name(file), 0o644, ROOTUSER, no_backing)?;
     let r = v.write(o.fh, 0, data, false).map(drop);
     v.release(o.fh);
     r
@@ -128,8 +134,11 @@ fn ignored_names_are_created_like_any_new_file() {
     write_file(&v, "target", "new.bin", b"agent build output").unwrap();
     write_file(&v, "d", "y.o", b"agent object").unwrap();
     assert_eq!(read_all(&v, "target/new.bin"), b"agent build output");
-    assert!(v.lookup(ino(&v, "target"), name("old.bin")).is_err());
-    assert!(v.lookup(ino(&v, "d"), name("x.o")).is_err());
+    let absent = |l: Lookup| matches!(l, Lookup::Absent { .. });
+    assert!(absent(
+        v.lookup(ino(&v, "target"), name("old.bin")).unwrap()
+    ));
+    assert!(absent(v.lookup(ino(&v, "d"), name("x.o")).unwrap()));
     let pending: Vec<(String, crate::patch::Op)> = crate::patch::pending(&fx.grant, &fx.session)
         .unwrap()
         .into_iter()
@@ -153,7 +162,7 @@ fn rename_answers_posix_errnos() {
     let v = open_view(&fx, ViewOptions::default());
     let d = ino(&v, "d");
     v.mkdir(ROOT, name("empty"), 0o755, ROOTUSER).unwrap();
-    let err = |r: Result<()>| r.unwrap_err().0;
+    let err = |r: Result<()>| r.unwrap_err().errno().0;
     assert_eq!(
         err(v.rename(ROOT, name("d"), ino(&v, "d/e"), name("x"), 0)),
         libc::EINVAL
@@ -199,15 +208,27 @@ fn rename_answers_posix_errnos() {
     assert_eq!(read_all(&v, "a.txt"), b"alpha\n");
     assert!(!listing(&v).contains(&"d/b.txt".to_string()));
     // Removing the root's entries by their errno rules.
-    assert_eq!(v.rmdir(ROOT, name("d")).unwrap_err().0, libc::ENOTEMPTY);
-    assert_eq!(v.rmdir(ROOT, name("a.txt")).unwrap_err().0, libc::ENOTDIR);
-    assert_eq!(v.unlink(ROOT, name("d")).unwrap_err().0, libc::EISDIR);
+    assert_eq!(
+        v.rmdir(ROOT, name("d")).unwrap_err().errno().0,
+        libc::ENOTEMPTY
+    );
+    assert_eq!(
+        v.rmdir(ROOT, name("a.txt")).unwrap_err().errno().0,
+        libc::ENOTDIR
+    );
+    assert_eq!(
+        v.unlink(ROOT, name("d")).unwrap_err().errno().0,
+        libc::EISDIR
+    );
     assert_eq!(
         v.link(ino(&v, "d"), ROOT, name("d2")).unwrap_err(),
         Errno::EPERM
     );
     assert_eq!(
-        v.mkdir(ROOT, name("d"), 0o755, ROOTUSER).unwrap_err().0,
+        v.mkdir(ROOT, name("d"), 0o755, ROOTUSER)
+            .unwrap_err()
+            .errno()
+            .0,
         libc::EEXIST
     );
 }
@@ -243,7 +264,8 @@ fn out_of_scope_names_are_eacces_and_leave_nothing() {
     assert_eq!(left, 0, "an object was left behind");
     // Existing files outside the prefix may not change either.
     assert_eq!(
-        v.open(ino(&v, "d/b.txt"), libc::O_WRONLY).unwrap_err(),
+        v.open(ino(&v, "d/b.txt"), libc::O_WRONLY, no_backing)
+            .unwrap_err(),
         Errno::EACCES
     );
     assert_eq!(
@@ -269,7 +291,11 @@ fn out_of_scope_names_are_eacces_and_leave_nothing() {
     v.mkdir(ROOT, name("out"), 0o755, ROOTUSER).unwrap();
     write_file(&v, "out", "x.txt", b"x").unwrap();
     let o = v
-        .open(ino(&v, "out/x.txt"), libc::O_WRONLY | libc::O_TRUNC)
+        .open(
+            ino(&v, "out/x.txt"),
+            libc::O_WRONLY | libc::O_TRUNC,
+            no_backing,
+        )
         .unwrap();
     v.write(o.fh, 0, b"X", false).unwrap();
     v.release(o.fh);
@@ -285,14 +311,18 @@ fn copy_up_records_the_base_and_reopen_replays_the_journal() {
     let fx = fixture(&[]);
     let v = open_view(&fx, ViewOptions::default());
     let o = v
-        .open(ino(&v, "a.txt"), libc::O_WRONLY | libc::O_APPEND)
+        .open(
+            ino(&v, "a.txt"),
+            libc::O_WRONLY | libc::O_APPEND,
+            no_backing,
+        )
         .unwrap();
     v.write(o.fh, 6, b"more\n", false).unwrap();
     v.release(o.fh);
     v.rename(ROOT, name("d"), ROOT, name("renamed"), 0).unwrap();
     v.unlink(ino(&v, "renamed/e"), name("c.txt")).unwrap();
     write_file(&v, "", "new.txt", b"new\n").unwrap();
-    let seen = v.seen();
+    let seen = seen_by(&v);
     let want = format!("blake3:{}", blake3::hash(b"alpha\n").to_hex());
     assert_eq!(seen["a.txt"].base.as_deref(), Some(want.as_str()));
     assert!(
@@ -307,7 +337,7 @@ fn copy_up_records_the_base_and_reopen_replays_the_journal() {
     assert_eq!(read_all(&v, "a.txt"), b"alpha\nmore\n");
     assert_eq!(read_all(&v, "renamed/b.txt"), b"beta\n");
     assert_eq!(read_all(&v, "new.txt"), b"new\n");
-    assert_eq!(v.seen(), seen);
+    assert_eq!(seen_by(&v), seen);
     // The host never changed.
     assert_eq!(
         fs::read_to_string(fx.host.join("a.txt")).unwrap(),
@@ -337,7 +367,10 @@ fn chmod_of_the_root_survives_reopen_and_compaction() {
         let v = open_view(&fx, ViewOptions::default());
         assert_eq!(v.getattr(ROOT).unwrap().perm, 0o700);
         assert_eq!(listing(&v), before);
-        assert!(v.lookup(ROOT, name("")).is_err());
+        assert!(matches!(
+            v.lookup(ROOT, name("")).unwrap(),
+            Lookup::Absent { .. }
+        ));
     }
 }
 
@@ -353,16 +386,21 @@ fn quotas_refuse_whole_writes() {
         },
     );
     v.mkdir(ROOT, name("m"), 0o755, ROOTUSER).unwrap();
-    let (_, o) = v.create(ROOT, name("f"), 0o644, ROOTUSER).unwrap();
+    let (_, o) = v
+        .create(ROOT, name("f"), 0o644, ROOTUSER, no_backing)
+        .unwrap();
     // The byte quota holds the journal too: what is left is for data.
     let room = 1000 - v.overlay().unwrap().quota.journal_bytes() as usize;
     v.write(o.fh, 0, &[1; 60], false).unwrap();
     assert_eq!(
-        v.write(o.fh, 60, &vec![2; room - 59], false).unwrap_err().0,
+        v.write(o.fh, 60, &vec![2; room - 59], false)
+            .unwrap_err()
+            .errno()
+            .0,
         libc::EDQUOT
     );
     assert_eq!(
-        v.write(o.fh, 10_000, &[2; 1], false).unwrap_err().0,
+        v.write(o.fh, 10_000, &[2; 1], false).unwrap_err().errno().0,
         libc::EDQUOT
     );
     v.write(o.fh, 60, &vec![2; room - 60], false).unwrap();
@@ -375,7 +413,7 @@ fn quotas_refuse_whole_writes() {
     // The bytes are used up: copying a.txt up is refused, and leaves no object.
     let a = ino(&v, "a.txt");
     assert_eq!(
-        v.setattr(a, None, chmod, ROOTUSER).unwrap_err().0,
+        v.setattr(a, None, chmod, ROOTUSER).unwrap_err().errno().0,
         libc::EDQUOT
     );
     let shrink = SetAttr {
@@ -386,7 +424,10 @@ fn quotas_refuse_whole_writes() {
     // Now the copy-up fits: the third object; a fourth is refused.
     v.setattr(a, None, chmod, ROOTUSER).unwrap();
     assert_eq!(
-        v.mkdir(ROOT, name("n"), 0o755, ROOTUSER).unwrap_err().0,
+        v.mkdir(ROOT, name("n"), 0o755, ROOTUSER)
+            .unwrap_err()
+            .errno()
+            .0,
         libc::EDQUOT
     );
     // statfs: the entries the view shows, no object left; 100 bytes used
@@ -474,16 +515,18 @@ fn sizes_past_the_largest_file_are_efbig_before_the_quota() {
             ..ViewOptions::default()
         },
     );
-    let (_, o) = v.create(ROOT, name("f"), 0o644, ROOTUSER).unwrap();
+    let (_, o) = v
+        .create(ROOT, name("f"), 0o644, ROOTUSER, no_backing)
+        .unwrap();
     let f = ino(&v, "f");
     let size = |n| SetAttr {
         size: Some(n),
         ..SetAttr::default()
     };
-    let err = |r: Result<()>| r.unwrap_err().0;
+    let err = |r: Result<()>| r.unwrap_err().errno().0;
     let a = ino(&v, "a.txt");
     for n in [u64::MAX, MAX_FILE_SIZE + 1] {
-        let efbig = |r: Result<Attr>| r.map(drop).unwrap_err().0;
+        let efbig = |r: Result<Entry>| r.map(drop).unwrap_err().errno().0;
         assert_eq!(efbig(v.setattr(f, None, size(n), ROOTUSER)), libc::EFBIG);
         assert_eq!(
             efbig(v.setattr(f, Some(o.fh), size(n), ROOTUSER)),
@@ -532,12 +575,12 @@ fn xattrs_outside_user_are_not_supported_and_acls_absent() {
         "other.x",
     ] {
         assert_eq!(
-            v.setxattr(a, name(n), b"1", 0).unwrap_err().0,
+            v.setxattr(a, name(n), b"1", 0).unwrap_err().errno().0,
             libc::EOPNOTSUPP,
             "{n}"
         );
         assert_eq!(
-            v.removexattr(a, name(n)).unwrap_err().0,
+            v.removexattr(a, name(n)).unwrap_err().errno().0,
             libc::EOPNOTSUPP,
             "{n}"
         );
@@ -545,6 +588,7 @@ fn xattrs_outside_user_are_not_supported_and_acls_absent() {
     assert_eq!(
         v.getxattr(a, name("system.posix_acl_access"), || true)
             .unwrap_err()
+            .errno()
             .0,
         libc::EOPNOTSUPP
     );
