@@ -1,7 +1,7 @@
 //! A session's lifecycle: open → pending → committed | rejected. Stored in
 //! `STATE/sessions/g-…/session.json`; absent means open.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -121,4 +121,21 @@ pub fn lock(session_dir: &Path, exclusive: bool, grant_id: &str) -> Result<Sessi
         ))),
         Err(e) => Err(Error::io(format!("locking {}", path.display()), e.into())),
     }
+}
+
+/// The journal of a commit in progress (`controller/apply.rs`): while it
+/// exists, the commit was interrupted, and `wopfs recover` must finish or
+/// undo it before anything else uses the session.
+pub fn commit_journal_path(session_dir: &Path) -> PathBuf {
+    session_dir.join("commit.json")
+}
+
+/// Refuses to serve (or commit) a session whose commit was interrupted.
+pub fn ensure_no_interrupted_commit(session_dir: &Path, grant_id: &str) -> Result<()> {
+    if commit_journal_path(session_dir).exists() {
+        return Err(Error::invalid(format!(
+            "grant {grant_id} has an interrupted commit; run wopfs recover {grant_id} first"
+        )));
+    }
+    Ok(())
 }

@@ -49,7 +49,7 @@ pub fn run(state: &StateDir, a: &Args) -> Result<()> {
             crate::mount::mountinfo::mount_at(&m.mountpoint).is_some_and(|e| e.is_wopfs())
         });
         let session = state.session_dir(&id);
-        let phase = if crate::controller::apply::journal_path(&session).exists() {
+        let phase = if crate::session::commit_journal_path(&session).exists() {
             "commit-interrupted".to_string()
         } else {
             let p = crate::session::SessionState::load(&session)?.phase;

@@ -39,7 +39,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use rustix::fs::{self as rfs, AtFlags, Mode, OFlags, RenameFlags, Timestamps};
 use serde::{Deserialize, Serialize};
@@ -157,9 +157,7 @@ pub struct Kept {
     pub xattrs_lost: Vec<String>,
 }
 
-pub fn journal_path(session_dir: &Path) -> PathBuf {
-    session_dir.join("commit.json")
-}
+pub use crate::session::commit_journal_path as journal_path;
 
 pub(crate) fn save(session_dir: &Path, j: &Journal) -> Result<()> {
     let json = serde_json::to_vec(j).map_err(|e| Error::invalid(e.to_string()))?;

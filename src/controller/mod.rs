@@ -198,17 +198,6 @@ fn same_file(host: &HostRoot, a: &str, b: &str) -> bool {
 
 const DIRECTORY: &str = "a directory";
 
-/// Refuses to serve or change a session whose commit was interrupted: it
-/// must be recovered first.
-pub fn ensure_no_interrupted_commit(session_dir: &Path, grant_id: &str) -> Result<()> {
-    if apply::journal_path(session_dir).exists() {
-        return Err(Error::invalid(format!(
-            "grant {grant_id} has an interrupted commit; run wopfs recover {grant_id} first"
-        )));
-    }
-    Ok(())
-}
-
 /// What the journal carries for the steps after the commit point.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct After {

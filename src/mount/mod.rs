@@ -58,7 +58,7 @@ pub fn check_servable(
 ) -> Result<()> {
     grant.check_live(clock)?;
     let session = state.session_dir(&grant.grant_id);
-    crate::controller::ensure_no_interrupted_commit(&session, &grant.grant_id)?;
+    crate::session::ensure_no_interrupted_commit(&session, &grant.grant_id)?;
     crate::session::SessionState::load(&session)?.check_not_ended(&grant.grant_id, what)?;
     if let Some(rec) = state.live_mount(&grant.grant_id) {
         if mountinfo::mount_at(&rec.mountpoint).is_some() {
@@ -97,7 +97,7 @@ pub fn open_session(
 ) -> Result<(crate::session::SessionLock, fuser::Session<WopFs>)> {
     let session = state.session_dir(&grant.grant_id);
     let lock = crate::session::lock(&session, false, &grant.grant_id)?;
-    crate::controller::ensure_no_interrupted_commit(&session, &grant.grant_id)?;
+    crate::session::ensure_no_interrupted_commit(&session, &grant.grant_id)?;
     let view = Arc::new(View::new(grant, Some(&session), opts.view.clone())?);
     let fuse = fuser::Session::new(WopFs::new(view), mp, &fuse_config(grant, opts))
         .ctx(|| format!("mounting grant {} at {}", grant.grant_id, mp.display()))?;

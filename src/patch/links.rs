@@ -1,6 +1,6 @@
 //! Hard links in patch sets. A set carries a file with several names as
 //! one patch per name: the first path (by sort order) holds the content,
-//! every other one names it in its `link` field (see `set::WorkspacePatch`).
+//! every other one names it in its `link` field (see `format::WorkspacePatch`).
 //! `check` holds a set, possibly from a hostile agent, to those rules
 //! before anything is written; `check_whole` keeps a partial commit from
 //! splitting a file's names (a link without its file, or a file whose
@@ -8,7 +8,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::set::{PatchSet, WorkspacePatch};
+use super::format::{PatchSet, WorkspacePatch};
 use super::Op;
 use crate::error::{Error, Result};
 use crate::grant::Grant;

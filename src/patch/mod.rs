@@ -4,6 +4,7 @@
 //! `diff.rs` shows them.
 
 pub mod diff;
+pub mod format;
 pub mod links;
 pub mod set;
 

@@ -32,7 +32,6 @@ use std::sync::OnceLock;
 use base64::Engine;
 use rustix::fs::{self as rfs, Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
-use serde::{Deserialize, Serialize};
 
 use super::{changes, Op, Source};
 use crate::error::{Error, IoContext, Result};
@@ -43,7 +42,8 @@ use crate::paths;
 use crate::scope::Scope;
 use crate::tree::{Kind, Tree};
 
-pub const FORMAT: &str = "wopfs.patchset/1";
+pub use super::format::{PatchSet, WorkspacePatch, FORMAT};
+
 /// Contents up to this size are inlined as base64; larger ones are blobs.
 pub const INLINE_LIMIT: u64 = 64 * 1024;
 /// The most a `patchset.json` may hold (inlined contents included): a set
@@ -55,50 +55,6 @@ pub const MAX_LINK_TARGET: u64 = 4095;
 /// hashed; a multiple of 4.
 const CHUNK: usize = 64 * 1024;
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WorkspacePatch {
-    pub grant_id: String,
-    pub path: String,
-    pub operation: Op,
-    /// The new content, base64; absent when it lives in `blobs/`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub content: Option<String>,
-    /// `blake3:<hex>` of the new content (create, update).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub blob: Option<String>,
-    /// `blake3:<hex>` of the host content the agent saw (update, delete).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub base: Option<String>,
-    /// `st_mode` of the new entry, type bits included (a symlink's content
-    /// is its target).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mode: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub size: Option<u64>,
-    /// A hard link: another path of this set that this path is a name of
-    /// (after a commit both paths are one file on the host). That path
-    /// creates or updates a regular file and is no link itself (a file's
-    /// first path, by sort order, carries its content); this patch is a
-    /// create or update carrying that path's `blob`, `mode` and `size`,
-    /// and never a `content` of its own. Absent on every other patch, so a
-    /// set without links is what it was before links existed; a reader
-    /// that does not know the field refuses a set with one
-    /// (`deny_unknown_fields`) instead of committing copies.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub link: Option<String>,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PatchSet {
-    pub format: String,
-    pub grant_id: String,
-    pub root: PathBuf,
-    pub created_at: String,
-    pub patches: Vec<WorkspacePatch>,
-}
 
 /// A patch set with where its blobs are.
 pub struct Loaded {
@@ -133,12 +89,6 @@ const SESSION_INLINE_TOTAL: u64 = 64 << 20;
 
 pub fn hash_hex(data: &[u8]) -> String {
     format!("blake3:{}", blake3::hash(data).to_hex())
-}
-
-impl WorkspacePatch {
-    pub fn is_symlink(&self) -> bool {
-        self.mode.is_some_and(|m| m & libc::S_IFMT == libc::S_IFLNK)
-    }
 }
 
 /// Reads the new content of every created or updated path of a session.

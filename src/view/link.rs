@@ -16,12 +16,9 @@
 
 use std::ffi::OsStr;
 
-use rustix::fs::{self as rfs, AtFlags};
-
 use super::write::valid_name;
 use super::{Entry, Result, View};
 use crate::error::Errno;
-use crate::overlay::Overlay;
 use crate::tree::{Ino, Kind, Tree};
 
 impl View {
@@ -60,16 +57,4 @@ impl View {
         }
         Ok(path)
     }
-}
-
-/// A file gained or lost a name: its ctime changes, as on any filesystem
-/// (a chown to the same owner changes nothing else; best effort).
-pub(super) fn touch_ctime(ov: &Overlay, obj: u64) {
-    let _ = rfs::chownat(
-        ov.objects_fd(),
-        Overlay::name(obj),
-        None,
-        None,
-        AtFlags::SYMLINK_NOFOLLOW,
-    );
 }

@@ -14,6 +14,7 @@ mod error;
 mod handles;
 mod link;
 mod serve;
+mod setattr;
 mod source;
 mod times;
 mod upper;
@@ -30,7 +31,7 @@ use crate::tree::Tree;
 pub use crate::tree::{Ino, Kind, Origin, ROOT};
 pub use attr::{Attr, Entry, Lookup, DIR_SIZE};
 use handles::{Handle, Handles};
-pub use write::{Caller, SetAttr, SetTime};
+pub use setattr::{Caller, SetAttr, SetTime};
 
 use crate::clock::SharedClock;
 use crate::error::{Errno, Result as CmdResult};

@@ -34,7 +34,7 @@ use std::time::SystemTime;
 use rustix::fs::{self as rfs, AtFlags, Timespec, Timestamps};
 
 use super::attr::Attr;
-use super::write::{timespec, SetTime, OMIT};
+use super::setattr::{timespec, SetTime, OMIT};
 use super::View;
 use crate::overlay::Overlay;
 use crate::tree::{Ino, Kind, Origin, Tree, ROOT};
@@ -214,4 +214,16 @@ fn set_object_times(ov: &Overlay, obj: u64, mtime: Option<SetTime>) -> std::io::
         }
     };
     Ok(rfs::utimensat(ov.objects_fd(), &name, &times, nofollow)?)
+}
+
+/// A file gained or lost a name: its ctime changes, as on any filesystem
+/// (a chown to the same owner changes nothing else; best effort).
+pub(super) fn touch_object_ctime(ov: &Overlay, obj: u64) {
+    let _ = rfs::chownat(
+        ov.objects_fd(),
+        Overlay::name(obj),
+        None,
+        None,
+        AtFlags::SYMLINK_NOFOLLOW,
+    );
 }

@@ -9,14 +9,14 @@
 use std::ffi::OsStr;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
-use std::time::SystemTime;
 
-use rustix::fs::{self as rfs, Timespec, Timestamps};
+use rustix::fs as rfs;
 
-use super::copyup::{gid, seen_of, uid};
+use super::copyup::seen_of;
 use super::handles::Handle;
 use super::serve::Opened;
-use super::upper::{self, Made, Make, Move, NewEntry, Upper, Xattr};
+use super::setattr::{clear_setid, Caller, SetAttr};
+use super::upper::{self, apply_to_fd, Made, Make, Move, NewEntry, Upper, Xattr};
 use super::{Context, Entry, Error, Open, Result, View, MAX_FILE_SIZE};
 use crate::error::Errno;
 use crate::overlay::journal::{self, Record};
@@ -28,50 +28,6 @@ const NAME_MAX: usize = 255;
 const RENAME_NOREPLACE: u32 = 1;
 const RENAME_EXCHANGE: u32 = 2;
 
-/// The caller of a request: new entries belong to them.
-#[derive(Clone, Copy, Debug)]
-pub struct Caller {
-    pub uid: u32,
-    pub gid: u32,
-}
-
-/// A time to set: a given instant or "now".
-#[derive(Clone, Copy, Debug)]
-pub enum SetTime {
-    At(SystemTime),
-    Now,
-}
-
-/// The attribute changes of one `setattr`.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct SetAttr {
-    pub mode: Option<u32>,
-    pub uid: Option<u32>,
-    pub gid: Option<u32>,
-    pub size: Option<u64>,
-    pub atime: Option<SetTime>,
-    pub mtime: Option<SetTime>,
-}
-
-impl SetAttr {
-    pub(super) fn changes_nothing(&self) -> bool {
-        let SetAttr {
-            mode,
-            uid,
-            gid,
-            size,
-            atime,
-            mtime,
-        } = self;
-        mode.is_none()
-            && uid.is_none()
-            && gid.is_none()
-            && size.is_none()
-            && atime.is_none()
-            && mtime.is_none()
-    }
-}
-
 pub(super) fn valid_name(name: &OsStr) -> Result<&str> {
     if name.len() > NAME_MAX {
         return Err(Errno(libc::ENAMETOOLONG).into());
@@ -82,27 +38,6 @@ pub(super) fn valid_name(name: &OsStr) -> Result<&str> {
     }
     Ok(name)
 }
-
-pub(super) fn timespec(t: SetTime) -> Timespec {
-    match t {
-        SetTime::Now => Timespec {
-            tv_sec: 0,
-            tv_nsec: rfs::UTIME_NOW,
-        },
-        SetTime::At(t) => {
-            let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
-            Timespec {
-                tv_sec: d.as_secs() as i64,
-                tv_nsec: d.subsec_nanos() as _,
-            }
-        }
-    }
-}
-
-pub(super) const OMIT: Timespec = Timespec {
-    tv_sec: 0,
-    tv_nsec: rfs::UTIME_OMIT,
-};
 
 impl View {
     /// A live directory `parent` and the path of `name` inside it.
@@ -244,7 +179,7 @@ impl View {
                 if let Origin::Upper(obj) = n.origin {
                     match tree.holder(obj) {
                         None => drop(ov.remove(obj, n.kind)),
-                        Some(_) => super::link::touch_ctime(ov, obj),
+                        Some(_) => super::times::touch_object_ctime(ov, obj),
                     }
                 }
             }
@@ -580,60 +515,6 @@ impl View {
     }
 }
 
-pub(super) fn timestamps(set: SetAttr) -> Timestamps {
-    Timestamps {
-        last_access: set.atime.map_or(OMIT, timespec),
-        last_modification: set.mtime.map_or(OMIT, timespec),
-    }
-}
-
-/// Applies a setattr to an open regular file (an overlay object, or a
-/// host file in a direct view), with quota accounting for size changes.
-pub(super) fn apply_to_fd(
-    file: &std::fs::File,
-    obj: Option<u64>,
-    upper: &dyn Upper,
-    set: SetAttr,
-    who: Caller,
-) -> Result<()> {
-    if let Some(size) = set.size {
-        upper.resize(obj, size, false)?;
-        file.set_len(size)?;
-        if who.uid != 0 {
-            clear_setid(file)?;
-        }
-    }
-    if let Some(mode) = set.mode {
-        rfs::fchmod(file, rfs::Mode::from_raw_mode(mode & 0o7777))?;
-    }
-    if set.uid.is_some() || set.gid.is_some() {
-        rfs::fchown(file, set.uid.map(uid), set.gid.map(gid))?;
-        if set.mode.is_none() {
-            clear_setid(file)?;
-        }
-    }
-    if set.atime.is_some() || set.mtime.is_some() {
-        rfs::futimens(file, &timestamps(set))?;
-    }
-    Ok(())
-}
-
-/// Clears S_ISUID, and S_ISGID when group-execute is set (otherwise it
-/// marks mandatory locking and stays), on an open file.
-fn clear_setid(file: &std::fs::File) -> Result<()> {
-    let st = rfs::fstat(file)?;
-    let mut mode = st.st_mode & 0o7777;
-    let before = mode;
-    mode &= !libc::S_ISUID;
-    if mode & libc::S_IXGRP != 0 {
-        mode &= !libc::S_ISGID;
-    }
-    if mode != before {
-        rfs::fchmod(file, rfs::Mode::from_raw_mode(mode))?;
-    }
-    Ok(())
-}
-
 /// The end of a change of `len` bytes at `offset`, or EFBIG when it lies
 /// past [`MAX_FILE_SIZE`]: POSIX's answer for a size no file may have,
 /// checked before the quota is (EDQUOT is for sizes a file may have).
@@ -642,14 +523,6 @@ fn file_end(offset: u64, len: u64) -> Result<u64> {
         .checked_add(len)
         .filter(|end| *end <= MAX_FILE_SIZE)
         .ok_or(Errno(libc::EFBIG).into())
-}
-
-/// An unprivileged daemon cannot give entries away; they stay its own.
-pub(super) fn give_away(r: rustix::io::Result<()>) -> std::io::Result<()> {
-    match r {
-        Err(rustix::io::Errno::PERM) => Ok(()),
-        other => other.map_err(Into::into),
-    }
 }
 
 impl View {

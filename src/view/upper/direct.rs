@@ -9,7 +9,7 @@ use crate::error::Errno;
 use crate::host::HostRoot;
 use crate::tree::{Ino, Kind, Origin, Tree};
 use crate::view::direct::DirectLog;
-use crate::view::write::{timestamps, Caller, SetAttr};
+use crate::view::setattr::{timestamps, Caller, SetAttr};
 use crate::view::{Context, Result, View};
 
 impl Upper for DirectLog {

@@ -11,7 +11,10 @@ mod overlay;
 
 use std::fs::File;
 
-use super::write::{Caller, SetAttr};
+use rustix::fs as rfs;
+
+use super::copyup::{gid, uid};
+use super::setattr::{clear_setid, timestamps, Caller, SetAttr};
 use super::{Result, View};
 use crate::overlay::Overlay;
 use crate::tree::{Ino, Kind, Tree};
@@ -150,6 +153,37 @@ pub(super) fn sync(file: &File, datasync: bool) -> Result<()> {
         file.sync_data()?;
     } else {
         file.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Applies a setattr to an open regular file (an overlay object, or a
+/// host file in a direct view), with quota accounting for size changes.
+pub(super) fn apply_to_fd(
+    file: &std::fs::File,
+    obj: Option<u64>,
+    upper: &dyn Upper,
+    set: SetAttr,
+    who: Caller,
+) -> Result<()> {
+    if let Some(size) = set.size {
+        upper.resize(obj, size, false)?;
+        file.set_len(size)?;
+        if who.uid != 0 {
+            clear_setid(file)?;
+        }
+    }
+    if let Some(mode) = set.mode {
+        rfs::fchmod(file, rfs::Mode::from_raw_mode(mode & 0o7777))?;
+    }
+    if set.uid.is_some() || set.gid.is_some() {
+        rfs::fchown(file, set.uid.map(uid), set.gid.map(gid))?;
+        if set.mode.is_none() {
+            clear_setid(file)?;
+        }
+    }
+    if set.atime.is_some() || set.mtime.is_some() {
+        rfs::futimens(file, &timestamps(set))?;
     }
     Ok(())
 }

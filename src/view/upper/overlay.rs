@@ -8,15 +8,16 @@ use std::fs::File;
 
 use rustix::fs::{self as rfs, AtFlags};
 
+use super::apply_to_fd;
 use super::{sync, Closed, Made, Make, Move, NewEntry, Space, Upper, Xattr};
 use crate::error::Errno;
 use crate::overlay::journal::{self, Record};
 use crate::overlay::Overlay;
 use crate::tree::{Ino, Kind, Origin, Tree};
 use crate::view::copyup::{gid, uid};
-use crate::view::link::touch_ctime;
+use crate::view::setattr::{give_away, timestamps, Caller, SetAttr};
 use crate::view::source::object_error;
-use crate::view::write::{apply_to_fd, give_away, timestamps, Caller, SetAttr};
+use crate::view::times::touch_object_ctime;
 use crate::view::{Context, Result, View};
 
 impl Upper for Overlay {
@@ -136,7 +137,7 @@ impl Upper for Overlay {
         tree.link(file, parent, name)
             .ok_or(Errno::EIO)
             .context("linking a checked name")?;
-        touch_ctime(self, obj);
+        touch_object_ctime(self, obj);
         v.touch_dir(self, &tree, parent);
         Ok(())
     }
