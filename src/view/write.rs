@@ -115,12 +115,14 @@ impl View {
 
     /// Common path of create, mknod, mkdir and symlink: checks, makes the
     /// entry with `make` (an overlay object, or on the host in direct
-    /// mode), inserts the node and journals or logs it.
+    /// mode), gives it to the caller, inserts the node and journals or
+    /// logs it. A file's `mode` is set again after the chown when it has
+    /// set-id bits: chown(2) clears them, even root's.
     fn make_entry(
         &self,
         parent: Ino,
         name: &OsStr,
-        kind: Kind,
+        (kind, mode): (Kind, u32),
         who: Caller,
         make: impl FnOnce(Place<'_>, bool) -> std::io::Result<()>,
     ) -> Result<(Ino, Option<u64>)> {
@@ -137,19 +139,32 @@ impl View {
         }
         let (owner, group, setgid) = self.new_owner(&tree, parent, who);
         let setgid_dir = setgid && kind == Kind::Dir;
+        let setid_file = kind == Kind::File && mode & (libc::S_ISUID | libc::S_ISGID) != 0;
+        let mode = rfs::Mode::from_raw_mode(mode & 0o7777);
         match writer {
             Writer::Overlay(ov) => {
                 let obj = ov.new_obj();
                 ov.quota.add_object(obj, 0, kind == Kind::File)?;
-                let made = make(Place::Object(ov, obj), setgid_dir).and_then(|_| {
-                    give_away(rfs::chownat(
-                        ov.objects_fd(),
-                        Overlay::name(obj),
-                        Some(uid(owner)),
-                        Some(gid(group)),
-                        AtFlags::SYMLINK_NOFOLLOW,
-                    ))
-                });
+                let obj_name = Overlay::name(obj);
+                let made = make(Place::Object(ov, obj), setgid_dir)
+                    .and_then(|_| {
+                        give_away(rfs::chownat(
+                            ov.objects_fd(),
+                            &obj_name,
+                            Some(uid(owner)),
+                            Some(gid(group)),
+                            AtFlags::SYMLINK_NOFOLLOW,
+                        ))
+                    })
+                    .and_then(|_| match setid_file {
+                        true => Ok(rfs::chmodat(
+                            ov.objects_fd(),
+                            &obj_name,
+                            mode,
+                            AtFlags::empty(),
+                        )?),
+                        false => Ok(()),
+                    });
                 if let Err(e) = made {
                     let _ = ov.remove(obj, kind);
                     return Err(e.into());
@@ -166,13 +181,18 @@ impl View {
                 Ok((ino, Some(obj)))
             }
             Writer::Direct(log) => {
-                let made = make(Place::Host(&path), setgid_dir).and_then(|_| {
-                    let r = self.host.chown(&path, Some(owner), Some(group));
-                    match r {
-                        Err(e) if e.raw_os_error() == Some(libc::EPERM) => Ok(()),
-                        other => other,
-                    }
-                });
+                let made = make(Place::Host(&path), setgid_dir)
+                    .and_then(|_| {
+                        let r = self.host.chown(&path, Some(owner), Some(group));
+                        match r {
+                            Err(e) if e.raw_os_error() == Some(libc::EPERM) => Ok(()),
+                            other => other,
+                        }
+                    })
+                    .and_then(|_| match setid_file {
+                        true => self.host.chmod(&path, mode.bits()),
+                        false => Ok(()),
+                    });
                 if let Err(e) = made {
                     let _ = self.host.remove(&path, kind == Kind::Dir);
                     return Err(e.into());
@@ -200,7 +220,7 @@ impl View {
         who: Caller,
     ) -> Result<(Attr, Opened)> {
         let mut file = None;
-        let (ino, obj) = self.make_entry(parent, name, Kind::File, who, |place, _| {
+        let (ino, obj) = self.make_entry(parent, name, (Kind::File, mode), who, |place, _| {
             file = Some(match place {
                 Place::Object(ov, obj) => ov.create_file(obj, mode)?,
                 Place::Host(path) => self.host.create_file(path, mode)?,
@@ -233,15 +253,16 @@ impl View {
         if mode & libc::S_IFMT != libc::S_IFREG && mode & libc::S_IFMT != 0 {
             return Err(Errno::EPERM);
         }
-        let (ino, _) = self.make_entry(parent, name, Kind::File, who, |place, _| match place {
+        let make = |place: Place<'_>, _| match place {
             Place::Object(ov, obj) => ov.create_file(obj, mode).map(drop),
             Place::Host(path) => self.host.create_file(path, mode).map(drop),
-        })?;
+        };
+        let (ino, _) = self.make_entry(parent, name, (Kind::File, mode), who, make)?;
         self.getattr(ino)
     }
 
     pub fn mkdir(&self, parent: Ino, name: &OsStr, mode: u32, who: Caller) -> Result<Attr> {
-        let (ino, _) = self.make_entry(parent, name, Kind::Dir, who, |place, setgid| {
+        let (ino, _) = self.make_entry(parent, name, (Kind::Dir, mode), who, |place, setgid| {
             // mkdir(2) ignores S_ISGID in its mode; set it explicitly.
             let sgid_mode = (mode & 0o7777) | libc::S_ISGID;
             match place {
@@ -272,11 +293,11 @@ impl View {
         if target.is_empty() {
             return Err(Errno(libc::ENOENT));
         }
-        let (ino, _) =
-            self.make_entry(parent, name, Kind::Symlink, who, |place, _| match place {
-                Place::Object(ov, obj) => ov.symlink(obj, target),
-                Place::Host(path) => self.host.symlink(path, target),
-            })?;
+        let make = |place: Place<'_>, _| match place {
+            Place::Object(ov, obj) => ov.symlink(obj, target),
+            Place::Host(path) => self.host.symlink(path, target),
+        };
+        let (ino, _) = self.make_entry(parent, name, (Kind::Symlink, 0o777), who, make)?;
         self.getattr(ino)
     }
 
@@ -334,12 +355,15 @@ impl View {
         match (dir, node.kind == Kind::Dir) {
             (false, true) => return Err(Errno::EISDIR),
             (true, false) => return Err(Errno::ENOTDIR),
-            (true, true) if !node.children.is_empty() => return Err(Errno(libc::ENOTEMPTY)),
             _ => {}
         }
         let path = tree.path(ino).ok_or(Errno::ENOENT)?;
         if !self.scope.may_change(&path) {
             return Err(Errno::EACCES);
+        }
+        // As Linux orders them: permission (the scope) before emptiness.
+        if dir && !node.children.is_empty() {
+            return Err(Errno(libc::ENOTEMPTY));
         }
         match writer {
             Writer::Overlay(ov) => {
@@ -459,30 +483,50 @@ impl View {
         let src = tree.child(parent, name).ok_or(Errno::ENOENT)?;
         let src_path = tree.path(src).ok_or(Errno::ENOENT)?;
         let src_kind = tree.get(src).ok_or(Errno::ENOENT)?.kind;
-        if !self.scope.may_change(&src_path) {
-            return Err(Errno::EACCES);
-        }
         let dst = tree.child(newparent, newname);
+        let exchange = flags & RENAME_EXCHANGE != 0;
+        // In Linux's order (`do_renameat2`, then `vfs_rename`), which the
+        // kernel keeps over FUSE: its checks first, then the filesystem's
+        // (the write scope, then a directory's entries).
+        match dst {
+            Some(_) if flags & RENAME_NOREPLACE != 0 => return Err(Errno(libc::EEXIST)),
+            None if exchange => return Err(Errno::ENOENT),
+            _ => {}
+        }
         if tree.is_ancestor(src, newparent) {
             return Err(Errno::EINVAL); // a directory into itself
         }
+        if dst.is_some_and(|d| tree.is_ancestor(d, parent)) {
+            // Over an ancestor of the source, which is never empty.
+            return Err(if exchange {
+                Errno::EINVAL
+            } else {
+                Errno(libc::ENOTEMPTY)
+            });
+        }
+        if dst == Some(src) {
+            return Ok(());
+        }
+        // The target's kind, and whether it is a directory with entries.
+        let target = dst
+            .and_then(|d| tree.get(d))
+            .map(|n| (n.kind, !n.children.is_empty()));
+        if !exchange {
+            match (src_kind == Kind::Dir, target) {
+                (true, Some((k, _))) if k != Kind::Dir => return Err(Errno::ENOTDIR),
+                (false, Some((Kind::Dir, _))) => return Err(Errno::EISDIR),
+                _ => {}
+            }
+        }
+        let in_scope = self.scope.may_change(&src_path)
+            && (dst.is_none() || self.scope.may_change(&new_path))
+            && self.subtree_in_scope(&tree, src, &new_path)
+            && (!exchange || dst.is_some_and(|d| self.subtree_in_scope(&tree, d, &src_path)));
+        if !in_scope {
+            return Err(Errno::EACCES);
+        }
 
-        if flags & RENAME_EXCHANGE != 0 {
-            let dst = dst.ok_or(Errno::ENOENT)?;
-            if dst == src {
-                return Ok(());
-            }
-            if tree.is_ancestor(dst, parent) {
-                return Err(Errno::EINVAL);
-            }
-            if !self.scope.may_change(&new_path) {
-                return Err(Errno::EACCES);
-            }
-            if !self.subtree_in_scope(&tree, src, &new_path)
-                || !self.subtree_in_scope(&tree, dst, &src_path)
-            {
-                return Err(Errno::EACCES);
-            }
+        if let (true, Some(dst)) = (exchange, dst) {
             let ov = match writer {
                 Writer::Overlay(ov) => ov,
                 Writer::Direct(log) => {
@@ -508,28 +552,10 @@ impl View {
             return Ok(());
         }
 
+        if target.is_some_and(|(k, full)| k == Kind::Dir && full) {
+            return Err(Errno(libc::ENOTEMPTY));
+        }
         let mut records = Vec::new();
-        if let Some(dst) = dst {
-            if dst == src {
-                return Ok(());
-            }
-            if flags & RENAME_NOREPLACE != 0 {
-                return Err(Errno(libc::EEXIST));
-            }
-            if !self.scope.may_change(&new_path) {
-                return Err(Errno::EACCES);
-            }
-            let d = tree.get(dst).ok_or(Errno::ENOENT)?;
-            match (src_kind == Kind::Dir, d.kind == Kind::Dir) {
-                (true, false) => return Err(Errno::ENOTDIR),
-                (false, true) => return Err(Errno::EISDIR),
-                (true, true) if !d.children.is_empty() => return Err(Errno(libc::ENOTEMPTY)),
-                _ => {}
-            }
-        }
-        if !self.subtree_in_scope(&tree, src, &new_path) {
-            return Err(Errno::EACCES);
-        }
         let ov = match writer {
             Writer::Overlay(ov) => ov,
             Writer::Direct(log) => {
