@@ -92,9 +92,13 @@ fn no_umask() {
     });
 }
 
-fn list(ops: &[Op]) -> String {
-    let mut s = String::new();
-    for (i, op) in ops.iter().enumerate() {
+/// A failure at the last of the steps `ran`, with all of them as run.
+fn failed(ran: &[Op], what: String) -> String {
+    let mut s = format!(
+        "step {}: {what}\nsteps as run:\n",
+        ran.len().saturating_sub(1)
+    );
+    for (i, op) in ran.iter().enumerate() {
         let _ = writeln!(s, "  {i:>2}: {op:?}");
     }
     s
@@ -110,11 +114,9 @@ fn run(test: &str, body: fn(&Case) -> Result<(), String>) {
     });
     if let Err(e) = result {
         let detail = match e {
-            TestError::Fail(why, c) => format!(
-                "{why}\nshrunk case (write prefixes {:?}):\n{}",
-                c.prefixes,
-                list(&c.ops)
-            ),
+            TestError::Fail(why, c) => {
+                format!("shrunk case, write prefixes {:?}: {why}", c.prefixes)
+            }
             TestError::Abort(why) => format!("aborted: {why}"),
         };
         panic!(
@@ -133,36 +135,36 @@ fn same_state(core: &Core<'_>, model: &Model) -> Result<(), String> {
     core.check_hidden(&model.dirs())
 }
 
-fn step_error(i: usize, op: &Op, what: String) -> String {
-    format!("step {i} ({op:?}): {what}")
-}
-
 fn core_matches_model_case(case: &Case) -> Result<(), String> {
     let fx = Fixture::new(case.prefixes);
     let mut model = fixture::model(case.prefixes);
     let host = model.picture();
     let host_tree = Real::new(fx.host.clone()).picture();
     let mut core = Core::open(&fx);
-    for (i, op) in case.ops.iter().enumerate() {
-        let want = model.apply(op).map_err(|r| r.errno);
-        let got = core.apply(op);
+    let mut ran = Vec::new();
+    for op in &case.ops {
+        let op = op.resolve(&model);
+        ran.push(op.clone());
+        let want = model.apply(&op).map_err(|r| r.errno);
+        let got = core.apply(&op);
         if got != want {
-            return Err(step_error(i, op, format!("core {got:?}, model {want:?}")));
+            return Err(failed(&ran, format!("core {got:?}, model {want:?}")));
         }
-        same_state(&core, &model).map_err(|e| step_error(i, op, e))?;
+        same_state(&core, &model).map_err(|e| failed(&ran, e))?;
         if matches!(op, Op::Reopen) {
-            patches::check(&fx, &host, &model.picture()).map_err(|e| step_error(i, op, e))?;
+            patches::check(&fx, &host, &model.picture()).map_err(|e| failed(&ran, e))?;
         }
     }
     // The journal as written, replayed; then its compacted form, replayed.
+    let at_end = |what: &str, e: String| failed(&ran, format!("{what} at the end: {e}"));
     for n in 1..=2 {
-        core.reopen()?;
-        same_state(&core, &model).map_err(|e| format!("after reopen {n} at the end: {e}"))?;
+        core.reopen().map_err(|e| at_end("reopening", e))?;
+        same_state(&core, &model).map_err(|e| at_end(&format!("after reopen {n}"), e))?;
     }
-    patches::check(&fx, &host, &model.picture()).map_err(|e| format!("at the end: {e}"))?;
+    patches::check(&fx, &host, &model.picture()).map_err(|e| at_end("patches", e))?;
     match host_tree.diff(&Real::new(fx.host.clone()).picture(), "before", "after") {
         None => Ok(()),
-        Some(d) => Err(format!("the host tree changed:\n{d}")),
+        Some(d) => Err(at_end("the host tree changed", d)),
     }
 }
 
@@ -171,35 +173,34 @@ fn core_errnos_match_linux_case(case: &Case) -> Result<(), String> {
     let mut model = fixture::model(case.prefixes);
     let mut core = Core::open(&fx);
     let real = Real::new(fx.plain_copy());
-    for (i, op) in case.ops.iter().enumerate() {
-        let want = model.apply(op);
-        let got = core.apply(op);
+    let mut ran = Vec::new();
+    for op in &case.ops {
+        let op = op.resolve(&model);
+        ran.push(op.clone());
+        let want = model.apply(&op);
+        let got = core.apply(&op);
         match want {
             // The view refuses on purpose; the directory is left as is.
             Err(r) if r.view_only => {
                 if got != Err(r.errno) {
                     let e = format!("core {got:?}, model {r:?} (a refusal of the view's own)");
-                    return Err(step_error(i, op, e));
+                    return Err(failed(&ran, e));
                 }
             }
             _ => {
-                let linux = real.apply(op);
+                let linux = real.apply(&op);
                 if got != linux {
-                    return Err(step_error(i, op, format!("core {got:?}, Linux {linux:?}")));
+                    return Err(failed(&ran, format!("core {got:?}, Linux {linux:?}")));
                 }
                 let model_says = want.map_err(|r| r.errno);
                 if model_says != linux {
                     let e = format!("model {model_says:?}, Linux {linux:?} (the model is wrong)");
-                    return Err(step_error(i, op, e));
+                    return Err(failed(&ran, e));
                 }
             }
         }
         if let Some(d) = model.picture().diff(&real.picture(), "model", "Linux") {
-            return Err(step_error(
-                i,
-                op,
-                format!("the model differs from Linux:\n{d}"),
-            ));
+            return Err(failed(&ran, format!("the model differs from Linux:\n{d}")));
         }
     }
     Ok(())

@@ -65,7 +65,7 @@ impl Real {
                 mode,
             } => errno(rfs::setxattr(
                 self.at(path),
-                name.as_str(),
+                *name,
                 value,
                 XattrFlags::from_bits_retain(mode.flags() as _),
             )),
@@ -74,9 +74,7 @@ impl Real {
             Op::Mkdir { path, mode } => {
                 errno(rfs::mkdirat(CWD, self.at(path), Mode::from_raw_mode(*mode)))
             }
-            Op::Symlink { path, target } => {
-                errno(rfs::symlinkat(target.as_str(), CWD, self.at(path)))
-            }
+            Op::Symlink { path, target } => errno(rfs::symlinkat(*target, CWD, self.at(path))),
             Op::Link { from, to } => errno(rfs::linkat(
                 CWD,
                 self.at(from),

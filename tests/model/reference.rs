@@ -341,12 +341,12 @@ impl Model {
                     return Err(view(libc::EOPNOTSUPP));
                 }
                 let xattrs = &mut self.inode_mut(&p).xattrs;
-                match (mode, xattrs.contains_key(name)) {
+                match (mode, xattrs.contains_key(*name)) {
                     (XattrMode::Create, true) => return Err(posix(libc::EEXIST)),
                     (XattrMode::Replace, false) => return Err(posix(libc::ENODATA)),
                     _ => {}
                 }
-                xattrs.insert(name.clone(), value.clone());
+                xattrs.insert(name.to_string(), value.clone());
                 Ok(())
             }
             Op::Unlink { path } => {
@@ -506,7 +506,12 @@ impl Model {
         pic
     }
 
-    /// Names of every directory, for the hidden-name checks.
+    /// Every entry but the root.
+    pub fn paths(&self) -> Vec<String> {
+        self.entries.keys().skip(1).cloned().collect()
+    }
+
+    /// Every directory, the root ("") included.
     pub fn dirs(&self) -> Vec<String> {
         self.entries
             .iter()
