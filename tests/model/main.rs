@@ -55,9 +55,9 @@ use crate::reference::Model;
 use crate::view::Core;
 
 /// Cases per test in CI.
-const CI_CASES: u32 = 96;
+const CI_CASES: u32 = 256;
 /// The seed of CI's cases.
-const CI_SEED: u64 = 0x5eed_0f_11;
+const CI_SEED: u64 = 0x5eed_0f11;
 /// Operations per case, at most.
 const MAX_OPS: usize = 40;
 

@@ -259,7 +259,7 @@ fn path() -> impl Strategy<Value = PathGen> {
     ]
 }
 
-/// Where a rename or link goes: an entry that exists, or a new name.
+/// Where a rename goes: an entry that exists, or a new name.
 fn target_path() -> impl Strategy<Value = PathGen> {
     prop_oneof![2 => spelled().prop_map(PathGen::Spelled), 3 => path(), 4 => new_name()]
 }
@@ -366,7 +366,7 @@ fn op() -> impl Strategy<Value = Op<PathGen>> {
         (1, Just(Op::Reopen).boxed()),
     ];
     if HARD_LINKS {
-        let link = (path(), target_path()).prop_map(|(from, to)| Op::Link { from, to });
+        let link = (path(), new_path()).prop_map(|(from, to)| Op::Link { from, to });
         ops.push((3, link.boxed()));
     }
     proptest::strategy::Union::new_weighted(ops)
