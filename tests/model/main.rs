@@ -132,7 +132,7 @@ fn same_state(core: &Core<'_>, model: &Model) -> Result<(), String> {
     if let Some(d) = model.picture().diff(&seen, "model", "view") {
         return Err(format!("the view differs from the model:\n{d}"));
     }
-    core.check_hidden(&model.dirs())
+    core.check_lookups(model)
 }
 
 fn core_matches_model_case(case: &Case) -> Result<(), String> {

@@ -81,6 +81,15 @@ impl XattrMode {
     }
 }
 
+/// Every name a generated path may have.
+pub fn names_used() -> std::collections::BTreeSet<&'static str> {
+    TOP.iter()
+        .chain(DEEP)
+        .chain(NAMES)
+        .map(|(_, n)| *n)
+        .collect()
+}
+
 /// A generated path, made concrete against the model when its step runs.
 #[derive(Clone, Debug)]
 pub enum PathGen {

@@ -237,8 +237,7 @@ impl Model {
         Ok((dir, full))
     }
 
-    /// An existing entry to change in place (`follow`: its last symlink
-    /// followed), checked against the scope.
+    /// An existing entry (`follow`: its last symlink followed).
     fn existing(&self, path: &str, follow: bool) -> Result<(String, Kind), Refusal> {
         walk::resolve(self, path, follow).map_err(posix)
     }
@@ -504,6 +503,10 @@ impl Model {
                 .map(|(p, n)| (*n, p.clone())),
         );
         pic
+    }
+
+    pub fn exists(&self, path: &str) -> bool {
+        self.entries.contains_key(path)
     }
 
     /// Every entry but the root.

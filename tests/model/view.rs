@@ -8,9 +8,9 @@ use std::ffi::OsStr;
 use wopfs::view::{self, Caller, Ino, SetAttr, View, ViewOptions, ROOT};
 
 use crate::fixture::Fixture;
-use crate::ops::Op;
+use crate::ops::{self, Op};
 use crate::picture::{self, Picture};
-use crate::reference::join;
+use crate::reference::{join, Model};
 use crate::walk::{self, Kind, Namespace};
 
 const ROOT_USER: Caller = Caller { uid: 0, gid: 0 };
@@ -167,7 +167,10 @@ impl<'a> Core<'a> {
                 let (new_dir, new_n) = walk::resolve_parent(self, to)?;
                 errno(v.rename(dir, name(&n), new_dir, name(&new_n), mode.flags()))
             }
-            Op::Reopen => self.reopen().map_err(|e| panic!("{e}")),
+            Op::Reopen => {
+                self.reopen().unwrap_or_else(|e| panic!("{e}"));
+                Ok(())
+            }
         }
     }
 
@@ -274,19 +277,18 @@ impl<'a> Core<'a> {
         Ok(out)
     }
 
-    /// Every directory's hidden name (`.env`) answers ENOENT to lookup.
-    pub fn check_hidden(&self, dirs: &[String]) -> Result<(), String> {
-        for d in dirs {
-            let (ino, _) = walk::resolve(self, d, false)
+    /// Looks up every name of the alphabet in every directory: what the
+    /// model has is found, anything else (hidden names among them, and
+    /// names a readdir would not show) answers ENOENT.
+    pub fn check_lookups(&self, model: &Model) -> Result<(), String> {
+        for d in model.dirs() {
+            let (ino, _) = walk::resolve(self, &d, false)
                 .map_err(|e| format!("directory {d:?} does not resolve: errno {e}"))?;
-            match errno(self.view().lookup(ino, name(".env"))) {
-                Err(libc::ENOENT) => {}
-                other => {
-                    return Err(format!(
-                        "{:?} answers {:?}, not ENOENT",
-                        join(d, ".env"),
-                        other.map(|a| a.ino)
-                    ))
+            for n in ops::names_used() {
+                let p = join(&d, n);
+                match (errno(self.view().lookup(ino, name(n))), model.exists(&p)) {
+                    (Ok(_), true) | (Err(libc::ENOENT), false) => {}
+                    (got, _) => return Err(format!("lookup {p:?}: {:?}", got.map(|a| a.ino))),
                 }
             }
         }
