@@ -32,10 +32,17 @@ impl View {
             let tree = self.read_tree();
             let file = tree.inode_of(ino);
             let kind = tree.get(file).ok_or(Errno::ENOENT)?.kind;
-            self.new_name(&tree, newparent, newname)?;
+            // Linux's order: the new name's directory and EEXIST, then
+            // EPERM for a directory (the VFS's checks); then the view's
+            // own refusals (a link to a symlink, the write scope).
+            self.dir_and_path(&tree, newparent, newname)?;
+            if tree.child(newparent, newname).is_some() {
+                return Err(Errno(libc::EEXIST).into());
+            }
             if kind != Kind::File {
                 return Err(Errno::EPERM.into());
             }
+            self.new_name(&tree, newparent, newname)?;
             file
         };
         if !self.hard_links {

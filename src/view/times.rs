@@ -217,13 +217,10 @@ fn set_object_times(ov: &Overlay, obj: u64, mtime: Option<SetTime>) -> std::io::
 }
 
 /// A file gained or lost a name: its ctime changes, as on any filesystem
-/// (a chown to the same owner changes nothing else; best effort).
+/// (best effort). Not by a chown to the same owner: that clears set-id
+/// bits, even root's.
 pub(super) fn touch_object_ctime(ov: &Overlay, obj: u64) {
-    let _ = rfs::chownat(
-        ov.objects_fd(),
-        Overlay::name(obj),
-        None,
-        None,
-        AtFlags::SYMLINK_NOFOLLOW,
-    );
+    if let Err(e) = set_object_times(ov, obj, None) {
+        tracing::warn!(obj, error = %e, "cannot set an object's ctime");
+    }
 }

@@ -197,12 +197,15 @@ impl View {
         match (dir, node.kind == Kind::Dir) {
             (false, true) => return Err(Errno::EISDIR.into()),
             (true, false) => return Err(Errno::ENOTDIR.into()),
-            (true, true) if !node.children.is_empty() => return Err(Errno(libc::ENOTEMPTY).into()),
             _ => {}
         }
         let path = tree.path(ino).ok_or(Errno::ENOENT)?;
         if !self.scope.may_change(&path) {
             return Err(Errno::EACCES.into());
+        }
+        // As Linux orders them: permission (the scope) before emptiness.
+        if dir && !node.children.is_empty() {
+            return Err(Errno(libc::ENOTEMPTY).into());
         }
         upper.remove(self, &mut tree, ino, &path, dir)
     }
@@ -308,65 +311,67 @@ impl View {
         let src = tree.child(parent, name).ok_or(Errno::ENOENT)?;
         let src_path = tree.path(src).ok_or(Errno::ENOENT)?;
         let src_kind = tree.get(src).ok_or(Errno::ENOENT)?.kind;
-        if !self.scope.may_change(&src_path) {
-            return Err(Errno::EACCES.into());
-        }
         let dst = tree.child(newparent, newname);
+        let exchange = flags & RENAME_EXCHANGE != 0;
+        // In Linux's order (`do_renameat2`, then `vfs_rename`), which the
+        // kernel keeps over FUSE: its checks first, then the filesystem's
+        // (the write scope, then a directory's entries).
+        match dst {
+            Some(_) if flags & RENAME_NOREPLACE != 0 => return Err(Errno(libc::EEXIST).into()),
+            None if exchange => return Err(Errno::ENOENT.into()),
+            _ => {}
+        }
         if tree.is_ancestor(src, newparent) {
             return Err(Errno::EINVAL.into()); // a directory into itself
+        }
+        if dst.is_some_and(|d| tree.is_ancestor(d, parent)) {
+            // Over an ancestor of the source, which is never empty.
+            let e = if exchange {
+                Errno::EINVAL
+            } else {
+                Errno(libc::ENOTEMPTY)
+            };
+            return Err(e.into());
+        }
+        if dst.is_some_and(|d| tree.inode_of(d) == tree.inode_of(src)) {
+            // The same name, or two names of one file: nothing to do (POSIX).
+            return Ok(());
+        }
+        // The target's kind, and whether it is a directory with entries.
+        let target = dst
+            .and_then(|d| tree.get(d))
+            .map(|n| (n.kind, !n.children.is_empty()));
+        if !exchange {
+            match (src_kind == Kind::Dir, target) {
+                (true, Some((k, _))) if k != Kind::Dir => return Err(Errno::ENOTDIR.into()),
+                (false, Some((Kind::Dir, _))) => return Err(Errno::EISDIR.into()),
+                _ => {}
+            }
+        }
+        let in_scope = self.scope.may_change(&src_path)
+            && (dst.is_none() || self.scope.may_change(&new_path))
+            && self.subtree_in_scope(&tree, src, &new_path)
+            && (!exchange || dst.is_some_and(|d| self.subtree_in_scope(&tree, d, &src_path)));
+        if !in_scope {
+            return Err(Errno::EACCES.into());
+        }
+        if !exchange && target.is_some_and(|(k, full)| k == Kind::Dir && full) {
+            return Err(Errno(libc::ENOTEMPTY).into());
         }
         let mv = Move {
             parent,
             src,
-            src_path: src_path.clone(),
+            src_path,
             dst,
             newparent,
             newname,
-            new_path: new_path.clone(),
+            new_path,
             flags,
         };
-
-        if flags & RENAME_EXCHANGE != 0 {
-            let dst = dst.ok_or(Errno::ENOENT)?;
-            if tree.inode_of(dst) == tree.inode_of(src) {
-                return Ok(()); // two names of one file: nothing to do (POSIX)
-            }
-            if tree.is_ancestor(dst, parent) {
-                return Err(Errno::EINVAL.into());
-            }
-            if !self.scope.may_change(&new_path) {
-                return Err(Errno::EACCES.into());
-            }
-            if !self.subtree_in_scope(&tree, src, &new_path)
-                || !self.subtree_in_scope(&tree, dst, &src_path)
-            {
-                return Err(Errno::EACCES.into());
-            }
-            return upper.exchange(self, &mut tree, &mv, dst);
+        match (exchange, dst) {
+            (true, Some(dst)) => upper.exchange(self, &mut tree, &mv, dst),
+            _ => upper.rename(self, &mut tree, &mv),
         }
-
-        if let Some(dst) = dst {
-            if flags & RENAME_NOREPLACE != 0 {
-                return Err(Errno(libc::EEXIST).into());
-            }
-            if tree.inode_of(dst) == tree.inode_of(src) {
-                return Ok(()); // two names of one file: nothing to do (POSIX)
-            }
-            if !self.scope.may_change(&new_path) {
-                return Err(Errno::EACCES.into());
-            }
-            let d = tree.get(dst).ok_or(Errno::ENOENT)?;
-            match (src_kind == Kind::Dir, d.kind == Kind::Dir) {
-                (true, false) => return Err(Errno::ENOTDIR.into()),
-                (false, true) => return Err(Errno::EISDIR.into()),
-                (true, true) if !d.children.is_empty() => return Err(Errno(libc::ENOTEMPTY).into()),
-                _ => {}
-            }
-        }
-        if !self.subtree_in_scope(&tree, src, &new_path) {
-            return Err(Errno::EACCES.into());
-        }
-        upper.rename(self, &mut tree, &mv)
     }
 
     /// `setattr`: size, mode, owner and times, on the overlay object

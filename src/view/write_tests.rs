@@ -595,3 +595,45 @@ fn xattrs_outside_user_are_not_supported_and_acls_absent() {
     v.setxattr(a, name("user.k"), b"v", 0).unwrap();
     assert_eq!(v.getxattr(a, name("user.k"), || false).unwrap(), b"v");
 }
+
+/// What the model test (`tests/model`) found: the errno order of Linux,
+/// where the kernel's checks come before the filesystem's (the write
+/// scope, then a directory's entries), and create(2)'s set-id bits.
+#[test]
+fn errnos_in_linux_order_and_set_id_bits_kept() {
+    let fx = fixture(&["out"]);
+    let v = open_view(&fx, ViewOptions::default());
+    let err = |r: Result<()>| r.unwrap_err().errno().0;
+    // Outside the prefix, but the kernel's answers come first.
+    assert_eq!(
+        err(v.rename(ROOT, name("a.txt"), ROOT, name("a.txt"), 1)),
+        libc::EEXIST
+    );
+    assert_eq!(
+        err(v.rename(ROOT, name("a.txt"), ROOT, name("nope"), 2)),
+        libc::ENOENT
+    );
+    let e = ino(&v, "d/e");
+    assert_eq!(
+        err(v.rename(e, name("c.txt"), ROOT, name("d"), 0)),
+        libc::ENOTEMPTY,
+        "over an ancestor of the source"
+    );
+    // The scope before the directory's entries.
+    assert_eq!(err(v.rmdir(ROOT, name("d"))), libc::EACCES);
+    v.mkdir(ROOT, name("out"), 0o755, ROOTUSER).unwrap();
+    let (a, o) = v
+        .create(
+            ino(&v, "out"),
+            name("tool"),
+            0o4755,
+            Caller {
+                uid: 1000,
+                gid: 1000,
+            },
+            super::tests::no_backing,
+        )
+        .unwrap();
+    v.release(o.fh);
+    assert_eq!(a.perm, 0o4755, "the chown to the caller keeps set-id bits");
+}

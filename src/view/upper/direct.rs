@@ -19,9 +19,13 @@ impl Upper for DirectLog {
             let (owner, group) = m.owner;
             match v.host.chown(m.path, Some(owner), Some(group)) {
                 // An unprivileged daemon cannot give entries away.
-                Err(e) if e.raw_os_error() == Some(libc::EPERM) => Ok(file),
-                other => other.map(|()| file),
+                Err(e) if e.raw_os_error() == Some(libc::EPERM) => {}
+                other => other?,
             }
+            if let Some(mode) = m.new.setid_mode() {
+                v.host.chmod(m.path, mode)?;
+            }
+            Ok(file)
         });
         let file = match made {
             Ok(file) => file,

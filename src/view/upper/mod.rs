@@ -28,6 +28,17 @@ pub(super) enum NewEntry<'a> {
 }
 
 impl NewEntry<'_> {
+    /// A new file's mode when it has set-id bits, which the chown that
+    /// gives it to its caller clears (even root's): set again after it.
+    pub fn setid_mode(&self) -> Option<u32> {
+        match *self {
+            NewEntry::File { mode } if mode & (libc::S_ISUID | libc::S_ISGID) != 0 => {
+                Some(mode & 0o7777)
+            }
+            _ => None,
+        }
+    }
+
     pub fn kind(&self) -> Kind {
         match self {
             NewEntry::File { .. } => Kind::File,

@@ -38,6 +38,15 @@ impl Upper for Overlay {
                 Some(gid(group)),
                 AtFlags::SYMLINK_NOFOLLOW,
             ))?;
+            if let Some(mode) = m.new.setid_mode() {
+                let mode = rfs::Mode::from_raw_mode(mode);
+                rfs::chmodat(
+                    self.objects_fd(),
+                    Overlay::name(obj),
+                    mode,
+                    AtFlags::empty(),
+                )?;
+            }
             Ok(file)
         });
         let file = match made {
