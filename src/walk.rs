@@ -250,7 +250,10 @@ where
                 RType::RegularFile => Kind::File,
                 RType::Symlink => Kind::Symlink,
                 // Devices, fifos and sockets are never handed over.
-                _ => continue,
+                _ => {
+                    tracing::debug!(path, "the walk skips a device, fifo or socket");
+                    continue;
+                }
             };
             if self.rules.allow.is_none_or(|a| a.matches(&path)) {
                 if ignores.ignored(&path, false) {

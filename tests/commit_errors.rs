@@ -11,6 +11,7 @@ mod common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use base64::Engine;
 use serde_json::{json, Value};
@@ -214,6 +215,85 @@ fn commit_while_mounted_is_refused_and_writes_nothing() {
     assert_eq!(
         fs::read_to_string(env.host.join("src/new.c")).unwrap(),
         "int new;\n"
+    );
+}
+
+/// A `wopfs run` command, told to finish by a file outside the view; it is
+/// told (and waited for) even when the test fails.
+struct Running {
+    child: std::process::Child,
+    go: PathBuf,
+}
+
+impl Running {
+    fn finish(mut self) -> std::process::ExitStatus {
+        fs::write(&self.go, "").unwrap();
+        wait_child(&mut self.child, "wopfs run", Duration::from_secs(30))
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = fs::write(&self.go, "");
+        if !poll_until(Duration::from_secs(30), || {
+            matches!(self.child.try_wait(), Ok(Some(_)))
+        }) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+#[test]
+fn commit_reject_and_recover_are_refused_while_run_serves_the_view() {
+    let env = Env::new();
+    host_tree(&env);
+    let g = env.grant(&["--mode", "read_write_overlay"]);
+    let before = tree_digest(&env.host);
+    let at = env.dir.path().join("ws");
+    let ready = env.dir.path().join("ready");
+    let go = env.dir.path().join("go");
+    // The command edits the view, says so outside it, and waits to be told.
+    let script = format!(
+        "echo '# edited' > README.md && echo 'int new;' > src/new.c && : > '{}' && while [ ! -e '{}' ]; do sleep 0.05; done",
+        ready.display(),
+        go.display()
+    );
+    let child = std::process::Command::new(BIN)
+        .args(["--state-dir", env.state.to_str().unwrap(), "run", &g])
+        .args(["--at", at.to_str().unwrap(), "--", "sh", "-c", &script])
+        .spawn()
+        .unwrap();
+    let run = Running { child, go };
+    wait_until(
+        "the command to edit the view",
+        Duration::from_secs(30),
+        || ready.exists(),
+    );
+    for args in [
+        vec!["commit", &g, "--yes"],
+        vec!["commit", &g, "--yes", "--path", "README.md"],
+        vec!["reject", &g, "--reason", "no"],
+        vec!["recover", &g],
+    ] {
+        // The live mount is found first (commit, reject), else the lock.
+        let err = refused(&env, &args, &[&g]);
+        assert!(
+            err.contains("is mounted at") || err.contains("is in use"),
+            "{err}"
+        );
+    }
+    let status = run.finish();
+    assert!(status.success(), "wopfs run: {status}");
+    assert!(no_mount_of_grant(&g));
+    assert_eq!(tree_digest(&env.host), before, "the host tree changed");
+    // Served no longer, recover (nothing to do) and the commit go through.
+    assert_eq!(pending(&env, &g), ["README.md", "src/new.c"]);
+    env.ok(&["recover", &g]);
+    env.ok(&["commit", &g, "--yes"]);
+    assert_eq!(
+        fs::read_to_string(env.host.join("README.md")).unwrap(),
+        "# edited\n"
     );
 }
 

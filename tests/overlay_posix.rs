@@ -2082,3 +2082,38 @@ fn denied_host_file_stays_hidden_after_moving_its_dir() {
     );
     fx.host_unchanged();
 }
+
+/// `mkfifo`, `mknod` of a device and binding a unix socket in the mount
+/// all answer EPERM and leave no name behind; the host is untouched.
+#[test]
+fn fifos_sockets_and_devices_are_eperm() {
+    use rustix::fs::{mknodat, FileType, Mode, CWD};
+    let fx = Fx::new(host_files("e"), &[]);
+    for dir in ["", "e"] {
+        let at = |name: &str| fx.p(dir).join(name);
+        let mode = Mode::from_raw_mode(0o644);
+        let fifo = mknodat(CWD, at("fifo"), FileType::Fifo, mode, 0);
+        assert_eq!(
+            errno(fifo.map_err(io::Error::from)),
+            libc::EPERM,
+            "mkfifo in {dir:?}"
+        );
+        let dev = mknodat(
+            CWD,
+            at("null"),
+            FileType::CharacterDevice,
+            mode,
+            rustix::fs::makedev(1, 3),
+        );
+        assert_eq!(
+            errno(dev.map_err(io::Error::from)),
+            libc::EPERM,
+            "mknod in {dir:?}"
+        );
+        let sock = std::os::unix::net::UnixListener::bind(at("sock"));
+        assert_eq!(errno(sock), libc::EPERM, "bind in {dir:?}");
+    }
+    assert_eq!(names(&fx.p("")), vec!["e"]);
+    assert_eq!(names(&fx.p("e")), vec!["host.txt"]);
+    fx.host_unchanged();
+}

@@ -366,12 +366,22 @@ fn expired_grant_answers_eacces() {
 
 #[test]
 fn sigterm_unmounts_cleanly() {
+    signal_unmounts_cleanly(libc::SIGTERM, "SIGTERM");
+}
+
+#[test]
+fn sighup_unmounts_cleanly() {
+    signal_unmounts_cleanly(libc::SIGHUP, "SIGHUP");
+}
+
+/// `signal` to the mount daemon unmounts the view and ends the daemon.
+fn signal_unmounts_cleanly(signal: i32, name: &str) {
     let (env, g) = setup();
     let mp = env.mountpoint("mnt");
     let m = env.mount(&g, &mp, &[]);
     let pid = m.pid.expect("daemon pid");
     assert!(is_mounted(&mp));
-    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    unsafe { libc::kill(pid as i32, signal) };
     poll_until(Duration::from_secs(10), || {
         !is_mounted(&mp) && !pid_running(pid)
     });
@@ -382,13 +392,13 @@ fn sigterm_unmounts_cleanly() {
     };
     assert!(
         !is_mounted(&mp),
-        "still mounted after SIGTERM (daemon running: {}); daemon.log:\n{}",
+        "still mounted after {name} (daemon running: {}); daemon.log:\n{}",
         pid_running(pid),
         log()
     );
     assert!(
         !pid_running(pid),
-        "daemon still running after SIGTERM; daemon.log:\n{}",
+        "daemon still running after {name}; daemon.log:\n{}",
         log()
     );
     let status = env.ok(&["status", &g, "--json"]);

@@ -599,4 +599,80 @@ mod tests {
             .iter()
             .any(|f| f.path == want_many && f.size_bytes == 4));
     }
+
+    /// Log lines written to a shared buffer.
+    #[derive(Clone, Default)]
+    struct Captured(std::sync::Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Devices, fifos, sockets and names that are not UTF-8 are never
+    /// granted, at the root or deeper, and the walk says why it skipped
+    /// them (the root's listing runs on this thread, so its lines are the
+    /// ones captured here).
+    #[test]
+    fn devices_fifos_sockets_and_non_utf8_names_are_never_granted() {
+        use std::ffi::OsStr;
+        use std::os::unix::ffi::OsStrExt;
+        use std::os::unix::net::UnixListener;
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path();
+        write(p, &[("kept.py", "x"), ("sub/kept.py", "y")]);
+        for dir in [p.to_path_buf(), p.join("sub")] {
+            rfs::mknodat(
+                rfs::CWD,
+                dir.join("pipe.py"),
+                RType::Fifo,
+                rfs::Mode::from_raw_mode(0o644),
+                0,
+            )
+            .unwrap();
+            // /dev/null's numbers (the tests run as root).
+            rfs::mknodat(
+                rfs::CWD,
+                dir.join("null.py"),
+                RType::CharacterDevice,
+                rfs::Mode::from_raw_mode(0o644),
+                rfs::makedev(1, 3),
+            )
+            .unwrap();
+            let _sock = UnixListener::bind(dir.join("sock.py")).unwrap();
+            fs::write(dir.join(OsStr::from_bytes(b"bad\xff.py")), "z").unwrap();
+            fs::create_dir(dir.join(OsStr::from_bytes(b"dir\xfe"))).unwrap();
+            fs::write(dir.join(OsStr::from_bytes(b"dir\xfe/inner.py")), "w").unwrap();
+        }
+        let out = Captured::default();
+        let writer = out.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        let g = tracing::subscriber::with_default(subscriber, || {
+            resolve(&req(p), &Policy::builtin_default().unwrap(), &SystemClock).unwrap()
+        });
+        assert_eq!(paths_of(&g), vec!["kept.py", "sub/kept.py"]);
+        let log = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        for skipped in ["pipe.py", "null.py", "sock.py"] {
+            assert!(
+                log.lines()
+                    .any(|l| l.contains("skips a device, fifo or socket")
+                        && l.contains(&format!("path=\"{skipped}\""))),
+                "{skipped} not logged: {log}"
+            );
+        }
+        let not_utf8 = log
+            .lines()
+            .filter(|l| l.contains("skips a name that is not UTF-8"))
+            .count();
+        assert_eq!(not_utf8, 2, "{log}");
+    }
 }

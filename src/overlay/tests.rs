@@ -558,3 +558,87 @@ fn hard_links_survive_online_compaction_and_replay() {
         "one object for the file, one for links/"
     );
 }
+
+/// A torn last journal line (a crash in the middle of an append) is
+/// ignored at the next open, and later appends never follow it; damage
+/// anywhere else, or a record that does not fit the grant (even the last
+/// one), stops the open with an error naming the line, and leaves the
+/// journal as it was.
+#[test]
+fn a_torn_last_line_is_ignored_and_other_damage_names_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("overlay/journal.jsonl");
+    let (ov, mut model) = open(dir.path(), 1 << 20);
+    step(
+        &ov,
+        &mut model,
+        &[Record::Del {
+            path: "README.md".into(),
+        }],
+    )
+    .unwrap();
+    step(
+        &ov,
+        &mut model,
+        &[Record::Del {
+            path: "src/a.py".into(),
+        }],
+    )
+    .unwrap();
+    drop(ov);
+    let good = std::fs::read(&journal).unwrap();
+    assert_eq!(good.iter().filter(|&&b| b == b'\n').count(), 2);
+
+    let mut torn = good.clone();
+    torn.extend_from_slice(b"{\"op\":\"del\",\"path\":\"docs/x");
+    std::fs::write(&journal, &torn).unwrap();
+    let (ov, tree) = open(dir.path(), 1 << 20);
+    assert_eq!(listing(&tree), listing(&model));
+    // An append after the torn line replays too.
+    step(
+        &ov,
+        &mut model,
+        &[Record::Del {
+            path: "src/b.py".into(),
+        }],
+    )
+    .unwrap();
+    drop(ov);
+    let (_, tree) = open(dir.path(), 1 << 20);
+    assert_eq!(listing(&tree), listing(&model));
+
+    let lines: Vec<&[u8]> = good.split_inclusive(|&b| b == b'\n').collect();
+    let damaged = |middle: &[u8], last: &[u8]| {
+        let mut j = lines[0].to_vec();
+        j.extend_from_slice(middle);
+        j.extend_from_slice(lines[1]);
+        j.extend_from_slice(last);
+        j
+    };
+    let misfit = b"{\"op\":\"put\",\"path\":\"nope/x\",\"kind\":\"file\",\"obj\":9}\n";
+    for (bytes, want) in [
+        (
+            damaged(b"{\"op\":\"del\",\"pa\n", b""),
+            "is damaged at line 2",
+        ),
+        (damaged(b"not json\n", b""), "is damaged at line 2"),
+        (damaged(misfit, b""), "does not fit the grant at line 2"),
+        (damaged(b"", misfit), "does not fit the grant at line 3"),
+    ] {
+        std::fs::write(&journal, &bytes).unwrap();
+        let mut tree = base();
+        let e = Overlay::open(dir.path(), &mut tree, &base(), 1 << 20, 1 << 20)
+            .map(drop)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(want) && e.contains("journal.jsonl"),
+            "{want}: {e}"
+        );
+        assert_eq!(
+            std::fs::read(&journal).unwrap(),
+            bytes,
+            "{want}: journal changed"
+        );
+    }
+}

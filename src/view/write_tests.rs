@@ -637,3 +637,83 @@ fn errnos_in_linux_order_and_set_id_bits_kept() {
     v.release(o.fh);
     assert_eq!(a.perm, 0o4755, "the chown to the caller keeps set-id bits");
 }
+
+/// Fifos, sockets and devices are not part of a source tree: `mknod` of
+/// any of them answers EPERM and leaves nothing; a regular file (with or
+/// without `S_IFREG`) is made as by `create`.
+#[test]
+fn mknod_of_fifos_sockets_and_devices_is_eperm() {
+    let fx = fixture(&[]);
+    let v = open_view(&fx, ViewOptions::default());
+    let before = listing(&v);
+    for (kind, what) in [
+        (libc::S_IFIFO, "fifo"),
+        (libc::S_IFSOCK, "socket"),
+        (libc::S_IFCHR, "char device"),
+        (libc::S_IFBLK, "block device"),
+    ] {
+        assert_eq!(
+            v.mknod(ROOT, name("n"), kind | 0o644, ROOTUSER)
+                .unwrap_err(),
+            Errno::EPERM,
+            "{what}"
+        );
+    }
+    assert_eq!(listing(&v), before);
+    assert_eq!(v.overlay().unwrap().quota.objects(), 0);
+    let made = v
+        .mknod(ROOT, name("plain"), libc::S_IFREG | 0o640, ROOTUSER)
+        .unwrap();
+    assert_eq!((made.kind, made.perm), (Kind::File, 0o640));
+    let made = v.mknod(ROOT, name("untyped"), 0o600, ROOTUSER).unwrap();
+    assert_eq!((made.kind, made.perm), (Kind::File, 0o600));
+}
+
+/// Under a set-group-id directory (a host one or one made in the view), a
+/// new file and a new directory take the directory's group, not the
+/// caller's, and the new directory is set-group-id too; elsewhere new
+/// entries take the caller's group.
+#[test]
+fn new_entries_under_a_setgid_directory_take_its_group() {
+    use std::os::unix::fs::PermissionsExt;
+    const DIR_GID: u32 = 4242;
+    let agent = Caller {
+        uid: 1000,
+        gid: 1000,
+    };
+    let fx = fixture(&[]);
+    let host_d = fx.host.join("d");
+    std::os::unix::fs::chown(&host_d, None, Some(DIR_GID)).unwrap();
+    fs::set_permissions(&host_d, fs::Permissions::from_mode(0o2777)).unwrap();
+    let v = open_view(&fx, ViewOptions::default());
+    let made = v.mkdir(ROOT, name("m"), 0o777, ROOTUSER).unwrap();
+    let set_gid = SetAttr {
+        mode: Some(libc::S_ISGID | 0o777),
+        gid: Some(DIR_GID),
+        ..SetAttr::default()
+    };
+    v.setattr(made.ino, None, set_gid, ROOTUSER).unwrap();
+    for dir in ["d", "m"] {
+        let parent = ino(&v, dir);
+        let (file, o) = v
+            .create(parent, name("f"), 0o644, agent, no_backing)
+            .unwrap();
+        v.release(o.fh);
+        assert_eq!((file.uid, file.gid), (1000, DIR_GID), "{dir}/f");
+        assert_eq!(u32::from(file.perm) & libc::S_ISGID, 0, "{dir}/f");
+        let sub = v.mkdir(parent, name("sub"), 0o755, agent).unwrap();
+        assert_eq!((sub.uid, sub.gid), (1000, DIR_GID), "{dir}/sub");
+        assert_ne!(u32::from(sub.perm) & libc::S_ISGID, 0, "{dir}/sub");
+        // And so on down: the new directory passes both on.
+        let deeper = v.mkdir(sub.ino, name("deeper"), 0o755, agent).unwrap();
+        assert_eq!(deeper.gid, DIR_GID, "{dir}/sub/deeper");
+        assert_ne!(u32::from(deeper.perm) & libc::S_ISGID, 0);
+    }
+    // Not set-group-id: the caller's group, and no set-group-id bit.
+    let (file, o) = v.create(ROOT, name("f"), 0o644, agent, no_backing).unwrap();
+    v.release(o.fh);
+    assert_eq!((file.uid, file.gid), (1000, 1000));
+    let sub = v.mkdir(ROOT, name("plain"), 0o755, agent).unwrap();
+    assert_eq!(sub.gid, 1000);
+    assert_eq!(u32::from(sub.perm) & libc::S_ISGID, 0);
+}
