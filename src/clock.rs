@@ -21,6 +21,23 @@ pub trait Clock: Send + Sync + fmt::Debug {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs())
     }
+
+    /// The next whole second (now, if now is one): where a lifetime counted
+    /// in whole seconds starts, so it is never shorter than asked.
+    fn unix_secs_ceil(&self) -> u64 {
+        self.now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() + u64::from(d.subsec_nanos() > 0))
+    }
+}
+
+/// `t` rounded up to a whole second: an expiry stored to the second must
+/// not come before the instant it stands for.
+pub fn ceil_to_second(t: SystemTime) -> SystemTime {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) if d.subsec_nanos() > 0 => UNIX_EPOCH + Duration::from_secs(d.as_secs() + 1),
+        _ => t,
+    }
 }
 
 /// A clock shared by everything that holds it (a view and its checks).
@@ -97,5 +114,18 @@ mod tests {
     fn times_before_the_epoch_count_as_zero_seconds() {
         let c = ManualClock::new(UNIX_EPOCH - Duration::from_secs(5));
         assert_eq!(c.unix_secs(), 0);
+    }
+
+    /// Expiries are stored to the second and rounded up: a grant given
+    /// 1 s partway through a second is not born expired.
+    #[test]
+    fn expiries_round_up_to_the_second() {
+        let at = |ms: u64| UNIX_EPOCH + Duration::from_millis(ms);
+        assert_eq!(ceil_to_second(at(1_000_900)), at(1_001_000));
+        assert_eq!(ceil_to_second(at(1_001_000)), at(1_001_000));
+        let c = ManualClock::new(at(1_000_001));
+        assert_eq!((c.unix_secs(), c.unix_secs_ceil()), (1_000, 1_001));
+        let g = crate::grant::expiry(at(1_000_900), Duration::from_secs(1)).unwrap();
+        assert_eq!(g, at(1_002_000));
     }
 }

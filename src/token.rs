@@ -513,7 +513,10 @@ pub fn mint(req: &MintRequest, clock: &dyn Clock) -> Result<Claims> {
         .filter(|p| !p.trim_matches('/').is_empty());
     let write_prefixes = normalize_write_prefixes(outputs_prefix.as_deref(), &req.write_prefixes);
     check_scope(&allow, &deny, &write_prefixes)?;
-    let now = clock.unix_secs();
+    // Lifetimes count from the next whole second, so a token lives at
+    // least its ttl (`issued_at` may be under a second ahead; `verify`
+    // allows CLOCK_SKEW_SECS of that).
+    let now = clock.unix_secs_ceil();
     Ok(Claims {
         grant_id: new_grant_id()?,
         issuer: req.issuer.clone(),
@@ -890,7 +893,10 @@ pub fn delegate(parent: &Claims, n: &Narrowing, clock: &dyn Clock) -> Result<Cla
         (asked, outputs_prefix)
     };
     let deny = merge_patterns(&parent.deny_patterns, &n.deny);
-    let now = clock.unix_secs();
+    // Lifetimes count from the next whole second, so a token lives at
+    // least its ttl (`issued_at` may be under a second ahead; `verify`
+    // allows CLOCK_SKEW_SECS of that).
+    let now = clock.unix_secs_ceil();
     if parent.is_expired(clock) {
         return Err(Error::policy(format!(
             "the parent token {} expired at {}",
@@ -1325,6 +1331,21 @@ mod tests {
         .unwrap();
         let t = encode(&key(), &c).unwrap();
         (c, t)
+    }
+
+    /// Minted partway through a second, a token still lives its whole
+    /// ttl: the lifetime starts at the next whole second (a 1 s token is
+    /// not born expired).
+    #[test]
+    fn a_token_never_lives_shorter_than_its_ttl() {
+        let clock = ManualClock::at_unix(1_700_000_000);
+        clock.advance(Duration::from_millis(900));
+        let (c, _) = minted_at(&clock, 1);
+        assert_eq!((c.issued_at, c.expires_at), (1_700_000_001, 1_700_000_002));
+        clock.advance(Duration::from_millis(1_099));
+        assert!(!c.is_expired(&clock), "1 s after minting, not yet");
+        clock.advance(Duration::from_millis(1));
+        assert!(c.is_expired(&clock));
     }
 
     #[test]

@@ -162,10 +162,13 @@ pub fn parse_duration_in(flag: &str, s: &str, min: Duration, max: Duration) -> R
     Ok(d)
 }
 
-/// When something given `ttl` at `now` expires: a clear error, never an
-/// overflow, for a lifetime past [`MAX_TTL`].
+/// When something given `ttl` at `now` expires, rounded up to the whole
+/// second it is stored to (never sooner than asked: a 1 s grant is not
+/// born expired); a clear error, never an overflow, for a lifetime past
+/// [`MAX_TTL`].
 pub fn expiry(now: SystemTime, ttl: Duration) -> Result<SystemTime> {
     now.checked_add(ttl)
+        .map(crate::clock::ceil_to_second)
         .filter(|_| ttl <= MAX_TTL)
         .ok_or_else(|| {
             Error::invalid(format!(
