@@ -513,6 +513,49 @@ fn umount_command_and_status() {
 }
 
 #[test]
+fn lazy_umount_detaches_a_busy_mount() {
+    let (env, g) = setup();
+    let mp = env.mountpoint("mnt");
+    let m = env.mount(&g, &mp, &[]);
+    let pid = m.pid.expect("daemon pid");
+    // Busy twice over: an open file, and a process whose cwd is inside.
+    let open_file = fs::File::open(m.path("README.md")).unwrap();
+    let mut cwd_holder = std::process::Command::new("sleep")
+        .arg("60")
+        .current_dir(m.path("src/payments"))
+        .spawn()
+        .unwrap();
+    // Without --lazy the busy mount is refused and stays.
+    let err = env.fails(&["umount", mp.to_str().unwrap()]);
+    assert!(err.contains("busy") && err.contains("--lazy"), "{err}");
+    assert!(is_mounted(&mp));
+    // With it the mount is detached while both still hold it.
+    let out = env.ok(&["umount", mp.to_str().unwrap(), "--lazy", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["lazy"], true, "{out}");
+    assert_eq!(v["grant_id"], g.as_str(), "{out}");
+    assert!(!is_mounted(&mp));
+    assert!(no_mount_of_grant(&g));
+    assert_eq!(
+        cwd_holder.try_wait().unwrap(),
+        None,
+        "the process holding the cwd was killed"
+    );
+    // The mountpoint is the plain empty directory again, and the view is
+    // no longer listed as mounted.
+    assert_eq!(fs::read_dir(&mp).unwrap().count(), 0);
+    let status: serde_json::Value = serde_json::from_str(&env.ok(&["status", "--json"])).unwrap();
+    assert_eq!(status[0]["mounted"], false, "{status}");
+    wait_until("the daemon to exit", Duration::from_secs(15), || {
+        !pid_running(pid)
+    });
+    cwd_holder.kill().unwrap();
+    cwd_holder.wait().unwrap();
+    drop(open_file);
+    drop(m);
+}
+
+#[test]
 fn mount_errors_are_clear() {
     let (env, g) = setup();
     let unknown = env.fails(&[
