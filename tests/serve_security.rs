@@ -657,3 +657,60 @@ fn numbers_out_of_range_are_400s_naming_the_field() {
     let log = server.log();
     assert!(!log.contains("panicked"), "{log}");
 }
+
+#[test]
+fn a_server_that_is_not_root_refuses_other_uids_with_403() {
+    use std::os::unix::process::CommandExt;
+    let env = env();
+    env.write("src/handler.py", "def handler():\n    return 'zebrafish'\n");
+    // What the server (USER) writes: its state, its socket's directory.
+    let srv = env.dir.path().join("srv");
+    fs::create_dir_all(&srv).unwrap();
+    fs::create_dir_all(&env.state).unwrap();
+    for d in [&srv, &env.state] {
+        chown(d, Some(USER), Some(USER)).unwrap();
+        set_mode(d, 0o755);
+    }
+    let views = srv.join("views");
+    let extra = ["--socket-mode", "0666", "--views", views.to_str().unwrap()];
+    let server = Server::start_with(&env, "srv/api.sock", POLICY, &extra, |c| {
+        c.uid(USER).gid(USER);
+    });
+    let s = &server.socket;
+    assert_eq!(fs::metadata(s).unwrap().uid(), USER, "not serving as USER");
+    let search = r#"{"query": "zebrafish"}"#;
+    let ask = r#"{"files": ["src/handler.py"], "mode": "read_only", "reason": "r"}"#;
+    let open = r#"{"purpose": "zebrafish"}"#;
+
+    // Another uid: every call that would act with its permissions is 403,
+    // naming why; nothing is granted for it.
+    for (path, body) in [
+        ("/v1/search", search),
+        ("/v1/request_access", ask),
+        ("/v1/open_view", open),
+    ] {
+        let (st, reply) = http_as(Who::Stranger, s, "POST", path, body).unwrap();
+        assert_eq!(st, 403, "{path}: {reply}");
+        assert!(
+            reply.contains(&format!("uid {STRANGER}")) && reply.contains("only root"),
+            "{path}: {reply}"
+        );
+    }
+    let (st, reply) = http_as(Who::Stranger, s, "GET", "/v1/grants", "").unwrap();
+    assert_eq!((st, reply.trim()), (200, "[]"));
+
+    // The server's own uid, and root, act with the server's permissions.
+    let (st, reply) = http_as(Who::User, s, "POST", "/v1/search", search).unwrap();
+    assert_eq!(st, 200, "{reply}");
+    assert_eq!(hit_paths(&reply), ["src/handler.py"]);
+    let (st, reply) = http(s, "POST", "/v1/search", search);
+    assert_eq!(st, 200, "root: {reply}");
+    assert_eq!(hit_paths(&reply), ["src/handler.py"]);
+    let (st, reply) = http_as(Who::User, s, "POST", "/v1/request_access", ask).unwrap();
+    assert_eq!(st, 200, "{reply}");
+    let log = server.log();
+    assert!(
+        log.contains(&format!("uid={STRANGER}")) && log.contains("status=403"),
+        "{log}"
+    );
+}

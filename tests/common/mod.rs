@@ -586,11 +586,24 @@ impl Server {
     /// its stderr in `name.log`; a server that exits first fails the test
     /// with its log.
     pub fn start(env: &Env, name: &str, policy: &str, extra: &[&str]) -> Server {
+        Server::start_with(env, name, policy, extra, |_| {})
+    }
+
+    /// [`Server::start`], with `adjust` applied to the command first (to
+    /// run the server as another user, say).
+    pub fn start_with(
+        env: &Env,
+        name: &str,
+        policy: &str,
+        extra: &[&str],
+        adjust: impl FnOnce(&mut Command),
+    ) -> Server {
         let dir = env.dir.path().canonicalize().unwrap();
         let socket = dir.join(name);
         let log = dir.join(format!("{name}.log"));
-        let child = env
-            .serve_command(&socket, policy, extra)
+        let mut cmd = env.serve_command(&socket, policy, extra);
+        adjust(&mut cmd);
+        let child = cmd
             .stdout(std::process::Stdio::null())
             .stderr(fs::File::create(&log).unwrap())
             .spawn()
