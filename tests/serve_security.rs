@@ -714,3 +714,69 @@ fn a_server_that_is_not_root_refuses_other_uids_with_403() {
         "{log}"
     );
 }
+
+#[test]
+fn a_stopping_server_lets_an_open_request_finish() {
+    use std::io::{Read, Write};
+    let env = env();
+    for i in 0..50 {
+        env.write(
+            &format!("src/mod{i}.py"),
+            &format!("def f{i}():\n    return 'zebrafish'\n"),
+        );
+    }
+    let mut server = start(&env, "api.sock", &[]);
+    let s = server.socket.clone();
+    let body = r#"{"query": "zebrafish", "limit": 100}"#;
+    // The full answer, from a server not stopping (this request served also
+    // means its SIGTERM handler is in place).
+    let (st, expected) = http(&s, "POST", "/v1/search", body);
+    assert_eq!(st, 200, "{expected}");
+    assert_eq!(hit_paths(&expected).len(), 50);
+
+    // A request left open halfway through its body: `Expect: 100-continue`
+    // makes the server say when its handler has started reading it.
+    let mut conn = std::os::unix::net::UnixStream::connect(&s).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let head = format!(
+        "POST /v1/search HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    conn.write_all(head.as_bytes()).unwrap();
+    let (first, rest) = body.split_at(body.len() / 2);
+    let mut interim = Vec::new();
+    let mut byte = [0u8];
+    while !interim.ends_with(b"\r\n\r\n") {
+        assert_eq!(
+            conn.read(&mut byte).unwrap(),
+            1,
+            "closed before 100 Continue"
+        );
+        interim.push(byte[0]);
+    }
+    let interim = String::from_utf8_lossy(&interim).to_string();
+    assert!(interim.starts_with("HTTP/1.1 100"), "{interim}");
+    conn.write_all(first.as_bytes()).unwrap();
+
+    unsafe { libc::kill(server.pid() as i32, libc::SIGTERM) };
+    wait_until(
+        "the server to start stopping",
+        Duration::from_secs(10),
+        || server.log().contains("signal received"),
+    );
+    // The open request still gets its whole answer.
+    conn.write_all(rest.as_bytes()).unwrap();
+    let mut out = Vec::new();
+    conn.read_to_end(&mut out).unwrap();
+    let (st, reply) = http_reply(&String::from_utf8_lossy(&out));
+    assert_eq!(st, 200, "{reply}");
+    assert_eq!(json(&reply), json(&expected));
+
+    let status = server.stop();
+    let log = server.log();
+    assert!(status.success(), "{status}: {log}");
+    assert!(!log.contains("still open"), "{log}");
+    assert!(!s.exists(), "the socket was left behind");
+}

@@ -211,6 +211,10 @@ pub fn serve(state: &StateDir, opts: ServeOptions) -> Result<()> {
             .layer(axum::middleware::from_fn(log_request))
             .layer(DefaultBodyLimit::max(MAX_BODY))
             .into_make_service_with_connect_info::<Peer>();
+        // Before the first request is served: a SIGTERM from then on stops
+        // the server cleanly instead of killing it.
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
         tracing::info!(socket = %socket_path.display(), "serving the wopfs API");
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let mut task = tokio::spawn(
@@ -220,8 +224,6 @@ pub fn serve(state: &StateDir, opts: ServeOptions) -> Result<()> {
                 })
                 .into_future(),
         );
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
         let stopped = tokio::select! {
             r = &mut task => Some(r),
             _ = tokio::signal::ctrl_c() => None,
