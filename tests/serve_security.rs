@@ -780,3 +780,34 @@ fn a_stopping_server_lets_an_open_request_finish() {
     assert!(!log.contains("still open"), "{log}");
     assert!(!s.exists(), "the socket was left behind");
 }
+
+#[test]
+fn the_views_directory_is_created_0711() {
+    use std::os::unix::process::CommandExt;
+    let env = env();
+    env.write("src/handler.py", "def handler():\n    return 'zebrafish'\n");
+    let views = env.dir.path().join("srv/views");
+    let extra = ["--socket-mode", "0666", "--views", views.to_str().unwrap()];
+    // Missing parents too, and even under a umask that would take every bit from others.
+    let server = Server::start_with(&env, "api.sock", POLICY, &extra, |c| unsafe {
+        c.pre_exec(|| {
+            libc::umask(0o077);
+            Ok(())
+        });
+    });
+    for d in [&views, &env.dir.path().join("srv")] {
+        assert_eq!(fs::metadata(d).unwrap().mode() & 0o7777, 0o711, "{d:?}");
+    }
+    // Others may reach their own view through it, but not list it.
+    let body = r#"{"purpose": "zebrafish"}"#;
+    let (st, reply) = http_as(Who::User, &server.socket, "POST", "/v1/open_view", body).unwrap();
+    assert_eq!(st, 200, "{reply}");
+    let mp = PathBuf::from(json(&reply)["mount_path"].as_str().unwrap());
+    let _view = Mounted::new(mp.clone(), None);
+    assert!(mp.starts_with(&views), "{}", mp.display());
+    assert!(read_as(Who::User, &mp.join("src/handler.py"))
+        .unwrap()
+        .contains("zebrafish"));
+    // Opening it to list it is refused.
+    assert_eq!(read_as(Who::Stranger, &views), Err(libc::EACCES));
+}

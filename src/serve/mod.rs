@@ -178,17 +178,10 @@ async fn log_request(
 /// only) unless `opts` widen it; who may do what is decided per call from
 /// the peer credentials.
 pub fn serve(state: &StateDir, opts: ServeOptions) -> Result<()> {
+    // Before the socket appears: a caller who sees it finds the server ready.
+    create_views_dir(&opts.views)?;
     let (std_listener, sock) =
         socket::Socket::bind(&opts.socket, opts.socket_mode, opts.socket_group)?;
-    if !opts.views.exists() {
-        // Traversable, not listable: other users cannot list the views.
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o711)
-            .create(&opts.views)
-            .ctx(|| format!("creating {}", opts.views.display()))?;
-    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -258,6 +251,23 @@ pub fn serve(state: &StateDir, opts: ServeOptions) -> Result<()> {
     drop(sock);
     tracing::info!(socket = %server.opts.socket.display(), "stopped; socket removed");
     served
+}
+
+/// Creates `views` and its missing parents `0711`: traversable, so callers
+/// reach their views, not listable. The mode is set after `mkdir`, so the
+/// umask cannot narrow it.
+fn create_views_dir(views: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let missing: Vec<&std::path::Path> = views
+        .ancestors()
+        .take_while(|d| !d.as_os_str().is_empty() && !d.exists())
+        .collect();
+    for dir in missing.into_iter().rev() {
+        std::fs::create_dir(dir)
+            .and_then(|()| std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711)))
+            .ctx(|| format!("creating {}", dir.display()))?;
+    }
+    Ok(())
 }
 
 /// Unmounts every view this server mounted (lazily if busy) and says so.
