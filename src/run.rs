@@ -197,6 +197,7 @@ pub fn run(state: &StateDir, grant: &Grant, opts: RunOptions) -> Result<i32> {
         &MountRecord {
             pid: std::process::id(),
             mountpoint: mp.clone(),
+            run: true,
         },
     )?;
     let actor = crate::audit::current_actor();

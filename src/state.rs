@@ -32,6 +32,10 @@ pub struct StateDir {
 pub struct MountRecord {
     pub pid: u32,
     pub mountpoint: PathBuf,
+    /// Served by `wopfs run` (a temporary mountpoint that ends with the
+    /// command), not by `wopfs mount`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub run: bool,
 }
 
 impl StateDir {

@@ -65,6 +65,14 @@ pub struct Outcome {
 pub fn ensure_unmounted(state: &StateDir, grant: &Grant) -> Result<()> {
     if let Some(rec) = state.live_mount(&grant.grant_id) {
         if crate::mount::mountinfo::mount_at(&rec.mountpoint).is_some_and(|m| m.is_wopfs()) {
+            if rec.run {
+                // Its mountpoint is the run's own: unmounting it would pull
+                // the view out from under the command.
+                return Err(Error::invalid(format!(
+                    "grant {} is served by wopfs run (pid {}); wait for the run to end so no write races the commit",
+                    grant.grant_id, rec.pid
+                )));
+            }
             return Err(Error::invalid(format!(
                 "grant {} is mounted at {}; unmount it first (wopfs umount {}) so no write races the commit",
                 grant.grant_id,

@@ -152,6 +152,7 @@ pub fn serve(
         &MountRecord {
             pid: std::process::id(),
             mountpoint: mp.clone(),
+            run: false,
         },
     )?;
     spawn_signal_handler(
