@@ -471,6 +471,12 @@ impl Tree {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The names of `dir`'s children, in their order.
+    fn child_names(t: &Tree, dir: Ino) -> Vec<&str> {
+        let children = &t.get(dir).unwrap().children;
+        children.iter().map(|i| t.name(*i)).collect()
+    }
     use crate::grant::FileType;
 
     fn f(p: &str) -> FileMatch {
@@ -505,14 +511,7 @@ mod tests {
         assert_eq!(t.child(ROOT, "missing"), None);
         assert_eq!(t.child(c, "x"), None);
         assert_eq!(t.subdirs(ROOT), 2);
-        let names: Vec<_> = t
-            .get(a)
-            .unwrap()
-            .children
-            .iter()
-            .map(|i| t.name(*i))
-            .collect();
-        assert_eq!(names, vec!["b", "e.txt"]);
+        assert_eq!(child_names(&t, a), vec!["b", "e.txt"]);
     }
 
     #[test]
@@ -521,14 +520,7 @@ mod tests {
         let a = t.lookup_path("a").unwrap();
         let n = t.insert(a, "aa", Kind::File, Origin::Upper(7)).unwrap();
         assert_eq!(t.insert(a, "aa", Kind::File, Origin::Upper(8)), None);
-        let names: Vec<_> = t
-            .get(a)
-            .unwrap()
-            .children
-            .iter()
-            .map(|i| t.name(*i))
-            .collect();
-        assert_eq!(names, vec!["aa", "b", "e.txt"]);
+        assert_eq!(child_names(&t, a), vec!["aa", "b", "e.txt"]);
         assert_eq!(t.host_path(n), None);
 
         // Renaming a directory keeps its subtree and inode numbers.

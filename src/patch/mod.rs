@@ -124,9 +124,9 @@ mod tests {
     use super::*;
     use crate::grant::{FileMatch, FileType};
 
-    #[test]
-    fn the_names_of_one_file_link_to_its_first_path() {
-        let files: Vec<FileMatch> = ["a.txt", "d/b.txt"]
+    /// A grant's file list of these paths.
+    fn files(paths: &[&str]) -> Vec<FileMatch> {
+        paths
             .iter()
             .map(|p| FileMatch {
                 path: p.to_string(),
@@ -134,7 +134,12 @@ mod tests {
                 size_bytes: 1,
                 symlink: false,
             })
-            .collect();
+            .collect()
+    }
+
+    #[test]
+    fn the_names_of_one_file_link_to_its_first_path() {
+        let files = files(&["a.txt", "d/b.txt"]);
         let base = Tree::from_files(&files);
         let mut fin = Tree::from_files(&files);
         let a = fin.lookup_path("a.txt").unwrap();
@@ -162,15 +167,7 @@ mod tests {
 
     #[test]
     fn renames_are_delete_plus_create() {
-        let files: Vec<FileMatch> = ["a.txt", "d/b.txt", "d/c.txt", "keep.txt"]
-            .iter()
-            .map(|p| FileMatch {
-                path: p.to_string(),
-                file_type: FileType::Other,
-                size_bytes: 1,
-                symlink: false,
-            })
-            .collect();
+        let files = files(&["a.txt", "d/b.txt", "d/c.txt", "keep.txt"]);
         let base = Tree::from_files(&files);
         let mut fin = Tree::from_files(&files);
         let d = fin.lookup_path("d").unwrap();
