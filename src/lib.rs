@@ -17,6 +17,7 @@ pub mod fuse;
 pub mod grant;
 pub mod host;
 pub mod mount;
+pub mod mountinfo;
 pub mod overlay;
 pub mod patch;
 pub mod paths;

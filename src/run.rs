@@ -22,7 +22,8 @@ use std::process::Command;
 
 use crate::error::{Error, IoContext, Result};
 use crate::grant::Grant;
-use crate::mount::{mountinfo, MountOptions};
+use crate::mount::MountOptions;
+use crate::mountinfo;
 use crate::state::{MountRecord, StateDir};
 
 pub struct RunOptions {

@@ -48,6 +48,8 @@ pub struct MountArgs {
     cache_ttl: String,
     #[command(flatten)]
     access: AccessArgs,
+    #[command(flatten)]
+    pub engine: EngineArgs,
     /// Overlay limit in bytes (default: the grant's max_total_size_bytes).
     #[arg(long, value_name = "BYTES", allow_hyphen_values = true,
           value_parser = number::<u64>(1, MAX_BYTES))]
@@ -100,6 +102,31 @@ impl AccessArgs {
     }
 }
 
+/// Which engine serves a writable overlay view: the same flag for
+/// `wopfs mount` and `wopfs run`.
+#[derive(clap::Args, Debug)]
+pub struct EngineArgs {
+    /// The engine of a read_write_overlay view: `kernel` (overlayfs over
+    /// the read-only FUSE view: native speed; root), `fuse` (the overlay in
+    /// the daemon) or `auto` (kernel where it can run, else fuse). A session
+    /// keeps the engine it started with.
+    #[arg(long, value_enum, default_value_t = mount::EngineChoice::Auto, value_name = "ENGINE")]
+    pub engine: mount::EngineChoice,
+}
+
+impl EngineArgs {
+    /// The same flag again, for the daemon's command line.
+    fn to_args(&self) -> Vec<String> {
+        use clap::ValueEnum;
+        let name = self
+            .engine
+            .to_possible_value()
+            .map(|v| v.get_name().to_string())
+            .unwrap_or_else(|| "auto".into());
+        vec!["--engine".into(), name]
+    }
+}
+
 #[derive(clap::Args, Debug)]
 pub struct UmountArgs {
     /// Where the view is mounted (relative to the current directory, or
@@ -140,7 +167,7 @@ pub fn run_mount(state: &StateDir, a: &MountArgs) -> Result<()> {
     };
     // Absolute from here on: the daemon runs from "/", and a relative
     // mountpoint names a directory of the caller's working directory.
-    let resolved = mount::mountinfo::resolve(mountpoint)?;
+    let resolved = crate::mountinfo::resolve(mountpoint)?;
     let mountpoint = resolved.as_path();
     let grant = match grant_id {
         Some(id) => state.load_grant(id)?,
@@ -148,6 +175,7 @@ pub fn run_mount(state: &StateDir, a: &MountArgs) -> Result<()> {
         None => super::token::grant_from_token(state, &a.token, Some(mountpoint))?,
     };
     let opts = MountOptions {
+        engine: a.engine.engine,
         threads: a.threads,
         allow_other: a.access.allow_other,
         view: ViewOptions {
@@ -166,6 +194,7 @@ pub fn run_mount(state: &StateDir, a: &MountArgs) -> Result<()> {
             a.cache_ttl.clone(),
         ];
         extra.extend(a.access.to_args());
+        extra.extend(a.engine.to_args());
         if let Some(q) = a.quota_bytes {
             extra.extend(["--quota-bytes".to_string(), q.to_string()]);
         }
@@ -213,7 +242,7 @@ pub fn run_umount(state: &StateDir, a: &UmountArgs) -> Result<()> {
         return mount::umount_command(state, &a.mountpoint, a.lazy);
     }
     // Which session and daemon, read before they are gone.
-    let canon = mount::mountinfo::resolve(&a.mountpoint)?;
+    let canon = crate::mountinfo::resolve(&a.mountpoint)?;
     let rec = state.grant_ids()?.into_iter().find_map(|id| {
         let m = state.live_mount(&id).filter(|m| m.mountpoint == canon)?;
         Some((id, m.pid))

@@ -25,6 +25,8 @@ pub struct Args {
     at: PathBuf,
     #[command(flatten)]
     access: super::mount::AccessArgs,
+    #[command(flatten)]
+    engine: super::mount::EngineArgs,
     /// The command and its arguments, after `--`.
     #[arg(last = true, required = true, value_name = "CMD")]
     command: Vec<OsString>,
@@ -57,6 +59,7 @@ pub fn run(state: &StateDir, a: &Args) -> Result<ExitCode> {
             at: a.at.clone(),
             command: a.command.clone(),
             mount: MountOptions {
+                engine: a.engine.engine,
                 allow_other: a.access.allow_other,
                 view: crate::view::ViewOptions {
                     owner: a.access.owner(),

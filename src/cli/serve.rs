@@ -123,7 +123,7 @@ pub fn diagnostics(state: &StateDir, a: &DiagArgs) -> Result<()> {
         sessions.push(entry);
     }
     let audit = crate::audit::Audit::new(state.path());
-    let mounts: Vec<String> = crate::mount::mountinfo::mounts()
+    let mounts: Vec<String> = crate::mountinfo::mounts()
         .into_iter()
         .filter(|m| m.is_wopfs())
         .map(|m| format!("{} {}", m.source, m.fstype))

@@ -45,9 +45,9 @@ pub fn run(state: &StateDir, a: &Args) -> Result<()> {
     let mut rows = Vec::new();
     for id in ids {
         let g = state.load_grant(&id)?;
-        let mount = state.live_mount(&id).filter(|m| {
-            crate::mount::mountinfo::mount_at(&m.mountpoint).is_some_and(|e| e.is_wopfs())
-        });
+        let mount = state
+            .live_mount(&id)
+            .filter(|m| crate::mountinfo::mount_at(&m.mountpoint).is_some_and(|e| e.is_wopfs()));
         let session = state.session_dir(&id);
         let phase = if crate::session::commit_journal_path(&session).exists() {
             "commit-interrupted".to_string()

@@ -487,7 +487,7 @@ pub fn grant_from_token(
     // token's by the walk's time.
     grant.expires_at = Some(crate::grant::rfc3339(expiry));
     if let Some(mp) = mountpoint {
-        crate::mount::mountinfo::check_mountpoint(mp, &grant.root, state.path())?;
+        crate::mountinfo::check_mountpoint(mp, &grant.root, state.path())?;
     }
     let grant = state.create_grant(grant)?;
     Audit::new(state.path()).append(

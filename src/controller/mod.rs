@@ -64,7 +64,7 @@ pub struct Outcome {
 /// could be lost or half-committed. Unmounting first is the approver's step.
 pub fn ensure_unmounted(state: &StateDir, grant: &Grant) -> Result<()> {
     if let Some(rec) = state.live_mount(&grant.grant_id) {
-        if crate::mount::mountinfo::mount_at(&rec.mountpoint).is_some_and(|m| m.is_wopfs()) {
+        if crate::mountinfo::mount_at(&rec.mountpoint).is_some_and(|m| m.is_wopfs()) {
             if rec.run {
                 // Its mountpoint is the run's own: unmounting it would pull
                 // the view out from under the command.

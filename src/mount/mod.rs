@@ -1,8 +1,6 @@
 //! Mounting a view: the daemon that serves it, the background start that
 //! returns once the mount is ready, and a clean unmount.
 
-pub mod mountinfo;
-
 use std::io::{BufRead, BufReader, Read};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -16,14 +14,31 @@ use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, IoContext, Result};
 use crate::fuse::WopFs;
 use crate::grant::Grant;
+use crate::mountinfo;
 use crate::policy::Mode;
 use crate::state::{MountRecord, StateDir};
 use crate::view::{View, ViewOptions};
+
+/// The engine asked for a writable overlay view (`--engine`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineChoice {
+    /// The kernel engine where an overlay mount is possible, else FUSE.
+    #[default]
+    Auto,
+    /// Kernel overlayfs over the read-only FUSE view; refused where it
+    /// cannot run, saying why.
+    Kernel,
+    /// The overlay inside the FUSE daemon.
+    Fuse,
+}
 
 /// How a view is mounted.
 #[derive(Clone, Debug)]
 pub struct MountOptions {
     pub view: ViewOptions,
+    /// The engine of a `read_write_overlay` view.
+    pub engine: EngineChoice,
     /// FUSE request threads.
     pub threads: usize,
     /// Let users other than the mounter use the view.
@@ -34,6 +49,7 @@ impl Default for MountOptions {
     fn default() -> Self {
         MountOptions {
             view: ViewOptions::default(),
+            engine: EngineChoice::Auto,
             threads: 4,
             allow_other: false,
         }

@@ -35,6 +35,7 @@
 //! runs, the new copy; and the passthrough exception settled when such a
 //! writer closes, see `view/serve.rs`).
 
+pub mod engine;
 pub mod journal;
 pub mod quota;
 #[cfg(test)]

@@ -597,7 +597,7 @@ fn stop_view(s: &Server, st: &StateDir, grant: &str) -> Result<()> {
         .mounted
         .remove(grant);
     let mp = s.opts.views.join(grant);
-    if crate::mount::mountinfo::mount_at(&mp).is_some_and(|m| m.is_wopfs()) {
+    if crate::mountinfo::mount_at(&mp).is_some_and(|m| m.is_wopfs()) {
         crate::mount::umount_command(st, &mp, true)?;
     }
     let _ = std::fs::remove_dir(&mp);

@@ -278,7 +278,7 @@ fn stop_views(state: &StateDir, server: &Server) {
         std::mem::take(&mut v.mounted)
     };
     for (grant, mp) in mounted {
-        if !crate::mount::mountinfo::mount_at(&mp).is_some_and(|m| m.is_wopfs()) {
+        if !crate::mountinfo::mount_at(&mp).is_some_and(|m| m.is_wopfs()) {
             let _ = std::fs::remove_dir(&mp);
             continue;
         }

@@ -64,6 +64,10 @@ pub struct ViewOptions {
     pub owner: Option<(u32, u32)>,
     /// The time expiry is judged by (the system clock but in tests).
     pub clock: SharedClock,
+    /// Serve the grant read-only as the lower layer of the kernel engine's
+    /// overlay (whatever the grant's mode): the overlay's own questions
+    /// (xattrs) are answered without a round trip per entry.
+    pub overlay_lower: bool,
 }
 
 impl Default for ViewOptions {
@@ -74,6 +78,7 @@ impl Default for ViewOptions {
             quota_files: None,
             owner: None,
             clock: crate::clock::system(),
+            overlay_lower: false,
         }
     }
 }

@@ -1,0 +1,386 @@
+//! Which engine serves a session's writable view, and where the kernel
+//! engine keeps its layer.
+//!
+//! ```text
+//! STATE/sessions/g-…/engine.json          {"engine":"kernel","xattrs":"trusted"}
+//! STATE/sessions/g-…/kernel/upper.img     the layer: an ext4 image sized to the quota
+//! STATE/sessions/g-…/kernel/layer.lock    held (flock) by whoever has the image mounted
+//! STATE/sessions/g-…/kernel/layer/        where the image is mounted: upper/ and work/
+//! ```
+//!
+//! The FUSE engine keeps its layer in `overlay/` (journal and objects); a
+//! session without `engine.json` is a FUSE session. A session keeps the
+//! engine it started with: its layer is only readable by that engine.
+//!
+//! The kernel engine's upper directory is overlayfs' own: new and
+//! copied-up entries, whiteouts and opaque directories marked with
+//! `<ns>.overlay.*` xattrs, where `<ns>` is the namespace the layer was
+//! made in (`trusted` as root, `user` in a user namespace). Only that
+//! namespace is ever believed, and a layer is never mounted in the other.
+
+use std::fs::File;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, IoContext, Result};
+
+/// The engine of a writable view.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    /// The view's own overlay, in the FUSE daemon (`overlay/`).
+    Fuse,
+    /// Kernel overlayfs over the read-only FUSE view (`kernel/`).
+    Kernel,
+}
+
+impl Engine {
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Fuse => "fuse",
+            Engine::Kernel => "kernel",
+        }
+    }
+}
+
+/// The xattr namespace overlayfs keeps its marks in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum XattrNs {
+    Trusted,
+    User,
+}
+
+impl XattrNs {
+    /// The prefix of overlayfs' own xattrs: `trusted.overlay.` or `user.overlay.`.
+    pub fn prefix(self) -> &'static str {
+        match self {
+            XattrNs::Trusted => "trusted.overlay.",
+            XattrNs::User => "user.overlay.",
+        }
+    }
+}
+
+/// `engine.json`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineRecord {
+    pub engine: Engine,
+    /// Kernel engine: the namespace of the layer's marks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xattrs: Option<XattrNs>,
+}
+
+const RECORD: &str = "engine.json";
+
+/// The session's engine record, if it has one (a FUSE session may not).
+pub fn record(session_dir: &Path) -> Result<Option<EngineRecord>> {
+    let path = session_dir.join(RECORD);
+    match std::fs::read(&path) {
+        Ok(text) => serde_json::from_slice(&text)
+            .map(Some)
+            .map_err(|e| Error::invalid(format!("{} is damaged: {e}", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(format!("reading {}", path.display()), e)),
+    }
+}
+
+/// The session's engine: its record's, or FUSE for a session without one.
+pub fn engine_of(session_dir: &Path) -> Result<Engine> {
+    Ok(record(session_dir)?.map_or(Engine::Fuse, |r| r.engine))
+}
+
+/// Writes `engine.json` atomically.
+pub fn save_record(session_dir: &Path, rec: &EngineRecord) -> Result<()> {
+    let path = session_dir.join(RECORD);
+    let tmp = session_dir.join(format!("{RECORD}.tmp"));
+    let text = serde_json::to_vec_pretty(rec).map_err(|e| Error::invalid(e.to_string()))?;
+    std::fs::write(&tmp, text)
+        .and_then(|_| File::open(&tmp)?.sync_all())
+        .and_then(|_| std::fs::rename(&tmp, &path))
+        .ctx(|| format!("writing {}", path.display()))
+}
+
+/// `kernel/` of a session.
+pub fn kernel_dir(session_dir: &Path) -> PathBuf {
+    session_dir.join("kernel")
+}
+
+/// The ext4 image holding the kernel engine's layer.
+pub fn image_path(session_dir: &Path) -> PathBuf {
+    kernel_dir(session_dir).join("upper.img")
+}
+
+/// Where the image is mounted; `upper/` and `work/` are in it.
+pub fn layer_dir(session_dir: &Path) -> PathBuf {
+    kernel_dir(session_dir).join("layer")
+}
+
+pub fn upper_dir(session_dir: &Path) -> PathBuf {
+    layer_dir(session_dir).join("upper")
+}
+
+pub fn work_dir(session_dir: &Path) -> PathBuf {
+    layer_dir(session_dir).join("work")
+}
+
+/// Makes `kernel/` (0700) and its `layer/` mountpoint.
+pub fn make_kernel_dir(session_dir: &Path) -> Result<()> {
+    let dir = kernel_dir(session_dir);
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .recursive(true)
+        .create(dir.join("layer"))
+        .ctx(|| format!("creating {}", dir.display()))
+}
+
+/// The size of an image for a quota of `bytes` and `files`: room for the
+/// bytes, one block per file beyond its data (small files round up to a
+/// block, and directories take one), the journal and ext4's own metadata.
+pub fn image_bytes(bytes: u64, files: u64) -> u64 {
+    const BLOCK: u64 = 4096;
+    let slack = files.saturating_mul(BLOCK) + JOURNAL_MIB * (1 << 20) + (8 << 20);
+    bytes.saturating_add(slack).div_ceil(BLOCK) * BLOCK
+}
+
+/// The image's journal size: kept fixed and small, so a large quota does
+/// not pay for a large journal, and a crash never needs fsck.
+const JOURNAL_MIB: u64 = 8;
+
+/// Creates the image (sparse) for a quota of `bytes` and `files`: an ext4
+/// without reserved blocks, with `files` inodes beyond its own few.
+pub fn create_image(path: &Path, bytes: u64, files: u64) -> Result<()> {
+    let size = image_bytes(bytes, files);
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .ctx(|| format!("creating {}", path.display()))?;
+    f.set_len(size)
+        .ctx(|| format!("sizing {} to {size} bytes", path.display()))?;
+    drop(f);
+    // A few inodes for lost+found, the work dir and whiteouts.
+    let inodes = files.saturating_add(64).max(128);
+    let out = Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-m", "0", "-E", "nodiscard"])
+        .arg("-J")
+        .arg(format!("size={JOURNAL_MIB}"))
+        .arg("-N")
+        .arg(inodes.to_string())
+        .arg(path)
+        .output();
+    let failed = match out {
+        Ok(o) if o.status.success() => return Ok(()),
+        Ok(o) => String::from_utf8_lossy(&o.stderr).trim().to_string(),
+        Err(e) => format!("cannot run mkfs.ext4 (install e2fsprogs): {e}"),
+    };
+    let _ = std::fs::remove_file(path);
+    Err(Error::invalid(format!(
+        "making the kernel engine's layer image {}: {failed}",
+        path.display()
+    )))
+}
+
+/// Mounts the image at `dir` (through a loop device, freed again at unmount).
+pub fn mount_image(image: &Path, dir: &Path) -> Result<()> {
+    let out = Command::new("mount")
+        .args(["-t", "ext4", "-o", "loop,nosuid,nodev"])
+        .arg(image)
+        .arg(dir)
+        .output()
+        .ctx(|| "running mount(8) for the layer image")?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(Error::invalid(format!(
+        "mounting the kernel engine's layer image {} at {}: {}",
+        image.display(),
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr).trim()
+    )))
+}
+
+/// Unmounts the layer at `dir`: lazily, so a process still holding a file
+/// of it cannot keep the unmount from happening (the loop device is freed
+/// when the last one closes).
+pub fn unmount_layer(dir: &Path) -> Result<()> {
+    use rustix::mount::UnmountFlags;
+    match rustix::mount::unmount(dir, UnmountFlags::DETACH) {
+        Ok(()) | Err(rustix::io::Errno::INVAL) | Err(rustix::io::Errno::NOENT) => Ok(()),
+        Err(e) => Err(Error::io(
+            format!("unmounting the layer at {}", dir.display()),
+            e.into(),
+        )),
+    }
+}
+
+/// Whether `dir` is a mountpoint now.
+pub fn is_mounted(dir: &Path) -> bool {
+    crate::mountinfo::mount_at(dir).is_some()
+}
+
+/// The loop devices backed by `image` (`/sys/block/loopN/loop/backing_file`).
+/// One that is not mounted at the layer dir belongs to a layer unmounted
+/// lazily while a process still held one of its files.
+pub fn loop_devices_of(image: &Path) -> Vec<String> {
+    let Ok(image) = std::fs::canonicalize(image) else {
+        return Vec::new();
+    };
+    let Ok(dir) = std::fs::read_dir("/sys/block") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("loop"))
+        .filter(|e| {
+            std::fs::read_to_string(e.path().join("loop/backing_file"))
+                .is_ok_and(|b| Path::new(b.trim_end()) == image)
+        })
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// An exclusive hold on the layer: whoever mounts the image holds it, so
+/// two mounts of one image never exist at once.
+pub struct LayerLock {
+    _file: File,
+}
+
+/// Takes the layer lock, waiting up to `wait` for another holder.
+pub fn lock_layer(session_dir: &Path, wait: std::time::Duration) -> Result<LayerLock> {
+    use rustix::fs::{flock, FlockOperation};
+    let path = kernel_dir(session_dir).join("layer.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .ctx(|| format!("opening {}", path.display()))?;
+    let start = std::time::Instant::now();
+    loop {
+        match flock(&file, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => return Ok(LayerLock { _file: file }),
+            Err(rustix::io::Errno::WOULDBLOCK) if start.elapsed() < wait => {
+                std::thread::sleep(std::time::Duration::from_millis(20))
+            }
+            Err(rustix::io::Errno::WOULDBLOCK) => {
+                return Err(Error::busy(format!(
+                    "the kernel engine's layer of {} is in use by another wopfs process (the mount daemon, or a command reading it); try again when it is done",
+                    session_dir.display()
+                )))
+            }
+            Err(e) => return Err(Error::io(format!("locking {}", path.display()), e.into())),
+        }
+    }
+}
+
+/// A kernel session's upper directory, readable while this is held.
+pub struct ReadableUpper {
+    pub upper: PathBuf,
+    pub ns: XattrNs,
+    /// Set when this process mounted the image to read it: unmounted and
+    /// unlocked on drop.
+    mounted: Option<(PathBuf, LayerLock)>,
+}
+
+impl Drop for ReadableUpper {
+    fn drop(&mut self) {
+        if let Some((dir, _lock)) = self.mounted.take() {
+            if let Err(e) = unmount_layer(&dir) {
+                tracing::warn!(error = %e, "cannot unmount the layer image after reading it");
+            }
+        }
+    }
+}
+
+/// The upper directory of a kernel session, to read; `None` for a FUSE
+/// session. A layer the daemon has mounted is read where it is; otherwise
+/// the image is mounted here (root) for as long as the result is held.
+/// Refused while a lazily unmounted layer is still held open somewhere:
+/// a process holding it could still write.
+pub fn open_upper(session_dir: &Path) -> Result<Option<ReadableUpper>> {
+    let Some(rec) = record(session_dir)? else {
+        return Ok(None);
+    };
+    if rec.engine != Engine::Kernel {
+        return Ok(None);
+    }
+    let ns = rec.xattrs.unwrap_or(XattrNs::Trusted);
+    let layer = layer_dir(session_dir);
+    let image = image_path(session_dir);
+    let upper = upper_dir(session_dir);
+    if is_mounted(&layer) {
+        return Ok(Some(ReadableUpper {
+            upper,
+            ns,
+            mounted: None,
+        }));
+    }
+    if !image.exists() {
+        // Never mounted: nothing changed yet.
+        return Ok(Some(ReadableUpper {
+            upper,
+            ns,
+            mounted: None,
+        }));
+    }
+    let lock = lock_layer(session_dir, std::time::Duration::from_secs(10))?;
+    if is_mounted(&layer) {
+        // Mounted and left by a process that died (its lock went with it).
+        return Ok(Some(ReadableUpper {
+            upper,
+            ns,
+            mounted: Some((layer, lock)),
+        }));
+    }
+    let held = loop_devices_of(&image);
+    if !held.is_empty() {
+        return Err(Error::busy(format!(
+            "the kernel engine's layer {} is still attached ({}) though not mounted: a process still holds a file of the unmounted view and could write to it; end it (fuser -m, or the run's leftover processes) and try again",
+            image.display(),
+            held.join(", ")
+        )));
+    }
+    mount_image(&image, &layer)?;
+    Ok(Some(ReadableUpper {
+        upper,
+        ns,
+        mounted: Some((layer, lock)),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_session_without_a_record_is_fuse() {
+        let d = tempfile::tempdir().unwrap();
+        assert_eq!(engine_of(d.path()).unwrap(), Engine::Fuse);
+        assert!(open_upper(d.path()).unwrap().is_none());
+        let rec = EngineRecord {
+            engine: Engine::Kernel,
+            xattrs: Some(XattrNs::Trusted),
+        };
+        save_record(d.path(), &rec).unwrap();
+        assert_eq!(record(d.path()).unwrap(), Some(rec));
+        assert_eq!(engine_of(d.path()).unwrap(), Engine::Kernel);
+    }
+
+    #[test]
+    fn a_damaged_record_is_named() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join(RECORD), b"{\"engine\":\"warp\"}").unwrap();
+        let e = record(d.path()).unwrap_err().to_string();
+        assert!(e.contains("engine.json is damaged"), "{e}");
+    }
+
+    #[test]
+    fn the_image_leaves_room_beyond_the_quota() {
+        let n = image_bytes(1 << 20, 100);
+        assert!(n >= (1 << 20) + 100 * 4096 + (JOURNAL_MIB << 20), "{n}");
+        assert_eq!(n % 4096, 0);
+    }
+}
