@@ -141,6 +141,15 @@ pub enum Command {
     Completions(CompletionsArgs),
     /// Write the man pages: wopfs.1 on stdout, or every page into a directory.
     Man(ManArgs),
+    /// Internal: the kernel engine's guard (takes its mounts down when the daemon dies).
+    #[command(hide = true)]
+    Guard(GuardArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct GuardArgs {
+    grant: String,
+    mountpoint: PathBuf,
 }
 
 #[derive(clap::Args, Debug)]
@@ -171,7 +180,7 @@ pub fn parse() -> Cli {
 pub fn run(cli: Cli) -> Result<ExitCode> {
     // Daemons and the API server log at info: their logs are their record.
     let daemon = matches!(&cli.command, Command::Mount(m) if m.daemon)
-        || matches!(&cli.command, Command::Serve(_));
+        || matches!(&cli.command, Command::Serve(_) | Command::Guard(_));
     init_logging(daemon);
     // Located only by the commands that use it (search needs none).
     let state_path = || StateDir::locate(cli.state_dir.clone());
@@ -199,6 +208,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Diagnostics(a) => serve::diagnostics(&state()?, a),
         Command::Completions(a) => term::completions(a.shell),
         Command::Man(a) => term::man(a.output.as_deref(), a.json),
+        Command::Guard(a) => crate::mount::kernel::guard(&state()?, &a.grant, &a.mountpoint),
     }?;
     Ok(ExitCode::SUCCESS)
 }
@@ -266,7 +276,7 @@ impl Cli {
     pub fn serves(&self) -> bool {
         match &self.command {
             Command::Mount(m) => m.foreground || m.daemon,
-            Command::Run(_) | Command::Serve(_) => true,
+            Command::Run(_) | Command::Serve(_) | Command::Guard(_) => true,
             _ => false,
         }
     }

@@ -81,6 +81,16 @@ pub fn ensure_unmounted(state: &StateDir, grant: &Grant) -> Result<()> {
             )));
         }
     }
+    // A kernel engine overlay whose daemon died with its guard still
+    // takes writes into the upper layer.
+    if let Some(mp) = crate::mount::kernel::overlays_of(&grant.grant_id).first() {
+        return Err(Error::invalid(format!(
+            "grant {}'s kernel overlay at {} is still mounted with no daemon (half-dead), and still takes writes; remove it first (wopfs umount {}) so no write races the commit",
+            grant.grant_id,
+            mp.display(),
+            mp.display()
+        )));
+    }
     Ok(())
 }
 
