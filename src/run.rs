@@ -192,6 +192,9 @@ pub fn run(state: &StateDir, grant: &Grant, opts: RunOptions) -> Result<i32> {
     let mp = mountinfo::check_mountpoint(tmp.path(), &grant.root, state.path())?;
     let caller_umask = rustix::process::umask(rustix::fs::Mode::empty()).bits();
     let (_lock, served, engine) = crate::mount::open_session(state, grant, &mp, &opts.mount)?;
+    if let Some(end) = served.expiry() {
+        crate::mount::watch_expiry(grant, opts.mount.view.clock.clone(), end)?;
+    }
     let background = served.spawn()?;
     state.write_mount_record(
         &grant.grant_id,

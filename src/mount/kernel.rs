@@ -100,6 +100,8 @@ pub struct KernelStack {
     layer_lock: Option<LayerLock>,
     /// The guard, and the pipe whose closing wakes it.
     guard: Option<(Child, std::process::ChildStdin)>,
+    /// `/sys/fs/fuse/connections/N` of the lower, to abort it at expiry.
+    lower_conn: Option<PathBuf>,
 }
 
 /// The source of a grant's overlay in mountinfo (as the FUSE engine's).
@@ -129,6 +131,7 @@ pub fn mount(
         fuse: None,
         layer_lock: None,
         guard: None,
+        lower_conn: None,
     };
     // On error, `stack`'s drop takes down whatever was mounted.
     stack.layer_lock = Some(engine::lock_layer(&session_dir, Duration::from_secs(10))?);
@@ -166,6 +169,10 @@ pub fn mount(
     // The overlay's root shows the upper's root: give it the view's.
     let root = rustix::fs::stat(&lower)
         .map_err(|e| Error::io("reading the lower view's root", e.into()))?;
+    stack.lower_conn = Some(PathBuf::from(format!(
+        "/sys/fs/fuse/connections/{}",
+        rustix::fs::minor(root.st_dev)
+    )));
     rustix::fs::chown(
         &upper,
         Some(rustix::fs::Uid::from_raw(root.st_uid)),
@@ -424,6 +431,14 @@ impl KernelStack {
         &self.mountpoint
     }
 
+    /// What ends the view at expiry, callable from another thread.
+    pub fn expiry(&self) -> Expiry {
+        Expiry {
+            mountpoint: self.mountpoint.clone(),
+            lower_conn: self.lower_conn.clone(),
+        }
+    }
+
     /// Unmounts the overlay (lazily if busy) and waits for the lower.
     pub fn stop(mut self) {
         let _ = rustix::mount::unmount(&self.mountpoint, rustix::mount::UnmountFlags::DETACH);
@@ -453,6 +468,28 @@ impl KernelStack {
         if let Some((mut child, stdin)) = self.guard.take() {
             drop(stdin);
             let _ = child.wait();
+        }
+    }
+}
+
+/// Ends a kernel engine view when its grant expires: the overlay is
+/// unmounted (lazily: a process inside keeps what it holds open until it
+/// closes it, unlike the FUSE engine, whose every call answers EACCES) and
+/// the lower's FUSE connection aborted, so host files read through it
+/// fail at once, also in copies of the mount (a container's, a run's).
+pub struct Expiry {
+    mountpoint: PathBuf,
+    lower_conn: Option<PathBuf>,
+}
+
+impl Expiry {
+    pub fn end(&self) {
+        tracing::info!(mountpoint = %self.mountpoint.display(), "the grant expired; taking the view down");
+        let _ = rustix::mount::unmount(&self.mountpoint, rustix::mount::UnmountFlags::DETACH);
+        if let Some(conn) = &self.lower_conn {
+            if let Err(e) = std::fs::write(conn.join("abort"), b"1") {
+                tracing::debug!(error = %e, "cannot abort the lower's connection (it may be gone already)");
+            }
         }
     }
 }

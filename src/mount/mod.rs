@@ -138,6 +138,37 @@ impl Served {
     }
 }
 
+impl Served {
+    /// What ends a kernel engine view at expiry (the FUSE engine's view
+    /// answers EACCES by itself).
+    pub fn expiry(&self) -> Option<kernel::Expiry> {
+        match self {
+            Served::Fuse(_) => None,
+            Served::Kernel(k) => Some(k.expiry()),
+        }
+    }
+}
+
+/// Ends the view when `grant` expires by `clock` (checked every second,
+/// so a moved clock counts too).
+pub fn watch_expiry(grant: &Grant, clock: crate::clock::SharedClock, end: kernel::Expiry) -> Result<()> {
+    if grant.expires_at.is_none() {
+        return Ok(());
+    }
+    let grant = grant.clone();
+    std::thread::Builder::new()
+        .name("expiry".into())
+        .spawn(move || loop {
+            if grant.is_expired(&*clock).unwrap_or(true) {
+                end.end();
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        })
+        .ctx(|| "starting the expiry thread")?;
+    Ok(())
+}
+
 impl Running {
     /// Once the view is unmounted: waits for the threads and takes down
     /// what is left (the kernel engine's layer and guard).
@@ -275,6 +306,9 @@ pub fn serve(
     // the daemon's own must not strip more. Files of its own name their modes.
     rustix::process::umask(rustix::fs::Mode::empty());
     let (_lock, session, engine) = open_session(state, grant, &mp, opts)?;
+    if let Some(end) = session.expiry() {
+        watch_expiry(grant, opts.view.clock.clone(), end)?;
+    }
     state.write_mount_record(
         &grant.grant_id,
         &MountRecord {
