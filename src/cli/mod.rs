@@ -43,8 +43,12 @@ use crate::state::StateDir;
 
 /// The environment variables wopfs reads: `wopfs --help` and wopfs.1
 /// list them.
-pub const ENV_VARS: [(&str, &str); 6] = [
+pub const ENV_VARS: [(&str, &str); 7] = [
     ("WOPFS_STATE_DIR", "the state directory (as --state-dir)"),
+    (
+        "WOPFS_ENGINE",
+        "engine of writable views: auto, kernel or fuse (as --engine)",
+    ),
     (
         "WOPFS_LOG",
         "log filter on stderr, e.g. debug (default: warn)",
@@ -69,6 +73,7 @@ pub const ENV_VARS: [(&str, &str); 6] = [
 const ENVIRONMENT: &str = "\
 Environment:
   WOPFS_STATE_DIR          the state directory (as --state-dir)
+  WOPFS_ENGINE             engine of writable views: auto, kernel or fuse (as --engine)
   WOPFS_LOG                log filter on stderr, e.g. debug (default: warn)
   NO_COLOR                 any non-empty value: no colour unless --color always
   WOPFS_PAGER, PAGER       pager for diff and audit on a terminal (empty or cat: none;

@@ -566,6 +566,7 @@ pub fn reject(state: &StateDir, grant: &Grant, reason: &str) -> Result<()> {
     recover_locked(state, grant, &host)?;
     SessionState::load(&session_dir)?.check_not_ended(&grant.grant_id, "reject")?;
     let actor = crate::audit::current_actor();
+    crate::overlay::engine::discard_layer(&session_dir)?;
     let _ = std::fs::remove_dir_all(session_dir.join("overlay"));
     session::set_phase(
         &session_dir,

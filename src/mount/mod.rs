@@ -151,7 +151,11 @@ impl Served {
 
 /// Ends the view when `grant` expires by `clock` (checked every second,
 /// so a moved clock counts too).
-pub fn watch_expiry(grant: &Grant, clock: crate::clock::SharedClock, end: kernel::Expiry) -> Result<()> {
+pub fn watch_expiry(
+    grant: &Grant,
+    clock: crate::clock::SharedClock,
+    end: kernel::Expiry,
+) -> Result<()> {
     if grant.expires_at.is_none() {
         return Ok(());
     }

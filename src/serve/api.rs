@@ -417,9 +417,10 @@ struct OpenViewReq {
     mode: Mode,
     reason: Option<String>,
     ttl_seconds: Option<Num>,
-    /// The engine of a read_write_overlay view (`auto`, `kernel`, `fuse`).
+    /// The engine of a read_write_overlay view (`auto`, `kernel`, `fuse`);
+    /// unset: the server's own default (`WOPFS_ENGINE`, else auto).
     #[serde(default)]
-    engine: crate::mount::EngineChoice,
+    engine: Option<crate::mount::EngineChoice>,
 }
 
 fn read_only() -> Mode {
@@ -482,20 +483,21 @@ async fn open_view(
             .map_err(|e| Error::io(format!("creating {}", mp.display()), e))?;
         // The caller may be another user: let them in, as the owner. The
         // view holds only files the caller could read on the host.
-        let engine = match r.engine {
-            crate::mount::EngineChoice::Auto => "auto",
-            crate::mount::EngineChoice::Kernel => "kernel",
-            crate::mount::EngineChoice::Fuse => "fuse",
-        };
-        let extra: Vec<String> = vec![
+        let mut extra: Vec<String> = vec![
             "--allow-other".into(),
             "--uid".into(),
             peer.uid.to_string(),
             "--gid".into(),
             peer.gid.to_string(),
-            "--engine".into(),
-            engine.into(),
         ];
+        if let Some(e) = r.engine {
+            let name = match e {
+                crate::mount::EngineChoice::Auto => "auto",
+                crate::mount::EngineChoice::Kernel => "kernel",
+                crate::mount::EngineChoice::Fuse => "fuse",
+            };
+            extra.extend(["--engine".into(), name.into()]);
+        }
         if let Err(e) = crate::mount::spawn_daemon(&st, &grant, &mp, &extra) {
             let _ = std::fs::remove_dir(&mp);
             return Err(e);
