@@ -187,7 +187,11 @@ pub fn mount(
     set_mode(&upper, root.st_mode & 0o7777)?;
 
     stack.guard = Some(start_guard(state, grant, mp)?);
-    let overlay = make_overlay(&grant.grant_id, &lower, &upper, &work)?;
+    engine::release_reserve(&session_dir);
+    let overlay = make_overlay(&grant.grant_id, &lower, &upper, &work);
+    // Nobody reaches the overlay before it is moved onto the mountpoint.
+    engine::take_reserve(&session_dir);
+    let overlay = overlay?;
     move_mount(
         overlay.as_fd(),
         "",

@@ -475,7 +475,16 @@ pub fn spawn_daemon(
                 let _ = e.read_to_string(&mut msg);
             }
             let _ = child.wait();
-            let msg = msg.trim().trim_start_matches("wopfs: ").to_string();
+            // The daemon's error, without the log lines before it.
+            let errors: Vec<&str> = msg
+                .lines()
+                .filter_map(|l| l.strip_prefix("wopfs: "))
+                .collect();
+            let msg = if errors.is_empty() {
+                msg.trim().to_string()
+            } else {
+                errors.join("\n")
+            };
             Err(Error::invalid(if msg.is_empty() {
                 "the mount daemon exited before the mount was ready".to_string()
             } else {

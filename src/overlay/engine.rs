@@ -142,7 +142,8 @@ pub fn make_kernel_dir(session_dir: &Path) -> Result<()> {
 /// block, and directories take one), the journal and ext4's own metadata.
 pub fn image_bytes(bytes: u64, files: u64) -> u64 {
     const BLOCK: u64 = 4096;
-    let slack = files.saturating_mul(BLOCK) + JOURNAL_MIB * (1 << 20) + (8 << 20);
+    let slack =
+        files.saturating_mul(BLOCK) + JOURNAL_MIB * (1 << 20) + (8 << 20) + RESERVE_BYTES as u64;
     bytes.saturating_add(slack).div_ceil(BLOCK) * BLOCK
 }
 
@@ -162,8 +163,8 @@ pub fn create_image(path: &Path, bytes: u64, files: u64) -> Result<()> {
     f.set_len(size)
         .ctx(|| format!("sizing {} to {size} bytes", path.display()))?;
     drop(f);
-    // A few inodes for lost+found, the work dir and whiteouts.
-    let inodes = files.saturating_add(64).max(128);
+    // A few inodes for lost+found, the work dir, whiteouts and the reserve.
+    let inodes = files.saturating_add(64 + RESERVE_FILES as u64).max(128);
     let out = Command::new("mkfs.ext4")
         .args(["-q", "-F", "-m", "0", "-E", "nodiscard"])
         .arg("-J")
@@ -201,6 +202,33 @@ pub fn mount_image(image: &Path, dir: &Path) -> Result<()> {
         dir.display(),
         String::from_utf8_lossy(&out.stderr).trim()
     )))
+}
+
+/// Inodes and bytes kept aside in `layer/reserve/` and freed only while
+/// the overlay mounts: overlayfs makes its work dir and test files then,
+/// and an agent that filled the image must not keep the view from
+/// mounting again.
+const RESERVE_FILES: usize = 8;
+const RESERVE_BYTES: usize = 256 << 10;
+
+/// Frees the reserve (before the overlay mounts).
+pub fn release_reserve(session_dir: &Path) {
+    let _ = std::fs::remove_dir_all(layer_dir(session_dir).join("reserve"));
+}
+
+/// Takes the reserve back (after the overlay has mounted, before anyone
+/// can reach it): as much as fits.
+pub fn take_reserve(session_dir: &Path) {
+    let dir = layer_dir(session_dir).join("reserve");
+    if std::fs::DirBuilder::new().mode(0o700).create(&dir).is_err() {
+        return;
+    }
+    let _ = std::fs::write(dir.join("bytes"), vec![0u8; RESERVE_BYTES]);
+    for i in 0..RESERVE_FILES {
+        if std::fs::write(dir.join(i.to_string()), b"").is_err() {
+            break;
+        }
+    }
 }
 
 /// Unmounts the layer at `dir`: lazily, so a process still holding a file
