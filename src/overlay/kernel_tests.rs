@@ -372,7 +372,8 @@ fn every_form_of_whiteout_deletes_and_the_root_is_never_opaque() {
 fn devices_fifos_and_sockets_are_refused_by_path() {
     let fx = fixture(&[]);
     let host = HostRoot::open(&fx.host).unwrap();
-    let cases: [(&str, &str, Box<dyn Fn(&Path)>); 4] = [
+    type Make = Box<dyn Fn(&Path)>;
+    let cases: [(&str, &str, Make); 4] = [
         (
             "src/null",
             "a character device",

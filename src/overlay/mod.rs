@@ -39,6 +39,8 @@ pub mod engine;
 pub mod journal;
 pub mod kernel;
 #[cfg(test)]
+mod kernel_session_tests;
+#[cfg(test)]
 mod kernel_tests;
 pub mod objects;
 pub mod quota;
