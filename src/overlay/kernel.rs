@@ -108,6 +108,14 @@ struct Dir {
     rel: String,
     ino: Ino,
     btime: Option<Btime>,
+    /// Beneath an opaque directory born at this time (or unknown): the
+    /// lower is not merged here, whatever this directory's own marks.
+    hidden: Option<Option<Btime>>,
+}
+
+/// The earlier of two birth times; unknown if either is.
+fn earliest(a: Option<Btime>, b: Option<Btime>) -> Option<Btime> {
+    Some(a?.min(b?))
 }
 
 enum Entry {
@@ -133,28 +141,41 @@ impl Reader<'_> {
             rel: String::new(),
             ino: ROOT,
             btime: None,
+            hidden: None,
         }];
         while let Some(d) = todo.pop() {
-            let fd = self
-                .upper
-                .open_dir(&d.rel)
-                .map_err(|e| self.err(&d.rel, "opening", e))?;
+            // An upper read while the view is mounted may lose entries
+            // meanwhile (a commit never reads one that is mounted).
+            let fd = match self.upper.open_dir(&d.rel) {
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) && !d.rel.is_empty() => continue,
+                r => r.map_err(|e| self.err(&d.rel, "opening", e))?,
+            };
             let names = self.list(&fd, &d.rel)?;
-            if !d.rel.is_empty() && self.xattr_is(&fd, "opaque", b"y") {
-                self.hide_others(d.ino, &names, d.btime);
+            // Opacity is inherited: beneath an opaque directory everything
+            // is the upper's alone, a directory of the lower's name too.
+            let hidden = d.hidden.or_else(|| {
+                let opaque = !d.rel.is_empty() && self.xattr_is(&fd, "opaque", b"y");
+                opaque.then_some(d.btime)
+            });
+            if let Some(since) = hidden {
+                self.hide_others(d.ino, &names, since);
             }
             let mut subdirs = Vec::new();
             for name in &names {
                 let rel = crate::paths::join(&d.rel, name);
-                let st = rfs::statx(
+                let st = match rfs::statx(
                     &fd,
                     name.as_str(),
                     AtFlags::SYMLINK_NOFOLLOW,
                     StatxFlags::BASIC_STATS | StatxFlags::BTIME,
-                )
-                .map_err(|e| self.err(&rel, "reading", e))?;
-                let btime = (st.stx_mask & StatxFlags::BTIME.bits() != 0)
+                ) {
+                    Err(Errno::NOENT) => continue,
+                    r => r.map_err(|e| self.err(&rel, "reading", e))?,
+                };
+                let born = (st.stx_mask & StatxFlags::BTIME.bits() != 0)
                     .then_some((st.stx_btime.tv_sec, st.stx_btime.tv_nsec));
+                // What an opaque directory hid went when it was born.
+                let btime = hidden.map_or(born, |since| earliest(born, since));
                 match self.entry(&fd, name, &rel, &st)? {
                     Entry::Whiteout => {
                         if let Some(e) = self.fin.child(d.ino, name) {
@@ -163,7 +184,12 @@ impl Reader<'_> {
                     }
                     Entry::Dir => {
                         let ino = self.dir(d.ino, name, &rel, btime)?;
-                        subdirs.push(Dir { rel, ino, btime });
+                        subdirs.push(Dir {
+                            rel,
+                            ino,
+                            btime,
+                            hidden,
+                        });
                     }
                     Entry::File => self.file(d.ino, name, rel, &st, btime)?,
                     Entry::Symlink => {

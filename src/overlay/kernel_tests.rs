@@ -317,6 +317,38 @@ fn a_file_that_became_a_directory_and_back() {
     );
 }
 
+/// `rm -rf src && mkdir -p src/sub && echo d > src/sub/d.txt`: beneath an
+/// opaque directory the lower is never merged, not even into a directory
+/// of its own name, and what it hid has the opaque directory's birth as
+/// the time the agent last saw it.
+#[test]
+fn beneath_an_opaque_directory_nothing_of_the_lower_is_merged() {
+    let fx = fixture(&[]);
+    let s = fx.session("k");
+    let up = Upper::new(&s, XattrNs::Trusted);
+    tick_past(&up.dir, &host_files(&fx));
+    up.opaque("src");
+    // The host changes after the delete, before the new file is made.
+    fs::write(fx.host.join("src/sub/d.txt"), "DELTA\n").unwrap();
+    tick_past(&up.dir, &[fx.host.join("src/sub/d.txt")]);
+    up.file("src/sub/d.txt", "new d\n", 0o644);
+    assert_eq!(
+        fx.changes_of(&up.dir, XattrNs::Trusted),
+        ops(&[
+            ("src/b.txt", Op::Delete),
+            ("src/c.txt", Op::Delete),
+            ("src/f.txt", Op::Delete),
+            ("src/link", Op::Delete),
+            ("src/sub/d.txt", Op::Update),
+            ("src/sub/e.txt", Op::Delete),
+        ])
+    );
+    let ps = fx.patches(&s);
+    let base = |path: &str| ps.iter().find(|p| p.path == path).unwrap().base.clone();
+    assert_eq!(base("src/sub/d.txt"), None, "changed after the delete");
+    assert_eq!(base("src/sub/e.txt"), hash("epsilon\n"));
+}
+
 /// As root the agent can set `user.overlay.opaque`, and through the
 /// overlay a `trusted.overlay.opaque` it sets lands escaped: both are its
 /// own xattrs, never marks. In a `user` layer it is the other way round.
