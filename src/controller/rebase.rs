@@ -148,15 +148,19 @@ pub fn prepare(
 }
 
 /// The upper entries of a kernel session that the committed files and
-/// symlinks (`done`) leave behind, where the lower shows through.
+/// symlinks (`done`) leave behind, where the lower shows through. An entry
+/// of the upper is at its path in the view (each name of a hard-linked
+/// file has its own).
 fn kernel_drops(objects: &Objects, fin: &Tree, done: &[&WorkspacePatch]) -> Vec<String> {
+    let in_upper = |path: &str| {
+        fin.lookup_path(path)
+            .and_then(|i| fin.get(i))
+            .is_some_and(|n| matches!(n.origin, Origin::Upper(_)))
+    };
     done.iter()
-        .filter(|p| p.operation != Op::Delete)
-        .filter_map(|p| fin.get(fin.lookup_path(&p.path)?))
-        .filter_map(|n| match n.origin {
-            Origin::Upper(o) if objects.lower_shows_through(o) => objects.rel(o),
-            _ => None,
-        })
+        .filter(|p| p.operation != Op::Delete && in_upper(&p.path))
+        .filter(|p| objects.lower_shows_through(&p.path))
+        .map(|p| p.path.clone())
         .collect()
 }
 

@@ -272,17 +272,22 @@ fn a_partial_commit_leaves_only_the_rest_pending() {
         .file("src/b.txt", "beta\nmore\n", 0o644)
         .whiteout("a.txt")
         .opaque("src/sub")
-        .file("src/sub/x.txt", "x\n", 0o644);
-    let out = commit(
-        &state,
-        &grant,
-        &["src/new.txt", "src/b.txt", "src/sub/x.txt"],
-    )
-    .unwrap();
-    assert_eq!(out.applied.len(), 3, "{:?}", out.applied);
+        .file("src/sub/x.txt", "x\n", 0o644)
+        .file("src/c.txt", "gamma\n", 0o644)
+        .link("src/c.txt", "src/c2.txt");
+    let committed = [
+        "src/new.txt",
+        "src/b.txt",
+        "src/sub/x.txt",
+        "src/c.txt",
+        "src/c2.txt",
+    ];
+    let out = commit(&state, &grant, &committed).unwrap();
+    assert_eq!(out.applied.len(), 5, "{:?}", out.applied);
     assert_eq!(read(&fx, "src/b.txt"), "beta\nmore\n");
-    assert!(!up.dir.join("src/new.txt").exists());
-    assert!(!up.dir.join("src/b.txt").exists());
+    for gone in ["src/new.txt", "src/b.txt", "src/c.txt", "src/c2.txt"] {
+        assert!(!up.dir.join(gone).exists(), "{gone} is still in the upper");
+    }
     assert!(up.dir.join("src/sub/x.txt").exists());
 
     let grant = state.load_grant(&grant.grant_id).unwrap();

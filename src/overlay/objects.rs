@@ -86,12 +86,12 @@ impl Objects {
         Ok((dir, self.rel(obj).ok_or_else(none)?))
     }
 
-    /// Kernel engine: whether removing object `obj`'s upper entry would
-    /// show the lower's entry at its path again (no opaque directory above
-    /// it). Always false for the FUSE engine, whose objects hide nothing.
-    pub fn lower_shows_through(&self, obj: u64) -> bool {
-        match (&self.kernel, &self.dir, self.rel(obj)) {
-            (Some(k), Some(dir), Some(rel)) => !super::kernel::opaque_above(dir, k.upper.ns, &rel),
+    /// Kernel engine: whether removing the upper entry at `rel` would show
+    /// the lower's entry at that path again (no opaque directory above it).
+    /// Always false for the FUSE engine, whose objects hide nothing.
+    pub fn lower_shows_through(&self, rel: &str) -> bool {
+        match (&self.kernel, &self.dir) {
+            (Some(k), Some(dir)) => !super::kernel::opaque_above(dir, k.upper.ns, rel),
             _ => false,
         }
     }
