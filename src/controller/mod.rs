@@ -172,7 +172,13 @@ fn check(
             expected,
             found: now_s.clone(),
         };
+        let known = p.base.is_some();
         match p.operation {
+            // An unknown base (the host changed after the agent's copy):
+            // never written over, only found already so.
+            Op::Update if !known && now_s == new => skipped.push(p.path.clone()),
+            Op::Delete if !known && !exists => skipped.push(p.path.clone()),
+            Op::Update | Op::Delete if !known => conflicts.push(conflict(UNKNOWN_BASE.into())),
             Op::Create if !exists => todo.push(i),
             // A directory the set empties becomes this file (the apply
             // refuses if the directory holds anything else).
@@ -215,6 +221,10 @@ fn same_file(host: &HostRoot, a: &str, b: &str) -> bool {
 }
 
 const DIRECTORY: &str = "a directory";
+
+/// What a conflict expects when the session never knew the base.
+const UNKNOWN_BASE: &str =
+    "the content the agent saw, which is unknown (the host changed it after the agent's copy was made)";
 
 /// What the journal carries for the steps after the commit point.
 #[derive(serde::Serialize, serde::Deserialize)]

@@ -9,6 +9,15 @@
 //! point and installed after it; every install step can be repeated, so a
 //! commit killed at any instant after its commit point finishes the same
 //! way on recovery.
+//!
+//! A kernel-engine session has no journal: its upper directory is the
+//! state. After a partial commit, the upper entries of committed files and
+//! symlinks are removed where the lower (the view of the new grant, which
+//! holds them now) then shows through, so later edits copy them up afresh
+//! and get a known base. Entries beneath an opaque directory stay; they
+//! hold what the host holds now, so the reader drops them as no-op
+//! copy-ups. Whiteouts of committed deletions stay: they hide names the
+//! new grant no longer has.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -17,7 +26,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, IoContext, Result};
 use crate::grant::{FileMatch, FileType, Grant};
+use crate::host::HostRoot;
+use crate::overlay::engine::Engine;
 use crate::overlay::journal::{compact, Record};
+use crate::overlay::Objects;
 use crate::patch::set::WorkspacePatch;
 use crate::patch::Op;
 use crate::state::StateDir;
@@ -32,6 +44,12 @@ struct Drops {
     whole: bool,
     /// Overlay objects the committed paths leave behind.
     objects: Vec<(PathBuf, bool)>,
+    /// A kernel-engine session: no journal; `upper` is what goes.
+    #[serde(default)]
+    kernel: bool,
+    /// Kernel engine: upper entries (relative to the upper) to remove.
+    #[serde(default)]
+    upper: Vec<String>,
 }
 
 /// Computes the session after `done` (the patches now on the host) and
@@ -86,11 +104,19 @@ pub fn prepare(
     let mut drops = Drops {
         whole,
         objects: Vec::new(),
+        kernel: false,
+        upper: Vec::new(),
     };
     if !whole {
         // Partial: committed nodes read from the host again.
         let mut fin = Tree::from_files(&grant.files);
-        let (mut seen, objects) = crate::overlay::inspect(&session, &mut fin)?;
+        let (mut seen, objects) = crate::overlay::inspect(grant, &session, &mut fin)?;
+        if objects.engine() == Engine::Kernel {
+            drops.kernel = true;
+            drops.upper = kernel_drops(&objects, &fin, done);
+            let json = serde_json::to_vec(&drops).map_err(|e| Error::invalid(e.to_string()))?;
+            return crate::state::write_atomic(&stage.join("drops.json"), &json);
+        }
         for p in done {
             seen.remove(&p.path);
             if p.operation == Op::Delete {
@@ -98,11 +124,11 @@ pub fn prepare(
             }
             if let Some(ino) = fin.lookup_path(&p.path) {
                 if let Some(n) = fin.get(ino) {
-                    if let Origin::Upper(o) = n.origin {
-                        drops.objects.push((
-                            crate::overlay::object_path(&objects, o),
-                            n.kind == Kind::Dir,
-                        ));
+                    if let Some(path) = match n.origin {
+                        Origin::Upper(o) => objects.path(o),
+                        _ => None,
+                    } {
+                        drops.objects.push((path, n.kind == Kind::Dir));
                     }
                 }
                 fin.set_origin(ino, Origin::InPlace);
@@ -119,6 +145,23 @@ pub fn prepare(
     }
     let json = serde_json::to_vec(&drops).map_err(|e| Error::invalid(e.to_string()))?;
     crate::state::write_atomic(&stage.join("drops.json"), &json)
+}
+
+/// The upper entries of a kernel session that the committed files and
+/// symlinks (`done`) leave behind, where the lower shows through. An entry
+/// of the upper is at its path in the view (each name of a hard-linked
+/// file has its own).
+fn kernel_drops(objects: &Objects, fin: &Tree, done: &[&WorkspacePatch]) -> Vec<String> {
+    let in_upper = |path: &str| {
+        fin.lookup_path(path)
+            .and_then(|i| fin.get(i))
+            .is_some_and(|n| matches!(n.origin, Origin::Upper(_)))
+    };
+    done.iter()
+        .filter(|p| p.operation != Op::Delete && in_upper(&p.path))
+        .filter(|p| objects.lower_shows_through(&p.path))
+        .map(|p| p.path.clone())
+        .collect()
 }
 
 /// Installs what `prepare` staged. Safe to run again after a crash at any
@@ -160,6 +203,10 @@ pub fn install(state: &StateDir, grant_id: &str) -> Result<()> {
         // and the staged journal is installed on the next try anyway.
         state.update_grant(&new_grant)?;
         super::apply::fault_point()?;
+        if drops.kernel {
+            remove_upper_entries(&session, &drops.upper)?;
+            return std::fs::remove_dir_all(&stage).ctx(|| format!("removing {}", stage.display()));
+        }
         let text =
             std::fs::read(stage.join("journal.jsonl")).ctx(|| "reading the staged journal")?;
         crate::state::write_atomic(&overlay.join("journal.jsonl"), &text)?;
@@ -172,6 +219,36 @@ pub fn install(state: &StateDir, grant_id: &str) -> Result<()> {
         }
     }
     std::fs::remove_dir_all(&stage).ctx(|| format!("removing {}", stage.display()))
+}
+
+/// Removes entries of a kernel session's upper (beneath it, never through
+/// a symlink); one already gone is fine.
+fn remove_upper_entries(session: &Path, rels: &[String]) -> Result<()> {
+    if rels.is_empty() {
+        return Ok(());
+    }
+    let upper = crate::overlay::engine::open_upper(session)?.ok_or_else(|| {
+        Error::invalid(format!(
+            "the staged commit of {} is for the kernel engine, but the session has no kernel layer",
+            session.display()
+        ))
+    })?;
+    let dir = HostRoot::open(&upper.upper).ctx(|| format!("opening {}", upper.upper.display()))?;
+    for rel in rels {
+        match dir.remove(rel, false) {
+            Err(e) if e.raw_os_error() != Some(libc::ENOENT) => {
+                return Err(Error::io(
+                    format!(
+                        "removing the committed {rel} from {}",
+                        upper.upper.display()
+                    ),
+                    e,
+                ))
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Drops a staged rebase that will not be installed (a rolled-back commit).

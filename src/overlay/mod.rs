@@ -37,6 +37,12 @@
 
 pub mod engine;
 pub mod journal;
+pub mod kernel;
+#[cfg(test)]
+mod kernel_session_tests;
+#[cfg(test)]
+mod kernel_tests;
+pub mod objects;
 pub mod quota;
 #[cfg(test)]
 mod tests;
@@ -54,6 +60,7 @@ use rustix::fs::{self as rfs, AtFlags, Mode as RMode, OFlags, Stat};
 use crate::error::{Error, IoContext, Result};
 use crate::tree::{Kind, Origin, Tree, ROOT};
 use journal::{Record, SeenMap};
+pub use objects::Objects;
 use quota::Quota;
 
 pub struct Overlay {
@@ -695,14 +702,26 @@ fn copy_tree(t: &Tree) -> Tree {
     out
 }
 
-/// Reads a session's overlay without changing anything (the daemon may be
-/// appending meanwhile): the view's tree, the seen records, and a way to
-/// stat objects.
-pub fn inspect(session_dir: &Path, tree: &mut Tree) -> Result<(SeenMap, PathBuf)> {
+/// Reads a session's changes without changing anything (the daemon may be
+/// writing meanwhile) onto `tree`, built from `grant`'s files: the view's
+/// tree, the seen records, and where the objects are. A FUSE session's
+/// journal is replayed; a kernel session's upper directory is read
+/// (`kernel.rs`), its image mounted for as long as the objects are held.
+pub fn inspect(
+    grant: &crate::grant::Grant,
+    session_dir: &Path,
+    tree: &mut Tree,
+) -> Result<(SeenMap, Objects)> {
+    if let Some(upper) = engine::open_upper(session_dir)? {
+        let host = crate::host::HostRoot::open(&grant.root)
+            .ctx(|| format!("host tree {}", grant.root.display()))?;
+        let read = kernel::read_upper(&upper.upper, upper.ns, &host, tree)?;
+        return Ok((read.seen, Objects::kernel(upper, read.rels)));
+    }
     let dir = session_dir.join("overlay");
     let mut seen = SeenMap::new();
     replay(&dir.join("journal.jsonl"), tree, &mut seen)?;
-    Ok((seen, dir.join("objects")))
+    Ok((seen, Objects::fuse(dir.join("objects"))))
 }
 
 /// The path of object `obj` under an objects directory.

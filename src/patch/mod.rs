@@ -214,7 +214,7 @@ pub fn pending(
     }
     let base = Tree::from_files(&grant.files);
     let mut fin = Tree::from_files(&grant.files);
-    let (_seen, objects) = crate::overlay::inspect(session_dir, &mut fin)?;
+    let (_seen, objects) = crate::overlay::inspect(grant, session_dir, &mut fin)?;
     let host = crate::host::HostRoot::open(&grant.root).ok();
     Ok(changes(&base, &fin)
         .into_iter()
@@ -222,11 +222,7 @@ pub fn pending(
             let size = match &c.source {
                 // A link adds a name, no bytes.
                 _ if c.link.is_some() => 0,
-                Some(Source::Object(o)) => {
-                    std::fs::symlink_metadata(crate::overlay::object_path(&objects, *o))
-                        .map(|m| m.len())
-                        .unwrap_or(0)
-                }
+                Some(Source::Object(o)) => objects.lstat(*o).map_or(0, |st| st.st_size as u64),
                 Some(Source::Host(h)) => host
                     .as_ref()
                     .and_then(|hr| hr.lstat(h).ok())

@@ -38,6 +38,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::grant::Grant;
 use crate::host::HostRoot;
 use crate::overlay::journal::SeenMap;
+use crate::overlay::Objects;
 use crate::paths;
 use crate::scope::Scope;
 use crate::tree::{Kind, Tree};
@@ -78,7 +79,10 @@ pub struct Loaded {
 /// Contents of a set built in memory from its session.
 struct SessionContents {
     host: HostRoot,
-    objects: OwnedFd,
+    /// The objects' root, opened (`O_PATH`).
+    objects_fd: OwnedFd,
+    /// Where each object is; holds a kernel session's layer mounted.
+    objects: Objects,
     sources: std::collections::HashMap<String, Source>,
 }
 
@@ -94,22 +98,28 @@ pub fn hash_hex(data: &[u8]) -> String {
 /// Reads the new content of every created or updated path of a session.
 pub struct Contents<'a> {
     host: &'a HostRoot,
-    objects: PathBuf,
+    objects: &'a Objects,
 }
 
 impl Contents<'_> {
     fn read(&self, source: &Source, kind: Kind) -> Result<(Vec<u8>, u32)> {
         let (data, st) = match source {
             Source::Object(o) => {
-                let p = crate::overlay::object_path(&self.objects, *o);
-                let st = rustix::fs::lstat(&p)
-                    .map_err(|e| Error::io(format!("overlay object {o}"), e.into()))?;
+                let shown = || match self.objects.path(*o) {
+                    Some(p) => format!("overlay object {o} ({})", p.display()),
+                    None => format!("overlay object {o}"),
+                };
+                let st = self.objects.lstat(*o).ctx(shown)?;
                 let data = if kind == Kind::Symlink {
-                    std::fs::read_link(&p).map(|t| t.into_os_string().into_encoded_bytes())
+                    self.objects.readlink(*o)
                 } else {
-                    std::fs::read(&p)
+                    let mut v = Vec::new();
+                    self.objects
+                        .open_file(*o)
+                        .and_then(|mut f| f.read_to_end(&mut v))
+                        .map(|_| v)
                 }
-                .ctx(|| format!("reading overlay object {o}"))?;
+                .ctx(|| format!("reading {}", shown()))?;
                 (data, st)
             }
             Source::Host(h) => {
@@ -145,19 +155,19 @@ pub fn build(
 }
 
 /// `build`, also telling where each content came from; returns the set and
-/// the overlay's objects directory.
+/// the session's objects.
 fn build_from(
     grant: &Grant,
     session_dir: &Path,
     mut each: impl FnMut(&WorkspacePatch, Option<&[u8]>, Option<&Source>) -> Result<()>,
-) -> Result<(PatchSet, PathBuf)> {
+) -> Result<(PatchSet, Objects)> {
     let base = Tree::from_files(&grant.files);
     let mut fin = Tree::from_files(&grant.files);
-    let (seen, objects) = crate::overlay::inspect(session_dir, &mut fin)?;
+    let (seen, objects) = crate::overlay::inspect(grant, session_dir, &mut fin)?;
     let host = HostRoot::open(&grant.root).ctx(|| format!("host tree {}", grant.root.display()))?;
     let contents = Contents {
         host: &host,
-        objects: objects.clone(),
+        objects: &objects,
     };
     let mut patches: Vec<WorkspacePatch> = Vec::new();
     for c in changes(&base, &fin) {
@@ -534,12 +544,12 @@ impl Loaded {
         for p in &mut set.patches {
             p.content = inlined.remove(&p.path);
         }
-        let objects = rfs::open(
-            &objects,
+        let objects_fd = rfs::open(
+            objects.root(),
             OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         );
-        let objects = match objects {
+        let objects_fd = match objects_fd {
             Ok(fd) => fd,
             // No overlay objects at all (only deletes, or moved host files).
             Err(_) => rfs::open(
@@ -558,6 +568,7 @@ impl Loaded {
             limit: AtomicU64::new(u64::MAX),
             session: Some(SessionContents {
                 host,
+                objects_fd,
                 objects,
                 sources,
             }),
@@ -614,13 +625,15 @@ impl Loaded {
         if let Some(s) = &self.session {
             let path = &p.path;
             let opened = match s.sources.get(path) {
-                Some(Source::Object(o)) => {
-                    let name = crate::overlay::object_rel(*o);
-                    open_regular(&s.objects, OsStr::new(&name)).map_err(|r| match r {
-                        Refused::Io(e) => e,
-                        _ => std::io::Error::from_raw_os_error(libc::EINVAL),
-                    })
-                }
+                Some(Source::Object(o)) => match s.objects.rel(*o) {
+                    Some(name) => {
+                        open_regular(&s.objects_fd, OsStr::new(&name)).map_err(|r| match r {
+                            Refused::Io(e) => e,
+                            _ => std::io::Error::from_raw_os_error(libc::EINVAL),
+                        })
+                    }
+                    None => Err(std::io::Error::from_raw_os_error(libc::ENOENT)),
+                },
                 Some(Source::Host(h)) => s.host.open_file(h).and_then(|f| {
                     let len = f.metadata()?.len();
                     Ok((f, len))
@@ -929,7 +942,11 @@ impl Loaded {
                         p.path
                     )))
                 }
-                (None, Op::Update | Op::Delete) => {
+                // A session's own set may not know a base (the host entry
+                // changed after the agent's copy was made): the commit takes
+                // that as a conflict unless the host already holds the
+                // result. A set from elsewhere must say what it expects.
+                (None, Op::Update | Op::Delete) if self.session.is_none() => {
                     return Err(Error::invalid(format!(
                         "patch {}: a {:?} needs the base the agent saw (it was not recorded)",
                         p.path, p.operation
