@@ -68,7 +68,7 @@ pub(super) fn no_backing(_: &File) -> std::io::Result<()> {
 }
 
 fn names(v: &View, ino: Ino) -> Vec<String> {
-    let fh = v.opendir(ino).unwrap();
+    let fh = v.opendir(ino).unwrap().fh;
     let mut out = Vec::new();
     let mut offset = 0;
     loop {
