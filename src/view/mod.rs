@@ -837,6 +837,8 @@ fn wants_write(flags: i32) -> bool {
 #[cfg(test)]
 mod link_tests;
 #[cfg(test)]
+mod lower_tests;
+#[cfg(test)]
 mod serve_tests;
 #[cfg(test)]
 mod tests;

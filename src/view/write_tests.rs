@@ -14,7 +14,7 @@ pub(super) const ROOTUSER: Caller = Caller { uid: 0, gid: 0 };
 pub(super) struct Fx {
     _dirs: (tempfile::TempDir, tempfile::TempDir),
     pub(super) host: std::path::PathBuf,
-    session: std::path::PathBuf,
+    pub(super) session: std::path::PathBuf,
     pub(super) grant: Grant,
 }
 
