@@ -65,7 +65,8 @@ pub const NAME_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Tunables of a view.
 #[derive(Clone, Debug)]
 pub struct ViewOptions {
-    /// How long the kernel may cache entries and attributes of host files.
+    /// How long the kernel may cache attributes of host files (and names,
+    /// in writable views; see [`NAME_TTL`]).
     pub cache_ttl: Duration,
     /// Overlay quota overrides (default: the grant's limits).
     pub quota_bytes: Option<u64>,
