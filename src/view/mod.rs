@@ -540,7 +540,8 @@ impl View {
     /// cached. Hiding does not depend on it: the cache only ever holds
     /// names this view listed. Expiry does not either: opening a directory
     /// always asks the daemon (EACCES once expired), and so does a listing
-    /// from offset 0 (its attributes run out at expiry at the latest).
+    /// from offset 0 (its attributes run out at expiry at the latest); only
+    /// a listing already under way at expiry may finish from the cache.
     pub fn opendir(&self, ino: Ino) -> Result<OpenDir> {
         self.live()?;
         let tree = self.read_tree();
