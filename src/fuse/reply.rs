@@ -9,7 +9,7 @@ use fuser::{
 };
 
 use super::log::{failed, Req};
-use crate::view::{self, Attr, Entry, Kind, Lookup, Open, Serve, Statfs};
+use crate::view::{self, Attr, Entry, Kind, Lookup, Open, OpenDir, Serve, Statfs};
 
 pub(super) const GEN: Generation = Generation(0);
 
@@ -44,7 +44,7 @@ impl Reply<()> for ReplyEmpty {
 
 impl Reply<Entry> for ReplyEntry {
     fn send(self, e: Entry) {
-        self.entry(&e.ttl, &file_attr(&e.attr), GEN)
+        self.entry_with_ttls(&e.ttl, &e.name_ttl, &file_attr(&e.attr), GEN)
     }
     refuse_with_error!();
 }
@@ -101,6 +101,20 @@ impl Reply<Open<BackingId>> for ReplyOpen {
     refuse_with_error!();
 }
 
+impl Reply<OpenDir> for ReplyOpen {
+    fn send(self, dir: OpenDir) {
+        let flags = if dir.cache_listing {
+            FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE
+        } else {
+            FopenFlags::empty()
+        };
+        self.opened(FileHandle(dir.fh), flags)
+    }
+    refuse_with_error!();
+}
+
+/// fuser's `created` takes one lifetime for name and attributes; creating
+/// happens only in writable views, where the two are the same.
 impl Reply<(Entry, Open<BackingId>)> for ReplyCreate {
     fn send(self, (e, open): (Entry, Open<BackingId>)) {
         let (attr, fh) = (file_attr(&e.attr), FileHandle(open.fh));

@@ -36,7 +36,12 @@ pub struct Attr {
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Entry {
     pub attr: Attr,
+    /// How long the attributes may be cached.
     pub ttl: Duration,
+    /// How long the name may be cached as leading to this inode (FUSE's
+    /// entry timeout), never shorter than `ttl`: long where the view's
+    /// names cannot change (see `View::entry`).
+    pub name_ttl: Duration,
 }
 
 impl Deref for Entry {

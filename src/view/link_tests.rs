@@ -158,7 +158,7 @@ fn a_link_is_the_same_file_under_two_names() {
     assert_eq!(v.read(reader.fh, 0, 100).unwrap(), b"ALPHA\n");
     v.release(reader.fh);
     // A listing shows both names with the file's number.
-    let fh = v.opendir(ino(&v, "d")).unwrap();
+    let fh = v.opendir(ino(&v, "d")).unwrap().fh;
     let listed: Vec<(String, Ino, u32)> = v
         .readdir(ino(&v, "d"), fh, 2)
         .unwrap()
@@ -186,7 +186,7 @@ fn unlinking_one_name_leaves_the_others_and_open_handles() {
     assert_eq!(stat(&v, "d/b2").unwrap().nlink, 3);
     let open = v.open(file, libc::O_RDWR, no_backing).unwrap();
     // A listing opened before the unlink still lists the other names.
-    let fh = v.opendir(ROOT).unwrap();
+    let fh = v.opendir(ROOT).unwrap().fh;
     let t0 = v.getattr(file).unwrap().ctime;
     after_tick(&fx.session, t0);
     v.unlink(ROOT, name("a.txt")).unwrap();

@@ -52,10 +52,21 @@ use upper::Upper;
 /// they change only through the daemon, which keeps the kernel informed.
 pub const OWNED_TTL: Duration = Duration::from_secs(60);
 
+/// How long the kernel may keep a name (and an absent name) of a view
+/// whose set of names cannot change: a read-only view or the kernel
+/// engine's lower (the grant fixes the names; see `View::names_fixed`).
+/// The answer to a repeated lookup would be the same, so the timeout only
+/// bounds how long the kernel goes without asking: a day outlasts any
+/// working session (and is cut at the grant's expiry like every TTL),
+/// while memory pressure still evicts entries whenever it needs to.
+/// Attributes keep `cache_ttl`: host content still changes.
+pub const NAME_TTL: Duration = Duration::from_secs(24 * 3600);
+
 /// Tunables of a view.
 #[derive(Clone, Debug)]
 pub struct ViewOptions {
-    /// How long the kernel may cache entries and attributes of host files.
+    /// How long the kernel may cache attributes of host files (and names,
+    /// in writable views; see [`NAME_TTL`]).
     pub cache_ttl: Duration,
     /// Overlay quota overrides (default: the grant's limits).
     pub quota_bytes: Option<u64>,
@@ -65,8 +76,10 @@ pub struct ViewOptions {
     /// The time expiry is judged by (the system clock but in tests).
     pub clock: SharedClock,
     /// Serve the grant read-only as the lower layer of the kernel engine's
-    /// overlay (whatever the grant's mode): the overlay's own questions
-    /// (xattrs) are answered without a round trip per entry.
+    /// overlay (whatever the grant's mode; the writes go to the overlay's
+    /// upper): every change answers EROFS, nothing is opened or created in
+    /// the session directory, and xattr reads answer ENOSYS (see
+    /// [`View::getxattr`]).
     pub overlay_lower: bool,
 }
 
@@ -90,6 +103,15 @@ pub struct DirEntry {
     pub name: Box<str>,
     pub attr: Attr,
     pub ttl: Duration,
+}
+
+/// An open directory: its handle, and whether the kernel may cache its
+/// listing and keep that cache across opens (FUSE's `FOPEN_CACHE_DIR |
+/// FOPEN_KEEP_CACHE`; see [`View::opendir`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct OpenDir {
+    pub fh: u64,
+    pub cache_listing: bool,
 }
 
 /// The largest file a view holds: 16 TiB, ext4's limit with 4 KiB blocks
@@ -136,8 +158,15 @@ pub struct View {
 
 impl View {
     /// A view of `grant`. Writable modes need the session directory, where
-    /// the overlay lives; read-only views never write anything.
+    /// the overlay lives; read-only views never write anything, and neither
+    /// does the kernel engine's lower (`overlay_lower`), which is served
+    /// read-only whatever the grant's mode.
     pub fn new(grant: &Grant, session_dir: Option<&Path>, opts: ViewOptions) -> CmdResult<View> {
+        let mode = if opts.overlay_lower {
+            Mode::ReadOnly
+        } else {
+            grant.mode
+        };
         let mut host = HostRoot::open(&grant.root).map_err(|e| {
             crate::error::Error::io(format!("opening host tree {}", grant.root.display()), e)
         })?;
@@ -153,7 +182,7 @@ impl View {
             .iter()
             .fold(0u64, |t, f| t.saturating_add(f.size_bytes));
         let mut tree = Tree::from_files(&files);
-        let (upper, seen): (Option<Box<dyn Upper>>, _) = match (grant.mode, session_dir) {
+        let (upper, seen): (Option<Box<dyn Upper>>, _) = match (mode, session_dir) {
             (Mode::ReadOnly, _) => (None, SeenMap::new()),
             (Mode::ReadWriteOverlay, Some(dir)) => {
                 let base = Tree::from_files(&files);
@@ -182,7 +211,7 @@ impl View {
             }
         };
         Ok(View {
-            mode: grant.mode,
+            mode,
             expires_at: grant.expires_at_time()?,
             host,
             granted_bytes,
@@ -227,15 +256,33 @@ impl View {
         self.clamp(self.opts.cache_ttl)
     }
 
+    /// Whether the view's set of names can never change while it is
+    /// mounted: it has no upper layer (a read-only view, or the kernel
+    /// engine's lower), so the grant's names are all it will ever show.
+    /// (A granted host entry may still vanish and come back: that is
+    /// content, answered per request.)
+    fn names_fixed(&self) -> bool {
+        self.upper.is_none()
+    }
+
     /// `attr` with how long the kernel may cache it: long for what the
-    /// daemon owns.
+    /// daemon owns; the name a day where names are fixed ([`NAME_TTL`]).
     fn entry(&self, attr: Attr) -> Entry {
         let ttl = if attr.owned {
             self.clamp(OWNED_TTL.max(self.opts.cache_ttl))
         } else {
             self.ttl()
         };
-        Entry { attr, ttl }
+        let name_ttl = if self.names_fixed() {
+            self.clamp(NAME_TTL.max(ttl))
+        } else {
+            ttl
+        };
+        Entry {
+            attr,
+            ttl,
+            name_ttl,
+        }
     }
 
     /// Attributes as presented: with `--uid/--gid`, every entry belongs to
@@ -279,8 +326,27 @@ impl View {
     pub fn lookup(&self, parent: Ino, name: &OsStr) -> Result<Lookup> {
         match self.lookup_attr(parent, name) {
             Ok(a) => Ok(Lookup::Found(self.entry(a))),
-            Err(e) if e == Errno::ENOENT => Ok(Lookup::Absent { ttl: self.ttl() }),
+            Err(e) if e == Errno::ENOENT => Ok(Lookup::Absent {
+                ttl: self.absent_ttl(parent, name),
+            }),
             Err(e) => Err(e),
+        }
+    }
+
+    /// How long the kernel may remember `name` as absent. Where names are
+    /// fixed, a name the grant does not hold never appears: [`NAME_TTL`].
+    /// A granted name whose host entry is missing may come back (the host
+    /// recreates it), and any name may appear in a writable view:
+    /// `cache_ttl`.
+    fn absent_ttl(&self, parent: Ino, name: &OsStr) -> Duration {
+        let granted = || {
+            name.to_str()
+                .is_some_and(|n| self.read_tree().child(parent, n).is_some())
+        };
+        if self.names_fixed() && !granted() {
+            self.clamp(NAME_TTL)
+        } else {
+            self.ttl()
         }
     }
 
@@ -458,7 +524,25 @@ impl View {
     /// Opens a directory: a snapshot of its names (`.`, `..`, children),
     /// so offsets stay stable while it changes. What each name is now is
     /// decided when the entries are read (`readdir`).
-    pub fn opendir(&self, ino: Ino) -> Result<u64> {
+    ///
+    /// The kernel may cache the listing (`cache_listing`) where every
+    /// change of the names reaches it: it drops a directory's cached
+    /// listing when the directory is changed through the mount and, when a
+    /// listing starts from offset 0, when the directory's mtime has changed
+    /// (it asks for the attributes first once they are `cache_ttl` old; we
+    /// negotiate `FUSE_AUTO_INVAL_DATA`, which makes it do so). That holds
+    /// where names are fixed (a granted host entry that goes or comes back
+    /// changes the host directory's mtime), and in writable views for
+    /// directories whose mtime is the host's (or the later time the view
+    /// kept, see `times.rs`), since every change the view makes goes
+    /// through the mount. A directory that is an overlay object keeps its
+    /// own mtime, which a host change beneath it does not move: never
+    /// cached. Hiding does not depend on it: the cache only ever holds
+    /// names this view listed. Expiry does not either: opening a directory
+    /// always asks the daemon (EACCES once expired), and so does a listing
+    /// from offset 0 (its attributes run out at expiry at the latest); only
+    /// a listing already under way at expiry may finish from the cache.
+    pub fn opendir(&self, ino: Ino) -> Result<OpenDir> {
         self.live()?;
         let tree = self.read_tree();
         let node = tree.get(ino).ok_or(Errno::ENOENT)?;
@@ -473,7 +557,9 @@ impl View {
                 names.push((tree.inode_of(child), c.name.clone()));
             }
         }
-        Ok(self.handles.insert(Handle::Dir(Arc::new(names))))
+        let cache_listing = self.names_fixed() || !matches!(node.origin, Origin::Upper(_));
+        let fh = self.handles.insert(Handle::Dir(Arc::new(names)));
+        Ok(OpenDir { fh, cache_listing })
     }
 
     /// Entries of an open directory from `offset`, each with the offset
@@ -522,7 +608,10 @@ impl View {
                 },
             };
             let Ok(attr) = attr else { continue };
-            let Entry { attr, ttl } = self.entry(attr);
+            // readdirplus carries one lifetime for both name and
+            // attributes (fuser's `ReplyDirectoryPlus::add`): the
+            // attributes' (a later lookup gives the name its own).
+            let Entry { attr, ttl, .. } = self.entry(attr);
             out.push((
                 i as u64 + 1,
                 DirEntry {
@@ -577,12 +666,15 @@ impl View {
     /// `privileged` is asked only for those. Overlay objects carry only
     /// `user.*` attributes of the view (anything else on them belongs to
     /// the state dir, not the view).
+    ///
+    /// The kernel engine's lower answers ENOSYS (see `lower_xattrs`).
     pub fn getxattr(
         &self,
         ino: Ino,
         name: &OsStr,
         privileged: impl FnOnce() -> bool,
     ) -> Result<Vec<u8>> {
+        self.lower_xattrs()?;
         self.live()?;
         let name = name.to_str().ok_or(Errno::ENODATA)?;
         let tree = self.read_tree();
@@ -606,8 +698,10 @@ impl View {
     /// filesystem lists them (`trusted.*` only to a caller with
     /// CAP_SYS_ADMIN, see [`xattr_needs_privilege`]). The daemon reads the
     /// host with its own rights, so the list is filtered for the caller;
-    /// `privileged` is asked only when a privileged name is present.
+    /// `privileged` is asked only when a privileged name is present. The
+    /// kernel engine's lower answers ENOSYS (see `lower_xattrs`).
     pub fn listxattr(&self, ino: Ino, privileged: impl FnOnce() -> bool) -> Result<Vec<u8>> {
+        self.lower_xattrs()?;
         self.live()?;
         let tree = self.read_tree();
         let source = self.source(&tree, ino)?;
@@ -627,6 +721,24 @@ impl View {
         }
         let privileged = privileged();
         Ok(filter_xattr_names(&all, |n| privileged || !needs(n)))
+    }
+
+    /// ENOSYS for every xattr read of the kernel engine's lower, whose only
+    /// client is overlayfs. Overlayfs asks the lower for its private
+    /// attributes (`*.overlay.metacopy` of every file, `*.overlay.origin`
+    /// of every directory, even with metacopy=off): a round trip per
+    /// entry. ENOSYS makes the kernel stop sending GETXATTR (LISTXATTR) on
+    /// this connection and answer EOPNOTSUPP itself, which overlayfs takes
+    /// as "no attributes" (copy-up still works, carrying none). It also
+    /// guarantees that no host xattr ever reaches overlayfs: a host file
+    /// carrying `trusted.overlay.opaque`, `*.overlay.redirect` or any other
+    /// `*.overlay.*` attribute cannot change how the layers merge, because
+    /// the lower never reads a host attribute at all.
+    fn lower_xattrs(&self) -> Result<()> {
+        if self.opts.overlay_lower {
+            return Err(Errno(libc::ENOSYS).into());
+        }
+        Ok(())
     }
 
     /// `access(2)`: existence, a read-only view for W_OK, then mode bits.
@@ -726,6 +838,8 @@ fn wants_write(flags: i32) -> bool {
 
 #[cfg(test)]
 mod link_tests;
+#[cfg(test)]
+mod lower_tests;
 #[cfg(test)]
 mod serve_tests;
 #[cfg(test)]

@@ -14,7 +14,7 @@ pub(super) const ROOTUSER: Caller = Caller { uid: 0, gid: 0 };
 pub(super) struct Fx {
     _dirs: (tempfile::TempDir, tempfile::TempDir),
     pub(super) host: std::path::PathBuf,
-    session: std::path::PathBuf,
+    pub(super) session: std::path::PathBuf,
     pub(super) grant: Grant,
 }
 
@@ -480,7 +480,7 @@ fn readdir_leaves_out_names_removed_since_opendir() {
     let v = open_view(&fx, ViewOptions::default());
     let d = ino(&v, "d");
     write_file(&v, "d", "made.txt", b"m").unwrap();
-    let fh = v.opendir(d).unwrap();
+    let fh = v.opendir(d).unwrap().fh;
     v.unlink(d, name("made.txt")).unwrap();
     v.unlink(d, name("b.txt")).unwrap();
     v.rename(d, name("e"), ROOT, name("e2"), 0).unwrap();
@@ -499,7 +499,7 @@ fn readdir_leaves_out_names_removed_since_opendir() {
         "removed, moved and re-made names are left out"
     );
     // A batch filtered to nothing before the end still goes on.
-    let fh = v.opendir(ROOT).unwrap();
+    let fh = v.opendir(ROOT).unwrap().fh;
     let all = v.readdir(ROOT, fh, 0).unwrap();
     assert!(all.iter().any(|(_, e)| &*e.name == "e2"));
     v.releasedir(fh);

@@ -205,7 +205,7 @@ impl<'a> Core<'a> {
     ) -> Result<(), String> {
         let v = self.view();
         let at = |what: &str, e: i32| format!("{what} {path:?}: errno {e}");
-        let fh = errno(v.opendir(dir)).map_err(|e| at("opendir", e))?;
+        let fh = errno(v.opendir(dir)).map_err(|e| at("opendir", e))?.fh;
         let mut listed = Vec::new();
         let mut offset = 0;
         loop {
