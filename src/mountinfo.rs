@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 
 /// The source every wopfs mount shows in mountinfo: `wopfs:GRANT`. (The
-/// type is `fuse`, or `fuse.wopfs` when mounted through fusermount3.)
+/// type is `fuse`, or `fuse.wopfs` when mounted through fusermount3, or
+/// `overlay` for the kernel engine.)
 pub const SOURCE_PREFIX: &str = "wopfs:";
 
 #[derive(Clone, Debug)]
@@ -17,7 +18,15 @@ pub struct MountEntry {
 
 impl MountEntry {
     pub fn is_wopfs(&self) -> bool {
-        self.fstype.starts_with("fuse") && self.source.starts_with(SOURCE_PREFIX)
+        (self.fstype.starts_with("fuse") || self.fstype == "overlay")
+            && self.source.starts_with(SOURCE_PREFIX)
+    }
+
+    /// The grant a wopfs mount serves.
+    pub fn grant_id(&self) -> Option<&str> {
+        self.source
+            .strip_prefix(SOURCE_PREFIX)
+            .filter(|_| self.is_wopfs())
     }
 }
 

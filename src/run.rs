@@ -191,14 +191,18 @@ pub fn run(state: &StateDir, grant: &Grant, opts: RunOptions) -> Result<i32> {
         .ctx(|| "making a temporary mountpoint")?;
     let mp = mountinfo::check_mountpoint(tmp.path(), &grant.root, state.path())?;
     let caller_umask = rustix::process::umask(rustix::fs::Mode::empty()).bits();
-    let (_lock, fuse) = crate::mount::open_session(state, grant, &mp, &opts.mount)?;
-    let background = fuse.spawn().ctx(|| "starting the FUSE threads")?;
+    let (_lock, served, engine) = crate::mount::open_session(state, grant, &mp, &opts.mount)?;
+    if let Some(end) = served.expiry() {
+        crate::mount::watch_expiry(grant, opts.mount.view.clock.clone(), end)?;
+    }
+    let background = served.spawn()?;
     state.write_mount_record(
         &grant.grant_id,
         &MountRecord {
             pid: std::process::id(),
             mountpoint: mp.clone(),
             run: true,
+            engine,
         },
     )?;
     let actor = crate::audit::current_actor();
@@ -214,7 +218,11 @@ pub fn run(state: &StateDir, grant: &Grant, opts: RunOptions) -> Result<i32> {
         &actor,
         crate::audit::Event::Start,
         "running",
-        serde_json::json!({"at": at, "command": cmdline}),
+        serde_json::json!({
+            "at": at,
+            "command": cmdline,
+            "engine": engine.map(crate::overlay::engine::Engine::name),
+        }),
     )?;
 
     let uid = rustix::process::getuid().as_raw();
@@ -246,7 +254,7 @@ pub fn run(state: &StateDir, grant: &Grant, opts: RunOptions) -> Result<i32> {
 
     // Tear down: the namespace died with the command; unmount ours.
     let _ = crate::mount::unmount(&mp, false).or_else(|_| crate::mount::unmount(&mp, true));
-    drop(background);
+    background.stop();
     state.clear_mount_record(&grant.grant_id);
     if created_at {
         let _ = std::fs::remove_dir(&at);

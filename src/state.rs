@@ -36,6 +36,9 @@ pub struct MountRecord {
     /// command), not by `wopfs mount`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub run: bool,
+    /// The engine of a writable overlay view (`fuse` or `kernel`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<crate::overlay::engine::Engine>,
 }
 
 impl StateDir {

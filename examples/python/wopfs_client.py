@@ -566,10 +566,15 @@ class WopfsWorkspaceClient(WorkspaceClient):
     async def open_view(self, *, purpose: str, hints: Sequence[str] = (),
                         file_types: Sequence[FileType] = (), max_files: int = 10,
                         mode: WorkspaceMode = WorkspaceMode.READ_ONLY, reason: str | None = None,
-                        ttl_seconds: int | None = None) -> WopfsWorkspaceView:
+                        ttl_seconds: int | None = None,
+                        engine: str | None = None) -> WopfsWorkspaceView:
+        """`engine`: for a read_write_overlay view, "kernel", "fuse" or
+        "auto" (the server's default: kernel where it can run)."""
         body: dict[str, Any] = {"purpose": purpose, "hints": _list(hints),
                                 "file_types": [_value(t) for t in _list(file_types)],
                                 "max_files": max_files, "mode": _value(mode)}
+        if engine is not None:
+            body["engine"] = engine
         if reason is not None:
             body["reason"] = reason
         if ttl_seconds is not None:

@@ -43,8 +43,12 @@ use crate::state::StateDir;
 
 /// The environment variables wopfs reads: `wopfs --help` and wopfs.1
 /// list them.
-pub const ENV_VARS: [(&str, &str); 6] = [
+pub const ENV_VARS: [(&str, &str); 7] = [
     ("WOPFS_STATE_DIR", "the state directory (as --state-dir)"),
+    (
+        "WOPFS_ENGINE",
+        "engine of writable views: auto, kernel or fuse (as --engine)",
+    ),
     (
         "WOPFS_LOG",
         "log filter on stderr, e.g. debug (default: warn)",
@@ -69,6 +73,7 @@ pub const ENV_VARS: [(&str, &str); 6] = [
 const ENVIRONMENT: &str = "\
 Environment:
   WOPFS_STATE_DIR          the state directory (as --state-dir)
+  WOPFS_ENGINE             engine of writable views: auto, kernel or fuse (as --engine)
   WOPFS_LOG                log filter on stderr, e.g. debug (default: warn)
   NO_COLOR                 any non-empty value: no colour unless --color always
   WOPFS_PAGER, PAGER       pager for diff and audit on a terminal (empty or cat: none;
@@ -141,6 +146,15 @@ pub enum Command {
     Completions(CompletionsArgs),
     /// Write the man pages: wopfs.1 on stdout, or every page into a directory.
     Man(ManArgs),
+    /// Internal: the kernel engine's guard (takes its mounts down when the daemon dies).
+    #[command(hide = true)]
+    Guard(GuardArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct GuardArgs {
+    grant: String,
+    mountpoint: PathBuf,
 }
 
 #[derive(clap::Args, Debug)]
@@ -171,7 +185,7 @@ pub fn parse() -> Cli {
 pub fn run(cli: Cli) -> Result<ExitCode> {
     // Daemons and the API server log at info: their logs are their record.
     let daemon = matches!(&cli.command, Command::Mount(m) if m.daemon)
-        || matches!(&cli.command, Command::Serve(_));
+        || matches!(&cli.command, Command::Serve(_) | Command::Guard(_));
     init_logging(daemon);
     // Located only by the commands that use it (search needs none).
     let state_path = || StateDir::locate(cli.state_dir.clone());
@@ -199,6 +213,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Diagnostics(a) => serve::diagnostics(&state()?, a),
         Command::Completions(a) => term::completions(a.shell),
         Command::Man(a) => term::man(a.output.as_deref(), a.json),
+        Command::Guard(a) => crate::mount::kernel::guard(&state()?, &a.grant, &a.mountpoint),
     }?;
     Ok(ExitCode::SUCCESS)
 }
@@ -266,7 +281,7 @@ impl Cli {
     pub fn serves(&self) -> bool {
         match &self.command {
             Command::Mount(m) => m.foreground || m.daemon,
-            Command::Run(_) | Command::Serve(_) => true,
+            Command::Run(_) | Command::Serve(_) | Command::Guard(_) => true,
             _ => false,
         }
     }

@@ -110,7 +110,8 @@ pub struct EngineArgs {
     /// the read-only FUSE view: native speed; root), `fuse` (the overlay in
     /// the daemon) or `auto` (kernel where it can run, else fuse). A session
     /// keeps the engine it started with.
-    #[arg(long, value_enum, default_value_t = mount::EngineChoice::Auto, value_name = "ENGINE")]
+    #[arg(long, value_enum, default_value_t = mount::EngineChoice::Auto, value_name = "ENGINE",
+          env = "WOPFS_ENGINE")]
     pub engine: mount::EngineChoice,
 }
 

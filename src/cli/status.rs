@@ -32,6 +32,12 @@ struct Row {
     mounted: bool,
     mountpoint: Option<String>,
     pid: Option<u32>,
+    /// The engine of a read_write_overlay view: fuse or kernel (`None`
+    /// for other modes, and for a session never mounted).
+    engine: Option<&'static str>,
+    /// Kernel engine overlays of this grant still mounted with no daemon
+    /// serving their lower (`wopfs umount` removes them).
+    half_dead: Vec<String>,
     pending_summary: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pending: Option<Vec<Pending>>,
@@ -49,6 +55,18 @@ pub fn run(state: &StateDir, a: &Args) -> Result<()> {
             .live_mount(&id)
             .filter(|m| crate::mountinfo::mount_at(&m.mountpoint).is_some_and(|e| e.is_wopfs()));
         let session = state.session_dir(&id);
+        let engine = match mount.as_ref().and_then(|m| m.engine) {
+            Some(e) => Some(e),
+            None => crate::overlay::engine::record(&session)?.map(|r| r.engine),
+        };
+        let half_dead: Vec<String> = if mount.is_some() {
+            Vec::new()
+        } else {
+            crate::mount::kernel::overlays_of(&id)
+                .into_iter()
+                .map(|p| p.display().to_string())
+                .collect()
+        };
         let phase = if crate::session::commit_journal_path(&session).exists() {
             "commit-interrupted".to_string()
         } else {
@@ -76,6 +94,8 @@ pub fn run(state: &StateDir, a: &Args) -> Result<()> {
             mounted: mount.is_some(),
             mountpoint: mount.as_ref().map(|m| m.mountpoint.display().to_string()),
             pid: mount.map(|m| m.pid),
+            engine: engine.map(crate::overlay::engine::Engine::name),
+            half_dead,
             pending_summary: patch::summary(&pending),
             pending: a.grant.is_some().then_some(pending),
         });
@@ -98,9 +118,10 @@ pub fn run(state: &StateDir, a: &Args) -> Result<()> {
         .unwrap_or(0)
         .max("MOUNTED AT".len());
     outln!(
-        "{:<18}  {:<18}  {:<18}  {:>7}  {:<20}  {:<w$}  PURPOSE",
+        "{:<18}  {:<18}  {:<6}  {:<18}  {:>7}  {:<20}  {:<w$}  PURPOSE",
         "GRANT",
         "MODE",
+        "ENGINE",
         "STATE",
         "FILES",
         "EXPIRES",
@@ -113,15 +134,24 @@ pub fn run(state: &StateDir, a: &Args) -> Result<()> {
             (None, false) => "never",
         };
         outln!(
-            "{:<18}  {:<18}  {:<18}  {:>7}  {:<20}  {:<w$}  {}",
+            "{:<18}  {:<18}  {:<6}  {:<18}  {:>7}  {:<20}  {:<w$}  {}",
             r.grant_id,
             r.mode,
+            r.engine.unwrap_or("-"),
             r.phase,
             r.files,
             expires,
             mp,
             r.purpose
         )?;
+    }
+    for r in &rows {
+        for mp in &r.half_dead {
+            outln!(
+                "\ngrant {}: its kernel overlay at {mp} is still mounted but no daemon serves it (half-dead); wopfs umount {mp} removes it",
+                r.grant_id
+            )?;
+        }
     }
     if let [r] = &rows[..] {
         if r.phase == "commit-interrupted" {

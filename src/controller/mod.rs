@@ -81,6 +81,16 @@ pub fn ensure_unmounted(state: &StateDir, grant: &Grant) -> Result<()> {
             )));
         }
     }
+    // A kernel engine overlay whose daemon died with its guard still
+    // takes writes into the upper layer.
+    if let Some(mp) = crate::mount::kernel::overlays_of(&grant.grant_id).first() {
+        return Err(Error::invalid(format!(
+            "grant {}'s kernel overlay at {} is still mounted with no daemon (half-dead), and still takes writes; remove it first (wopfs umount {}) so no write races the commit",
+            grant.grant_id,
+            mp.display(),
+            mp.display()
+        )));
+    }
     Ok(())
 }
 
@@ -556,6 +566,7 @@ pub fn reject(state: &StateDir, grant: &Grant, reason: &str) -> Result<()> {
     recover_locked(state, grant, &host)?;
     SessionState::load(&session_dir)?.check_not_ended(&grant.grant_id, "reject")?;
     let actor = crate::audit::current_actor();
+    crate::overlay::engine::discard_layer(&session_dir)?;
     let _ = std::fs::remove_dir_all(session_dir.join("overlay"));
     session::set_phase(
         &session_dir,

@@ -1,5 +1,9 @@
 //! Mounting a view: the daemon that serves it, the background start that
-//! returns once the mount is ready, and a clean unmount.
+//! returns once the mount is ready, and a clean unmount. A writable
+//! overlay view is served by one of two engines: the FUSE daemon's own
+//! overlay, or kernel overlayfs over the read-only FUSE view (`kernel.rs`).
+
+pub mod kernel;
 
 use std::io::{BufRead, BufReader, Read};
 use std::os::fd::AsRawFd;
@@ -15,6 +19,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::fuse::WopFs;
 use crate::grant::Grant;
 use crate::mountinfo;
+use crate::overlay::engine::{self, Engine};
 use crate::policy::Mode;
 use crate::state::{MountRecord, StateDir};
 use crate::view::{View, ViewOptions};
@@ -102,22 +107,164 @@ pub fn preflight(
     mountinfo::check_mountpoint(mountpoint, &grant.root, state.path())
 }
 
-/// The view of `grant` and its FUSE session on `mp`, with the session lock
-/// held shared: keep it until the process ends, so no commit runs while
-/// the view is served.
+/// A view being served: the FUSE daemon's session, or the kernel
+/// engine's stack (whose lower is already being served).
+pub enum Served {
+    Fuse(fuser::Session<WopFs>),
+    Kernel(kernel::KernelStack),
+}
+
+/// A view served in the background (`wopfs run`).
+pub enum Running {
+    Fuse(fuser::BackgroundSession),
+    Kernel(kernel::KernelStack),
+}
+
+impl Served {
+    /// Serves until the view is unmounted.
+    pub fn run(self) -> Result<()> {
+        match self {
+            Served::Fuse(s) => s.run().ctx(|| "serving the view"),
+            Served::Kernel(k) => k.wait(),
+        }
+    }
+
+    /// Serves in the background.
+    pub fn spawn(self) -> Result<Running> {
+        Ok(match self {
+            Served::Fuse(s) => Running::Fuse(s.spawn().ctx(|| "starting the FUSE threads")?),
+            Served::Kernel(k) => Running::Kernel(k),
+        })
+    }
+}
+
+impl Served {
+    /// What ends a kernel engine view at expiry (the FUSE engine's view
+    /// answers EACCES by itself).
+    pub fn expiry(&self) -> Option<kernel::Expiry> {
+        match self {
+            Served::Fuse(_) => None,
+            Served::Kernel(k) => Some(k.expiry()),
+        }
+    }
+}
+
+/// Ends the view when `grant` expires by `clock` (checked every second,
+/// so a moved clock counts too).
+pub fn watch_expiry(
+    grant: &Grant,
+    clock: crate::clock::SharedClock,
+    end: kernel::Expiry,
+) -> Result<()> {
+    if grant.expires_at.is_none() {
+        return Ok(());
+    }
+    let grant = grant.clone();
+    std::thread::Builder::new()
+        .name("expiry".into())
+        .spawn(move || loop {
+            if grant.is_expired(&*clock).unwrap_or(true) {
+                end.end();
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        })
+        .ctx(|| "starting the expiry thread")?;
+    Ok(())
+}
+
+impl Running {
+    /// Once the view is unmounted: waits for the threads and takes down
+    /// what is left (the kernel engine's layer and guard).
+    pub fn stop(self) {
+        match self {
+            Running::Fuse(bg) => drop(bg),
+            Running::Kernel(k) => k.stop(),
+        }
+    }
+}
+
+/// The engine a grant's view gets: `None` for read-only and direct views.
+/// A session keeps the engine it started with (its layer is only readable
+/// by that engine); `auto` picks the kernel engine where it can run.
+pub fn choose_engine(
+    state: &StateDir,
+    grant: &Grant,
+    choice: EngineChoice,
+) -> Result<Option<Engine>> {
+    if grant.mode != Mode::ReadWriteOverlay {
+        if choice == EngineChoice::Kernel {
+            return Err(Error::invalid(format!(
+                "--engine kernel is for read_write_overlay views; grant {} is {:?} (its view has no overlay)",
+                grant.grant_id, grant.mode
+            )));
+        }
+        return Ok(None);
+    }
+    let session = state.session_dir(&grant.grant_id);
+    let started = match engine::record(&session)? {
+        Some(r) => Some(r.engine),
+        None if session.join("overlay").join("journal.jsonl").exists() => Some(Engine::Fuse),
+        None => None,
+    };
+    let chosen = match (choice, started) {
+        (EngineChoice::Auto, Some(e)) => e,
+        (EngineChoice::Kernel, Some(Engine::Fuse)) | (EngineChoice::Fuse, Some(Engine::Kernel)) => {
+            let e = started.map_or("?", |e| e.name());
+            return Err(Error::invalid(format!(
+                "grant {}'s session was started with the {e} engine, and its changes are only readable by it; mount it with --engine {e} (or auto)",
+                grant.grant_id
+            )));
+        }
+        (EngineChoice::Kernel, _) => Engine::Kernel,
+        (EngineChoice::Fuse, _) => Engine::Fuse,
+        (EngineChoice::Auto, None) => match kernel::available() {
+            Ok(()) => Engine::Kernel,
+            Err(e) => {
+                tracing::info!(reason = %e, "auto: the fuse engine");
+                Engine::Fuse
+            }
+        },
+    };
+    if chosen == Engine::Kernel {
+        kernel::available()
+            .map_err(|e| Error::invalid(format!("grant {}: {e}", grant.grant_id)))?;
+    }
+    Ok(Some(chosen))
+}
+
+/// The view of `grant` served on `mp` by the engine `opts` asks for, with
+/// the session lock held shared: keep it until the process ends, so no
+/// commit runs while the view is served. Returns the engine used.
 pub fn open_session(
     state: &StateDir,
     grant: &Grant,
     mp: &Path,
     opts: &MountOptions,
-) -> Result<(crate::session::SessionLock, fuser::Session<WopFs>)> {
+) -> Result<(crate::session::SessionLock, Served, Option<Engine>)> {
+    let engine = choose_engine(state, grant, opts.engine)?;
     let session = state.session_dir(&grant.grant_id);
     let lock = crate::session::lock(&session, false, &grant.grant_id)?;
     crate::session::ensure_no_interrupted_commit(&session, &grant.grant_id)?;
+    if engine == Some(Engine::Kernel) {
+        let view_opts = ViewOptions {
+            overlay_lower: true,
+            ..opts.view.clone()
+        };
+        let view = Arc::new(View::new(grant, Some(&session), view_opts)?);
+        match kernel::mount(state, grant, mp, opts, view) {
+            Ok(stack) => return Ok((lock, Served::Kernel(stack), engine)),
+            Err(e) if opts.engine == EngineChoice::Auto && engine::record(&session)?.is_none() => {
+                tracing::warn!(error = %e, "auto: the kernel engine cannot mount here; using the fuse engine");
+            }
+            Err(e) => return Err(e),
+        }
+    }
     let view = Arc::new(View::new(grant, Some(&session), opts.view.clone())?);
     let fuse = fuser::Session::new(WopFs::new(view), mp, &fuse_config(grant, opts))
         .ctx(|| format!("mounting grant {} at {}", grant.grant_id, mp.display()))?;
-    Ok((lock, fuse))
+    let engine = engine.map(|_| Engine::Fuse);
+    Ok((lock, Served::Fuse(fuse), engine))
 }
 
 /// The FUSE mount configuration of a grant's view.
@@ -162,13 +309,17 @@ pub fn serve(
     // Modes of new entries arrive with the caller's umask applied already;
     // the daemon's own must not strip more. Files of its own name their modes.
     rustix::process::umask(rustix::fs::Mode::empty());
-    let (_lock, session) = open_session(state, grant, &mp, opts)?;
+    let (_lock, session, engine) = open_session(state, grant, &mp, opts)?;
+    if let Some(end) = session.expiry() {
+        watch_expiry(grant, opts.view.clock.clone(), end)?;
+    }
     state.write_mount_record(
         &grant.grant_id,
         &MountRecord {
             pid: std::process::id(),
             mountpoint: mp.clone(),
             run: false,
+            engine,
         },
     )?;
     spawn_signal_handler(
@@ -179,11 +330,15 @@ pub fn serve(
     if notify {
         announce_ready(&state.log_path(&grant.grant_id))?;
     }
-    tracing::info!(grant = %grant.grant_id, mountpoint = %mp.display(), "mounted");
+    tracing::info!(grant = %grant.grant_id, mountpoint = %mp.display(), engine = engine.map_or("none", Engine::name), "mounted");
     let audit = crate::audit::Audit::new(state.path());
     let actor = crate::audit::current_actor();
     let log = |op: &str, outcome: &str| {
-        let details = serde_json::json!({"mountpoint": mp, "pid": std::process::id()});
+        let details = serde_json::json!({
+            "mountpoint": mp,
+            "pid": std::process::id(),
+            "engine": engine.map(Engine::name),
+        });
         if let Err(e) = audit.append(
             op,
             Some(&grant.grant_id),
@@ -208,7 +363,7 @@ pub fn serve(
         },
     );
     tracing::info!(grant = %grant.grant_id, "unmounted; daemon exiting");
-    result.ctx(|| format!("serving grant {}", grant.grant_id))
+    result.map_err(|e| Error::invalid(format!("serving grant {}: {e}", grant.grant_id)))
 }
 
 /// Moves stdout and stderr onto the session log, then tells the waiting
@@ -381,8 +536,8 @@ pub fn unmount(mp: &Path, lazy: bool) -> Result<()> {
 /// `wopfs umount`: unmounts a wopfs mount and waits for its daemon to exit.
 pub fn umount_command(state: &StateDir, mp: &Path, lazy: bool) -> Result<()> {
     let canon = mountinfo::resolve(mp)?;
-    match mountinfo::mount_at(&canon) {
-        Some(m) if m.is_wopfs() => {}
+    let grant_id = match mountinfo::mount_at(&canon) {
+        Some(m) if m.is_wopfs() => m.grant_id().map(str::to_string),
         Some(m) => {
             return Err(Error::invalid(format!(
                 "{} is not a wopfs mount (it is {})",
@@ -391,14 +546,14 @@ pub fn umount_command(state: &StateDir, mp: &Path, lazy: bool) -> Result<()> {
             )))
         }
         None => return Err(Error::invalid(format!("{} is not mounted", mp.display()))),
-    }
+    };
     let daemon = state
         .grant_ids()?
         .into_iter()
         .filter_map(|id| state.live_mount(&id))
         .find(|r| r.mountpoint == canon);
     unmount(&canon, lazy)?;
-    if let Some(rec) = daemon {
+    if let Some(rec) = &daemon {
         // A daemon whose view is still held in another mount namespace (a
         // container) keeps serving it: ask it to stop, which aborts it.
         let start = Instant::now();
@@ -410,6 +565,14 @@ pub fn umount_command(state: &StateDir, mp: &Path, lazy: bool) -> Result<()> {
                 asked = true;
             }
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    // A kernel engine's stack whose daemon is gone (killed with its guard):
+    // the layer is still mounted in the state dir.
+    if let Some(id) = grant_id.filter(|id| crate::state::is_grant_id(id)) {
+        if !daemon.is_some_and(|r| crate::state::pid_alive(r.pid)) {
+            let session = state.session_dir(&id);
+            kernel::take_down(&id, &canon, &session, Duration::from_secs(5))?;
         }
     }
     Ok(())

@@ -351,6 +351,29 @@ pub fn open_upper(session_dir: &Path) -> Result<Option<ReadableUpper>> {
     }))
 }
 
+/// Removes a kernel session's layer (reject): refused while any process
+/// may still write to it.
+pub fn discard_layer(session_dir: &Path) -> Result<()> {
+    let dir = kernel_dir(session_dir);
+    if !dir.exists() {
+        return Ok(());
+    }
+    let _lock = lock_layer(session_dir, std::time::Duration::from_secs(10))?;
+    let layer = layer_dir(session_dir);
+    if is_mounted(&layer) {
+        unmount_layer(&layer)?;
+    }
+    let held = loop_devices_of(&image_path(session_dir));
+    if !held.is_empty() {
+        return Err(Error::busy(format!(
+            "the kernel engine's layer {} is still attached ({}): a process still holds a file of the unmounted view; end it and try again",
+            image_path(session_dir).display(),
+            held.join(", ")
+        )));
+    }
+    std::fs::remove_dir_all(&dir).ctx(|| format!("removing {}", dir.display()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -417,6 +417,10 @@ struct OpenViewReq {
     mode: Mode,
     reason: Option<String>,
     ttl_seconds: Option<Num>,
+    /// The engine of a read_write_overlay view (`auto`, `kernel`, `fuse`);
+    /// unset: the server's own default (`WOPFS_ENGINE`, else auto).
+    #[serde(default)]
+    engine: Option<crate::mount::EngineChoice>,
 }
 
 fn read_only() -> Mode {
@@ -479,13 +483,21 @@ async fn open_view(
             .map_err(|e| Error::io(format!("creating {}", mp.display()), e))?;
         // The caller may be another user: let them in, as the owner. The
         // view holds only files the caller could read on the host.
-        let extra: Vec<String> = vec![
+        let mut extra: Vec<String> = vec![
             "--allow-other".into(),
             "--uid".into(),
             peer.uid.to_string(),
             "--gid".into(),
             peer.gid.to_string(),
         ];
+        if let Some(e) = r.engine {
+            let name = match e {
+                crate::mount::EngineChoice::Auto => "auto",
+                crate::mount::EngineChoice::Kernel => "kernel",
+                crate::mount::EngineChoice::Fuse => "fuse",
+            };
+            extra.extend(["--engine".into(), name.into()]);
+        }
         if let Err(e) = crate::mount::spawn_daemon(&st, &grant, &mp, &extra) {
             let _ = std::fs::remove_dir(&mp);
             return Err(e);
@@ -493,7 +505,11 @@ async fn open_view(
         views.mounted.insert(grant.grant_id.clone(), mp.clone());
         Ok((
             grant.grant_id.clone(),
-            json!({"grant": grant, "mount_path": mp}),
+            json!({
+                "grant": grant,
+                "mount_path": mp,
+                "engine": st.live_mount(&grant.grant_id).and_then(|m| m.engine).map(crate::overlay::engine::Engine::name),
+            }),
         ))
     })
     .await?;

@@ -1,0 +1,501 @@
+//! The kernel engine: overlayfs at the mountpoint, over the grant's
+//! read-only FUSE view (served by this process) as its lower layer, with
+//! the upper and work dirs on the session's layer image
+//! (`overlay::engine`). Hiding stays in the FUSE view; the agent's writes
+//! go to the upper at the speed of the disk.
+//!
+//! Mounting, in this order:
+//!
+//! 1. the layer image is made (first mount) and mounted at `kernel/layer`,
+//!    under the layer lock, held for the daemon's life;
+//! 2. the lower view is mounted at `kernel/lower` (0700, in the state dir)
+//!    and its FUSE threads started: overlayfs looks up the lower's root
+//!    while it mounts, and would wait forever on a server not yet serving;
+//! 3. the lower is cloned (`open_tree`) and its path detached, so the
+//!    lower is attached nowhere (not in mountinfo, reachable by no path),
+//!    and overlayfs gets it by fd (`lowerdir+`, kernel 6.15+; older
+//!    kernels get the path and the lower stays mounted in the state dir);
+//! 4. a guard process is started, which unmounts the overlay and the layer
+//!    when this process dies in any way (a `kill -9` would otherwise leave
+//!    the upper writable through the overlay with nothing serving the lower);
+//! 5. the overlay is created (`source` `wopfs:GRANT`, `nosuid,nodev`, no
+//!    feature that keeps renames or metadata in private xattrs) and moved
+//!    onto the mountpoint.
+//!
+//! Unmounting the overlay drops the last reference to the lower, which
+//! ends the FUSE session; the daemon then unmounts the layer and exits.
+
+use std::io::Read;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustix::mount::{
+    fsconfig_create, fsconfig_set_fd, fsconfig_set_string, fsmount, fsopen, move_mount, open_tree,
+    FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags, OpenTreeFlags,
+};
+
+use super::MountOptions;
+use crate::error::{Error, IoContext, Result};
+use crate::fuse::WopFs;
+use crate::grant::Grant;
+use crate::mountinfo::{self, SOURCE_PREFIX};
+use crate::overlay::engine::{self, LayerLock, XattrNs};
+use crate::state::StateDir;
+use crate::view::View;
+
+/// What the kernel engine needs that this machine may lack; `Err` names it.
+pub fn available() -> Result<()> {
+    if !rustix::process::geteuid().is_root() {
+        return Err(Error::invalid(
+            "the kernel engine needs root (it mounts overlayfs and the layer image); use --engine fuse",
+        ));
+    }
+    let has_overlay = || {
+        std::fs::read_to_string("/proc/filesystems").is_ok_and(|t| {
+            t.lines()
+                .any(|l| l.split_whitespace().last() == Some("overlay"))
+        })
+    };
+    if !has_overlay() {
+        let _ = Command::new("modprobe")
+            .arg("overlay")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        if !has_overlay() {
+            return Err(Error::invalid(
+                "the kernel engine needs overlayfs, which this kernel does not have; use --engine fuse",
+            ));
+        }
+    }
+    if !Path::new("/dev/loop-control").exists() {
+        return Err(Error::invalid(
+            "the kernel engine needs loop devices (/dev/loop-control) for its layer image; use --engine fuse",
+        ));
+    }
+    let has_mkfs = std::env::var_os("PATH").is_some_and(|p| {
+        std::env::split_paths(&p)
+            .chain([PathBuf::from("/sbin"), PathBuf::from("/usr/sbin")])
+            .any(|d| d.join("mkfs.ext4").exists())
+    });
+    if !has_mkfs {
+        return Err(Error::invalid(
+            "the kernel engine needs mkfs.ext4 (e2fsprogs) for its layer image; install it or use --engine fuse",
+        ));
+    }
+    Ok(())
+}
+
+/// The kernel engine's mounts, served by this process.
+pub struct KernelStack {
+    grant_id: String,
+    mountpoint: PathBuf,
+    session_dir: PathBuf,
+    /// The lower's FUSE threads; `None` once joined.
+    fuse: Option<fuser::BackgroundSession>,
+    /// Held while the layer is mounted by this process.
+    layer_lock: Option<LayerLock>,
+    /// The guard, and the pipe whose closing wakes it.
+    guard: Option<(Child, std::process::ChildStdin)>,
+    /// `/sys/fs/fuse/connections/N` of the lower, to abort it at expiry.
+    lower_conn: Option<PathBuf>,
+}
+
+/// The source of a grant's overlay in mountinfo (as the FUSE engine's).
+pub fn source_of(grant_id: &str) -> String {
+    format!("{SOURCE_PREFIX}{grant_id}")
+}
+
+fn lower_dir(session_dir: &Path) -> PathBuf {
+    engine::kernel_dir(session_dir).join("lower")
+}
+
+/// Mounts the kernel engine's stack for `grant` at `mp`: the layer, the
+/// lower view, the guard and the overlay. Nothing is left mounted on error.
+pub fn mount(
+    state: &StateDir,
+    grant: &Grant,
+    mp: &Path,
+    opts: &MountOptions,
+    view: Arc<View>,
+) -> Result<KernelStack> {
+    let session_dir = state.session_dir(&grant.grant_id);
+    engine::make_kernel_dir(&session_dir)?;
+    let mut stack = KernelStack {
+        grant_id: grant.grant_id.clone(),
+        mountpoint: mp.to_path_buf(),
+        session_dir: session_dir.clone(),
+        fuse: None,
+        layer_lock: None,
+        guard: None,
+        lower_conn: None,
+    };
+    // On error, `stack`'s drop takes down whatever was mounted.
+    stack.layer_lock = Some(engine::lock_layer(&session_dir, Duration::from_secs(10))?);
+    let layer = engine::layer_dir(&session_dir);
+    let image = engine::image_path(&session_dir);
+    if !engine::is_mounted(&layer) {
+        if !image.exists() {
+            let bytes = opts.view.quota_bytes.unwrap_or(grant.max_total_size_bytes);
+            let files = opts.view.quota_files.unwrap_or(grant.max_files);
+            engine::create_image(&image, bytes, files)?;
+        }
+        engine::mount_image(&image, &layer)?;
+    }
+    let (upper, work) = (
+        engine::upper_dir(&session_dir),
+        engine::work_dir(&session_dir),
+    );
+    for d in [&upper, &work] {
+        std::fs::create_dir_all(d).ctx(|| format!("creating {}", d.display()))?;
+    }
+    set_mode(&work, 0o700)?;
+
+    // The lower: the read-only view, served before the overlay looks at it.
+    let lower = lower_dir(&session_dir);
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .create(&lower)
+        .ctx(|| format!("creating {}", lower.display()))?;
+    set_mode(&lower, 0o700)?;
+    let config = lower_config(grant, opts);
+    let session = fuser::Session::new(WopFs::new(view), &lower, &config)
+        .ctx(|| format!("mounting the lower view of grant {}", grant.grant_id))?;
+    stack.fuse = Some(session.spawn().ctx(|| "starting the FUSE threads")?);
+
+    // The overlay's root shows the upper's root: give it the view's.
+    let root = rustix::fs::stat(&lower)
+        .map_err(|e| Error::io("reading the lower view's root", e.into()))?;
+    stack.lower_conn = Some(PathBuf::from(format!(
+        "/sys/fs/fuse/connections/{}",
+        rustix::fs::minor(root.st_dev)
+    )));
+    rustix::fs::chown(
+        &upper,
+        Some(rustix::fs::Uid::from_raw(root.st_uid)),
+        Some(rustix::fs::Gid::from_raw(root.st_gid)),
+    )
+    .map_err(|e| {
+        Error::io(
+            format!("setting the owner of {}", upper.display()),
+            e.into(),
+        )
+    })?;
+    set_mode(&upper, root.st_mode & 0o7777)?;
+
+    stack.guard = Some(start_guard(state, grant, mp)?);
+    let overlay = make_overlay(&grant.grant_id, &lower, &upper, &work)?;
+    move_mount(
+        overlay.as_fd(),
+        "",
+        rustix::fs::CWD,
+        mp,
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+    )
+    .map_err(|e| {
+        Error::io(
+            format!("mounting the overlay at {}", mp.display()),
+            e.into(),
+        )
+    })?;
+    // Only the overlay refers to the lower now (when it took it by fd).
+    drop(overlay);
+    if engine::record(&session_dir)?.is_none() {
+        engine::save_record(
+            &session_dir,
+            &engine::EngineRecord {
+                engine: engine::Engine::Kernel,
+                xattrs: Some(XattrNs::Trusted),
+            },
+        )?;
+    }
+    Ok(stack)
+}
+
+fn set_mode(p: &Path, mode: u32) -> Result<()> {
+    rustix::fs::chmod(p, rustix::fs::Mode::from_raw_mode(mode))
+        .map_err(|e| Error::io(format!("setting the mode of {}", p.display()), e.into()))
+}
+
+/// The lower's FUSE configuration: read-only, reachable only by the
+/// overlay (it does its work with the mounter's credentials, but reads
+/// may arrive as the agent, so anyone is let in: no path reaches it).
+fn lower_config(grant: &Grant, opts: &MountOptions) -> fuser::Config {
+    use fuser::{MountOption, SessionACL};
+    let mut config = fuser::Config::default();
+    config.mount_options = vec![
+        MountOption::FSName(format!("wopfs-lower:{}", grant.grant_id)),
+        MountOption::Subtype("wopfs".into()),
+        MountOption::DefaultPermissions,
+        MountOption::NoDev,
+        MountOption::NoSuid,
+        MountOption::RO,
+        MountOption::CUSTOM("allow_other".into()),
+    ];
+    config.acl = SessionACL::All;
+    config.n_threads = Some(opts.threads.max(1));
+    config.clone_fd = true;
+    config
+}
+
+/// Creates the overlay (not yet attached anywhere). The lower is cloned
+/// and its path detached when the kernel takes layers by fd; otherwise it
+/// is named by its path and stays mounted in the state dir.
+fn make_overlay(grant_id: &str, lower: &Path, upper: &Path, work: &Path) -> Result<OwnedFd> {
+    let clone = open_tree(
+        rustix::fs::CWD,
+        lower,
+        OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC,
+    )
+    .ok();
+    if let Some(clone) = &clone {
+        match overlay_fd(grant_id, Layer::Fd(clone.as_fd()), upper, work) {
+            Ok(fd) => {
+                // The clone and the overlay keep the lower alive.
+                let _ = rustix::mount::unmount(lower, rustix::mount::UnmountFlags::DETACH);
+                return Ok(fd);
+            }
+            Err(e) => {
+                tracing::info!(error = %e, "the kernel does not take a detached lower; naming it by path")
+            }
+        }
+    }
+    overlay_fd(grant_id, Layer::Path(lower), upper, work)
+}
+
+enum Layer<'a> {
+    Fd(std::os::fd::BorrowedFd<'a>),
+    Path(&'a Path),
+}
+
+fn overlay_fd(grant_id: &str, lower: Layer, upper: &Path, work: &Path) -> Result<OwnedFd> {
+    let fs = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)
+        .map_err(|e| Error::io("opening overlayfs (fsopen)", e.into()))?;
+    let failed = |what: &str, e: rustix::io::Errno| {
+        let log = fs_log(&fs);
+        Error::invalid(format!(
+            "mounting the overlay: {what}: {e}{}",
+            if log.is_empty() {
+                String::new()
+            } else {
+                format!(" ({log})")
+            }
+        ))
+    };
+    match lower {
+        Layer::Fd(fd) => {
+            fsconfig_set_fd(&fs, "lowerdir+", fd).map_err(|e| failed("lowerdir+", e))?
+        }
+        Layer::Path(p) => {
+            fsconfig_set_string(&fs, "lowerdir", p).map_err(|e| failed("lowerdir", e))?
+        }
+    }
+    fsconfig_set_string(&fs, "upperdir", upper).map_err(|e| failed("upperdir", e))?;
+    fsconfig_set_string(&fs, "workdir", work).map_err(|e| failed("workdir", e))?;
+    // Renames and metadata stay plain entries the controller reads; a
+    // redirect planted in the upper is never followed.
+    for (k, v) in [
+        ("redirect_dir", "nofollow"),
+        ("index", "off"),
+        ("metacopy", "off"),
+        ("xino", "off"),
+        ("uuid", "null"),
+        ("source", &source_of(grant_id)),
+    ] {
+        fsconfig_set_string(&fs, k, v).map_err(|e| failed(k, e))?;
+    }
+    fsconfig_create(&fs).map_err(|e| failed("create", e))?;
+    fsmount(
+        &fs,
+        FsMountFlags::FSMOUNT_CLOEXEC,
+        MountAttrFlags::MOUNT_ATTR_NOSUID | MountAttrFlags::MOUNT_ATTR_NODEV,
+    )
+    .map_err(|e| failed("fsmount", e))
+}
+
+/// The messages the kernel left on a filesystem context (`e overlayfs: …`).
+fn fs_log(fs: &OwnedFd) -> String {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 512];
+    for _ in 0..16 {
+        match rustix::io::read(fs, &mut buf) {
+            Ok(n) if n > 0 => out.push(String::from_utf8_lossy(&buf[..n]).trim().to_string()),
+            _ => break,
+        }
+    }
+    out.join("; ")
+}
+
+/// Starts the guard: `wopfs guard`, which waits for its stdin to close
+/// (this process ending, however it ends) and then takes the stack down.
+fn start_guard(
+    state: &StateDir,
+    grant: &Grant,
+    mp: &Path,
+) -> Result<(Child, std::process::ChildStdin)> {
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe().ctx(|| "locating the wopfs binary")?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(state.log_path(&grant.grant_id))
+        .ctx(|| "opening the session log for the guard")?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("--state-dir")
+        .arg(state.path())
+        .arg("guard")
+        .arg(&grant.grant_id)
+        .arg(mp)
+        .current_dir("/")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(log.try_clone().ctx(|| "sharing the log")?);
+    // SAFETY: setsid(2) is async-signal-safe; the guard leaves the
+    // terminal's process group, so a Ctrl-C meant for the daemon does
+    // not end it first.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().ctx(|| "starting the guard")?;
+    let stdin = child
+        .stdin
+        .take()
+        .ok_or_else(|| Error::invalid("the guard has no stdin"))?;
+    Ok((child, stdin))
+}
+
+/// `wopfs guard GRANT MOUNTPOINT`: waits until stdin closes, then unmounts
+/// the grant's overlay at `mp` (only if it is still that overlay) and its
+/// layer (under the layer lock, so a new daemon's is never touched).
+pub fn guard(state: &StateDir, grant_id: &str, mp: &Path) -> Result<()> {
+    let mut sink = [0u8; 64];
+    let mut stdin = std::io::stdin();
+    while matches!(stdin.read(&mut sink), Ok(n) if n > 0) {}
+    let session_dir = state.session_dir(grant_id);
+    take_down(grant_id, mp, &session_dir, Duration::from_secs(10))
+}
+
+/// Unmounts what a dead daemon left of a grant's stack: its overlay at
+/// `mp` (if it is that grant's), the lower if it was left by path, and
+/// the layer (under the layer lock, waiting up to `wait`).
+pub fn take_down(grant_id: &str, mp: &Path, session_dir: &Path, wait: Duration) -> Result<()> {
+    let source = source_of(grant_id);
+    if mountinfo::mount_at(mp).is_some_and(|m| m.fstype == "overlay" && m.source == source) {
+        match rustix::mount::unmount(mp, rustix::mount::UnmountFlags::DETACH) {
+            Ok(()) => tracing::info!(mountpoint = %mp.display(), "took down the overlay"),
+            Err(e) => tracing::warn!(error = %e, "cannot unmount the overlay"),
+        }
+    }
+    let lower = lower_dir(session_dir);
+    if engine::is_mounted(&lower) {
+        let _ = rustix::mount::unmount(&lower, rustix::mount::UnmountFlags::DETACH);
+    }
+    let layer = engine::layer_dir(session_dir);
+    if engine::is_mounted(&layer) {
+        let _lock = engine::lock_layer(session_dir, wait)?;
+        engine::unmount_layer(&layer)?;
+    }
+    Ok(())
+}
+
+/// The overlays of a grant mounted anywhere in this namespace (a live
+/// view, or one left half-dead by a daemon killed with its guard).
+pub fn overlays_of(grant_id: &str) -> Vec<PathBuf> {
+    let source = source_of(grant_id);
+    mountinfo::mounts()
+        .into_iter()
+        .filter(|m| m.fstype == "overlay" && m.source == source)
+        .map(|m| m.mountpoint)
+        .collect()
+}
+
+impl KernelStack {
+    /// Waits until the overlay is unmounted (the lower's session ends with
+    /// it), then takes down the rest.
+    pub fn wait(mut self) -> Result<()> {
+        let joined = match self.fuse.take() {
+            Some(bg) => bg.join().ctx(|| "serving the lower view"),
+            None => Ok(()),
+        };
+        self.finish();
+        joined
+    }
+
+    pub fn mountpoint(&self) -> &Path {
+        &self.mountpoint
+    }
+
+    /// What ends the view at expiry, callable from another thread.
+    pub fn expiry(&self) -> Expiry {
+        Expiry {
+            mountpoint: self.mountpoint.clone(),
+            lower_conn: self.lower_conn.clone(),
+        }
+    }
+
+    /// Unmounts the overlay (lazily if busy) and waits for the lower.
+    pub fn stop(mut self) {
+        let _ = rustix::mount::unmount(&self.mountpoint, rustix::mount::UnmountFlags::DETACH);
+        if let Some(bg) = self.fuse.take() {
+            let _ = bg.join();
+        }
+        self.finish();
+    }
+
+    /// The layer unmounted, the guard told to go.
+    fn finish(&mut self) {
+        if let Some(bg) = self.fuse.take() {
+            // Not joined: the overlay is still up (an error path).
+            let _ = rustix::mount::unmount(&self.mountpoint, rustix::mount::UnmountFlags::DETACH);
+            drop(bg);
+        }
+        let lower = lower_dir(&self.session_dir);
+        if engine::is_mounted(&lower) {
+            let _ = rustix::mount::unmount(&lower, rustix::mount::UnmountFlags::DETACH);
+        }
+        if let Some(_lock) = self.layer_lock.take() {
+            let layer = engine::layer_dir(&self.session_dir);
+            if let Err(e) = engine::unmount_layer(&layer) {
+                tracing::warn!(grant = %self.grant_id, error = %e, "cannot unmount the layer");
+            }
+        }
+        if let Some((mut child, stdin)) = self.guard.take() {
+            drop(stdin);
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Ends a kernel engine view when its grant expires: the overlay is
+/// unmounted (lazily: a process inside keeps what it holds open until it
+/// closes it, unlike the FUSE engine, whose every call answers EACCES) and
+/// the lower's FUSE connection aborted, so host files read through it
+/// fail at once, also in copies of the mount (a container's, a run's).
+pub struct Expiry {
+    mountpoint: PathBuf,
+    lower_conn: Option<PathBuf>,
+}
+
+impl Expiry {
+    pub fn end(&self) {
+        tracing::info!(mountpoint = %self.mountpoint.display(), "the grant expired; taking the view down");
+        let _ = rustix::mount::unmount(&self.mountpoint, rustix::mount::UnmountFlags::DETACH);
+        if let Some(conn) = &self.lower_conn {
+            if let Err(e) = std::fs::write(conn.join("abort"), b"1") {
+                tracing::debug!(error = %e, "cannot abort the lower's connection (it may be gone already)");
+            }
+        }
+    }
+}
+
+impl Drop for KernelStack {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
