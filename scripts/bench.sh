@@ -73,8 +73,9 @@ nturn=$(size_var BENCH_TURN_FILES 200)
 nturn_tree=$(size_var BENCH_TURN_TREE 100000)
 rounds=$(count_var BENCH_ROUNDS "${BENCH_REPEAT:-5}")
 ((rounds > 0)) || die "BENCH_ROUNDS must be at least 1"
-for v in large_mb nfiles ncp nreads nsources; do
-    ((${!v} > 0)) || die "the size $v must be at least 1"
+for v in BENCH_LARGE_MB:large_mb BENCH_FILES:nfiles BENCH_CP_FILES:ncp BENCH_RANDOM_READS:nreads BENCH_SOURCES:nsources; do
+    n=${v#*:}
+    ((${!n} > 0)) || die "${v%%:*} must be at least 1"
 done
 
 mode=${BENCH_MODE:-read_write_overlay}
@@ -86,7 +87,7 @@ esac
 read -r -a engines <<<"${BENCH_ENGINES:-$default_engines}"
 ((${#engines[@]})) || die "BENCH_ENGINES is empty"
 for e in "${engines[@]}"; do
-    [[ "$known_engines" == *" $e "* ]] || die "unknown engine '$e' in BENCH_ENGINES (known:$known_engines)"
+    [[ "$known_engines" == *" $e "* ]] || die "unknown engine '$e' in BENCH_ENGINES (known:${known_engines% })"
     if [[ "$mode" == read_only ]] && is_view "$e" && can_write "$e"; then
         die "BENCH_MODE=read_only has no writable views: leave $e out of BENCH_ENGINES"
     fi

@@ -145,8 +145,8 @@ print_file_systems() {
 # a find + stat of the whole view (every granted file looked up once).
 print_rss() {
     local e dir idle walked n
-    printf '| engine | granted files | daemon RSS after mount, MiB | after find + stat of the view, MiB | bytes per granted file |\n'
-    printf '|---|---|---|---|---|\n'
+    printf '| engine | granted files | daemon RSS after mount, MiB | after find + stat of the view, MiB | RSS bytes per granted file | growth by the walk, bytes per file |\n'
+    printf '|---|---:|---:|---:|---:|---:|\n'
     for e in "${engines[@]}"; do
         is_view "$e" || continue
         dir=$(engine_dir "$e")
@@ -156,7 +156,8 @@ print_rss() {
         walked=$(rss_kib "${pid_of[$e]}")
         n=${granted_files_of[$e]}
         awk -v e="$e" -v n="$n" -v i="$idle" -v w="$walked" 'BEGIN {
-            if (w !~ /^[0-9]+$/) { printf "| %s | %d | n/a | n/a | n/a (daemon gone) |\n", e, n; exit }
-            printf "| %s | %d | %.1f | %.1f | %.0f |\n", e, n, i / 1024, w / 1024, (n > 0 ? w * 1024 / n : 0) }'
+            if (i !~ /^[0-9]+$/ || w !~ /^[0-9]+$/) { printf "| %s | %d | n/a | n/a | n/a (daemon gone) | n/a |\n", e, n; exit }
+            printf "| %s | %d | %.1f | %.1f | %.0f | %.0f |\n", e, n, i / 1024, w / 1024,
+                (n > 0 ? w * 1024 / n : 0), (n > 0 ? (w - i) * 1024 / n : 0) }'
     done
 }
