@@ -67,7 +67,11 @@ unmount_view() {
 # mkfs and mount options of the kernel engine's layer image (keep in step
 # with create_image/mount_image in src/overlay/engine.rs), and its size for
 # BYTES and FILES (image_bytes there).
-image_size() { awk -v b="$1" -v f="$2" 'BEGIN { s = b + f * 4096 + 16 * 1048576; printf "%d\n", int((s + 4095) / 4096) * 4096 }'; }
+# (Shell arithmetic: awk's %d stops at 2 GiB.)
+image_size() {
+    local s=$(($1 + $2 * 4096 + 16 * 1048576))
+    printf '%s\n' "$(((s + 4095) / 4096 * 4096))"
+}
 
 setup_native_img() {
     local dir img bytes files
