@@ -40,8 +40,9 @@
 #
 # Cold runs drop the kernel's page, dentry and inode caches first (needs
 # root; skipped with a note otherwise) and remount a view, so that the FUSE
-# attribute and entry caches start empty. In a VM the host may still cache
-# the disk, so cold numbers are noisy there.
+# attribute and entry caches start empty. Every timed run starts after a
+# sync, so earlier runs' writeback is not counted. In a VM the host may
+# still cache the disk, so cold numbers are noisy there.
 set -euo pipefail
 shopt -s inherit_errexit   # keep set -e inside $(...)
 export LC_ALL=C            # '.' as decimal point in $EPOCHREALTIME, awk and sort
@@ -169,6 +170,8 @@ run_one() {
     if [[ "$cache" == warm ]] && ! is_write_workload "$name"; then
         attempt "bench_$name" "$dir"
     fi
+    # Earlier runs' writeback is not this run's cost.
+    sync
     t0=$EPOCHREALTIME
     attempt "bench_$name" "$dir"
     t1=$EPOCHREALTIME

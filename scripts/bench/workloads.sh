@@ -20,7 +20,7 @@ describe_workload() {
         randread) echo "${nreads} random 4 KiB reads of it" ;;
         stat_tree) echo "find + stat of ${nfiles} host files" ;;
         grep_r) echo "grep -r over ${nfiles} host files" ;;
-        seqwrite) echo "write a ${large_mb} MiB file" ;;
+        seqwrite) echo "write a ${large_mb} MiB file, fsync" ;;
         untar) echo "tar x of ${nfiles} small files" ;;
         rm_rf) echo "rm -rf of those files" ;;
         cp_a) echo "cp -a of a ${ncp}-file host source tree" ;;
@@ -59,7 +59,7 @@ clear_scratch() { rm -rf "$1"/scratch-*; }
 
 prep_seqwrite() { clear_scratch "$1"; }
 bench_seqwrite() {
-    dd if=/dev/zero of="$1/scratch-seq.bin" bs=1M count="$large_mb" status=none
+    dd if=/dev/zero of="$1/scratch-seq.bin" bs=1M count="$large_mb" conv=fsync status=none
 }
 
 prep_untar() { clear_scratch "$1"; }
