@@ -1,98 +1,143 @@
 #!/usr/bin/env bash
-# Compare a wopfs mount with the native directory it shows, in the same run.
+# shellcheck source-path=SCRIPTDIR
+# Compare the engines of a writable wopfs view with native directories, in
+# one interleaved run.
 #
-# One temp host tree holds the test data; every workload runs once against
-# the host tree directly ("native") and once through a wopfs mount of it
-# ("mount"), BENCH_REPEAT times each, and the table shows the medians and
-# the ratio mount/native. Nothing is asserted: timings depend on the machine.
+# One temp host tree holds the test data. Every round runs every workload
+# on every engine in turn (native, native-img, kernel, fuse: see
+# scripts/bench/engines.sh), rotating which engine goes first, so load
+# changes hit all alike. The tables (markdown, to paste into an issue) show
+# the median time of each, time / native, and for the views time /
+# native-img; then the daemon's RSS per granted file, then export and
+# commit against cp -a. Nothing is asserted: timings depend on the machine.
 #
 # Env (defaults in brackets):
-#   BENCH_LARGE_MB  size of the large file for the read workloads [1024]
-#   BENCH_FILES     number of small files in the tree workloads [5000]
-#   BENCH_REPEAT    timed runs per side; the median is reported [3]
+#   BENCH_ENGINES   space-separated engines, in order: native, native-img,
+#                   kernel, fuse, ro [native native-img kernel fuse]
+#   BENCH_ROUNDS    rounds; the median is reported [5] (BENCH_REPEAT: the
+#                   older name)
+#   BENCH_SCALE     multiplies every size below that is not set itself
+#                   (but the C files), e.g. 0.05 for a quick run [1]
+#   BENCH_LARGE_MB  size of the large file for the read and write workloads [1024]
+#   BENCH_FILES     small files in the tree workloads [20000]
+#   BENCH_CP_FILES  files in the source tree that cp -a copies [5000]
 #   BENCH_RANDOM_READS  4 KiB preads in the random-read workload [20000]
-#   BENCH_MODE      grant mode: read_write_overlay, or read_only to run
-#                   only the read workloads [read_write_overlay]
 #   BENCH_SOURCES   C files in the make -j2 project [60]
 #   BENCH_COMMIT_FILES  changed files in the export/commit comparison; 0 skips
 #                   it [10000]
 #   BENCH_TURN_FILES, BENCH_TURN_TREE  the second comparison: a usual agent
 #                   turn, few changed files in a big tree; 0 skips it [200, 100000]
+#   BENCH_MODE      read_only: only the read workloads, on native and a
+#                   read-only view (engine ro), no commits [read_write_overlay]
+#   BENCH_WORKLOADS space-separated subset of the workloads below, or
+#                   "none" for only the commit comparisons [all]
+#   BENCH_QUOTA_BYTES, BENCH_QUOTA_FILES  the writable views' quotas (and so
+#                   the kernel engine's image size) [large file + 1 GiB,
+#                   2 x (small files + source tree) + 10000]
+#   BENCH_MOUNT_ARGS  extra arguments for every wopfs mount (e.g. --threads 8)
 #   BENCH_DIR       where to create the temp dir [$TMPDIR or /tmp]
-#   BENCH_WORKLOADS space-separated subset of the workloads below [all]
-#   WOPFS_BIN       use this wopfs binary instead of building one
+#   WOPFS_BIN       use this wopfs binary instead of building one (release)
 #
-# Cold runs drop the kernel's page, dentry and inode caches first (needs root;
-# skipped with a note otherwise) and, on the mount side, also remount so that
-# the FUSE attribute and entry caches start empty. In a VM the host may still
-# cache the disk, so cold numbers are noisy there: use BENCH_REPEAT=5 or more.
+# Cold runs drop the kernel's page, dentry and inode caches first (needs
+# root; skipped with a note otherwise) and remount a view, so that the FUSE
+# attribute and entry caches start empty. Every timed run starts after a
+# sync, so earlier runs' writeback is not counted. In a VM the host may
+# still cache the disk, so cold numbers are noisy there.
 set -euo pipefail
-shopt -s inherit_errexit   # keep set -e inside $(...), where the runs happen
-export LC_ALL=C   # '.' as decimal point in $EPOCHREALTIME, awk and sort
+shopt -s inherit_errexit   # keep set -e inside $(...)
+export LC_ALL=C            # '.' as decimal point in $EPOCHREALTIME, awk and sort
 
 repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-large_mb=${BENCH_LARGE_MB:-1024}
-nfiles=${BENCH_FILES:-5000}
-repeat=${BENCH_REPEAT:-3}
-nreads=${BENCH_RANDOM_READS:-20000}
-mode=${BENCH_MODE:-read_write_overlay}
-nsources=${BENCH_SOURCES:-60}
-ncommit=${BENCH_COMMIT_FILES:-10000}
-nturn=${BENCH_TURN_FILES:-200}
-nturn_tree=${BENCH_TURN_TREE:-100000}
+# shellcheck source=bench/lib.sh
+source "$repo_root/scripts/bench/lib.sh"
+# shellcheck source=bench/engines.sh
+source "$repo_root/scripts/bench/engines.sh"
+# shellcheck source=bench/workloads.sh
+source "$repo_root/scripts/bench/workloads.sh"
+# shellcheck source=bench/report.sh
+source "$repo_root/scripts/bench/report.sh"
+# shellcheck source=bench/commit.sh
+source "$repo_root/scripts/bench/commit.sh"
 
-# Workloads as NAME:CACHE, run in this order. CACHE is "cold" (caches emptied
-# before every timed run) or "warm" (one untimed run first).
-# To add one: write bench_NAME (below), optionally prep_NAME, list it here.
+scale=${BENCH_SCALE:-1}
+awk -v s="$scale" 'BEGIN { exit !(s ~ /^[0-9]*\.?[0-9]+$/ && s > 0) }' \
+    || die "BENCH_SCALE must be a positive number, not '$scale'"
+# SIZE VAR DEFAULT: VAR if set, else DEFAULT scaled.
+size_var() { if [[ -n "${!1:-}" ]]; then count_var "$1" 0; else scaled "$2"; fi; }
+large_mb=$(size_var BENCH_LARGE_MB 1024)
+nfiles=$(size_var BENCH_FILES 20000)
+ncp=$(size_var BENCH_CP_FILES 5000)
+nreads=$(size_var BENCH_RANDOM_READS 20000)
+nsources=$(count_var BENCH_SOURCES 60)
+ncommit=$(size_var BENCH_COMMIT_FILES 10000)
+nturn=$(size_var BENCH_TURN_FILES 200)
+nturn_tree=$(size_var BENCH_TURN_TREE 100000)
+rounds=$(count_var BENCH_ROUNDS "${BENCH_REPEAT:-5}")
+((rounds > 0)) || die "BENCH_ROUNDS must be at least 1"
+for v in BENCH_LARGE_MB:large_mb BENCH_FILES:nfiles BENCH_CP_FILES:ncp BENCH_RANDOM_READS:nreads BENCH_SOURCES:nsources; do
+    n=${v#*:}
+    ((${!n} > 0)) || die "${v%%:*} must be at least 1"
+done
+
+mode=${BENCH_MODE:-read_write_overlay}
+case $mode in
+    read_write_overlay) default_engines="native native-img kernel fuse" ;;
+    read_only) default_engines="native ro" ;;
+    *) die "BENCH_MODE must be read_write_overlay or read_only, not '$mode'" ;;
+esac
+read -r -a engines <<<"${BENCH_ENGINES:-$default_engines}"
+((${#engines[@]})) || die "BENCH_ENGINES is empty"
+for e in "${engines[@]}"; do
+    [[ "$known_engines" == *" $e "* ]] || die "unknown engine '$e' in BENCH_ENGINES (known:${known_engines% })"
+    if [[ "$mode" == read_only ]] && is_view "$e" && can_write "$e"; then
+        die "BENCH_MODE=read_only has no writable views: leave $e out of BENCH_ENGINES"
+    fi
+done
+has_engine native || note "native is not in BENCH_ENGINES: no ratios to native"
+
+# Workloads as NAME:CACHE, run in this order. CACHE is "cold" (caches
+# emptied before every timed run) or "warm" (caches as they are; a read
+# workload also runs once untimed just before).
 all_workloads=(
     seqread:cold
     seqread:warm
     randread:cold
     randread:warm
     stat_tree:cold
+    grep_r:cold
     seqwrite:warm
     untar:warm
     rm_rf:warm
+    cp_a:warm
     make_j2:warm
 )
-write_workloads=" seqwrite untar rm_rf make_j2 "
 read -r -a workloads <<<"${BENCH_WORKLOADS:-${all_workloads[*]}}"
-[[ "${workloads[*]}" == none ]] && workloads=()   # only the commit comparisons
+[[ "${workloads[*]}" == none ]] && workloads=()
+for w in "${workloads[@]}"; do
+    [[ "$w" == *:cold || "$w" == *:warm ]] || die "workload '$w' needs :cold or :warm (e.g. $w:warm)"
+    declare -F "bench_${w%%:*}" >/dev/null || die "unknown workload '${w%%:*}' in BENCH_WORKLOADS"
+done
 
-work=""     # temp dir holding host/, state/ and mnt/; set once created
-mnt=""
-grant=""
+# The writable views' quotas (and so the kernel engine's image size): room
+# for the largest scratch set of one workload, plus headroom.
+quota_bytes=$(count_var BENCH_QUOTA_BYTES "$(((large_mb + 1024) * 1024 * 1024))")
+quota_files=$(count_var BENCH_QUOTA_FILES "$((2 * nfiles + 2 * ncp + 10000))")
+
+work=""          # temp dir holding everything; set once created
 can_drop_caches=false
 
-die() { printf 'bench: %s\n' "$*" >&2; exit 1; }
-note() { printf 'bench: %s\n' "$*" >&2; }
-
-wopfs() { timeout 120 "$wopfs_bin" --state-dir "$work/state" "$@"; }
-
-# True if $1 is a mount point (reads /proc/mounts; never touches the mount).
-is_mounted() { awk -v m="$1" '$2 == m { found = 1 } END { exit !found }' /proc/mounts; }
-
-unmount_view() {
-    is_mounted "$mnt" || return 0
-    wopfs umount "$mnt" >/dev/null 2>&1 \
-        || fusermount3 -uz "$mnt" 2>/dev/null \
-        || fusermount -uz "$mnt" 2>/dev/null \
-        || umount -l "$mnt"
-}
-
-mount_view() {
-    wopfs mount "$grant" "$mnt" >/dev/null
-    is_mounted "$mnt" || die "wopfs mount returned but $mnt is not mounted"
-}
-
 cleanup() {
-    local rc=$?
+    local rc=$? e mp
     set +e
-    [[ -n "$mnt" ]] && unmount_view
-    if [[ -n "$mnt" ]] && is_mounted "$mnt"; then
-        note "could not unmount $mnt; left $work in place"
+    [[ -n "$work" ]] || exit "$rc"
+    for e in "${engines[@]}"; do is_view "$e" && unmount_view "$e"; done
+    # What is left: the native-img image, a commit comparison's view, a
+    # layer the kernel engine did not take down.
+    for mp in $(mounts_under "$work"); do umount "$mp" 2>/dev/null || umount -l "$mp"; done
+    if [[ -n "$(mounts_under "$work")" ]]; then
+        note "could not unmount everything under $work; left it in place"
         rc=1
-    elif [[ -n "$work" ]]; then
+    else
         rm -rf --one-file-system "$work"   # never descends into a live mount
     fi
     exit "$rc"
@@ -101,188 +146,79 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-drop_caches() {
-    "$can_drop_caches" || return 0
-    sync
-    echo 3 >/proc/sys/vm/drop_caches
+# Runs CMD... in a subshell with set -e (it stops at its first failure);
+# its status in attempt_rc, its stderr in $work/err. Returns 0 so that a
+# failing workload is recorded, not fatal; never call it in a condition
+# (set -e is off there, also in subshells).
+attempt() {
+    set +e
+    ("$@") >/dev/null 2>"$work/err"
+    attempt_rc=$?
+    set -e
 }
 
-# Empty every cache in front of SIDE's data. Not timed.
-make_cold() {
-    local side=$1
-    if [[ "$side" == mount ]]; then
-        unmount_view
-        mount_view
+# One timed run of workload W (NAME:CACHE) on ENGINE in round ROUND.
+run_one() {
+    local w=$1 engine=$2 round=$3 name=${1%%:*} cache=${1##*:} dir t0 t1
+    dir=$(engine_dir "$engine")
+    if is_write_workload "$name" && ! can_write "$engine"; then return 0; fi
+    [[ "$cache" == cold ]] && make_cold "$engine"
+    if declare -F "prep_$name" >/dev/null; then
+        attempt "prep_$name" "$dir"
+        ((attempt_rc == 0)) || { run_failed "$w" "$engine" "$round" "preparing: $(head -n1 "$work/err")"; return 0; }
     fi
-    drop_caches
-}
-
-elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.4f\n", b - a }'; }
-median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-
-# ---------------------------------------------------------------------------
-# Workloads. bench_NAME DIR does the work once against DIR (the host tree or
-# the mount point) and is timed; prep_NAME SIDE DIR, if defined, runs untimed
-# before every timed run (SIDE is "native" or "mount"). The test data is made
-# by setup_data before any workload runs.
-# Write workloads need BENCH_MODE=read_write_overlay and should write under a
-# fresh name per run (e.g. "$1/scratch.$RANDOM") so the runs do not collide.
-
-bench_seqread() {
-    dd if="$1/large.bin" of=/dev/null bs=1M status=none
-}
-
-bench_randread() {
-    python3 - "$1/large.bin" "$nreads" <<'EOF'
-import os, random, sys
-path, n = sys.argv[1], int(sys.argv[2])
-rng = random.Random(42)  # same offsets on both sides and every run
-fd = os.open(path, os.O_RDONLY)
-blocks = os.fstat(fd).st_size // 4096
-for _ in range(n):
-    os.pread(fd, 4096, rng.randrange(blocks) * 4096)
-os.close(fd)
-EOF
-}
-
-bench_stat_tree() {
-    find "$1/tree" -print0 | xargs -0 stat --format='%s %Y' >/dev/null
-}
-
-# Write workloads. Each writes under scratch-* names, which its prep step
-# (untimed) clears first, so the overlay does not grow run after run.
-
-clear_scratch() { rm -rf "$1"/scratch-*; }
-
-prep_seqwrite() { clear_scratch "$2"; }
-bench_seqwrite() {
-    dd if=/dev/zero of="$1/scratch-seq.bin" bs=1M count="$large_mb" status=none
-}
-
-prep_untar() { clear_scratch "$2"; }
-bench_untar() {
-    mkdir "$1/scratch-untar"
-    tar xf "$work/small.tar" -C "$1/scratch-untar"
-}
-
-prep_rm_rf() {
-    clear_scratch "$2"
-    mkdir "$2/scratch-rm"
-    tar xf "$work/small.tar" -C "$2/scratch-rm"
-}
-bench_rm_rf() { rm -rf "$1/scratch-rm"; }
-
-prep_make_j2() {
-    clear_scratch "$2"
-    mkdir "$2/scratch-make"
-    tar xf "$work/cproj.tar" -C "$2/scratch-make"
-}
-bench_make_j2() { make -s -j2 -C "$1/scratch-make/cproj"; }
-
-# A small C project: BENCH_SOURCES files of a few functions each, one header.
-make_c_project() {
-    local dir=$1/cproj i
-    mkdir -p "$dir"
-    printf 'int twice(int x);\n' >"$dir/common.h"
-    printf '#include "common.h"\nint twice(int x) { return 2 * x; }\n' >"$dir/common.c"
-    for ((i = 0; i < nsources; i++)); do
-        {
-            printf '#include "common.h"\n'
-            printf 'static int f%d_%d(int x) { return twice(x) + %d; }\n' "$i" 0 "$i" "$i" 1 "$i" "$i" 2 "$i"
-            printf 'int entry%d(int x) { return f%d_0(x) + f%d_1(x) + f%d_2(x); }\n' "$i" "$i" "$i" "$i"
-        } >"$dir/m$i.c"
-    done
-    {
-        printf '#include <stdio.h>\n'
-        for ((i = 0; i < nsources; i++)); do printf 'int entry%d(int);\n' "$i"; done
-        printf 'int main(void) { long s = 0;\n'
-        for ((i = 0; i < nsources; i++)); do printf 's += entry%d(%d);\n' "$i" "$i"; done
-        printf 'printf("%%ld\\n", s); return 0; }\n'
-    } >"$dir/main.c"
-    printf 'SRCS := $(wildcard *.c)\nprog: $(SRCS:.c=.o)\n\tcc -o $@ $^\n%%.o: %%.c common.h\n\tcc -O1 -c -o $@ $<\n' >"$dir/Makefile"
-}
-
-# Test data, created once in the host tree (so both sides see the same files).
-setup_data() {
-    local host=$1
-    note "writing a ${large_mb} MiB file and ${nfiles} small files under $host"
-    head -c "$((large_mb * 1024 * 1024))" /dev/urandom >"$host/large.bin"
-    python3 - "$host/tree" "$nfiles" <<'EOF'
-import os, sys
-root, n = sys.argv[1], int(sys.argv[2])
-# 10 x 10 nested dirs, files of 100..4000 bytes, like a small source tree.
-for i in range(n):
-    d = os.path.join(root, "d%02d" % (i % 10), "s%02d" % (i // 10 % 10))
-    os.makedirs(d, exist_ok=True)
-    with open(os.path.join(d, "f%05d.txt" % i), "w") as f:
-        f.write(("line %d of a small file\n" % i) * (4 + i % 160))
-EOF
-    # Flush and read everything once, so the first timed run does not pay
-    # one-off costs (writeback; in a VM, the host's own cache) the rest don't.
-    # Tarballs for the write workloads live outside the host tree.
-    tar cf "$work/small.tar" -C "$host" tree
-    make_c_project "$work/src"
-    tar cf "$work/cproj.tar" -C "$work/src" cproj
+    if [[ "$cache" == warm ]] && ! is_write_workload "$name"; then
+        attempt "bench_$name" "$dir"
+    fi
+    # Earlier runs' writeback is not this run's cost.
     sync
-    cat "$host/large.bin" >/dev/null
-    find "$host/tree" -type f -exec cat {} + >/dev/null
-}
-
-# ---------------------------------------------------------------------------
-# Runner. The two sides run in turn, swapping which goes first on every
-# repetition, so that drift (CPU frequency, background I/O) hits both alike.
-
-side_dir() { if [[ "$1" == mount ]]; then echo "$mnt"; else echo "$host"; fi; }
-
-# Time one run of workload NAME on SIDE; prints seconds.
-time_once() {
-    local name=$1 cache=$2 side=$3 dir t0 t1
-    dir=$(side_dir "$side")
-    if [[ "$cache" == cold ]]; then make_cold "$side"; fi
-    if declare -F "prep_$name" >/dev/null; then "prep_$name" "$side" "$dir"; fi
     t0=$EPOCHREALTIME
-    "bench_$name" "$dir" >/dev/null
+    attempt "bench_$name" "$dir"
     t1=$EPOCHREALTIME
-    elapsed "$t0" "$t1"
+    if ((attempt_rc != 0)); then
+        run_failed "$w" "$engine" "$round" "$(head -n1 "$work/err")"
+        return 0
+    fi
+    record_time "$w" "$engine" "$(elapsed "$t0" "$t1")"
+    note "round $((round + 1))/$rounds: $w on $engine: $(elapsed "$t0" "$t1") s"
 }
 
-run_workload() {
-    local name=${1%%:*} cache=${1##*:} native mount ratio side i
-    local native_times=() mount_times=()
-    declare -F "bench_$name" >/dev/null || die "unknown workload: $1"
-    if [[ "$cache" == warm ]]; then
-        for side in native mount; do
-            if declare -F "prep_$name" >/dev/null; then "prep_$name" "$side" "$(side_dir "$side")"; fi
-            "bench_$name" "$(side_dir "$side")" >/dev/null
-        done
-    fi
-    for ((i = 0; i < repeat; i++)); do
-        if ((i % 2 == 0)); then
-            native_times+=("$(time_once "$name" "$cache" native)")
-            mount_times+=("$(time_once "$name" "$cache" mount)")
-        else
-            mount_times+=("$(time_once "$name" "$cache" mount)")
-            native_times+=("$(time_once "$name" "$cache" native)")
-        fi
-    done
-    native=$(printf '%s\n' "${native_times[@]}" | median)
-    mount=$(printf '%s\n' "${mount_times[@]}" | median)
-    ratio=$(awk -v n="$native" -v m="$mount" 'BEGIN { if (n > 0) printf "%.2fx", m / n; else print "n/a" }')
-    printf '%-22s %12.4f %12.4f %8s\n' "$name ($cache)" "$native" "$mount" "$ratio"
+run_failed() {
+    note "round $(($3 + 1))/$rounds: $1 on $2 FAILED: $4"
+    record_failure "$@"
+    # Leave no half-written scratch for the next workload on this engine.
+    if can_write "$2"; then attempt clear_scratch "$(engine_dir "$2")"; fi
+}
+
+# ENGINES rotated left by N.
+rotated() {
+    local n=$(($1 % ${#engines[@]}))
+    printf '%s\n' "${engines[@]:n}" "${engines[@]:0:n}"
 }
 
 # ---------------------------------------------------------------------------
-[[ -c /dev/fuse ]] || die "/dev/fuse is missing"
 [[ -n "${EPOCHREALTIME:-}" ]] || die "needs bash 5 or newer (for \$EPOCHREALTIME)"
-command -v python3 >/dev/null || die "python3 is needed for the random-read workload"
-
-if [[ -n "${WOPFS_BIN:-}" ]]; then
-    wopfs_bin=$WOPFS_BIN
-else
-    (cd "$repo_root" && cargo build --release --quiet)
-    wopfs_bin=$repo_root/target/release/wopfs
+command -v python3 >/dev/null || die "python3 is needed (data generation, random reads)"
+if has_engine native-img; then
+    command -v mkfs.ext4 >/dev/null || die "native-img needs mkfs.ext4 (e2fsprogs)"
+    [[ $EUID -eq 0 ]] || die "native-img loop-mounts an image: run as root, or leave it out of BENCH_ENGINES"
 fi
-[[ -x "$wopfs_bin" ]] || die "no wopfs binary at $wopfs_bin"
+needs_wopfs=false
+for e in "${engines[@]}"; do is_view "$e" && needs_wopfs=true; done
+if [[ "$mode" != read_only ]] && ((ncommit > 0 || nturn > 0)); then needs_wopfs=true; fi
+
+if "$needs_wopfs"; then
+    [[ -c /dev/fuse ]] || die "/dev/fuse is missing"
+    if [[ -n "${WOPFS_BIN:-}" ]]; then
+        wopfs_bin=$WOPFS_BIN
+    else
+        (cd "$repo_root" && cargo build --release --quiet)
+        wopfs_bin=$repo_root/target/release/wopfs
+    fi
+    [[ -x "$wopfs_bin" ]] || die "no wopfs binary at $wopfs_bin"
+else
+    wopfs_bin=/nonexistent
+fi
 
 if [[ -w /proc/sys/vm/drop_caches ]] && sync && echo 3 >/proc/sys/vm/drop_caches 2>/dev/null; then
     can_drop_caches=true
@@ -292,98 +228,45 @@ fi
 
 work=$(mktemp -d "${BENCH_DIR:-${TMPDIR:-/tmp}}/wopfs-bench.XXXXXX")
 host=$work/host
-mnt=$work/mnt
-mkdir -p "$host" "$work/state" "$mnt"
+mkdir -p "$host" "$work/state"
 
 if commit=$(git -C "$repo_root" rev-parse --short HEAD 2>/dev/null); then
     if [[ -n "$(git -C "$repo_root" status --porcelain 2>/dev/null)" ]]; then commit+="-dirty"; fi
 else
     commit="none yet"
 fi
-printf 'wopfs:   %s (commit %s)\n' "$("$wopfs_bin" --version 2>/dev/null || echo "version unknown")" "$commit"
-printf 'kernel:  %s, %s CPUs, data on %s\n' "$(uname -r)" "$(nproc)" "$(stat -f -c %T "$host")"
-printf 'sizes:   large file %s MiB, %s small files, %s random reads, median of %s, mode %s\n\n' \
-    "$large_mb" "$nfiles" "$nreads" "$repeat" "$mode"
 
 setup_data "$host"
-grant=$(wopfs grant --root "$host" --mode "$mode" --purpose "wopfs benchmark" --ttl 12h)
-mount_view
-# The comparison only means something if the view shows all the data.
-native_n=$(find "$host" | wc -l)
-mount_n=$(find "$mnt" | wc -l)
-((native_n == mount_n)) || die "the view shows $mount_n entries, the host tree $native_n: check the grant/policy"
-
-printf '%-22s %12s %12s %8s\n' workload native_s mount_s ratio
-for w in "${workloads[@]}"; do
-    if [[ "$mode" == read_only && "$write_workloads" == *" ${w%%:*} "* ]]; then
-        note "skipping ${w%%:*}: it writes, and BENCH_MODE is read_only"
-        continue
-    fi
-    run_workload "$w"
+for e in "${engines[@]}"; do
+    note "setting up $e"
+    setup_engine "$e"
 done
 
-# ---------------------------------------------------------------------------
-# Export and commit of a session, against `cp -a` of the same new contents
-# over a copy of the same tree plus `sync` (what an approver would otherwise
-# do by hand). Each repetition uses a fresh tree and grant. Two shapes: a
-# big set (every file of a tree changed), and a usual agent turn (a few
-# changed files in a big repository).
+printf '## wopfs benchmark\n\n'
+printf -- '- wopfs: %s (commit %s)\n' "$("$wopfs_bin" --version 2>/dev/null || echo "not used")" "$commit"
+printf -- '- machine: kernel %s, %s CPUs, %s MiB RAM, load %s\n' "$(uname -r)" "$(nproc)" \
+    "$(awk '/^MemTotal:/ { print int($2 / 1024) }' /proc/meminfo)" "$(cut -d' ' -f1-3 /proc/loadavg)"
+printf -- '- sizes: large file %s MiB, %s small files, %s-file source tree, %s random reads, %s C files\n' \
+    "$large_mb" "$nfiles" "$ncp" "$nreads" "$nsources"
+printf -- '- median of %s interleaved rounds; engines %s; view quotas %s MiB, %s files\n\n' \
+    "$rounds" "${engines[*]}" "$((quota_bytes >> 20))" "$quota_files"
+printf 'File systems:\n\n'
+print_file_systems
+printf '\n'
 
-commit_tree() {   # DIR PREFIX N: N files in 100 dirs
-    python3 - "$1" "$3" "$2" <<'EOF'
-import os, sys
-root, n, prefix = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-for i in range(n):
-    d = os.path.join(root, "c%02d" % (i % 100))
-    os.makedirs(d, exist_ok=True)
-    with open(os.path.join(d, "f%05d.txt" % i), "w") as f:
-        f.write(("%s line %d\n" % (prefix, i)) * (8 + i % 64))
-EOF
-}
-
-bench_commit_set() {   # CHANGED TREE: CHANGED of TREE files get new contents
-    local nchanged=$1 ntree=$2
-    local i cw cm export_times=() commit_times=() cp_times=() t0 t1
-    for ((i = 0; i < repeat; i++)); do
-        cw=$work/commit.$i
-        mkdir -p "$cw/host" "$cw/mnt" "$cw/new" "$cw/native"
-        commit_tree "$cw/host" old "$ntree"
-        commit_tree "$cw/new" new "$nchanged"
-        cp -a "$cw/host/." "$cw/native/"
-        cm=$(wopfs grant --root "$cw/host" --mode read_write_overlay --purpose "commit benchmark" --ttl 12h)
-        wopfs mount "$cm" "$cw/mnt" >/dev/null
-        cp -r "$cw/new/." "$cw/mnt/"          # the agent's edits (untimed)
-        wopfs umount "$cw/mnt" >/dev/null
-        drop_caches
-        t0=$EPOCHREALTIME
-        wopfs export "$cm" -o "$cw/set" >/dev/null
-        t1=$EPOCHREALTIME
-        export_times+=("$(elapsed "$t0" "$t1")")
-        drop_caches
-        t0=$EPOCHREALTIME
-        wopfs commit "$cm" --yes >/dev/null
-        t1=$EPOCHREALTIME
-        commit_times+=("$(elapsed "$t0" "$t1")")
-        drop_caches
-        t0=$EPOCHREALTIME
-        cp -a "$cw/new/." "$cw/native/"
-        sync
-        t1=$EPOCHREALTIME
-        cp_times+=("$(elapsed "$t0" "$t1")")
-        diff -r "$cw/host" "$cw/native" >/dev/null \
-            || die "after the commit the host differs from the cp -a copy"
-        rm -rf --one-file-system "$cw"
+for ((round = 0; round < rounds; round++)); do
+    for i in "${!workloads[@]}"; do
+        mapfile -t order < <(rotated "$((round + i))")
+        for e in "${order[@]}"; do run_one "${workloads[i]}" "$e" "$round"; done
     done
-    local cp export commit
-    cp=$(printf '%s\n' "${cp_times[@]}" | median)
-    export=$(printf '%s\n' "${export_times[@]}" | median)
-    commit=$(printf '%s\n' "${commit_times[@]}" | median)
-    printf '\n%-30s %12s %12s %8s\n' "$nchanged changed of $ntree files" cp_a_s wopfs_s ratio
-    printf '%-30s %12.4f %12.4f %8s\n' export "$cp" "$export" "$(awk -v n="$cp" -v m="$export" 'BEGIN { printf "%.2fx", m / n }')"
-    printf '%-30s %12.4f %12.4f %8s\n' commit "$cp" "$commit" "$(awk -v n="$cp" -v m="$commit" 'BEGIN { printf "%.2fx", m / n }')"
-}
+done
 
-if [[ "$mode" != read_only ]]; then
-    if ((ncommit > 0)); then bench_commit_set "$ncommit" "$ncommit"; fi
-    if ((nturn > 0)); then bench_commit_set "$nturn" "$nturn_tree"; fi
+if ((${#workloads[@]})); then
+    printf '### Time, seconds (median of %s) and ratios\n\n' "$rounds"
+    print_table
 fi
+if has_engine kernel || has_engine fuse || has_engine ro; then
+    printf '\n### Daemon memory\n\n'
+    print_rss
+fi
+[[ "$mode" == read_only ]] || print_commit_sets
