@@ -33,7 +33,7 @@ trap cleanup EXIT
 our_mounts() {
     awk -v a="$run_tmp/" -v b="${run_shm:-/nonexistent}/" '
         { for (i = 7; i <= NF; i++) if ($i == "-") break }
-        $(i + 2) ~ /^wopfs:/ && (index($5, a) == 1 || index($5, b) == 1) { print $5 }
+        ($(i + 2) ~ /^wopfs/ || $(i + 1) == "ext4") && (index($5, a) == 1 || index($5, b) == 1) { print $5 }
     ' /proc/self/mountinfo | sort
 }
 
@@ -48,8 +48,19 @@ echo "==> cargo test"
 # commit's test-only switches (cargo feature fault-injection).
 # TMPDIR (honoured by every tempdir of tests/common) and WOPFS_TEST_SHM
 # (the tmpfs dir of tests/commit_kill.rs) point at this run's dirs only.
+# Writable views use the FUSE engine unless a test names one
+# (tests/kernel_engine.rs, tests/engine_differential.rs); the session and
+# commit suites then run again on the kernel engine (the matrix).
+export WOPFS_ENGINE="${WOPFS_TEST_ENGINE:-fuse}"
 TMPDIR="$run_tmp" WOPFS_TEST_SHM="$run_shm" \
     timeout --kill-after=30s 40m cargo test --locked --features fault-injection -- --test-threads=4
+if [ "$(id -u)" = 0 ]; then
+    echo "==> the session and commit suites on the kernel engine"
+    TMPDIR="$run_tmp" WOPFS_TEST_SHM="$run_shm" WOPFS_TEST_ENGINE=kernel WOPFS_ENGINE=kernel \
+        timeout --kill-after=30s 20m cargo test --locked --features fault-injection \
+        --test commit_flow -- --test-threads=4 \
+        --skip an_interrupted_commit_recovers_to_before_or_after
+fi
 
 # The switches must not exist in a build without the feature (release
 # builds are built that way): their names are the only way in.

@@ -531,6 +531,14 @@ pub fn commit(state: &StateDir, grant: &Grant, mut opts: CommitOptions) -> Resul
         .ok_or_else(|| Error::invalid("the commit journal vanished after the commit point"))?;
     finish(state, &grant.grant_id, &host, &journal, false)?;
     outcome.dry_run = false;
+    // A kernel session committed whole has no more use for its layer; the
+    // set (which may hold the layer mounted to read it) goes first.
+    drop(loaded);
+    if SessionState::load(&session_dir)?.phase == Phase::Committed {
+        if let Err(e) = crate::overlay::engine::discard_layer(&session_dir) {
+            tracing::warn!(grant = %grant.grant_id, error = %e, "cannot remove the committed layer");
+        }
+    }
     Ok(outcome)
 }
 

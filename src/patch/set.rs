@@ -170,7 +170,10 @@ fn build_from(
         objects: &objects,
     };
     let mut patches: Vec<WorkspacePatch> = Vec::new();
-    for c in changes(&base, &fin) {
+    let all = changes(&base, &fin);
+    // Paths other names link to: their file stays in the set even unchanged.
+    let linked: BTreeSet<String> = all.iter().filter_map(|c| c.link.clone()).collect();
+    for c in all {
         let mut p = WorkspacePatch {
             grant_id: grant.grant_id.clone(),
             path: c.path.clone(),
@@ -203,6 +206,20 @@ fn build_from(
         };
         if c.op == Op::Create {
             p.base = None;
+        }
+        // A copy-up that changed nothing (touch, chmod to the same mode, an
+        // open for writing with no write) is no change: the bytes are the
+        // ones the agent saw and the host still has that mode.
+        if c.op == Op::Update
+            && p.link.is_none()
+            && !linked.contains(&p.path)
+            && p.base.is_some()
+            && p.base == p.blob
+            && host
+                .lstat(&p.path)
+                .is_ok_and(|st| Some(st.st_mode) == p.mode)
+        {
+            continue;
         }
         let source = c.source.as_ref().filter(|_| p.link.is_none());
         each(&p, data.as_deref(), source)?;

@@ -14,6 +14,12 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_wopfs");
 
+/// The engine writable views are mounted with: `WOPFS_TEST_ENGINE`
+/// (`kernel` or `fuse`), else fuse; tests of one engine pass `--engine`.
+pub fn test_engine() -> String {
+    std::env::var("WOPFS_TEST_ENGINE").unwrap_or_else(|_| "fuse".into())
+}
+
 /// How long one mount may live before the watchdog tears it down.
 pub const MOUNT_DEADLINE: Duration = Duration::from_secs(120);
 
@@ -59,6 +65,7 @@ impl Env {
             .arg(&self.state)
             .args(args)
             .env_remove("WOPFS_STATE_DIR")
+            .env("WOPFS_ENGINE", test_engine())
             .output()
             .expect("running wopfs")
     }
@@ -563,6 +570,7 @@ impl Env {
             .args(extra)
             .env("A2A_GRANT_SIGNING_KEY", KEY_B64)
             .env_remove("WOPFS_STATE_DIR")
+            .env("WOPFS_ENGINE", test_engine())
             .env_remove("WOPFS_LOG")
             .stdin(std::process::Stdio::null());
         cmd
