@@ -339,8 +339,7 @@ fn guard_pid(g: &str) -> Option<u32> {
         let pid: u32 = d.file_name().to_str()?.parse().ok()?;
         let cmd = fs::read(d.path().join("cmdline")).ok()?;
         let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
-        let is_guard =
-            args.iter().any(|a| *a == b"guard") && args.iter().any(|a| *a == g.as_bytes());
+        let is_guard = args.contains(&&b"guard"[..]) && args.contains(&g.as_bytes());
         is_guard.then_some(pid)
     })
 }
