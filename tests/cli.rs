@@ -58,10 +58,14 @@ fn every_argument_and_subcommand_has_help() {
 }
 
 /// Every subcommand path, e.g. `["token", "mint"]`, leaves only (the
-/// commands a user runs), without clap's `help`.
+/// commands a user runs), without clap's `help` and hidden internal ones
+/// (the kernel engine's `guard`).
 fn subcommands() -> Vec<Vec<String>> {
     fn walk(cmd: &clap::Command, path: &[String], out: &mut Vec<Vec<String>>) {
-        for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+        for sub in cmd
+            .get_subcommands()
+            .filter(|s| s.get_name() != "help" && !s.is_hide_set())
+        {
             let mut p = path.to_vec();
             p.push(sub.get_name().to_string());
             if sub.has_subcommands() {

@@ -153,7 +153,9 @@ pub enum Command {
 
 #[derive(clap::Args, Debug)]
 pub struct GuardArgs {
+    /// The grant whose kernel engine stack to guard.
     grant: String,
+    /// Where its overlay is mounted.
     mountpoint: PathBuf,
 }
 
