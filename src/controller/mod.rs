@@ -353,7 +353,17 @@ fn recover_locked(
         return Ok(None);
     };
     match j.phase {
-        apply::Phase::Done => finish(state, &grant.grant_id, host, &j, true)?,
+        apply::Phase::Done => {
+            finish(state, &grant.grant_id, host, &j, true)?;
+            // A kernel session's layer, maybe left mounted by the killed
+            // commit, goes once the whole commit is finished.
+            let session_dir = state.session_dir(&grant.grant_id);
+            if SessionState::load(&session_dir)?.phase == Phase::Committed {
+                if let Err(e) = crate::overlay::engine::discard_layer(&session_dir) {
+                    tracing::warn!(grant = %grant.grant_id, error = %e, "cannot remove the committed layer");
+                }
+            }
+        }
         apply::Phase::Prepared => undo(
             state,
             &grant.grant_id,
