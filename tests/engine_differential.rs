@@ -119,21 +119,9 @@ fn contents(root: &std::path::Path) -> String {
 
 #[test]
 fn both_engines_make_the_same_patch_set_and_host() {
-    let probe = Env::new();
-    probe.write("f", "f");
-    let g = probe.grant(&["--allow", "**", "--mode", "read_write_overlay"]);
-    let mp = probe.mountpoint("probe");
-    let out = probe.wopfs(&["mount", &g, mp.to_str().unwrap(), "--engine", "kernel"]);
-    if !out.status.success() {
-        eprintln!(
-            "SKIP: the kernel engine cannot run here: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-        assert!(std::env::var_os("WOPFS_TEST_KERNEL").is_none());
+    if !kernel_engine_here() {
         return;
     }
-    drop(Mounted::new(mp, probe.daemon_pid(&g)));
-
     let (kset, ktree, kdigest) = session("kernel");
     let (fset, ftree, fdigest) = session("fuse");
     let paths = |s: &serde_json::Value| -> Vec<String> {

@@ -14,28 +14,6 @@ use std::time::Duration;
 
 use common::*;
 
-/// Root, overlayfs and loop devices: what the kernel engine needs. Tests
-/// skip, saying why, on a machine without them (CI has them all).
-fn kernel_engine_here() -> bool {
-    let e = Env::new();
-    e.write("f", "f");
-    let g = e.grant(&["--allow", "**", "--mode", "read_write_overlay"]);
-    let mp = e.mountpoint("probe");
-    let out = e.wopfs(&["mount", &g, mp.to_str().unwrap(), "--engine", "kernel"]);
-    if out.status.success() {
-        let _m = Mounted::new(mp, e.daemon_pid(&g));
-        return true;
-    }
-    eprintln!(
-        "SKIP: the kernel engine cannot run here: {}",
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
-    if std::env::var_os("WOPFS_TEST_KERNEL").is_some() {
-        panic!("WOPFS_TEST_KERNEL is set but the kernel engine cannot run");
-    }
-    false
-}
-
 fn project(e: &Env) {
     e.write("src/a.txt", "alpha\n");
     e.write("src/b.txt", "beta\n");

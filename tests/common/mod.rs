@@ -716,3 +716,25 @@ pub fn http_reply(text: &str) -> (u16, String) {
         .unwrap_or_default();
     (status, body)
 }
+
+/// Whether the kernel engine can mount here (root, overlayfs, loop
+/// devices), probed with a real mount. Tests of it skip, saying why, where
+/// it cannot; with `WOPFS_TEST_KERNEL` set they fail instead.
+pub fn kernel_engine_here() -> bool {
+    let e = Env::new();
+    e.write("f", "f");
+    let g = e.grant(&["--allow", "**", "--mode", "read_write_overlay"]);
+    let mp = e.mountpoint("probe");
+    let out = e.wopfs(&["mount", &g, mp.to_str().unwrap(), "--engine", "kernel"]);
+    if out.status.success() {
+        drop(Mounted::new(mp, e.daemon_pid(&g)));
+        return true;
+    }
+    let why = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    assert!(
+        std::env::var_os("WOPFS_TEST_KERNEL").is_none(),
+        "WOPFS_TEST_KERNEL is set but the kernel engine cannot run: {why}"
+    );
+    eprintln!("SKIP: the kernel engine cannot run here: {why}");
+    false
+}
