@@ -6,6 +6,7 @@
 
 use crate::error::Result;
 use crate::grant::Grant;
+use crate::patch::Op;
 use crate::patterns::{AllowSet, DenySet};
 use crate::tree::Kind;
 
@@ -36,6 +37,21 @@ impl Scope {
     /// Whether the existing entry at `path` may be changed or removed.
     pub fn may_change(&self, path: &str) -> bool {
         self.prefixes.is_empty() || self.prefixes.iter().any(|p| path == p || beneath(path, p))
+    }
+
+    /// Why a patch (`op` of a `kind` at `path`; `granted`: the path is a
+    /// granted file) is outside the grant, or `None` when it is inside.
+    /// The one rule of a commit's validation and of `wopfs diff`'s marks.
+    pub fn refuses(&self, op: Op, path: &str, kind: Kind, granted: bool) -> Option<&'static str> {
+        match op {
+            Op::Update | Op::Delete if !granted => Some("not a granted file"),
+            Op::Update | Op::Delete if !self.may_change(path) => Some("outside the write prefixes"),
+            Op::Update | Op::Delete => None,
+            Op::Create if self.may_create(path, kind) => None,
+            Op::Create if self.deny.matches(path) => Some("a name the grant denies"),
+            Op::Create if !self.prefixes.is_empty() => Some("outside the write prefixes"),
+            Op::Create => Some("not a name the grant allows"),
+        }
     }
 
     /// Whether a new entry of `kind` may appear at `path`.

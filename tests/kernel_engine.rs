@@ -378,3 +378,80 @@ fn the_quota_answers_enospc_and_keeps_what_was_written() {
     assert_eq!(fs::read_to_string(mp.join("src/kept.txt")).unwrap(), "kept");
     assert_eq!(fs::metadata(mp.join("src/f0")).unwrap().size(), 0);
 }
+
+/// With write prefixes the overlay is read-only and each prefix a writable
+/// bind of it: `wopfs umount` of a busy prefix keeps the whole view as it
+/// was (the prefix still writable), a `kill -9` takes every part down, and
+/// the remount has the prefixes writable again with what was written.
+#[test]
+fn write_prefix_binds_come_and_go_with_the_view() {
+    if !kernel_engine_here() {
+        return;
+    }
+    let e = Env::new();
+    project(&e);
+    let g = e.grant(&[
+        "--allow",
+        "**",
+        "--mode",
+        "read_write_overlay",
+        "--write-prefix",
+        "src/sub",
+    ]);
+    let mp = e.mountpoint("mnt");
+    let overlays = |g: &str| -> Vec<String> {
+        fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains(&format!(" wopfs:{g} ")))
+            .filter_map(|l| Some(l.split(' ').nth(4)?.to_string()))
+            .collect()
+    };
+    {
+        let m = e.mount(&g, &mp, &["--engine", "kernel"]);
+        let at = |rel: &str| mp.join(rel).display().to_string();
+        assert_eq!(
+            overlays(&g),
+            [at(""), at("src/sub")].map(|p| p.trim_end_matches('/').to_string())
+        );
+        assert_eq!(
+            errno(fs::write(mp.join("src/x.txt"), "x")),
+            libc::EROFS,
+            "outside the prefix"
+        );
+        fs::write(mp.join("src/sub/in.txt"), "in").unwrap();
+        // A process inside the prefix: the view is busy, and stays whole.
+        let busy = fs::File::open(mp.join("src/sub/in.txt")).unwrap();
+        let err = e.fails(&["umount", mp.to_str().unwrap()]);
+        assert!(err.contains("busy"), "{err}");
+        fs::write(mp.join("src/sub/after.txt"), "after")
+            .expect("the prefix is writable again after a refused umount");
+        drop(busy);
+        // Busy outside the prefix: the binds were unmounted first, and are
+        // mounted again when the view itself turns out busy.
+        let busy = fs::File::open(mp.join("docs/readme.md")).unwrap();
+        let err = e.fails(&["umount", mp.to_str().unwrap()]);
+        assert!(err.contains("busy"), "{err}");
+        assert_eq!(overlays(&g).len(), 2, "the prefix bind is back");
+        fs::write(mp.join("src/sub/after2.txt"), "after2")
+            .expect("the prefix is writable again after a refused umount");
+        drop(busy);
+        // kill -9: the guard takes the overlay, its binds and the layer down.
+        let pid = m.pid.expect("daemon pid");
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        wait_until(
+            "the guard to take every part down",
+            Duration::from_secs(10),
+            || nothing_left(&e, &g),
+        );
+        assert!(overlays(&g).is_empty());
+    }
+    let _m = e.mount(&g, &mp, &["--engine", "kernel"]);
+    assert_eq!(fs::read_to_string(mp.join("src/sub/in.txt")).unwrap(), "in");
+    assert_eq!(
+        fs::read_to_string(mp.join("src/sub/after.txt")).unwrap(),
+        "after"
+    );
+    fs::write(mp.join("src/sub/again.txt"), "again").expect("writable after remount");
+    assert_eq!(errno(fs::write(mp.join("top.txt"), "t")), libc::EROFS);
+}

@@ -29,6 +29,8 @@ struct Fx {
     m: Mounted,
     env: Env,
     before: String,
+    /// The grant mounted.
+    g: String,
 }
 
 impl Fx {
@@ -47,7 +49,7 @@ impl Fx {
         let g = env.grant(&args);
         let before = tree_digest(&env.host);
         let m = env.mount(&g, &env.mountpoint("mnt"), mount);
-        Fx { m, env, before }
+        Fx { m, env, before, g }
     }
 
     fn p(&self, rel: &str) -> PathBuf {
@@ -68,7 +70,7 @@ impl Fx {
 
     /// The host tree is unchanged while mounted and after unmounting.
     fn host_unchanged(self) {
-        let Fx { m, env, before } = self;
+        let Fx { m, env, before, .. } = self;
         assert_eq!(
             tree_digest(&env.host),
             before,
@@ -1838,12 +1840,18 @@ fn write_prefix_bounds_every_change() {
         &["--write-prefix", "out"],
     );
     let p = |rel: &str| fx.p(rel);
+    // The FUSE engine refuses each call (EACCES); the kernel engine's
+    // overlay is read-only outside the prefixes (EROFS) and a rename or
+    // link across the prefix's mount answers EXDEV.
+    let kernel = test_engine() == "kernel";
+    let outside = if kernel { libc::EROFS } else { libc::EACCES };
+    let across = if kernel { libc::EXDEV } else { libc::EACCES };
     let before = names(&p(""));
     for (rel, call) in [
         ("x.txt", "create at the root"),
         ("src/x.rs", "create in src"),
     ] {
-        assert_eq!(errno(File::create(p(rel))), libc::EACCES, "{call}");
+        assert_eq!(errno(File::create(p(rel))), outside, "{call}");
         assert_eq!(
             errno(fs::symlink_metadata(p(rel))),
             libc::ENOENT,
@@ -1852,12 +1860,12 @@ fn write_prefix_bounds_every_change() {
     }
     assert_eq!(
         errno(fs::create_dir(p("newdir"))),
-        libc::EACCES,
+        outside,
         "mkdir outside out"
     );
     assert_eq!(
         errno(symlink("top.txt", p("ln"))),
-        libc::EACCES,
+        outside,
         "symlink outside out"
     );
     assert_eq!(names(&p("")), before, "nothing left behind at the root");
@@ -1869,7 +1877,7 @@ fn write_prefix_bounds_every_change() {
     fs::write(p("out/a/b/y.txt"), "y\n").expect("create deep under the prefix");
     assert_eq!(
         errno(fs::rename(p("out/x.txt"), p("x.txt"))),
-        libc::EACCES,
+        across,
         "rename out of out"
     );
     assert_eq!(
@@ -1884,30 +1892,30 @@ fn write_prefix_bounds_every_change() {
     );
     assert_eq!(
         errno(fs::rename(p("out/a"), p("a"))),
-        libc::EACCES,
+        across,
         "rename a dir out of out"
     );
     assert_eq!(
         errno(fs::rename(p("top.txt"), p("top2.txt"))),
-        libc::EACCES,
+        outside,
         "rename to a new name outside out"
     );
     // Existing entries outside the prefix cannot change either: written,
     // removed, moved away (even into the prefix), chmod'ed.
     assert_eq!(
         errno(fs::write(p("top.txt"), "changed\n")),
-        libc::EACCES,
+        outside,
         "write outside out"
     );
     assert_eq!(read(&p("top.txt")), b"top\n");
     assert_eq!(
         errno(fs::remove_file(p("src/lib.rs"))),
-        libc::EACCES,
+        outside,
         "unlink outside out"
     );
     assert_eq!(
         errno(fs::rename(p("src/lib.rs"), p("out/lib.rs"))),
-        libc::EACCES,
+        across,
         "move into out"
     );
     assert_eq!(
@@ -1915,7 +1923,7 @@ fn write_prefix_bounds_every_change() {
             p("top.txt"),
             fs::Permissions::from_mode(0o600)
         )),
-        libc::EACCES,
+        outside,
         "chmod outside out"
     );
     assert_eq!(names(&p("src")), ["lib.rs"], "src unchanged");
@@ -1923,7 +1931,57 @@ fn write_prefix_bounds_every_change() {
     fs::write(p("out/old.txt"), "changed\n").expect("write in out");
     fs::remove_file(p("out/old.txt")).expect("unlink in out");
     assert_eq!(names(&p("")), before, "the root listing at the end");
+    let diff = fx.env.ok(&["diff", &fx.g, "--json"]);
+    assert!(
+        !diff.contains("\"out_of_scope\":\""),
+        "nothing out of scope was let through: {diff}"
+    );
     fx.host_unchanged();
+}
+
+/// A write prefix that is no directory in the view yet cannot be a mount
+/// of its own on the kernel engine: there the create outside it succeeds,
+/// and `wopfs diff` marks it and the commit refuses it (nothing written).
+/// The FUSE engine refuses the create itself.
+#[test]
+fn a_write_prefix_not_yet_made_is_enforced_by_the_commit() {
+    let fx = Fx::new(
+        |env| {
+            env.write("top.txt", "top\n");
+        },
+        &["--write-prefix", "gen/out"],
+    );
+    let p = |rel: &str| fx.p(rel);
+    fs::create_dir_all(p("gen/out")).expect("mkdir -p of the prefix");
+    fs::write(p("gen/out/a.txt"), "a\n").expect("create in the prefix");
+    let stray = fs::write(p("stray.txt"), "s\n");
+    if test_engine() == "kernel" {
+        stray.expect("the kernel engine cannot refuse it now");
+        let diff = fx.env.ok(&["diff", &fx.g, "--json"]);
+        let rows: Vec<serde_json::Value> = serde_json::from_str(&diff).unwrap();
+        let marked: Vec<(&str, &str)> = rows
+            .iter()
+            .filter_map(|r| Some((r["path"].as_str()?, r["out_of_scope"].as_str()?)))
+            .collect();
+        assert_eq!(
+            marked,
+            [("stray.txt", "outside the write prefixes")],
+            "{diff}"
+        );
+        let stat = fx.env.ok(&["diff", &fx.g, "--stat"]);
+        assert!(stat.contains("1 path OUT OF SCOPE"), "{stat}");
+        let Fx { m, env, before, g } = fx;
+        drop(m);
+        let err = env.fails(&["commit", &g, "--yes"]);
+        assert!(
+            err.contains("stray.txt") && err.contains("outside the write prefixes"),
+            "{err}"
+        );
+        assert_eq!(tree_digest(&env.host), before, "the refused commit wrote");
+    } else {
+        assert_eq!(errno(stray), libc::EACCES, "create outside the prefix");
+        fx.host_unchanged();
+    }
 }
 
 #[test]

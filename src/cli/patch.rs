@@ -78,7 +78,9 @@ pub fn session_diffs(state: &StateDir, grant: &Grant) -> Result<Vec<diff::FileDi
     )?;
     let loaded = set::load(staging.path())?;
     let host = HostRoot::open(&grant.root).ctx(|| format!("host tree {}", grant.root.display()))?;
-    diff::file_diffs(&loaded, &host)
+    let mut diffs = diff::file_diffs(&loaded, &host)?;
+    diff::mark_scope(&mut diffs, grant)?;
+    Ok(diffs)
 }
 
 pub fn run_diff(state: &StateDir, a: &DiffArgs, term: &super::term::Term) -> Result<()> {

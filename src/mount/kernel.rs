@@ -188,7 +188,8 @@ pub fn mount(
 
     stack.guard = Some(start_guard(state, grant, mp)?);
     engine::release_reserve(&session_dir);
-    let overlay = make_overlay(&grant.grant_id, &lower, &upper, &work);
+    let prefixes = super::prefixes::prefixes(grant);
+    let overlay = make_overlay(&grant.grant_id, &lower, &upper, &work, !prefixes.is_empty());
     // Nobody reaches the overlay before it is moved onto the mountpoint.
     engine::take_reserve(&session_dir);
     let overlay = overlay?;
@@ -207,6 +208,9 @@ pub fn mount(
     })?;
     // Only the overlay refers to the lower now (when it took it by fd).
     drop(overlay);
+    if !prefixes.is_empty() {
+        super::prefixes::open_prefixes(mp, &prefixes)?;
+    }
     if engine::record(&session_dir)?.is_none() {
         engine::save_record(
             &session_dir,
@@ -248,7 +252,15 @@ fn lower_config(grant: &Grant, opts: &MountOptions) -> fuser::Config {
 /// Creates the overlay (not yet attached anywhere). The lower is cloned
 /// and its path detached when the kernel takes layers by fd; otherwise it
 /// is named by its path and stays mounted in the state dir.
-fn make_overlay(grant_id: &str, lower: &Path, upper: &Path, work: &Path) -> Result<OwnedFd> {
+/// `read_only`: the overlay's mount is read-only (the write prefixes are
+/// then made writable by `prefixes::open_prefixes`).
+fn make_overlay(
+    grant_id: &str,
+    lower: &Path,
+    upper: &Path,
+    work: &Path,
+    read_only: bool,
+) -> Result<OwnedFd> {
     let clone = open_tree(
         rustix::fs::CWD,
         lower,
@@ -256,7 +268,7 @@ fn make_overlay(grant_id: &str, lower: &Path, upper: &Path, work: &Path) -> Resu
     )
     .ok();
     if let Some(clone) = &clone {
-        match overlay_fd(grant_id, Layer::Fd(clone.as_fd()), upper, work) {
+        match overlay_fd(grant_id, Layer::Fd(clone.as_fd()), upper, work, read_only) {
             Ok(fd) => {
                 // The clone and the overlay keep the lower alive.
                 let _ = rustix::mount::unmount(lower, rustix::mount::UnmountFlags::DETACH);
@@ -267,7 +279,7 @@ fn make_overlay(grant_id: &str, lower: &Path, upper: &Path, work: &Path) -> Resu
             }
         }
     }
-    overlay_fd(grant_id, Layer::Path(lower), upper, work)
+    overlay_fd(grant_id, Layer::Path(lower), upper, work, read_only)
 }
 
 enum Layer<'a> {
@@ -275,7 +287,13 @@ enum Layer<'a> {
     Path(&'a Path),
 }
 
-fn overlay_fd(grant_id: &str, lower: Layer, upper: &Path, work: &Path) -> Result<OwnedFd> {
+fn overlay_fd(
+    grant_id: &str,
+    lower: Layer,
+    upper: &Path,
+    work: &Path,
+    read_only: bool,
+) -> Result<OwnedFd> {
     let fs = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)
         .map_err(|e| Error::io("opening overlayfs (fsopen)", e.into()))?;
     let failed = |what: &str, e: rustix::io::Errno| {
@@ -312,12 +330,11 @@ fn overlay_fd(grant_id: &str, lower: Layer, upper: &Path, work: &Path) -> Result
         fsconfig_set_string(&fs, k, v).map_err(|e| failed(k, e))?;
     }
     fsconfig_create(&fs).map_err(|e| failed("create", e))?;
-    fsmount(
-        &fs,
-        FsMountFlags::FSMOUNT_CLOEXEC,
-        MountAttrFlags::MOUNT_ATTR_NOSUID | MountAttrFlags::MOUNT_ATTR_NODEV,
-    )
-    .map_err(|e| failed("fsmount", e))
+    let mut attrs = MountAttrFlags::MOUNT_ATTR_NOSUID | MountAttrFlags::MOUNT_ATTR_NODEV;
+    if read_only {
+        attrs |= MountAttrFlags::MOUNT_ATTR_RDONLY;
+    }
+    fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, attrs).map_err(|e| failed("fsmount", e))
 }
 
 /// The messages the kernel left on a filesystem context (`e overlayfs: …`).
@@ -409,14 +426,59 @@ pub fn take_down(grant_id: &str, mp: &Path, session_dir: &Path, wait: Duration) 
 }
 
 /// The overlays of a grant mounted anywhere in this namespace (a live
-/// view, or one left half-dead by a daemon killed with its guard).
+/// view, or one left half-dead by a daemon killed with its guard); the
+/// writable binds over its write prefixes are not counted apart.
 pub fn overlays_of(grant_id: &str) -> Vec<PathBuf> {
     let source = source_of(grant_id);
-    mountinfo::mounts()
+    let all: Vec<PathBuf> = mountinfo::mounts()
         .into_iter()
         .filter(|m| m.fstype == "overlay" && m.source == source)
         .map(|m| m.mountpoint)
+        .collect();
+    all.iter()
+        .filter(|p| !all.iter().any(|q| q != *p && p.starts_with(q)))
+        .cloned()
         .collect()
+}
+
+/// Unmounts (not lazily) the writable binds over the write prefixes of
+/// grant `grant_id`'s overlay at `mp`, deepest first, and returns them;
+/// if one is busy, those already unmounted are mounted again and the error
+/// says which is busy.
+pub fn unmount_prefix_binds(grant_id: &str, mp: &Path) -> Result<Vec<PathBuf>> {
+    let source = source_of(grant_id);
+    let mut binds: Vec<PathBuf> = mountinfo::mounts()
+        .into_iter()
+        .filter(|m| m.fstype == "overlay" && m.source == source)
+        .map(|m| m.mountpoint)
+        .filter(|p| p != mp && p.starts_with(mp))
+        .collect();
+    binds.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    binds.dedup();
+    let mut done = Vec::new();
+    for b in binds {
+        if let Err(e) = super::unmount(&b, false) {
+            restore_prefix_binds(mp, &done);
+            return Err(e);
+        }
+        done.push(b);
+    }
+    Ok(done)
+}
+
+/// Mounts again the prefix binds `binds` (from `unmount_prefix_binds`).
+pub fn restore_prefix_binds(mp: &Path, binds: &[PathBuf]) {
+    let rel: Vec<String> = binds
+        .iter()
+        .filter_map(|b| b.strip_prefix(mp).ok())
+        .map(|r| r.to_string_lossy().into_owned())
+        .collect();
+    if rel.is_empty() {
+        return;
+    }
+    if let Err(e) = super::prefixes::open_prefixes(mp, &rel) {
+        tracing::warn!(error = %e, "cannot mount the write prefixes again");
+    }
 }
 
 impl KernelStack {

@@ -4,6 +4,7 @@
 //! overlay, or kernel overlayfs over the read-only FUSE view (`kernel.rs`).
 
 pub mod kernel;
+mod prefixes;
 
 use std::io::{BufRead, BufReader, Read};
 use std::os::fd::AsRawFd;
@@ -561,7 +562,16 @@ pub fn umount_command(state: &StateDir, mp: &Path, lazy: bool) -> Result<()> {
         .into_iter()
         .filter_map(|id| state.live_mount(&id))
         .find(|r| r.mountpoint == canon);
-    unmount(&canon, lazy)?;
+    // A kernel view's write-prefix binds go first (a mount with mounts on
+    // it is busy); they come back if the view itself is busy.
+    let binds = match &grant_id {
+        Some(id) if !lazy => kernel::unmount_prefix_binds(id, &canon)?,
+        _ => Vec::new(),
+    };
+    if let Err(e) = unmount(&canon, lazy) {
+        kernel::restore_prefix_binds(&canon, &binds);
+        return Err(e);
+    }
     if let Some(rec) = &daemon {
         // A daemon whose view is still held in another mount namespace (a
         // container) keeps serving it: ask it to stop, which aborts it.

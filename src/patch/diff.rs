@@ -82,6 +82,10 @@ pub struct FileDiff {
     /// For a new symlink: how it leads out of the root, if it does,
     /// followed through the set's and the host's symlinks.
     pub leaves_root: Option<Leaves>,
+    /// Why a commit would refuse this path (outside the grant's scope), set
+    /// by [`mark_scope`]: a change the engine could not refuse when it
+    /// happened (the kernel engine's overlay, a set made elsewhere).
+    pub out_of_scope: Option<String>,
 }
 
 fn is_binary(data: &[u8]) -> bool {
@@ -225,6 +229,7 @@ pub fn file_diffs(loaded: &Loaded, host: &HostRoot) -> Result<Vec<FileDiff>> {
             renamed_from: from.map(|d| d.path.clone()),
             link: p.link.clone(),
             leaves_root: None,
+            out_of_scope: None,
         });
     }
     // Where each new symlink leads: through the set's own symlinks, and
@@ -255,6 +260,28 @@ pub fn file_diffs(loaded: &Loaded, host: &HostRoot) -> Result<Vec<FileDiff>> {
         }
     }
     Ok(out)
+}
+
+/// Marks each diff a commit of it under `grant` would refuse, with why
+/// (the rule of the commit's validation, `Scope::refuses`); a rename is
+/// marked when either end is refused.
+pub fn mark_scope(diffs: &mut [FileDiff], grant: &crate::grant::Grant) -> Result<()> {
+    let scope = crate::scope::Scope::from_grant(grant)?;
+    let granted: HashSet<&str> = grant.files.iter().map(|f| f.path.as_str()).collect();
+    for d in diffs.iter_mut() {
+        let kind = match d.new_kind.or(d.old_kind) {
+            Some(EntryKind::Symlink) => crate::tree::Kind::Symlink,
+            _ => crate::tree::Kind::File,
+        };
+        let here = scope.refuses(d.op, &d.path, kind, granted.contains(d.path.as_str()));
+        let from = d.renamed_from.as_deref().and_then(|f| {
+            scope
+                .refuses(Op::Delete, f, kind, granted.contains(f))
+                .map(|why| format!("{why} (the rename's source {})", shown(f)))
+        });
+        d.out_of_scope = here.map(str::to_string).or(from);
+    }
+    Ok(())
 }
 
 fn read_host(host: &HostRoot, path: &str, kind: Option<EntryKind>) -> Option<Vec<u8>> {
@@ -572,6 +599,9 @@ impl FileDiff {
         if let Some(t) = &self.link {
             out.push(format!("hard link to {}", shown(t)));
         }
+        if let Some(why) = &self.out_of_scope {
+            out.push(format!("OUT OF SCOPE ({why}): a commit refuses it"));
+        }
         out
     }
 
@@ -583,6 +613,7 @@ impl FileDiff {
             || self.new_executable()
             || self.missing_on_host()
             || self.link.is_some()
+            || self.out_of_scope.is_some()
     }
 }
 
@@ -625,6 +656,13 @@ pub fn render(diffs: &[FileDiff], color: bool) -> String {
         );
         if d.renamed_from.is_some() {
             let _ = writeln!(out, "similarity index 100%\nrename from {a}\nrename to {b}");
+        }
+        if let Some(why) = &d.out_of_scope {
+            let _ = writeln!(
+                out,
+                "{}",
+                warn(&format!("out of scope ({why}): a commit refuses it"))
+            );
         }
         if let Some((o, n)) = d.type_change() {
             let _ = writeln!(
@@ -783,6 +821,8 @@ pub struct Notable {
     pub mode_changes: usize,
     pub new_executables: usize,
     pub hard_links: usize,
+    /// Paths a commit would refuse (outside the grant's scope).
+    pub out_of_scope: usize,
 }
 
 pub fn notable(diffs: &[FileDiff]) -> Notable {
@@ -794,6 +834,7 @@ pub fn notable(diffs: &[FileDiff]) -> Notable {
         n.mode_changes += usize::from(d.mode_change().is_some());
         n.new_executables += usize::from(d.new_executable());
         n.hard_links += usize::from(d.link.is_some());
+        n.out_of_scope += usize::from(d.out_of_scope.is_some());
     }
     n
 }
@@ -827,6 +868,13 @@ impl std::fmt::Display for Notable {
                 f,
                 ", {}",
                 plural(self.hard_links, "hard link", "hard links")
+            )?;
+        }
+        if self.out_of_scope > 0 {
+            write!(
+                f,
+                ", {} OUT OF SCOPE (a commit refuses the set)",
+                plural(self.out_of_scope, "path", "paths")
             )?;
         }
         Ok(())
@@ -961,6 +1009,7 @@ pub fn to_json(d: &FileDiff) -> serde_json::Value {
             Some(Leaves::Via(p)) => Some(p.as_str()),
             _ => None,
         },
+        "out_of_scope": d.out_of_scope,
         "markers": d.markers(),
     })
 }

@@ -870,15 +870,10 @@ impl Loaded {
             } else {
                 Kind::File
             };
-            let inside = match p.operation {
-                Op::Update | Op::Delete => {
-                    granted.contains(p.path.as_str()) && scope.may_change(&p.path)
-                }
-                Op::Create => scope.may_create(&p.path, kind),
-            };
-            if !inside {
+            let granted_file = granted.contains(p.path.as_str());
+            if let Some(why) = scope.refuses(p.operation, &p.path, kind, granted_file) {
                 return Err(Error::policy(format!(
-                    "patch {} ({:?}) is outside grant {}",
+                    "patch {} ({:?}) is outside grant {}: {why}",
                     p.path, p.operation, grant.grant_id
                 )));
             }
