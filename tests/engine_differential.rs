@@ -83,6 +83,22 @@ fn session(engine: &str) -> (serde_json::Value, Vec<String>, String) {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+    // `wopfs status` lists what the set holds: no-op copy-ups are no
+    // pending change either.
+    let status: serde_json::Value = serde_json::from_str(&e.ok(&["status", &g, "--json"])).unwrap();
+    let pending: Vec<&str> = status[0]["pending"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["path"].as_str())
+        .collect();
+    for noop in ["src/touched.txt", "src/same-mode.txt", "src/untouched.txt"] {
+        assert!(
+            !pending.contains(&noop),
+            "{engine}: {noop} pending: {pending:?}"
+        );
+    }
+    assert!(!pending.is_empty(), "{engine}: the script made changes");
     let export = e.dir.path().join("export");
     e.ok(&["export", &g, "--output", export.to_str().unwrap()]);
     let mut set: serde_json::Value =

@@ -214,10 +214,20 @@ pub fn pending(
     }
     let base = Tree::from_files(&grant.files);
     let mut fin = Tree::from_files(&grant.files);
-    let (_seen, objects) = crate::overlay::inspect(grant, session_dir, &mut fin)?;
+    let (seen, objects) = crate::overlay::inspect(grant, session_dir, &mut fin)?;
     let host = crate::host::HostRoot::open(&grant.root).ok();
-    Ok(changes(&base, &fin)
+    let all = changes(&base, &fin);
+    // Paths other names link to stay, as in the set.
+    let linked: std::collections::BTreeSet<String> =
+        all.iter().filter_map(|c| c.link.clone()).collect();
+    Ok(all
         .into_iter()
+        .filter(|c| {
+            linked.contains(&c.path)
+                || !host
+                    .as_ref()
+                    .is_some_and(|h| set::is_noop_update(c, &seen, h, &objects))
+        })
         .map(|c| {
             let size = match &c.source {
                 // A link adds a name, no bytes.

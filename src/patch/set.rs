@@ -253,6 +253,43 @@ fn base_of(seen: &SeenMap, path: &str, host: &HostRoot) -> Option<String> {
     host_hash(host, path, s.kind).ok()
 }
 
+/// Whether change `c` is a copy-up that changed nothing (touch, chmod to
+/// the same mode, an open for writing with no write): its bytes are the
+/// ones the agent saw (its base) and the host still has its mode. For the
+/// pending list, which has no contents in hand (the set builder compares
+/// the hashes it has); sizes first, so a real edit costs no hashing.
+pub(crate) fn is_noop_update(
+    c: &super::Change,
+    seen: &SeenMap,
+    host: &HostRoot,
+    objects: &Objects,
+) -> bool {
+    let Some(Source::Object(o)) = c.source else {
+        return false;
+    };
+    if c.op != Op::Update || c.link.is_some() {
+        return false;
+    }
+    let (Ok(obj), Ok(now)) = (objects.lstat(o), host.lstat(&c.path)) else {
+        return false;
+    };
+    if obj.st_mode != now.st_mode || obj.st_size != now.st_size {
+        return false;
+    }
+    let Some(base) = base_of(seen, &c.path, host) else {
+        return false;
+    };
+    let hash = match c.kind {
+        Kind::Symlink => objects.readlink(o).map(|t| hash_hex(&t)),
+        _ => objects.open_file(o).and_then(|mut f| {
+            let mut h = blake3::Hasher::new();
+            std::io::copy(&mut f, &mut h)?;
+            Ok(format!("blake3:{}", h.finalize().to_hex()))
+        }),
+    };
+    hash.is_ok_and(|h| h == base)
+}
+
 /// The current blake3 of a host entry (a symlink's target), if it exists.
 pub fn host_hash(host: &HostRoot, path: &str, kind: Kind) -> std::io::Result<String> {
     if kind == Kind::Symlink {
