@@ -46,9 +46,11 @@ struct ChildPlan {
     state_dir: CString,
     tmpfs: CString,
     tmpfs_opts: CString,
-    root: CString,
-    /// For a user namespace: (uid_map, gid_map) contents.
-    user_maps: Option<(Vec<u8>, Vec<u8>)>,
+    /// The namespaces to enter (a user namespace when not root).
+    ns: UserMaps,
+    /// The kernel engine rootless: the overlay this child mounts at `at`
+    /// over the lower view (`view`).
+    overlay: Option<crate::mount::kernel::UsernsOverlay>,
     /// The caller's umask (the daemon side runs with 0).
     umask: libc::mode_t,
 }
@@ -69,9 +71,30 @@ fn write_file(path: &[u8], data: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
-impl ChildPlan {
-    /// Runs in the child between fork and exec.
-    fn enter(&self) -> std::io::Result<()> {
+/// The namespaces a child of `wopfs run` enters: a mount namespace, and
+/// when not root a user namespace mapping the caller to themselves.
+pub struct UserMaps {
+    /// (uid_map, gid_map) contents; `None` for root.
+    maps: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl UserMaps {
+    pub fn of_caller() -> UserMaps {
+        let uid = rustix::process::getuid().as_raw();
+        let gid = rustix::process::getgid().as_raw();
+        UserMaps {
+            maps: (uid != 0).then(|| {
+                (
+                    format!("{uid} {uid} 1").into_bytes(),
+                    format!("{gid} {gid} 1").into_bytes(),
+                )
+            }),
+        }
+    }
+
+    /// Unshares the namespaces and makes every mount private. Runs between
+    /// fork and exec: raw system calls only.
+    pub fn enter(&self) -> std::io::Result<()> {
         let err = |rc: i32| {
             if rc < 0 {
                 Err(std::io::Error::last_os_error())
@@ -81,7 +104,7 @@ impl ChildPlan {
         };
         // SAFETY: plain syscalls on NUL-terminated strings prepared before fork.
         unsafe {
-            match &self.user_maps {
+            match &self.maps {
                 Some((uid_map, gid_map)) => {
                     err(libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS))?;
                     write_file(b"/proc/self/setgroups\0", b"deny")?;
@@ -93,14 +116,42 @@ impl ChildPlan {
             let null = std::ptr::null();
             err(libc::mount(
                 null,
-                self.root.as_ptr(),
+                c"/".as_ptr(),
                 null,
                 libc::MS_REC | libc::MS_PRIVATE,
                 null.cast(),
             ))?;
+        }
+        Ok(())
+    }
+}
+
+impl ChildPlan {
+    /// Runs in the child between fork and exec.
+    fn enter(&self) -> std::io::Result<()> {
+        let err = |rc: i32| {
+            if rc < 0 {
+                Err(std::io::Error::last_os_error())
+            } else {
+                Ok(())
+            }
+        };
+        self.ns.enter()?;
+        // The view the command sees: the overlay this child mounts over the
+        // lower (the kernel engine rootless), or the mount served at `view`.
+        let view = match &self.overlay {
+            Some(o) => {
+                o.mount_at(&self.at)?;
+                &self.at
+            }
+            None => &self.view,
+        };
+        // SAFETY: plain syscalls on NUL-terminated strings prepared before fork.
+        unsafe {
+            let null = std::ptr::null();
             let bind = libc::MS_BIND | libc::MS_REC;
             err(libc::mount(
-                self.view.as_ptr(),
+                view.as_ptr(),
                 self.host_root.as_ptr(),
                 null,
                 bind,
@@ -113,13 +164,15 @@ impl ChildPlan {
                 libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
                 self.tmpfs_opts.as_ptr().cast(),
             ))?;
-            err(libc::mount(
-                self.view.as_ptr(),
-                self.at.as_ptr(),
-                null,
-                bind,
-                null.cast(),
-            ))?;
+            if self.overlay.is_none() {
+                err(libc::mount(
+                    self.view.as_ptr(),
+                    self.at.as_ptr(),
+                    null,
+                    bind,
+                    null.cast(),
+                ))?;
+            }
             err(libc::chdir(self.at.as_ptr()))?;
             libc::umask(self.umask);
         }
@@ -195,6 +248,7 @@ pub fn run(state: &StateDir, grant: &Grant, opts: RunOptions) -> Result<i32> {
     if let Some(end) = served.expiry() {
         crate::mount::watch_expiry(grant, opts.mount.view.clock.clone(), end)?;
     }
+    let mounts_overlay = matches!(served, crate::mount::Served::Lower(_));
     let background = served.spawn()?;
     state.write_mount_record(
         &grant.grant_id,
@@ -225,8 +279,13 @@ pub fn run(state: &StateDir, grant: &Grant, opts: RunOptions) -> Result<i32> {
         }),
     )?;
 
-    let uid = rustix::process::getuid().as_raw();
-    let gid = rustix::process::getgid().as_raw();
+    let overlay = if mounts_overlay {
+        Some(crate::mount::kernel::UsernsOverlay::prepare(
+            state, grant, &mp,
+        )?)
+    } else {
+        None
+    };
     let plan = ChildPlan {
         view: cstr(&mp)?,
         at: cstr(&at)?,
@@ -234,13 +293,8 @@ pub fn run(state: &StateDir, grant: &Grant, opts: RunOptions) -> Result<i32> {
         state_dir: cstr(state.path())?,
         tmpfs: cstr(Path::new("tmpfs"))?,
         tmpfs_opts: cstr(Path::new("size=4k,mode=0555"))?,
-        root: cstr(Path::new("/"))?,
-        user_maps: (uid != 0).then(|| {
-            (
-                format!("{uid} {uid} 1").into_bytes(),
-                format!("{gid} {gid} 1").into_bytes(),
-            )
-        }),
+        ns: UserMaps::of_caller(),
+        overlay,
         umask: caller_umask as libc::mode_t,
     };
     let mut cmd = Command::new(program);

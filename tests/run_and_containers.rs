@@ -485,7 +485,7 @@ fn the_readme_bubblewrap_recipe_runs_as_written() {
     );
     let report = agent_report(&out);
     assert_eq!(report["id"], "0:0", "{report:?}");
-    check_agent(&report, None, libc::EACCES);
+    check_agent(&report, None, outside_errno(&env, &g));
     assert_eq!(fs::read_to_string(m.path("src/new.py")).unwrap(), "new\n");
     drop(m);
     assert_eq!(tree_digest(&env.host), before, "the host tree changed");
@@ -497,4 +497,133 @@ fn the_readme_bubblewrap_recipe_runs_as_written() {
         .map(|p| p["path"].as_str().unwrap())
         .collect();
     assert_eq!(pending, ["src/a.py", "src/new.py"]);
+}
+
+/// The kernel engine rootless: `wopfs run --engine kernel` as uid 1000
+/// mounts the overlay in the run's own user namespace over the lower view
+/// served through fusermount3; the session continues in a later run (auto
+/// keeps its engine), is refused by `wopfs mount` with a reason, and
+/// commits like any other.
+#[test]
+fn rootless_run_on_the_kernel_engine() {
+    if !kernel_engine_here() {
+        return;
+    }
+    let env = Env::new();
+    project(&env);
+    fs::set_permissions("/dev/fuse", fs::Permissions::from_mode(0o666)).unwrap();
+    let base = env.dir.path().canonicalize().unwrap();
+    fs::set_permissions(&base, fs::Permissions::from_mode(0o755)).unwrap();
+    let ws = env.mountpoint("ws");
+    let mnt = env.mountpoint("mnt");
+    fs::create_dir_all(&env.state).unwrap();
+    for p in [&env.host, &ws, &mnt, &env.state] {
+        Command::new("chown")
+            .args(["-R", "1000:1000", p.to_str().unwrap()])
+            .status()
+            .unwrap();
+    }
+    let as_user = |args: &[&str]| {
+        Command::new("setpriv")
+            .args(["--reuid", "1000", "--regid", "1000", "--clear-groups", BIN])
+            .args(["--state-dir", env.state.to_str().unwrap()])
+            .args(args)
+            .env("HOME", &base)
+            .env_remove("WOPFS_ENGINE")
+            .output()
+            .unwrap()
+    };
+    let ok = |args: &[&str]| {
+        let out = as_user(args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let g = ok(&[
+        "grant",
+        "--root",
+        env.host.to_str().unwrap(),
+        "--purpose",
+        "p",
+        "--mode",
+        "read_write_overlay",
+    ]);
+    let script = format!(
+        "set -e; test $(id -u) = 1000; cat src/a.py; echo v2 > src/a.py; echo b > src/b.py; \
+         rm README.md; mkdir -p d/e; echo x > d/e/x; test ! -e {host}/.env; test ! -e .env; \
+         grep -q ' {ws} .* - overlay wopfs:{g} ' /proc/self/mountinfo; \
+         ! grep -q ' fuse.wopfs ' /proc/self/mountinfo; \
+         ! getfattr -d -m - src/a.py 2>/dev/null | grep -q overlay; echo ran",
+        host = env.host.display(),
+        ws = ws.display(),
+    );
+    let out = as_user(&[
+        "run",
+        &g,
+        "--engine",
+        "kernel",
+        "--at",
+        ws.to_str().unwrap(),
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    assert!(
+        out.status.success(),
+        "run: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "a = 1\nran\n");
+    let status: serde_json::Value = serde_json::from_str(&ok(&["status", &g, "--json"])).unwrap();
+    assert_eq!(status[0]["engine"], "kernel", "{status}");
+    let stat = ok(&["diff", &g, "--stat"]);
+    for p in ["src/a.py", "src/b.py", "README.md", "d/e/x"] {
+        assert!(stat.contains(p), "{p} in {stat}");
+    }
+    // Not outside a run, nor by root: the layer has no quota image.
+    let err = as_user(&["mount", &g, mnt.to_str().unwrap()]);
+    assert!(!err.status.success());
+    let err = String::from_utf8_lossy(&err.stderr);
+    assert!(err.contains("needs root, or wopfs run"), "{err}");
+    let err = env.fails(&["mount", &g, mnt.to_str().unwrap(), "--engine", "auto"]);
+    assert!(err.contains("made rootless by wopfs run"), "{err}");
+    // A later run (auto) continues the session on its engine.
+    let out = as_user(&[
+        "run",
+        &g,
+        "--at",
+        ws.to_str().unwrap(),
+        "--",
+        "sh",
+        "-c",
+        "set -e; cat src/a.py d/e/x; test ! -e README.md; echo c > src/c.py",
+    ]);
+    assert!(
+        out.status.success(),
+        "second run: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "v2\nx\n");
+    ok(&["commit", &g, "--yes"]);
+    assert_eq!(
+        fs::read_to_string(env.host.join("src/a.py")).unwrap(),
+        "v2\n"
+    );
+    assert_eq!(
+        fs::read_to_string(env.host.join("src/c.py")).unwrap(),
+        "c\n"
+    );
+    assert_eq!(fs::read_to_string(env.host.join("d/e/x")).unwrap(), "x\n");
+    assert!(!env.host.join("README.md").exists());
+    assert_eq!(fs::metadata(env.host.join("src/b.py")).unwrap().uid(), 1000);
+    assert!(
+        !env.state.join("sessions").join(&g).join("kernel").exists(),
+        "the committed layer is removed"
+    );
+    assert!(no_mount_of_grant(&g));
 }

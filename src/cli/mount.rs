@@ -179,6 +179,7 @@ pub fn run_mount(state: &StateDir, a: &MountArgs) -> Result<()> {
         engine: a.engine.engine,
         threads: a.threads,
         allow_other: a.access.allow_other,
+        in_run: false,
         view: ViewOptions {
             cache_ttl,
             quota_bytes: a.quota_bytes,

@@ -61,6 +61,7 @@ pub fn run(state: &StateDir, a: &Args) -> Result<ExitCode> {
             mount: MountOptions {
                 engine: a.engine.engine,
                 allow_other: a.access.allow_other,
+                in_run: true,
                 view: crate::view::ViewOptions {
                     owner: a.access.owner(),
                     ..Default::default()

@@ -249,6 +249,26 @@ fn lower_config(grant: &Grant, opts: &MountOptions) -> fuser::Config {
     config
 }
 
+/// The lower's FUSE configuration for the kernel engine rootless: read-only
+/// and the mounter's own (the run's child, in its user namespace, is the
+/// same user), named as a view so `wopfs status` finds it.
+pub fn userns_lower_config(grant: &Grant, opts: &MountOptions) -> fuser::Config {
+    use fuser::{MountOption, SessionACL};
+    let mut config = fuser::Config::default();
+    config.mount_options = vec![
+        MountOption::FSName(source_of(&grant.grant_id)),
+        MountOption::Subtype("wopfs".into()),
+        MountOption::DefaultPermissions,
+        MountOption::NoDev,
+        MountOption::NoSuid,
+        MountOption::RO,
+    ];
+    config.acl = SessionACL::Owner;
+    config.n_threads = Some(opts.threads.max(1));
+    config.clone_fd = true;
+    config
+}
+
 /// Creates the overlay (not yet attached anywhere). The lower is cloned
 /// and its path detached when the kernel takes layers by fd; otherwise it
 /// is named by its path and stays mounted in the state dir.
@@ -563,5 +583,152 @@ impl Expiry {
 impl Drop for KernelStack {
     fn drop(&mut self) {
         self.finish();
+    }
+}
+
+/// The kernel engine rootless, in `wopfs run`'s user namespace: the daemon
+/// serves the read-only lower view (through fusermount3) and the run's
+/// child, once in its own user and mount namespace, mounts the overlay
+/// (`userxattr`, marks in `user.overlay.*`) over it with the upper and
+/// work dirs as plain directories in the session dir (no image: a user
+/// cannot mount one). What it cannot have without root: a live quota (the
+/// commit refuses a set beyond the grant's limits) and write prefixes as
+/// mounts (the commit refuses changes outside them; `wopfs diff` marks
+/// them).
+pub struct UsernsOverlay {
+    lower: std::ffi::CString,
+    upper: std::ffi::CString,
+    work: std::ffi::CString,
+    source: std::ffi::CString,
+}
+
+fn cstring(p: &Path) -> Result<std::ffi::CString> {
+    use std::os::unix::ffi::OsStrExt;
+    std::ffi::CString::new(p.as_os_str().as_bytes())
+        .map_err(|_| Error::invalid(format!("path {} contains a NUL byte", p.display())))
+}
+
+impl UsernsOverlay {
+    /// Prepares the plain-directory layer of `grant`'s session (the upper's
+    /// root takes the lower view's owner and mode) and records the engine.
+    pub fn prepare(state: &StateDir, grant: &Grant, lower_mp: &Path) -> Result<UsernsOverlay> {
+        let session = state.session_dir(&grant.grant_id);
+        let root = rustix::fs::stat(lower_mp)
+            .map_err(|e| Error::io("reading the lower view's root", e.into()))?;
+        // An earlier run's upper root keeps the mode it has.
+        if !engine::upper_dir(&session).exists() {
+            engine::make_dir_layer(&session, root.st_mode)?;
+        }
+        if engine::record(&session)?.is_none() {
+            engine::save_record(
+                &session,
+                &engine::EngineRecord {
+                    engine: engine::Engine::Kernel,
+                    xattrs: Some(XattrNs::User),
+                },
+            )?;
+        }
+        Ok(UsernsOverlay {
+            lower: cstring(lower_mp)?,
+            upper: cstring(&engine::upper_dir(&session))?,
+            work: cstring(&engine::work_dir(&session))?,
+            source: std::ffi::CString::new(source_of(&grant.grant_id))
+                .map_err(|_| Error::invalid("a grant id with a NUL byte"))?,
+        })
+    }
+
+    /// Mounts the overlay at `at`. Runs in the child between fork and exec,
+    /// inside its user and mount namespace: raw system calls on the strings
+    /// prepared before the fork, nothing that allocates.
+    pub fn mount_at(&self, at: &std::ffi::CStr) -> std::io::Result<()> {
+        let io = |e: rustix::io::Errno| std::io::Error::from_raw_os_error(e.raw_os_error());
+        let fs = fsopen(c"overlay", FsOpenFlags::FSOPEN_CLOEXEC).map_err(io)?;
+        if fsconfig_set_string(&fs, c"lowerdir+", self.lower.as_c_str()).is_err() {
+            fsconfig_set_string(&fs, c"lowerdir", self.lower.as_c_str()).map_err(io)?;
+        }
+        fsconfig_set_string(&fs, c"upperdir", self.upper.as_c_str()).map_err(io)?;
+        fsconfig_set_string(&fs, c"workdir", self.work.as_c_str()).map_err(io)?;
+        rustix::mount::fsconfig_set_flag(&fs, c"userxattr").map_err(io)?;
+        for (k, v) in [
+            (c"redirect_dir", c"nofollow"),
+            (c"index", c"off"),
+            (c"metacopy", c"off"),
+            (c"xino", c"off"),
+            (c"uuid", c"null"),
+        ] {
+            fsconfig_set_string(&fs, k, v).map_err(io)?;
+        }
+        fsconfig_set_string(&fs, c"source", self.source.as_c_str()).map_err(io)?;
+        fsconfig_create(&fs).map_err(io)?;
+        let mnt = fsmount(
+            &fs,
+            FsMountFlags::FSMOUNT_CLOEXEC,
+            MountAttrFlags::MOUNT_ATTR_NOSUID | MountAttrFlags::MOUNT_ATTR_NODEV,
+        )
+        .map_err(io)?;
+        move_mount(
+            mnt.as_fd(),
+            c"",
+            rustix::fs::CWD,
+            at,
+            MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+        )
+        .map_err(io)?;
+        // The lower is the overlay's now: no path in the namespace reaches it.
+        let _ = rustix::mount::unmount(self.lower.as_c_str(), rustix::mount::UnmountFlags::DETACH);
+        Ok(())
+    }
+}
+
+/// Whether this user can mount an overlay in a user namespace here (the
+/// kernel allows unprivileged overlay mounts, user namespaces are not
+/// switched off): tried once on scratch dirs in a child process.
+pub fn userns_available() -> Result<()> {
+    use std::os::unix::process::CommandExt;
+    let scratch = tempfile::Builder::new()
+        .prefix("wopfs-probe.")
+        .tempdir()
+        .ctx(|| "making a scratch dir for the user namespace probe")?;
+    let d = |n: &str| -> Result<std::ffi::CString> {
+        let p = scratch.path().join(n);
+        std::fs::create_dir(&p).ctx(|| format!("creating {}", p.display()))?;
+        cstring(&p)
+    };
+    let probe = UsernsOverlay {
+        lower: d("lower")?,
+        upper: d("upper")?,
+        work: d("work")?,
+        source: std::ffi::CString::new("wopfs-probe").map_err(|_| Error::invalid("NUL"))?,
+    };
+    let at = d("mnt")?;
+    let maps = crate::run::UserMaps::of_caller();
+    let mut cmd = Command::new(std::env::current_exe().ctx(|| "locating the wopfs binary")?);
+    cmd.arg("--version")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: raw system calls on data prepared before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            maps.enter()?;
+            probe.mount_at(&at)
+        });
+    }
+    let status = cmd.status().map_err(|e| {
+        Error::invalid(format!(
+            "the kernel engine rootless needs overlay mounts in a user namespace, which this machine refuses ({e}); use --engine fuse"
+        ))
+    })?;
+    let inner = scratch.path().join("work/work");
+    let _ = std::fs::set_permissions(
+        &inner,
+        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o700),
+    );
+    if status.success() {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            "the user namespace probe failed; use --engine fuse",
+        ))
     }
 }

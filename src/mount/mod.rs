@@ -49,6 +49,9 @@ pub struct MountOptions {
     pub threads: usize,
     /// Let users other than the mounter use the view.
     pub allow_other: bool,
+    /// Served for `wopfs run`, whose child has its own user namespace: the
+    /// kernel engine can run rootless there.
+    pub in_run: bool,
 }
 
 impl Default for MountOptions {
@@ -58,6 +61,7 @@ impl Default for MountOptions {
             engine: EngineChoice::Auto,
             threads: 4,
             allow_other: false,
+            in_run: false,
         }
     }
 }
@@ -113,6 +117,9 @@ pub fn preflight(
 pub enum Served {
     Fuse(fuser::Session<WopFs>),
     Kernel(kernel::KernelStack),
+    /// The kernel engine rootless: only the lower view is served here; the
+    /// overlay is mounted by `wopfs run`'s child in its user namespace.
+    Lower(fuser::Session<WopFs>),
 }
 
 /// A view served in the background (`wopfs run`).
@@ -125,7 +132,7 @@ impl Served {
     /// Serves until the view is unmounted.
     pub fn run(self) -> Result<()> {
         match self {
-            Served::Fuse(s) => s.run().ctx(|| "serving the view"),
+            Served::Fuse(s) | Served::Lower(s) => s.run().ctx(|| "serving the view"),
             Served::Kernel(k) => k.wait(),
         }
     }
@@ -133,7 +140,9 @@ impl Served {
     /// Serves in the background.
     pub fn spawn(self) -> Result<Running> {
         Ok(match self {
-            Served::Fuse(s) => Running::Fuse(s.spawn().ctx(|| "starting the FUSE threads")?),
+            Served::Fuse(s) | Served::Lower(s) => {
+                Running::Fuse(s.spawn().ctx(|| "starting the FUSE threads")?)
+            }
             Served::Kernel(k) => Running::Kernel(k),
         })
     }
@@ -144,7 +153,7 @@ impl Served {
     /// answers EACCES by itself).
     pub fn expiry(&self) -> Option<kernel::Expiry> {
         match self {
-            Served::Fuse(_) => None,
+            Served::Fuse(_) | Served::Lower(_) => None,
             Served::Kernel(k) => Some(k.expiry()),
         }
     }
@@ -192,6 +201,7 @@ pub fn choose_engine(
     state: &StateDir,
     grant: &Grant,
     choice: EngineChoice,
+    in_run: bool,
 ) -> Result<Option<Engine>> {
     if grant.mode != Mode::ReadWriteOverlay {
         if choice == EngineChoice::Kernel {
@@ -203,7 +213,8 @@ pub fn choose_engine(
         return Ok(None);
     }
     let session = state.session_dir(&grant.grant_id);
-    let started = match engine::record(&session)? {
+    let rec = engine::record(&session)?;
+    let started = match &rec {
         Some(r) => Some(r.engine),
         None if session.join("overlay").join("journal.jsonl").exists() => Some(Engine::Fuse),
         None => None,
@@ -228,8 +239,23 @@ pub fn choose_engine(
         },
     };
     if chosen == Engine::Kernel {
-        kernel::available()
-            .map_err(|e| Error::invalid(format!("grant {}: {e}", grant.grant_id)))?;
+        let rootless = !rustix::process::geteuid().is_root();
+        let dir_layer = rec.as_ref().is_some_and(engine::is_dir_layer);
+        let why = |e: Error| Error::invalid(format!("grant {}: {e}", grant.grant_id));
+        match (rootless, in_run, dir_layer) {
+            (false, _, false) => kernel::available().map_err(why)?,
+            (true, true, _) => kernel::userns_available().map_err(why)?,
+            (true, false, _) => {
+                return Err(why(Error::invalid(
+                    "the kernel engine needs root, or wopfs run (whose user namespace can mount the overlay rootless); use --engine fuse",
+                )))
+            }
+            (false, _, true) => {
+                return Err(why(Error::invalid(
+                    "this session's kernel layer was made rootless by wopfs run (plain directories, no quota image); continue it with wopfs run as its owner",
+                )))
+            }
+        }
     }
     Ok(Some(chosen))
 }
@@ -243,7 +269,7 @@ pub fn open_session(
     mp: &Path,
     opts: &MountOptions,
 ) -> Result<(crate::session::SessionLock, Served, Option<Engine>)> {
-    let engine = choose_engine(state, grant, opts.engine)?;
+    let engine = choose_engine(state, grant, opts.engine, opts.in_run)?;
     let session = state.session_dir(&grant.grant_id);
     let lock = crate::session::lock(&session, false, &grant.grant_id)?;
     crate::session::ensure_no_interrupted_commit(&session, &grant.grant_id)?;
@@ -253,6 +279,16 @@ pub fn open_session(
             ..opts.view.clone()
         };
         let view = Arc::new(View::new(grant, Some(&session), view_opts)?);
+        if !rustix::process::geteuid().is_root() {
+            // `choose_engine` let it through only for `wopfs run`.
+            let lower = fuser::Session::new(
+                WopFs::new(view),
+                mp,
+                &kernel::userns_lower_config(grant, opts),
+            )
+            .ctx(|| format!("mounting the lower view of grant {}", grant.grant_id))?;
+            return Ok((lock, Served::Lower(lower), engine));
+        }
         match kernel::mount(state, grant, mp, opts, view) {
             Ok(stack) => return Ok((lock, Served::Kernel(stack), engine)),
             Err(e) if opts.engine == EngineChoice::Auto && engine::record(&session)?.is_none() => {

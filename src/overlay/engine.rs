@@ -19,7 +19,7 @@
 //! namespace is ever believed, and a layer is never mounted in the other.
 
 use std::fs::File;
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -125,6 +125,32 @@ pub fn upper_dir(session_dir: &Path) -> PathBuf {
 
 pub fn work_dir(session_dir: &Path) -> PathBuf {
     layer_dir(session_dir).join("work")
+}
+
+/// Whether a kernel session's layer is plain directories (made rootless,
+/// in `wopfs run`'s user namespace, marks in `user.overlay.*`) rather than
+/// the ext4 image root mounts.
+pub fn is_dir_layer(rec: &EngineRecord) -> bool {
+    rec.engine == Engine::Kernel && rec.xattrs == Some(XattrNs::User)
+}
+
+/// Makes a plain-directory layer (see [`is_dir_layer`]): `layer/upper`
+/// and `layer/work`, 0700 with the upper's root taking `root_mode`.
+pub fn make_dir_layer(session_dir: &Path, root_mode: u32) -> Result<()> {
+    make_kernel_dir(session_dir)?;
+    for (d, mode) in [
+        (upper_dir(session_dir), root_mode & 0o7777),
+        (work_dir(session_dir), 0o700),
+    ] {
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .recursive(true)
+            .create(&d)
+            .ctx(|| format!("creating {}", d.display()))?;
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(mode))
+            .ctx(|| format!("setting the mode of {}", d.display()))?;
+    }
+    Ok(())
 }
 
 /// Makes `kernel/` (0700) and its `layer/` mountpoint.
@@ -270,6 +296,21 @@ pub fn loop_devices_of(image: &Path) -> Vec<String> {
         .collect()
 }
 
+/// The loop devices still backing `image` after waiting up to 2 s for them
+/// to go: the kernel detaches an auto-clearing loop device once the last
+/// mount of its file system is gone, which may be a moment after the
+/// unmount or the end of a namespace holding a copy of it (a run's).
+pub fn loop_devices_left(image: &Path) -> Vec<String> {
+    let start = std::time::Instant::now();
+    loop {
+        let held = loop_devices_of(image);
+        if held.is_empty() || start.elapsed() > std::time::Duration::from_secs(2) {
+            return held;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// An exclusive hold on the layer: whoever mounts the image holds it, so
 /// two mounts of one image never exist at once.
 pub struct LayerLock {
@@ -363,7 +404,7 @@ pub fn open_upper(session_dir: &Path) -> Result<Option<ReadableUpper>> {
             mounted: Some((layer, lock)),
         }));
     }
-    let held = loop_devices_of(&image);
+    let held = loop_devices_left(&image);
     if !held.is_empty() {
         return Err(Error::busy(format!(
             "the kernel engine's layer {} is still attached ({}) though not mounted: a process still holds a file of the unmounted view and could write to it; end it (fuser -m, or the run's leftover processes) and try again",
@@ -391,13 +432,19 @@ pub fn discard_layer(session_dir: &Path) -> Result<()> {
     if is_mounted(&layer) {
         unmount_layer(&layer)?;
     }
-    let held = loop_devices_of(&image_path(session_dir));
+    let held = loop_devices_left(&image_path(session_dir));
     if !held.is_empty() {
         return Err(Error::busy(format!(
             "the kernel engine's layer {} is still attached ({}): a process still holds a file of the unmounted view; end it and try again",
             image_path(session_dir).display(),
             held.join(", ")
         )));
+    }
+    // overlayfs leaves `work/work` with mode 0: made by root that is no
+    // matter, made rootless it cannot be listed, hence removed, until opened.
+    let inner = work_dir(session_dir).join("work");
+    if inner.is_dir() {
+        let _ = std::fs::set_permissions(&inner, std::fs::Permissions::from_mode(0o700));
     }
     std::fs::remove_dir_all(&dir).ctx(|| format!("removing {}", dir.display()))
 }

@@ -738,3 +738,15 @@ pub fn kernel_engine_here() -> bool {
     eprintln!("SKIP: the kernel engine cannot run here: {why}");
     false
 }
+
+/// The errno a change outside the write prefixes of grant `g`'s writable
+/// view gets, by the engine serving it (`wopfs status`): the fuse engine
+/// refuses it (EACCES); the kernel engine's overlay is read-only there.
+pub fn outside_errno(env: &Env, g: &str) -> i32 {
+    let st: serde_json::Value =
+        serde_json::from_str(&env.ok(&["status", g, "--json"])).expect("status --json");
+    match st[0]["engine"].as_str() {
+        Some("kernel") => libc::EROFS,
+        _ => libc::EACCES,
+    }
+}
