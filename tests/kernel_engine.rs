@@ -379,10 +379,11 @@ fn the_quota_answers_enospc_and_keeps_what_was_written() {
     assert_eq!(fs::metadata(mp.join("src/f0")).unwrap().size(), 0);
 }
 
-/// With write prefixes the overlay is read-only and each prefix a writable
-/// bind of it: `wopfs umount` of a busy prefix keeps the whole view as it
-/// was (the prefix still writable), a `kill -9` takes every part down, and
-/// the remount has the prefixes writable again with what was written.
+/// With write prefixes the read-only lower view is at the mountpoint and
+/// each prefix has an overlay of its own: `wopfs umount` of a busy view
+/// keeps it whole (the prefix still writable), a `kill -9` takes every
+/// part down, and the remount has the prefixes writable again with what
+/// was written.
 #[test]
 fn write_prefix_binds_come_and_go_with_the_view() {
     if !kernel_engine_here() {
@@ -427,12 +428,12 @@ fn write_prefix_binds_come_and_go_with_the_view() {
         fs::write(mp.join("src/sub/after.txt"), "after")
             .expect("the prefix is writable again after a refused umount");
         drop(busy);
-        // Busy outside the prefix: the binds were unmounted first, and are
-        // mounted again when the view itself turns out busy.
+        // Busy outside the prefix: the prefix's overlay was unmounted first,
+        // and is mounted again when the view itself turns out busy.
         let busy = fs::File::open(mp.join("docs/readme.md")).unwrap();
         let err = e.fails(&["umount", mp.to_str().unwrap()]);
         assert!(err.contains("busy"), "{err}");
-        assert_eq!(overlays(&g).len(), 2, "the prefix bind is back");
+        assert_eq!(overlays(&g).len(), 2, "the prefix's overlay is back");
         fs::write(mp.join("src/sub/after2.txt"), "after2")
             .expect("the prefix is writable again after a refused umount");
         drop(busy);

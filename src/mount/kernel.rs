@@ -37,7 +37,9 @@ use rustix::mount::{
     FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags, OpenTreeFlags,
 };
 
-use super::MountOptions;
+use rustix::fs::{Mode, OFlags};
+
+use super::{prefixes, MountOptions};
 use crate::error::{Error, IoContext, Result};
 use crate::fuse::WopFs;
 use crate::grant::Grant;
@@ -161,7 +163,7 @@ pub fn mount(
         .create(&lower)
         .ctx(|| format!("creating {}", lower.display()))?;
     set_mode(&lower, 0o700)?;
-    let config = lower_config(grant, opts);
+    let config = lower_config(grant, opts, !prefixes::prefixes(grant).is_empty());
     let session = fuser::Session::new(WopFs::new(view), &lower, &config)
         .ctx(|| format!("mounting the lower view of grant {}", grant.grant_id))?;
     stack.fuse = Some(session.spawn().ctx(|| "starting the FUSE threads")?);
@@ -188,29 +190,10 @@ pub fn mount(
 
     stack.guard = Some(start_guard(state, grant, mp)?);
     engine::release_reserve(&session_dir);
-    let prefixes = super::prefixes::prefixes(grant);
-    let overlay = make_overlay(&grant.grant_id, &lower, &upper, &work, !prefixes.is_empty());
-    // Nobody reaches the overlay before it is moved onto the mountpoint.
+    let mounted = mount_layers(grant, &session_dir, &lower, mp);
+    // Nobody reached the layer before the overlays were up.
     engine::take_reserve(&session_dir);
-    let overlay = overlay?;
-    move_mount(
-        overlay.as_fd(),
-        "",
-        rustix::fs::CWD,
-        mp,
-        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
-    )
-    .map_err(|e| {
-        Error::io(
-            format!("mounting the overlay at {}", mp.display()),
-            e.into(),
-        )
-    })?;
-    // Only the overlay refers to the lower now (when it took it by fd).
-    drop(overlay);
-    if !prefixes.is_empty() {
-        super::prefixes::open_prefixes(mp, &prefixes)?;
-    }
+    mounted?;
     if engine::record(&session_dir)?.is_none() {
         engine::save_record(
             &session_dir,
@@ -231,11 +214,17 @@ fn set_mode(p: &Path, mode: u32) -> Result<()> {
 /// The lower's FUSE configuration: read-only, reachable only by the
 /// overlay (it does its work with the mounter's credentials, but reads
 /// may arrive as the agent, so anyone is let in: no path reaches it).
-fn lower_config(grant: &Grant, opts: &MountOptions) -> fuser::Config {
+/// With write prefixes it is at the mountpoint (`at_mountpoint`), named
+/// as the view (`wopfs:GRANT`) for `wopfs status` and `wopfs umount`.
+fn lower_config(grant: &Grant, opts: &MountOptions, at_mountpoint: bool) -> fuser::Config {
     use fuser::{MountOption, SessionACL};
     let mut config = fuser::Config::default();
     config.mount_options = vec![
-        MountOption::FSName(format!("wopfs-lower:{}", grant.grant_id)),
+        MountOption::FSName(if at_mountpoint {
+            source_of(&grant.grant_id)
+        } else {
+            format!("wopfs-lower:{}", grant.grant_id)
+        }),
         MountOption::Subtype("wopfs".into()),
         MountOption::DefaultPermissions,
         MountOption::NoDev,
@@ -269,18 +258,116 @@ pub fn userns_lower_config(grant: &Grant, opts: &MountOptions) -> fuser::Config 
     config
 }
 
+/// Mounts the view at `mp` over the lower mounted at `lower`: one overlay
+/// of the whole view, or, with write prefixes, the lower itself with an
+/// overlay over each prefix (`prefixes`).
+fn mount_layers(grant: &Grant, session_dir: &Path, lower: &Path, mp: &Path) -> Result<()> {
+    let grant_id = &grant.grant_id;
+    let (upper, work) = (
+        engine::upper_dir(session_dir),
+        engine::work_dir(session_dir),
+    );
+    let wanted = prefixes::prefixes(grant);
+    let anchors = if wanted.is_empty() {
+        vec![String::new()]
+    } else {
+        // Where the prefixes are in the merged view: a whole overlay,
+        // attached nowhere and dropped before the layer is touched.
+        let clone = open_tree(
+            rustix::fs::CWD,
+            lower,
+            OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC,
+        )
+        .map_err(|e| Error::io("cloning the lower view", e.into()))?;
+        let whole = overlay_fd(grant_id, Layer::Fd(clone.as_fd()), &upper, &work)?;
+        prefixes::anchors(whole.as_fd(), &wanted)
+    };
+    if anchors.iter().any(String::is_empty) {
+        if !wanted.is_empty() {
+            tracing::warn!(
+                "no write prefix is a directory in the view yet: the whole view is writable, and the commit refuses what lands outside the prefixes"
+            );
+        }
+        let overlay = make_overlay(grant_id, lower, &upper, &work)?;
+        return move_mount(
+            overlay.as_fd(),
+            "",
+            rustix::fs::CWD,
+            mp,
+            MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+        )
+        .map_err(|e| {
+            Error::io(
+                format!("mounting the overlay at {}", mp.display()),
+                e.into(),
+            )
+        });
+    }
+    for a in anchors.iter().filter(|a| !wanted.contains(a)) {
+        tracing::info!(dir = %a, "a write prefix does not exist yet: its nearest directory is writable, and the commit refuses what lands outside the prefix");
+    }
+    let lower_root = rustix::fs::open(
+        lower,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| Error::io("opening the lower view", e.into()))?;
+    for a in &anchors {
+        prefixes::prepare_upper(session_dir, lower_root.as_fd(), a)?;
+    }
+    drop(lower_root);
+    move_mount(
+        rustix::fs::CWD,
+        lower,
+        rustix::fs::CWD,
+        mp,
+        MoveMountFlags::empty(),
+    )
+    .map_err(|e| Error::io(format!("mounting the view at {}", mp.display()), e.into()))?;
+    let root = rustix::fs::open(
+        mp,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| Error::io(format!("opening {}", mp.display()), e.into()))?;
+    for a in &anchors {
+        mount_prefix(grant_id, session_dir, root.as_fd(), a)?;
+    }
+    Ok(())
+}
+
+/// Mounts the overlay of the write prefix (anchor) `rel` over its directory
+/// beneath `root` (the lower view at the mountpoint).
+fn mount_prefix(
+    grant_id: &str,
+    session_dir: &Path,
+    root: std::os::fd::BorrowedFd,
+    rel: &str,
+) -> Result<()> {
+    let failed = |what: &str, e: rustix::io::Errno| {
+        Error::io(format!("{what} the write prefix /{rel}"), e.into())
+    };
+    let dir = prefixes::open_dir(root, rel).map_err(|e| failed("opening", e))?;
+    let overlay = overlay_fd(
+        grant_id,
+        Layer::Fd(dir.as_fd()),
+        &engine::upper_dir(session_dir).join(rel),
+        &prefixes::work_dir(session_dir, rel),
+    )?;
+    move_mount(
+        overlay.as_fd(),
+        "",
+        dir.as_fd(),
+        "",
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
+    )
+    .map_err(|e| failed("mounting the overlay of", e))
+}
+
 /// Creates the overlay (not yet attached anywhere). The lower is cloned
 /// and its path detached when the kernel takes layers by fd; otherwise it
 /// is named by its path and stays mounted in the state dir.
-/// `read_only`: the overlay's mount is read-only (the write prefixes are
-/// then made writable by `prefixes::open_prefixes`).
-fn make_overlay(
-    grant_id: &str,
-    lower: &Path,
-    upper: &Path,
-    work: &Path,
-    read_only: bool,
-) -> Result<OwnedFd> {
+fn make_overlay(grant_id: &str, lower: &Path, upper: &Path, work: &Path) -> Result<OwnedFd> {
     let clone = open_tree(
         rustix::fs::CWD,
         lower,
@@ -288,7 +375,7 @@ fn make_overlay(
     )
     .ok();
     if let Some(clone) = &clone {
-        match overlay_fd(grant_id, Layer::Fd(clone.as_fd()), upper, work, read_only) {
+        match overlay_fd(grant_id, Layer::Fd(clone.as_fd()), upper, work) {
             Ok(fd) => {
                 // The clone and the overlay keep the lower alive.
                 let _ = rustix::mount::unmount(lower, rustix::mount::UnmountFlags::DETACH);
@@ -299,7 +386,7 @@ fn make_overlay(
             }
         }
     }
-    overlay_fd(grant_id, Layer::Path(lower), upper, work, read_only)
+    overlay_fd(grant_id, Layer::Path(lower), upper, work)
 }
 
 enum Layer<'a> {
@@ -307,13 +394,7 @@ enum Layer<'a> {
     Path(&'a Path),
 }
 
-fn overlay_fd(
-    grant_id: &str,
-    lower: Layer,
-    upper: &Path,
-    work: &Path,
-    read_only: bool,
-) -> Result<OwnedFd> {
+fn overlay_fd(grant_id: &str, lower: Layer, upper: &Path, work: &Path) -> Result<OwnedFd> {
     let fs = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)
         .map_err(|e| Error::io("opening overlayfs (fsopen)", e.into()))?;
     let failed = |what: &str, e: rustix::io::Errno| {
@@ -350,11 +431,12 @@ fn overlay_fd(
         fsconfig_set_string(&fs, k, v).map_err(|e| failed(k, e))?;
     }
     fsconfig_create(&fs).map_err(|e| failed("create", e))?;
-    let mut attrs = MountAttrFlags::MOUNT_ATTR_NOSUID | MountAttrFlags::MOUNT_ATTR_NODEV;
-    if read_only {
-        attrs |= MountAttrFlags::MOUNT_ATTR_RDONLY;
-    }
-    fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, attrs).map_err(|e| failed("fsmount", e))
+    fsmount(
+        &fs,
+        FsMountFlags::FSMOUNT_CLOEXEC,
+        MountAttrFlags::MOUNT_ATTR_NOSUID | MountAttrFlags::MOUNT_ATTR_NODEV,
+    )
+    .map_err(|e| failed("fsmount", e))
 }
 
 /// The messages the kernel left on a filesystem context (`e overlayfs: …`).
@@ -427,7 +509,8 @@ pub fn guard(state: &StateDir, grant_id: &str, mp: &Path) -> Result<()> {
 /// the layer (under the layer lock, waiting up to `wait`).
 pub fn take_down(grant_id: &str, mp: &Path, session_dir: &Path, wait: Duration) -> Result<()> {
     let source = source_of(grant_id);
-    if mountinfo::mount_at(mp).is_some_and(|m| m.fstype == "overlay" && m.source == source) {
+    // The overlay, or the lower view with the prefixes' overlays on it.
+    if mountinfo::mount_at(mp).is_some_and(|m| m.source == source) {
         match rustix::mount::unmount(mp, rustix::mount::UnmountFlags::DETACH) {
             Ok(()) => tracing::info!(mountpoint = %mp.display(), "took down the overlay"),
             Err(e) => tracing::warn!(error = %e, "cannot unmount the overlay"),
@@ -445,27 +528,36 @@ pub fn take_down(grant_id: &str, mp: &Path, session_dir: &Path, wait: Duration) 
     Ok(())
 }
 
-/// The overlays of a grant mounted anywhere in this namespace (a live
-/// view, or one left half-dead by a daemon killed with its guard); the
-/// writable binds over its write prefixes are not counted apart.
+/// Where the overlays of a grant are mounted in this namespace (a live
+/// view, or one left half-dead by a daemon killed with its guard): each
+/// named by the topmost mount of the grant above it (the view's
+/// mountpoint, also when the overlays are its write prefixes').
 pub fn overlays_of(grant_id: &str) -> Vec<PathBuf> {
     let source = source_of(grant_id);
-    let all: Vec<PathBuf> = mountinfo::mounts()
+    let mounts: Vec<mountinfo::MountEntry> = mountinfo::mounts()
         .into_iter()
-        .filter(|m| m.fstype == "overlay" && m.source == source)
-        .map(|m| m.mountpoint)
+        .filter(|m| m.source == source)
         .collect();
-    all.iter()
-        .filter(|p| !all.iter().any(|q| q != *p && p.starts_with(q)))
-        .cloned()
-        .collect()
+    let mut out: Vec<PathBuf> = mounts
+        .iter()
+        .filter(|m| m.fstype == "overlay")
+        .filter_map(|o| {
+            mounts
+                .iter()
+                .filter(|m| o.mountpoint.starts_with(&m.mountpoint))
+                .min_by_key(|m| m.mountpoint.components().count())
+                .map(|m| m.mountpoint.clone())
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
 }
 
-/// Unmounts (not lazily) the writable binds over the write prefixes of
-/// grant `grant_id`'s overlay at `mp`, deepest first, and returns them;
-/// if one is busy, those already unmounted are mounted again and the error
-/// says which is busy.
-pub fn unmount_prefix_binds(grant_id: &str, mp: &Path) -> Result<Vec<PathBuf>> {
+/// Unmounts (not lazily) the overlays of the write prefixes of grant
+/// `grant_id`'s view at `mp`, deepest first, and returns them; if one is
+/// busy, those already unmounted are mounted again and the error says so.
+pub fn unmount_prefix_binds(session_dir: &Path, grant_id: &str, mp: &Path) -> Result<Vec<PathBuf>> {
     let source = source_of(grant_id);
     let mut binds: Vec<PathBuf> = mountinfo::mounts()
         .into_iter()
@@ -478,7 +570,7 @@ pub fn unmount_prefix_binds(grant_id: &str, mp: &Path) -> Result<Vec<PathBuf>> {
     let mut done = Vec::new();
     for b in binds {
         if let Err(e) = super::unmount(&b, false) {
-            restore_prefix_binds(mp, &done);
+            restore_prefix_binds(session_dir, grant_id, mp, &done);
             return Err(e);
         }
         done.push(b);
@@ -486,18 +578,21 @@ pub fn unmount_prefix_binds(grant_id: &str, mp: &Path) -> Result<Vec<PathBuf>> {
     Ok(done)
 }
 
-/// Mounts again the prefix binds `binds` (from `unmount_prefix_binds`).
-pub fn restore_prefix_binds(mp: &Path, binds: &[PathBuf]) {
-    let rel: Vec<String> = binds
-        .iter()
-        .filter_map(|b| b.strip_prefix(mp).ok())
-        .map(|r| r.to_string_lossy().into_owned())
-        .collect();
-    if rel.is_empty() {
+/// Mounts again the write prefixes' overlays `binds` (from
+/// `unmount_prefix_binds`) of grant `grant_id`'s view at `mp`.
+pub fn restore_prefix_binds(session_dir: &Path, grant_id: &str, mp: &Path, binds: &[PathBuf]) {
+    let Ok(root) = rustix::fs::open(
+        mp,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) else {
         return;
-    }
-    if let Err(e) = super::prefixes::open_prefixes(mp, &rel) {
-        tracing::warn!(error = %e, "cannot mount the write prefixes again");
+    };
+    for rel in binds.iter().filter_map(|b| b.strip_prefix(mp).ok()) {
+        let rel = rel.to_string_lossy();
+        if let Err(e) = mount_prefix(grant_id, session_dir, root.as_fd(), &rel) {
+            tracing::warn!(error = %e, "cannot mount the write prefix again");
+        }
     }
 }
 

@@ -204,7 +204,10 @@ pub fn choose_engine(
     in_run: bool,
 ) -> Result<Option<Engine>> {
     if grant.mode != Mode::ReadWriteOverlay {
-        if choice == EngineChoice::Kernel {
+        // WOPFS_ENGINE is a default for writable views; only the flag
+        // itself asks the impossible of another view.
+        let from_env = std::env::var("WOPFS_ENGINE").is_ok_and(|v| v == "kernel");
+        if choice == EngineChoice::Kernel && !from_env {
             return Err(Error::invalid(format!(
                 "--engine kernel is for read_write_overlay views; grant {} is {:?} (its view has no overlay)",
                 grant.grant_id, grant.mode
@@ -601,11 +604,15 @@ pub fn umount_command(state: &StateDir, mp: &Path, lazy: bool) -> Result<()> {
     // A kernel view's write-prefix binds go first (a mount with mounts on
     // it is busy); they come back if the view itself is busy.
     let binds = match &grant_id {
-        Some(id) if !lazy => kernel::unmount_prefix_binds(id, &canon)?,
+        Some(id) if !lazy && crate::state::is_grant_id(id) => {
+            kernel::unmount_prefix_binds(&state.session_dir(id), id, &canon)?
+        }
         _ => Vec::new(),
     };
     if let Err(e) = unmount(&canon, lazy) {
-        kernel::restore_prefix_binds(&canon, &binds);
+        if let Some(id) = &grant_id {
+            kernel::restore_prefix_binds(&state.session_dir(id), id, &canon, &binds);
+        }
         return Err(e);
     }
     if let Some(rec) = &daemon {

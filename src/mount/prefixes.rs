@@ -1,23 +1,25 @@
 //! Write prefixes as mount structure, for the kernel engine. overlayfs
 //! cannot ask wopfs whether a change is in scope, so with `--write-prefix`
-//! the overlay is mounted read-only (every change outside answers `EROFS`
-//! at once) and each prefix directory gets a writable bind of the same
-//! overlay mounted over it: one upper layer, read as one patch set. A
-//! rename or hard link across the boundary answers `EXDEV`.
+//! the read-only lower view itself is at the mountpoint (its file system is
+//! read-only: every change outside answers `EROFS`, whatever a container
+//! runtime remounts) and each prefix directory gets an overlay of its own,
+//! whose upper is that directory's place in the one upper layer (so the
+//! layer still reads as one patch set). A rename or hard link across a
+//! prefix's edge answers `EXDEV`.
 //!
 //! A prefix that is no directory in the view yet (the agent is to make it)
-//! cannot be a mountpoint: its deepest existing ancestor is made writable
+//! cannot be a mountpoint: its deepest existing ancestor gets the overlay
 //! instead, and what lands there outside the prefix is refused by the
 //! commit and marked by `wopfs diff` (the rule of `scope::Scope`).
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rustix::fs::{Mode, OFlags, ResolveFlags};
-use rustix::mount::{move_mount, open_tree, MoveMountFlags, OpenTreeFlags};
 
 use crate::error::{Error, Result};
 use crate::grant::Grant;
+use crate::overlay::engine;
 
 /// The grant's write prefixes as view paths (no slashes at the ends);
 /// empty: the whole view is writable.
@@ -33,7 +35,7 @@ pub fn prefixes(grant: &Grant) -> Vec<String> {
 /// Opens `rel` beneath `root` as a directory (`O_PATH`), never following a
 /// symlink nor leaving the mount: an upper layer left by an earlier session
 /// may hold a symlink where the host has a directory.
-fn open_dir(root: BorrowedFd, rel: &str) -> rustix::io::Result<OwnedFd> {
+pub fn open_dir(root: BorrowedFd, rel: &str) -> rustix::io::Result<OwnedFd> {
     let rel = if rel.is_empty() { "." } else { rel };
     rustix::fs::openat2(
         root,
@@ -44,10 +46,10 @@ fn open_dir(root: BorrowedFd, rel: &str) -> rustix::io::Result<OwnedFd> {
     )
 }
 
-/// The directories to make writable: for each prefix, itself or its
-/// deepest existing ancestor in the view ("" is the root); none beneath
-/// another.
-fn anchors(root: BorrowedFd, prefixes: &[String]) -> Vec<String> {
+/// The directories to give an overlay, looked up in the merged view at
+/// `root`: for each prefix, itself or its deepest existing ancestor (""
+/// is the root); none beneath another.
+pub fn anchors(root: BorrowedFd, prefixes: &[String]) -> Vec<String> {
     let mut found: Vec<String> = Vec::new();
     for p in prefixes {
         let mut deepest = String::new();
@@ -72,91 +74,80 @@ fn anchors(root: BorrowedFd, prefixes: &[String]) -> Vec<String> {
     found
 }
 
-#[repr(C)]
-struct MountAttr {
-    attr_set: u64,
-    attr_clr: u64,
-    propagation: u64,
-    userns_fd: u64,
+/// The work dir of the overlay over `anchor` (overlays never share one).
+pub fn work_dir(session_dir: &Path, anchor: &str) -> PathBuf {
+    let h = blake3::hash(anchor.as_bytes()).to_hex();
+    engine::layer_dir(session_dir)
+        .join("work-prefix")
+        .join(&h.as_str()[..16])
 }
 
-const MOUNT_ATTR_RDONLY: u64 = 0x1;
-
-/// Clears the read-only flag of the mount `fd` refers to (mount_setattr(2),
-/// which rustix does not wrap).
-fn make_writable(fd: BorrowedFd) -> rustix::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let attr = MountAttr {
-        attr_set: 0,
-        attr_clr: MOUNT_ATTR_RDONLY,
-        propagation: 0,
-        userns_fd: 0,
-    };
-    // SAFETY: a valid fd, a NUL-terminated empty path, a `mount_attr` of
-    // the size passed; the kernel only reads it.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            fd.as_raw_fd(),
-            c"".as_ptr(),
-            libc::AT_EMPTY_PATH,
-            &attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(
-            rustix::io::Errno::from_io_error(&std::io::Error::last_os_error())
-                .unwrap_or(rustix::io::Errno::IO),
-        )
-    }
-}
-
-/// With the read-only overlay at `mp`, mounts a writable bind of it over
-/// each prefix directory (see the module comment). Returns the writable
-/// directories (view paths; "" is the whole view).
-pub fn open_prefixes(mp: &Path, prefixes: &[String]) -> Result<Vec<String>> {
-    let failed = |what: String, e: rustix::io::Errno| {
-        Error::io(
-            format!("making {what} writable in {}", mp.display()),
-            e.into(),
-        )
-    };
+/// Makes `anchor`'s place in the upper layer (and the work dir of its
+/// overlay): directories missing in the upper are made with the owner,
+/// mode and times the lower shows, as overlayfs' own copy-up would, so
+/// the merged view does not change.
+pub fn prepare_upper(session_dir: &Path, lower: BorrowedFd, anchor: &str) -> Result<()> {
+    let upper_root = engine::upper_dir(session_dir);
     let root = rustix::fs::open(
-        mp,
+        &upper_root,
         OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
         Mode::empty(),
     )
-    .map_err(|e| failed("the write prefixes".into(), e))?;
-    let anchors = anchors(root.as_fd(), prefixes);
-    for a in &anchors {
-        if a.is_empty() {
-            tracing::warn!(
-                "no write prefix is a directory in the view yet: the whole view is writable, and the commit refuses what lands outside the prefixes"
-            );
-        } else if !prefixes.contains(a) {
-            tracing::info!(dir = %a, "a write prefix does not exist yet: its nearest directory is writable, and the commit refuses what lands outside the prefix");
+    .map_err(|e| Error::io(format!("opening {}", upper_root.display()), e.into()))?;
+    let mut at = String::new();
+    for part in anchor.split('/').filter(|p| !p.is_empty()) {
+        if !at.is_empty() {
+            at.push('/');
         }
-        let dir = open_dir(root.as_fd(), a).map_err(|e| failed(format!("/{a}"), e))?;
-        let clone = open_tree(
-            dir.as_fd(),
-            "",
-            OpenTreeFlags::OPEN_TREE_CLONE
-                | OpenTreeFlags::OPEN_TREE_CLOEXEC
-                | OpenTreeFlags::AT_EMPTY_PATH,
+        at.push_str(part);
+        if open_dir(root.as_fd(), &at).is_ok() {
+            continue;
+        }
+        let failed = |what: &str, e: rustix::io::Errno| {
+            Error::io(
+                format!("{what} /{at} in the upper layer for a write prefix"),
+                e.into(),
+            )
+        };
+        let st = rustix::fs::statat(lower, at.as_str(), rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| failed("reading", e))?;
+        let parent = match at.rsplit_once('/') {
+            Some((p, _)) => open_dir(root.as_fd(), p).map_err(|e| failed("opening", e))?,
+            None => open_dir(root.as_fd(), "").map_err(|e| failed("opening", e))?,
+        };
+        // A whiteout or a file there is a deleted or replaced directory:
+        // then the merged view has no directory here, and no anchor is here.
+        rustix::fs::mkdirat(&parent, part, Mode::from_raw_mode(0o700))
+            .map_err(|e| failed("making", e))?;
+        let dir = rustix::fs::openat(
+            &parent,
+            part,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
         )
-        .map_err(|e| failed(format!("/{a} (open_tree)"), e))?;
-        make_writable(clone.as_fd()).map_err(|e| failed(format!("/{a} (mount_setattr)"), e))?;
-        move_mount(
-            clone.as_fd(),
-            "",
-            dir.as_fd(),
-            "",
-            MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
+        .map_err(|e| failed("opening", e))?;
+        rustix::fs::fchown(
+            &dir,
+            Some(rustix::fs::Uid::from_raw(st.st_uid)),
+            Some(rustix::fs::Gid::from_raw(st.st_gid)),
         )
-        .map_err(|e| failed(format!("/{a} (move_mount)"), e))?;
+        .map_err(|e| failed("setting the owner of", e))?;
+        rustix::fs::fchmod(&dir, Mode::from_raw_mode(st.st_mode & 0o7777))
+            .map_err(|e| failed("setting the mode of", e))?;
+        let ts = |s: i64, ns: i64| rustix::fs::Timespec {
+            tv_sec: s,
+            tv_nsec: ns as _,
+        };
+        let times = rustix::fs::Timestamps {
+            last_access: ts(st.st_atime, st.st_atime_nsec as i64),
+            last_modification: ts(st.st_mtime, st.st_mtime_nsec as i64),
+        };
+        rustix::fs::futimens(&dir, &times).map_err(|e| failed("setting the times of", e))?;
     }
-    Ok(anchors)
+    let work = work_dir(session_dir, anchor);
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .create(&work)
+        .map_err(|e| Error::io(format!("creating {}", work.display()), e))?;
+    Ok(())
 }
