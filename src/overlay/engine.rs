@@ -167,11 +167,12 @@ const FIXED_INODES: u64 = 1 + 2 + RESERVE_FILES as u64;
 const FIXED_BLOCKS: u64 = 1 + 1 + (RESERVE_BYTES as u64).div_ceil(4096);
 
 /// Creates the image for a quota of `bytes` and `files`: an ext4 of 4 KiB
-/// blocks (whatever its size) without reserved blocks, with `upper/` and `work/` made, and whatever it holds
-/// beyond the quota taken by `ballast/` (empty files for inodes, one
-/// allocated file for blocks, never freed), so the overlay's upper can
-/// hold at most `files` entries and `bytes` of blocks (rounded down to
-/// whole blocks: the quota counts disk blocks, directories included).
+/// blocks (whatever its size) without reserved blocks, with `upper/` and
+/// `work/` made, and whatever it holds beyond the quota taken by
+/// `ballast/` (empty files for inodes, one allocated file for blocks,
+/// never freed), so the overlay's upper can hold at most `files` entries
+/// and `bytes` of blocks (rounded down to whole blocks: the quota counts
+/// disk blocks, directories included).
 /// Made as `upper.img.tmp` and renamed into place when whole; a stale
 /// temp image (a creation that died) is removed first.
 pub fn create_image(path: &Path, bytes: u64, files: u64) -> Result<()> {
