@@ -5,7 +5,9 @@
 //! STATE/sessions/g-…/engine.json          {"engine":"kernel","xattrs":"trusted"}
 //! STATE/sessions/g-…/kernel/upper.img     the layer: an ext4 image sized to the quota
 //! STATE/sessions/g-…/kernel/layer.lock    held (flock) by whoever has the image mounted
-//! STATE/sessions/g-…/kernel/layer/        where the image is mounted: upper/ and work/
+//! STATE/sessions/g-…/kernel/layer/        where the image is mounted: upper/ and work/,
+//!                                          ballast/ (all the image holds beyond the
+//!                                          quota) and reserve/ (freed while mounting)
 //! ```
 //!
 //! The FUSE engine keeps its layer in `overlay/` (journal and objects); a
@@ -163,13 +165,17 @@ pub fn make_kernel_dir(session_dir: &Path) -> Result<()> {
         .ctx(|| format!("creating {}", dir.display()))
 }
 
-/// The size of an image for a quota of `bytes` and `files`: room for the
-/// bytes, one block per file beyond its data (small files round up to a
-/// block, and directories take one), the journal and ext4's own metadata.
+/// The size of an image for a quota of `bytes` and `files`: more than
+/// the quota needs (ext4's metadata, its reserved clusters, the journal,
+/// the overlay's own entries and the reserve); what is left beyond the
+/// quota is taken by the ballast (`create_image`). The image is sparse,
+/// so the excess costs no disk.
 pub fn image_bytes(bytes: u64, files: u64) -> u64 {
     const BLOCK: u64 = 4096;
-    let slack =
-        files.saturating_mul(BLOCK) + JOURNAL_MIB * (1 << 20) + (8 << 20) + RESERVE_BYTES as u64;
+    let slack = files
+        .saturating_mul(BLOCK)
+        .saturating_add(bytes / 16)
+        .saturating_add(JOURNAL_MIB * (1 << 20) + (24 << 20) + RESERVE_BYTES as u64);
     bytes.saturating_add(slack).div_ceil(BLOCK) * BLOCK
 }
 
@@ -177,38 +183,168 @@ pub fn image_bytes(bytes: u64, files: u64) -> u64 {
 /// not pay for a large journal, and a crash never needs fsck.
 const JOURNAL_MIB: u64 = 8;
 
-/// Creates the image (sparse) for a quota of `bytes` and `files`: an ext4
-/// without reserved blocks, with `files` inodes beyond its own few.
+/// What the layer needs beyond the agent's entries, once the overlay is
+/// mounted: `work/work` (made by overlayfs at every mount) and the
+/// reserve (its directory, its bytes file and its files). The whiteout
+/// overlayfs makes in `work/work` at a mount's first delete (later ones
+/// are hard links to it) is the agent's: a delete is a change.
+const FIXED_INODES: u64 = 1 + 2 + RESERVE_FILES as u64;
+/// Blocks of the same: `work/work`, the reserve's directory and bytes.
+const FIXED_BLOCKS: u64 = 1 + 1 + (RESERVE_BYTES as u64).div_ceil(4096);
+
+/// Creates the image for a quota of `bytes` and `files`: an ext4 of 4 KiB
+/// blocks (whatever its size) without reserved blocks, with `upper/` and
+/// `work/` made, and whatever it holds beyond the quota taken by
+/// `ballast/` (empty files for inodes, one allocated file for blocks,
+/// never freed), so the overlay's upper can hold at most `files` entries
+/// and `bytes` of blocks (rounded down to whole blocks: the quota counts
+/// disk blocks, directories included).
+/// Made as `upper.img.tmp` and renamed into place when whole; a stale
+/// temp image (a creation that died) is removed first.
 pub fn create_image(path: &Path, bytes: u64, files: u64) -> Result<()> {
+    let tmp = path.with_extension("img.tmp");
+    let fill = path.with_file_name("filling");
+    if fill.exists() {
+        let _ = unmount_layer(&fill);
+        let _ = std::fs::remove_dir(&fill);
+    }
+    match std::fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io(format!("removing {}", tmp.display()), e)),
+    }
+    let made = make_image(&tmp, &fill, bytes, files);
+    if made.is_ok() {
+        // Whole: only now does the image exist under its name.
+        if let Err(e) = std::fs::rename(&tmp, path) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(Error::io(format!("renaming {}", tmp.display()), e));
+        }
+        return Ok(());
+    }
+    let _ = std::fs::remove_file(&tmp);
+    made
+}
+
+fn make_image(tmp: &Path, fill: &Path, bytes: u64, files: u64) -> Result<()> {
     let size = image_bytes(bytes, files);
     let f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
-        .open(path)
-        .ctx(|| format!("creating {}", path.display()))?;
+        .open(tmp)
+        .ctx(|| format!("creating {}", tmp.display()))?;
     f.set_len(size)
-        .ctx(|| format!("sizing {} to {size} bytes", path.display()))?;
+        .ctx(|| format!("sizing {} to {size} bytes", tmp.display()))?;
     drop(f);
-    // A few inodes for lost+found, the work dir, whiteouts and the reserve.
-    let inodes = files.saturating_add(64 + RESERVE_FILES as u64).max(128);
+    // ext4's own (11), lost+found, upper, work, ballast, and the above;
+    // the ballast takes what mkfs's rounding adds.
+    let inodes = files.saturating_add(16 + FIXED_INODES);
     let out = Command::new("mkfs.ext4")
-        .args(["-q", "-F", "-m", "0", "-E", "nodiscard"])
+        .args(["-q", "-F", "-m", "0", "-b", "4096", "-E", "nodiscard"])
         .arg("-J")
         .arg(format!("size={JOURNAL_MIB}"))
         .arg("-N")
         .arg(inodes.to_string())
-        .arg(path)
+        .arg(tmp)
         .output();
-    let failed = match out {
-        Ok(o) if o.status.success() => return Ok(()),
-        Ok(o) => String::from_utf8_lossy(&o.stderr).trim().to_string(),
-        Err(e) => format!("cannot run mkfs.ext4 (install e2fsprogs): {e}"),
-    };
-    let _ = std::fs::remove_file(path);
-    Err(Error::invalid(format!(
-        "making the kernel engine's layer image {}: {failed}",
-        path.display()
-    )))
+    match out {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => {
+            return Err(Error::invalid(format!(
+                "making the kernel engine's layer image {}: {}",
+                tmp.display(),
+                String::from_utf8_lossy(&o.stderr).trim()
+            )))
+        }
+        Err(e) => {
+            return Err(Error::invalid(format!(
+                "making the kernel engine's layer image {}: cannot run mkfs.ext4 (install e2fsprogs): {e}",
+                tmp.display()
+            )))
+        }
+    }
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(fill)
+        .ctx(|| format!("creating {}", fill.display()))?;
+    let filled = mount_image(tmp, fill).and_then(|()| {
+        let r = fill_to_quota(fill, bytes, files);
+        // Synchronously, so the loop device is gone before the rename.
+        let u = rustix::mount::unmount(fill, rustix::mount::UnmountFlags::empty())
+            .or_else(|_| rustix::mount::unmount(fill, rustix::mount::UnmountFlags::DETACH))
+            .map_err(|e| Error::io(format!("unmounting {}", fill.display()), e.into()));
+        r.and(u)
+    });
+    let _ = std::fs::remove_dir(fill);
+    filled
+}
+
+/// Free inodes and blocks (4 KiB) of the filesystem at `dir`, as any
+/// writer sees them (ext4's reserved clusters excluded).
+fn free_of(dir: &Path) -> Result<(u64, u64)> {
+    let st = rustix::fs::statvfs(dir)
+        .map_err(|e| Error::io(format!("statfs of {}", dir.display()), e.into()))?;
+    Ok((st.f_ffree, st.f_bavail.saturating_mul(st.f_frsize) / 4096))
+}
+
+/// Makes `upper/` and `work/` in the new image mounted at `dir`, then
+/// takes everything beyond the quota (and the layer's fixed needs) into
+/// `ballast/`.
+fn fill_to_quota(dir: &Path, bytes: u64, files: u64) -> Result<()> {
+    for d in ["upper", "work", "ballast"] {
+        let p = dir.join(d);
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&p)
+            .ctx(|| format!("creating {}", p.display()))?;
+    }
+    let ballast = dir.join("ballast");
+    let blocks = ballast.join("blocks");
+    let f = File::create(&blocks).ctx(|| format!("creating {}", blocks.display()))?;
+    let (ffree, _) = free_of(dir)?;
+    let keep = files.saturating_add(FIXED_INODES);
+    for i in 0..ffree.saturating_sub(keep) {
+        let p = ballast.join(i.to_string());
+        File::create(&p).ctx(|| format!("creating {}", p.display()))?;
+    }
+    let want = (bytes / 4096).saturating_add(FIXED_BLOCKS);
+    // Extent blocks of the ballast itself come out of what it measured:
+    // measure again until what is left is the quota (or, growing past
+    // it, shrink back).
+    let mut len = 0u64;
+    for _ in 0..8 {
+        let (_, avail) = free_of(dir)?;
+        if avail == want {
+            break;
+        }
+        len = if avail > want {
+            len.saturating_add((avail - want) * 4096)
+        } else {
+            len.saturating_sub((want - avail) * 4096)
+        };
+        f.set_len(0)
+            .and_then(|()| {
+                rustix::fs::fallocate(&f, rustix::fs::FallocateFlags::empty(), 0, len)
+                    .map_err(std::io::Error::from)
+            })
+            .ctx(|| format!("allocating {len} bytes to {}", blocks.display()))?;
+        if len == 0 {
+            break;
+        }
+    }
+    let (ffree, avail) = free_of(dir)?;
+    if ffree < keep || avail < want {
+        tracing::warn!(
+            ffree,
+            avail,
+            keep,
+            want,
+            "the layer image holds less than the quota"
+        );
+    }
+    f.sync_all()
+        .ctx(|| format!("syncing {}", blocks.display()))?;
+    rustix::fs::syncfs(&f).map_err(|e| Error::io("syncing the layer image", e.into()))
 }
 
 /// Mounts the image at `dir` (through a loop device, freed again at unmount).
