@@ -312,6 +312,19 @@ fn undo(
 ) -> Result<()> {
     let session_dir = state.session_dir(grant_id);
     let rolled = apply::roll_back(host, j);
+    if rolled.is_ok() {
+        // The kernel engine reads bases from ctimes, which putting files
+        // back changed: vouch for what was put back.
+        let restored: Vec<(String, String)> = j
+            .steps
+            .iter()
+            .filter(|s| s.op != crate::patch::Op::Create)
+            .filter_map(|s| Some((s.path.clone(), s.base.clone()?)))
+            .collect();
+        if let Err(e) = crate::overlay::kernel::vouch_restored(&session_dir, host, &restored) {
+            tracing::warn!(error = %e, "cannot record the bases the rollback put back");
+        }
+    }
     rebase::discard(state, grant_id);
     let approver = serde_json::from_value::<After>(j.after.clone())
         .map(|a| a.approver)

@@ -529,3 +529,139 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     }
     Ok(got)
 }
+
+/// `kernel/vouched.json`: host files a rolled-back commit put back, with
+/// the inode, ctime and content they had once back. Putting a file back
+/// (a rename) gives it a new ctime, after the upper entries covering it
+/// were born, so the rule above would call its base unknown and the
+/// session could never be committed again; the rollback vouches for the
+/// content instead, and only while the host file is that same file
+/// untouched (same inode and ctime).
+const VOUCHED: &str = "vouched.json";
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Vouched {
+    path: String,
+    ino: u64,
+    ctime: (i64, u32),
+    base: String,
+}
+
+/// Records the bases of `restored` (path, the hash the commit found there)
+/// where the host holds that content now: called after a rollback.
+pub fn vouch_restored(
+    session_dir: &Path,
+    host: &HostRoot,
+    restored: &[(String, String)],
+) -> Result<()> {
+    let dir = super::engine::kernel_dir(session_dir);
+    if !dir.is_dir() {
+        return Ok(());
+    }
+    let path = dir.join(VOUCHED);
+    let mut all: Vec<Vouched> = std::fs::read(&path)
+        .ok()
+        .and_then(|t| serde_json::from_slice(&t).ok())
+        .unwrap_or_default();
+    for (p, base) in restored {
+        let Ok(st) = host.lstat(p) else { continue };
+        let kind = match FileType::from_raw_mode(st.st_mode) {
+            FileType::RegularFile => Kind::File,
+            FileType::Symlink => Kind::Symlink,
+            _ => continue,
+        };
+        if crate::patch::set::host_hash(host, p, kind).ok().as_ref() != Some(base) {
+            continue;
+        }
+        all.retain(|v| &v.path != p);
+        all.push(Vouched {
+            path: p.clone(),
+            ino: st.st_ino,
+            ctime: (st.st_ctime, st.st_ctime_nsec as u32),
+            base: base.clone(),
+        });
+    }
+    let text = serde_json::to_vec(&all).map_err(|e| Error::invalid(e.to_string()))?;
+    let tmp = dir.join(format!("{VOUCHED}.tmp"));
+    std::fs::write(&tmp, text)
+        .and_then(|_| std::fs::File::open(&tmp)?.sync_all())
+        .and_then(|_| std::fs::rename(&tmp, &path))
+        .map_err(|e| Error::io(format!("writing {}", path.display()), e))
+}
+
+/// Adds to `seen` the vouched bases (see `vouch_restored`) whose host file
+/// is still the one vouched for, where `seen` has none.
+pub fn add_vouched(session_dir: &Path, host: &HostRoot, seen: &mut SeenMap) {
+    let path = super::engine::kernel_dir(session_dir).join(VOUCHED);
+    let Some(all) = std::fs::read(&path)
+        .ok()
+        .and_then(|t| serde_json::from_slice::<Vec<Vouched>>(&t).ok())
+    else {
+        return;
+    };
+    for v in all {
+        if seen.get(&v.path).is_some() {
+            continue;
+        }
+        let Ok(st) = host.lstat(&v.path) else {
+            continue;
+        };
+        if (st.st_ino, (st.st_ctime, st.st_ctime_nsec as u32)) != (v.ino, v.ctime) {
+            continue;
+        }
+        let kind = match FileType::from_raw_mode(st.st_mode) {
+            FileType::Symlink => Kind::Symlink,
+            _ => Kind::File,
+        };
+        let mtime_ns = st
+            .st_mtime
+            .saturating_mul(1_000_000_000)
+            .saturating_add(st.st_mtime_nsec as i64);
+        seen.insert(
+            v.path.clone(),
+            Seen {
+                path: v.path,
+                kind,
+                size: st.st_size as u64,
+                mtime_ns,
+                ino: st.st_ino,
+                mode: st.st_mode,
+                base: Some(v.base),
+            },
+        );
+    }
+}
+
+#[cfg(test)]
+mod vouch_tests {
+    use super::*;
+
+    #[test]
+    fn a_vouched_base_holds_only_while_the_host_file_is_untouched() {
+        let d = tempfile::tempdir().unwrap();
+        let (host_dir, session) = (d.path().join("host"), d.path().join("s"));
+        std::fs::create_dir_all(&host_dir).unwrap();
+        std::fs::create_dir_all(super::super::engine::kernel_dir(&session)).unwrap();
+        std::fs::write(host_dir.join("f"), "a").unwrap();
+        std::fs::write(host_dir.join("g"), "g").unwrap();
+        let host = HostRoot::open(&host_dir).unwrap();
+        let hash = |b: &[u8]| crate::patch::set::hash_hex(b);
+        // g's claimed base is not what the host holds: not vouched for.
+        vouch_restored(
+            &session,
+            &host,
+            &[("f".into(), hash(b"a")), ("g".into(), hash(b"other"))],
+        )
+        .unwrap();
+        let mut seen = SeenMap::new();
+        add_vouched(&session, &host, &mut seen);
+        assert_eq!(seen.get("f").and_then(|s| s.base.clone()), Some(hash(b"a")));
+        assert!(!seen.contains_key("g"));
+        // Replaced since (another inode): no longer.
+        std::fs::write(host_dir.join("f.new"), "a").unwrap();
+        std::fs::rename(host_dir.join("f.new"), host_dir.join("f")).unwrap();
+        let mut seen = SeenMap::new();
+        add_vouched(&session, &host, &mut seen);
+        assert!(seen.is_empty(), "{seen:?}");
+    }
+}

@@ -715,7 +715,8 @@ pub fn inspect(
     if let Some(upper) = engine::open_upper(session_dir)? {
         let host = crate::host::HostRoot::open(&grant.root)
             .ctx(|| format!("host tree {}", grant.root.display()))?;
-        let read = kernel::read_upper(&upper.upper, upper.ns, &host, tree)?;
+        let mut read = kernel::read_upper(&upper.upper, upper.ns, &host, tree)?;
+        kernel::add_vouched(session_dir, &host, &mut read.seen);
         return Ok((read.seen, Objects::kernel(upper, read.rels)));
     }
     let dir = session_dir.join("overlay");
