@@ -116,14 +116,23 @@ fn the_engine_is_chosen_recorded_and_kept() {
     assert!(err.contains("started with the fuse engine"), "{err}");
     {
         // auto follows the session.
-        let _m = e.mount(&g2, &mp, &[]);
+        let _m = e.mount(&g2, &mp, &["--engine", "auto"]);
         assert_eq!(status_json(&e, &g2)["engine"], "fuse");
         assert_eq!(fs::read_to_string(mp.join("src/new.txt")).unwrap(), "n");
     }
 
     // Read-only views have no engine to choose.
     let ro = e.grant(&["--allow", "src/**"]);
-    let err = e.fails(&["mount", &ro, mp.to_str().unwrap(), "--engine", "kernel"]);
+    // The flag itself (WOPFS_ENGINE=kernel is only a default for writable
+    // views, which read-only views ignore).
+    let out = std::process::Command::new(BIN)
+        .args(["--state-dir", e.state.to_str().unwrap()])
+        .args(["mount", &ro, mp.to_str().unwrap(), "--engine", "kernel"])
+        .env_remove("WOPFS_ENGINE")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("--engine kernel is for read_write_overlay views"),
         "{err}"

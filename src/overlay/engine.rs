@@ -485,14 +485,40 @@ pub fn lock_layer(session_dir: &Path, wait: std::time::Duration) -> Result<Layer
 pub struct ReadableUpper {
     pub upper: PathBuf,
     pub ns: XattrNs,
-    /// Set when this process mounted the image to read it: unmounted and
-    /// unlocked on drop.
-    mounted: Option<(PathBuf, LayerLock)>,
+    /// What this process holds to read it, released on drop.
+    mounted: Option<Held>,
+}
+
+enum Held {
+    /// A layer left mounted at its path by a daemon that died: unmounted
+    /// after reading.
+    Left(PathBuf, #[allow(dead_code)] LayerLock),
+    /// The image mounted detached by this process (`loopdev`), shared by
+    /// its readers: gone with the last of them, also when this process is
+    /// killed.
+    Detached(#[allow(dead_code)] std::sync::Arc<Detached>),
+}
+
+/// A detached mount of a session's layer image and the layer lock.
+struct Detached {
+    mnt: std::os::fd::OwnedFd,
+    _lock: LayerLock,
+}
+
+/// The detached layer mounts this process holds, by session dir: a second
+/// reader in the same process (a commit reading the set, then rebasing)
+/// shares the first one's mount, as the lock would refuse it another.
+fn detached_mounts(
+) -> &'static std::sync::Mutex<std::collections::HashMap<PathBuf, std::sync::Weak<Detached>>> {
+    static MOUNTS: std::sync::OnceLock<
+        std::sync::Mutex<std::collections::HashMap<PathBuf, std::sync::Weak<Detached>>>,
+    > = std::sync::OnceLock::new();
+    MOUNTS.get_or_init(Default::default)
 }
 
 impl Drop for ReadableUpper {
     fn drop(&mut self) {
-        if let Some((dir, _lock)) = self.mounted.take() {
+        if let Some(Held::Left(dir, _lock)) = self.mounted.take() {
             if let Err(e) = unmount_layer(&dir) {
                 tracing::warn!(error = %e, "cannot unmount the layer image after reading it");
             }
@@ -502,7 +528,8 @@ impl Drop for ReadableUpper {
 
 /// The upper directory of a kernel session, to read; `None` for a FUSE
 /// session. A layer the daemon has mounted is read where it is; otherwise
-/// the image is mounted here (root) for as long as the result is held.
+/// the image is mounted detached by this process (root) for as long as the
+/// result is held, so a reader killed leaves nothing mounted.
 /// Refused while a lazily unmounted layer is still held open somewhere:
 /// a process holding it could still write.
 pub fn open_upper(session_dir: &Path) -> Result<Option<ReadableUpper>> {
@@ -531,13 +558,23 @@ pub fn open_upper(session_dir: &Path) -> Result<Option<ReadableUpper>> {
             mounted: None,
         }));
     }
+    let mut shared = detached_mounts()
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(d) = shared.get(session_dir).and_then(std::sync::Weak::upgrade) {
+        return Ok(Some(ReadableUpper {
+            upper: super::loopdev::path_in(&d.mnt, "upper"),
+            ns,
+            mounted: Some(Held::Detached(d)),
+        }));
+    }
     let lock = lock_layer(session_dir, std::time::Duration::from_secs(10))?;
     if is_mounted(&layer) {
         // Mounted and left by a process that died (its lock went with it).
         return Ok(Some(ReadableUpper {
             upper,
             ns,
-            mounted: Some((layer, lock)),
+            mounted: Some(Held::Left(layer, lock)),
         }));
     }
     let held = loop_devices_left(&image);
@@ -548,11 +585,15 @@ pub fn open_upper(session_dir: &Path) -> Result<Option<ReadableUpper>> {
             held.join(", ")
         )));
     }
-    mount_image(&image, &layer)?;
+    let d = std::sync::Arc::new(Detached {
+        mnt: super::loopdev::mount_detached(&image)?,
+        _lock: lock,
+    });
+    shared.insert(session_dir.to_path_buf(), std::sync::Arc::downgrade(&d));
     Ok(Some(ReadableUpper {
-        upper,
+        upper: super::loopdev::path_in(&d.mnt, "upper"),
         ns,
-        mounted: Some((layer, lock)),
+        mounted: Some(Held::Detached(d)),
     }))
 }
 

@@ -42,6 +42,7 @@ pub mod kernel;
 mod kernel_session_tests;
 #[cfg(test)]
 mod kernel_tests;
+mod loopdev;
 pub mod objects;
 pub mod quota;
 #[cfg(test)]
