@@ -17,11 +17,30 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use base64::Engine;
 use common::*;
 use rustix::fs::XattrFlags;
 
 /// Content of every file at the start of a check, whatever its origin.
 const INIT: &[u8] = b"hello world\n";
+
+/// Whether the suite runs on the kernel engine (`WOPFS_TEST_ENGINE`). Where
+/// the engines legitimately differ (README, "Two engines") a test asserts
+/// each engine's own behaviour.
+fn kernel() -> bool {
+    test_engine() == "kernel"
+}
+
+/// The errno of renaming a host directory that the fuse engine answers
+/// with `fuse`: the kernel engine answers EXDEV first (overlayfs keeps
+/// redirects off, so a directory of the lower cannot move; `mv` copies).
+fn host_dir_rename_errno(fuse: i32) -> i32 {
+    if kernel() {
+        libc::EXDEV
+    } else {
+        fuse
+    }
+}
 
 /// A mounted overlay view of a host tree, and the host's digest before it.
 /// Field order matters: the mount is dropped (unmounted) before the temp dir.
@@ -68,6 +87,62 @@ impl Fx {
         p
     }
 
+    /// The session's patch set as `wopfs export` prints it (contents
+    /// inline): (path, operation, content) by path.
+    fn exported(&self) -> Vec<(String, String, Vec<u8>)> {
+        let text = self.env.ok(&["export", &self.g]);
+        let set: serde_json::Value = serde_json::from_str(&text).expect("export prints JSON");
+        let b64 = base64::engine::general_purpose::STANDARD;
+        set["patches"]
+            .as_array()
+            .expect("patches")
+            .iter()
+            .map(|p| {
+                let content = p["content"]
+                    .as_str()
+                    .map(|c| b64.decode(c).expect("base64 content"))
+                    .unwrap_or_default();
+                (
+                    p["path"].as_str().unwrap().to_string(),
+                    p["operation"].as_str().unwrap().to_string(),
+                    content,
+                )
+            })
+            .collect()
+    }
+
+    /// Moves the host directory `from` to `to` as `mv -T` does. On the
+    /// fuse engine rename(2) moves it. On the kernel engine rename(2)
+    /// answers EXDEV and moves nothing; `mv` then copies what the view
+    /// shows and removes the original, which this does with `mv` itself.
+    fn move_host_dir(&self, from: &str, to: &str) {
+        let r = fs::rename(self.p(from), self.p(to));
+        if !kernel() {
+            r.unwrap_or_else(|e| panic!("rename the host dir {from} to {to}: {e}"));
+            return;
+        }
+        assert_eq!(
+            errno(r),
+            libc::EXDEV,
+            "rename the host dir {from} to {to} on the kernel engine"
+        );
+        assert!(
+            fs::symlink_metadata(self.p(from)).unwrap().is_dir(),
+            "EXDEV left {from}"
+        );
+        let out = Command::new("mv")
+            .arg("-T")
+            .arg(self.p(from))
+            .arg(self.p(to))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mv -T {from} {to} after EXDEV: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// The host tree is unchanged while mounted and after unmounting.
     fn host_unchanged(self) {
         let Fx { m, env, before, .. } = self;
@@ -83,6 +158,22 @@ impl Fx {
             "the host tree changed after unmounting"
         );
     }
+}
+
+/// What `wopfs diff --json` shows of session `g`: (path, operation).
+fn diff_ops(env: &Env, g: &str) -> Vec<(String, String)> {
+    let diff: serde_json::Value =
+        serde_json::from_str(&env.ok(&["diff", "--json", g])).expect("diff --json prints JSON");
+    diff.as_array()
+        .expect("an array")
+        .iter()
+        .map(|d| {
+            (
+                d["path"].as_str().unwrap().to_string(),
+                d["operation"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
 }
 
 fn cstr(p: &Path) -> CString {
@@ -952,8 +1043,10 @@ fn rename_directories() {
         );
     };
 
-    // A directory of unmodified host files, within the root.
-    fs::rename(fx.p("tree"), fx.p("moved")).expect("rename a host dir");
+    // A directory of unmodified host files, within the root (the kernel
+    // engine answers EXDEV and `mv` copies: from here on the tree is the
+    // copy, a directory of the upper, which moves on either engine).
+    fx.move_host_dir("tree", "moved");
     check_tree("moved", "rename a host dir");
     assert_eq!(
         errno(fs::metadata(fx.p("tree"))),
@@ -1031,7 +1124,9 @@ fn rename_directories() {
     fs::remove_file(fx.p("dest/x.txt")).unwrap();
     fs::remove_file(fx.p("tree/sub/new.txt")).unwrap();
     truncate(&fx.p("tree/sub/b.txt"), 2).unwrap();
-    fs::rename(fx.p("tree"), fx.p("dest")).expect("rename a host dir over an emptied host dir");
+    // The kernel engine's merged host directory `dest` can be replaced,
+    // though not moved.
+    fs::rename(fx.p("tree"), fx.p("dest")).expect("rename a dir over an emptied host dir");
     check_tree("dest", "rename over an emptied host dir");
     assert_eq!(
         names(&fx.p("")),
@@ -1112,9 +1207,28 @@ fn rename_flags_and_errors() {
     assert_eq!(read(&p("y/g.txt")), b"f1\n", "RENAME_EXCHANGE across dirs");
     assert_eq!(read(&p("x/f2.txt")), b"g\n", "RENAME_EXCHANGE across dirs");
 
-    // RENAME_EXCHANGE of a file and a directory.
-    renameat2(&p("x/f1.txt"), &p("x/d"), libc::RENAME_EXCHANGE)
-        .expect("RENAME_EXCHANGE of a file and a dir");
+    // RENAME_EXCHANGE of a file and a directory. The kernel engine answers
+    // EXDEV for the host dir x/d and moves nothing; as `mv` would, the
+    // directory is copied (into a made x/d2) and removed, and the file
+    // exchanged with the copy, so both engines go on from the same tree.
+    let r = renameat2(&p("x/f1.txt"), &p("x/d"), libc::RENAME_EXCHANGE);
+    if kernel() {
+        assert_eq!(
+            errno(r),
+            libc::EXDEV,
+            "RENAME_EXCHANGE of a file and a host dir"
+        );
+        assert_eq!(read(&p("x/f1.txt")), b"o1\n", "EXDEV left the file");
+        assert_eq!(names(&p("x/d")), ["in.txt"], "EXDEV left the dir");
+        fs::create_dir(p("x/d2")).unwrap();
+        fs::write(p("x/d2/in.txt"), read(&p("x/d/in.txt"))).unwrap();
+        fs::remove_dir_all(p("x/d")).unwrap();
+        renameat2(&p("x/f1.txt"), &p("x/d2"), libc::RENAME_EXCHANGE)
+            .expect("RENAME_EXCHANGE of a file and a made dir");
+        fs::rename(p("x/d2"), p("x/d")).expect("rename the exchanged file");
+    } else {
+        r.expect("RENAME_EXCHANGE of a file and a dir");
+    }
     assert!(
         fs::metadata(p("x/f1.txt")).unwrap().is_dir(),
         "exchange: now a dir"
@@ -1166,7 +1280,7 @@ fn rename_flags_and_errors() {
     // A directory over a non-empty directory, over a file; a file over a dir.
     assert_eq!(
         errno(fs::rename(p("y"), p("ne"))),
-        libc::ENOTEMPTY,
+        host_dir_rename_errno(libc::ENOTEMPTY),
         "host dir over host dir"
     );
     assert_eq!(
@@ -1176,7 +1290,7 @@ fn rename_flags_and_errors() {
     );
     assert_eq!(
         errno(fs::rename(p("ne"), p("x/o1.txt"))),
-        libc::ENOTEMPTY,
+        host_dir_rename_errno(libc::ENOTEMPTY),
         "host dir over made dir"
     );
     assert_eq!(
@@ -1300,12 +1414,39 @@ fn symlinks_and_hard_links() {
     assert_eq!(read(&p("l/target.txt")), b"target\n", "target kept");
     assert_eq!(names(&p("l")), ["abs", "dangling", "target.txt"]);
 
-    // Hard links to host and made files: one inode under both names (the
+    // Hard links to host and made files: one file under both names (the
     // rest of their rules: tests/hard_links.rs); none to a directory.
     for (from, to) in [("l/target.txt", "l/hard"), ("od/made.txt", "od/hard")] {
         fs::hard_link(p(from), p(to)).unwrap_or_else(|e| panic!("link {from}: {e}"));
         let (a, b) = (fs::metadata(p(from)).unwrap(), fs::metadata(p(to)).unwrap());
-        assert_eq!((a.ino(), a.nlink()), (b.ino(), 2), "link {from}");
+        assert_eq!((a.nlink(), b.nlink()), (2, 2), "link {from}: nlink");
+        if kernel() && from == "l/target.txt" {
+            // overlayfs without an inode index (index=off): the host file
+            // is copied up and linked in the upper, but its old name keeps
+            // reporting the lower's st_dev/st_ino (kept across copy-up for
+            // a lower file of one link) and the new name the upper's.
+            // README, "Two engines".
+            assert_ne!(
+                (a.dev(), a.ino()),
+                (b.dev(), b.ino()),
+                "link {from} on the kernel engine: the old name keeps the host file's numbers"
+            );
+        } else {
+            assert_eq!((a.dev(), a.ino()), (b.dev(), b.ino()), "link {from}");
+        }
+        // One file whatever the numbers: a write through one name shows
+        // through the other, and removing one leaves the other one link.
+        let mut f = OpenOptions::new().append(true).open(p(to)).unwrap();
+        f.write_all(b"more\n").unwrap();
+        drop(f);
+        assert!(
+            read(&p(from)).ends_with(b"more\n"),
+            "link {from}: shared data"
+        );
+        fs::remove_file(p(to)).unwrap();
+        assert_eq!(fs::metadata(p(from)).unwrap().nlink(), 1, "unlink {to}");
+        fs::hard_link(p(from), p(to)).unwrap_or_else(|e| panic!("link {from} again: {e}"));
+        assert_eq!(fs::metadata(p(to)).unwrap().nlink(), 2, "link {from} again");
     }
     assert_eq!(errno(fs::hard_link(p("od"), p("od2"))), libc::EPERM);
     fx.host_unchanged();
@@ -1392,6 +1533,7 @@ fn chmod_chown_utimens() {
 
 #[test]
 fn xattrs() {
+    let kernel = kernel();
     let fx = Fx::new(host_files("x"), &[]);
     let host_xattrs = rustix::fs::setxattr(
         fx.env.host.join("x/host.txt"),
@@ -1409,18 +1551,47 @@ fn xattrs() {
     targets.push(("overlay-origin dir", fx.p("od")));
     for (origin, p) in &targets {
         let what = |call: &str| format!("{call} on a {origin}");
-        let inherited: Vec<String> = if host_xattrs && *origin == "host-origin" {
+        // The kernel engine's lower answers no xattr question, so none of
+        // the host's reach the agent: a host file not copied up yet
+        // answers EOPNOTSUPP, and its copy-up carries none of them.
+        // (Its host dir `x` is copied up already: `made.txt` is in it.)
+        let lower_only = kernel && *origin == "host-origin";
+        let inherited: Vec<String> = if host_xattrs && *origin == "host-origin" && !kernel {
             vec!["user.origin".into()]
         } else {
             vec![]
         };
-        assert_eq!(listx(p), inherited, "{}", what("listxattr before"));
-        assert_eq!(
-            xerrno(getx(p, "user.a")),
-            libc::ENODATA,
-            "{}",
-            what("getxattr of a missing name")
-        );
+        if lower_only {
+            let mut buf = vec![0u8; 4096];
+            assert_eq!(
+                xerrno(rustix::fs::listxattr(p, &mut buf[..])),
+                libc::EOPNOTSUPP,
+                "{}",
+                what("listxattr before a copy-up (kernel engine)")
+            );
+            for name in ["user.a", "user.origin"] {
+                assert_eq!(
+                    xerrno(getx(p, name)),
+                    libc::EOPNOTSUPP,
+                    "{}",
+                    what(&format!("getxattr {name} before a copy-up (kernel engine)"))
+                );
+            }
+            assert_eq!(
+                xerrno(rustix::fs::removexattr(p, "user.a")),
+                libc::EOPNOTSUPP,
+                "{}",
+                what("removexattr before a copy-up (kernel engine)")
+            );
+        } else {
+            assert_eq!(listx(p), inherited, "{}", what("listxattr before"));
+            assert_eq!(
+                xerrno(getx(p, "user.a")),
+                libc::ENODATA,
+                "{}",
+                what("getxattr of a missing name")
+            );
+        }
         rustix::fs::setxattr(p, "user.a", b"alpha", XattrFlags::empty())
             .unwrap_or_else(|e| panic!("{}: {e}", what("setxattr")));
         rustix::fs::setxattr(p, "user.empty", b"", XattrFlags::CREATE)
@@ -1446,12 +1617,21 @@ fn xattrs() {
         want.sort();
         assert_eq!(listx(p), want, "{}", what("listxattr"));
         if host_xattrs && *origin == "host-origin" {
-            assert_eq!(
-                getx(p, "user.origin").unwrap(),
-                b"host",
-                "{}",
-                what("copied-up xattr")
-            );
+            if kernel {
+                assert_eq!(
+                    xerrno(getx(p, "user.origin")),
+                    libc::ENODATA,
+                    "{}",
+                    what("the host's xattr after a copy-up (kernel engine: not carried)")
+                );
+            } else {
+                assert_eq!(
+                    getx(p, "user.origin").unwrap(),
+                    b"host",
+                    "{}",
+                    what("copied-up xattr")
+                );
+            }
         }
         assert_eq!(
             xerrno(rustix::fs::setxattr(p, "user.a", b"x", XattrFlags::CREATE)),
@@ -1491,21 +1671,95 @@ fn xattrs() {
         want.push("user.empty".into());
         want.sort();
         assert_eq!(listx(p), want, "{}", what("listxattr after removexattr"));
-        for name in ["trusted.x", "security.x"] {
-            assert_eq!(
-                xerrno(rustix::fs::setxattr(p, name, b"1", XattrFlags::empty())),
-                libc::EOPNOTSUPP,
-                "{}",
-                what(&format!("setxattr {name}"))
-            );
+        // overlayfs' own attributes (origin, impure, opaque: the upper
+        // holds them for copied-up files and dirs) are never listed or
+        // read through the view.
+        for name in [
+            "trusted.overlay.origin",
+            "trusted.overlay.impure",
+            "trusted.overlay.opaque",
+            "user.overlay.origin",
+        ] {
             assert_eq!(
                 xerrno(getx(p, name)),
                 libc::ENODATA,
                 "{}",
-                what(&format!("{name} was not set"))
+                what(&format!("getxattr {name}"))
             );
         }
+        for name in ["trusted.x", "security.x"] {
+            let set = rustix::fs::setxattr(p, name, b"1", XattrFlags::empty());
+            if kernel {
+                // The upper is ext4 and the agent root: overlayfs stores
+                // them (they never reach a patch set).
+                set.unwrap_or_else(|e| panic!("{}: {e}", what(&format!("setxattr {name}"))));
+                assert_eq!(getx(p, name).unwrap(), b"1", "{}", what(name));
+                rustix::fs::removexattr(p, name).unwrap();
+            } else {
+                assert_eq!(
+                    xerrno(set),
+                    libc::EOPNOTSUPP,
+                    "{}",
+                    what(&format!("setxattr {name}"))
+                );
+                assert_eq!(
+                    xerrno(getx(p, name)),
+                    libc::ENODATA,
+                    "{}",
+                    what(&format!("{name} was not set"))
+                );
+            }
+        }
+        assert_eq!(listx(p), want, "{}", what("listxattr at the end"));
     }
+    // What an agent sets under overlayfs' names is its own attribute, not
+    // the overlay's: a merged host dir marked opaque still shows the
+    // host's files, and nothing is deleted from the patch set. On the fuse
+    // engine `trusted.*` answers EOPNOTSUPP and `user.overlay.*` is an
+    // ordinary user attribute.
+    let x = fx.p("x");
+    let opaque = rustix::fs::setxattr(&x, "trusted.overlay.opaque", b"y", XattrFlags::empty());
+    if kernel {
+        opaque.expect("setxattr trusted.overlay.opaque (stored escaped, the agent's own)");
+        assert_eq!(getx(&x, "trusted.overlay.opaque").unwrap(), b"y");
+    } else {
+        assert_eq!(xerrno(opaque), libc::EOPNOTSUPP, "trusted.overlay.opaque");
+    }
+    rustix::fs::setxattr(&x, "user.overlay.opaque", b"y", XattrFlags::empty())
+        .expect("setxattr user.overlay.opaque");
+    assert_eq!(getx(&x, "user.overlay.opaque").unwrap(), b"y");
+    let made = fx.make("x/empty-marked");
+    fs::write(&made, "").unwrap();
+    let whiteout =
+        rustix::fs::setxattr(&made, "trusted.overlay.whiteout", b"", XattrFlags::empty());
+    if kernel {
+        whiteout.expect("setxattr trusted.overlay.whiteout (stored escaped)");
+    } else {
+        assert_eq!(
+            xerrno(whiteout),
+            libc::EOPNOTSUPP,
+            "trusted.overlay.whiteout"
+        );
+    }
+    assert_eq!(
+        names(&x),
+        ["empty-marked", "host.txt", "made.txt"],
+        "x after the agent's overlay-named attributes"
+    );
+    assert_eq!(read(&fx.p("x/host.txt")), INIT);
+    let set: Vec<(String, String)> = fx
+        .exported()
+        .into_iter()
+        .map(|(path, op, _)| (path, op))
+        .collect();
+    assert_eq!(
+        set,
+        [
+            ("x/empty-marked".to_string(), "create".to_string()),
+            ("x/made.txt".to_string(), "create".to_string())
+        ],
+        "the patch set: the made files, no delete"
+    );
     fx.host_unchanged();
 }
 
@@ -1984,6 +2238,10 @@ fn a_write_prefix_not_yet_made_is_enforced_by_the_commit() {
     }
 }
 
+/// The fuse engine refuses a denied name when it is made (EACCES). The
+/// kernel engine cannot (overlayfs asks no one): there the names are made,
+/// `wopfs diff` shows every one, and `wopfs commit` refuses each, naming
+/// it, the host untouched (`denied_names_on_the_kernel_engine`).
 #[test]
 fn default_denies_refuse_new_names() {
     let fx = Fx::new(
@@ -1993,6 +2251,9 @@ fn default_denies_refuse_new_names() {
         },
         &["--deny", "generated"],
     );
+    if kernel() {
+        return denied_names_on_the_kernel_engine(fx);
+    }
     let p = |rel: &str| fx.p(rel);
     for rel in [
         ".env",
@@ -2064,6 +2325,81 @@ fn default_denies_refuse_new_names() {
     fx.host_unchanged();
 }
 
+/// `default_denies_refuse_new_names` on the kernel engine: each way the
+/// fuse engine refuses (create, symlink, rename of a file and of a
+/// directory, mkdir -p) makes the name here; none of them gets through.
+fn denied_names_on_the_kernel_engine(fx: Fx) {
+    let p = |rel: &str| fx.p(rel);
+    for rel in [".env", "a/.env", "a/id_rsa", "a/key.pem"] {
+        fs::write(p(rel), "mine\n").unwrap_or_else(|e| panic!("create {rel}: {e}"));
+    }
+    symlink("README.md", p(".envrc")).expect("symlink .envrc");
+    fs::write(p("a/notes.txt"), "notes\n").unwrap();
+    fs::rename(p("a/notes.txt"), p("a/.env.local")).expect("rename to a/.env.local");
+    fs::create_dir_all(p("a/.git/objects")).expect("mkdir -p a/.git/objects");
+    fs::write(p("a/.git/config"), "[core]\n").expect("create a/.git/config");
+    fs::create_dir(p("b")).unwrap();
+    fs::write(p("b/f.txt"), "f").unwrap();
+    fs::rename(p("b"), p("generated")).expect("rename a dir to generated");
+    assert_eq!(
+        names(&p("")),
+        [".env", ".envrc", "README.md", "a", "generated"]
+    );
+    let denied = [
+        ".env",
+        ".envrc",
+        "a/.env",
+        "a/.env.local",
+        "a/.git/config",
+        "a/id_rsa",
+        "a/key.pem",
+        "generated/f.txt",
+    ];
+    // The approver sees every one of them.
+    let want: Vec<(String, String)> = denied
+        .iter()
+        .map(|d| (d.to_string(), "create".to_string()))
+        .collect();
+    assert_eq!(diff_ops(&fx.env, &fx.g), want, "wopfs diff");
+    let Fx { m, env, before, g } = fx;
+    drop(m);
+    // The session's set is refused, naming its first denied path; a set
+    // of any one of them alone (exported, cut down, committed with
+    // --from) is refused naming that path.
+    let err = env.fails(&["commit", &g, "--yes"]);
+    assert!(
+        err.contains("patch .env (Create) is outside grant"),
+        "commit: {err}"
+    );
+    let out = env.dir.path().join("set");
+    env.ok(&["export", &g, "-o", out.to_str().unwrap(), "--inline"]);
+    let set: serde_json::Value =
+        serde_json::from_slice(&fs::read(out.join("patchset.json")).unwrap()).unwrap();
+    let patches = set["patches"].as_array().unwrap();
+    assert_eq!(patches.len(), denied.len(), "the exported set");
+    for patch in patches {
+        let rel = patch["path"].as_str().unwrap();
+        let mut one = set.clone();
+        one["patches"] = serde_json::json!([patch]);
+        let dir = env
+            .dir
+            .path()
+            .join(format!("one-{}", rel.replace('/', "_")));
+        fs::create_dir(&dir).unwrap();
+        fs::write(dir.join("patchset.json"), one.to_string()).unwrap();
+        let err = env.fails(&["commit", &g, "--yes", "--from", dir.to_str().unwrap()]);
+        assert!(
+            err.contains(&format!("patch {rel} (Create) is outside grant")),
+            "commit of {rel} alone: {err}"
+        );
+    }
+    assert_eq!(
+        tree_digest(&env.host),
+        before,
+        "the refused commits left the host"
+    );
+}
+
 #[test]
 fn denied_host_file_stays_hidden_after_moving_its_dir() {
     let fx = Fx::new(
@@ -2082,7 +2418,8 @@ fn denied_host_file_stays_hidden_after_moving_its_dir() {
         libc::ENOENT,
         "denied before the move"
     );
-    fs::rename(p("src"), p("lib")).expect("mv src lib");
+    // On the kernel engine `mv` copies what the view shows, then removes it.
+    fx.move_host_dir("src", "lib");
     for rel in [
         "lib/.env",
         "lib/private",
@@ -2106,6 +2443,29 @@ fn denied_host_file_stays_hidden_after_moving_its_dir() {
         "listing after mv"
     );
     assert_eq!(read(&p("lib/main.rs")), b"fn main() {}\n");
+    // The patch set moves what the view showed, and only that: no denied
+    // path, deleted or created, and no secret's bytes.
+    let set = fx.exported();
+    let ops: Vec<(&str, &str)> = set
+        .iter()
+        .map(|(path, op, _)| (path.as_str(), op.as_str()))
+        .collect();
+    assert_eq!(
+        ops,
+        [
+            ("lib/main.rs", "create"),
+            ("lib/sub/mod.rs", "create"),
+            ("src/main.rs", "delete"),
+            ("src/sub/mod.rs", "delete"),
+        ],
+        "the patch set after mv"
+    );
+    for (path, _, content) in &set {
+        assert!(
+            !content.windows(4).any(|w| w == b"FAKE"),
+            "{path} carries a secret"
+        );
+    }
     // The old place is empty of everything, the denied file included.
     assert_eq!(errno(fs::metadata(p("src"))), libc::ENOENT, "src after mv");
     fs::create_dir(p("src")).expect("mkdir src again");
@@ -2115,11 +2475,17 @@ fn denied_host_file_stays_hidden_after_moving_its_dir() {
         libc::ENOENT,
         "src/.env in the new src"
     );
-    assert_eq!(
-        errno(File::create(p("lib/.env"))),
-        libc::EACCES,
-        "create lib/.env"
-    );
+    // A new .env is refused when made (fuse), or made as the agent's own
+    // file, which `default_denies_refuse_new_names` follows to the commit
+    // (kernel); the host's never shows.
+    let made = File::create(p("lib/.env"));
+    if kernel() {
+        made.expect("create lib/.env (kernel engine)");
+        assert_eq!(read(&p("lib/.env")), b"", "lib/.env is the agent's own");
+        fs::remove_file(p("lib/.env")).unwrap();
+    } else {
+        assert_eq!(errno(made), libc::EACCES, "create lib/.env");
+    }
     // Moving back shows the same.
     fs::remove_dir(p("src")).unwrap();
     fs::rename(p("lib"), p("src")).expect("mv lib src");
@@ -2133,6 +2499,7 @@ fn denied_host_file_stays_hidden_after_moving_its_dir() {
         libc::ENOENT,
         "src/.env after mv back"
     );
+    assert_eq!(fx.exported(), [], "the patch set after mv back");
     assert_eq!(
         fs::read_to_string(fx.env.host.join("src/.env")).unwrap(),
         "SECRET=FAKE\n",
@@ -2142,36 +2509,104 @@ fn denied_host_file_stays_hidden_after_moving_its_dir() {
 }
 
 /// `mkfifo`, `mknod` of a device and binding a unix socket in the mount
-/// all answer EPERM and leave no name behind; the host is untouched.
+/// all answer EPERM and leave no name behind on the fuse engine. The
+/// kernel engine cannot refuse them when made: there they are made, and
+/// no patch set carries one (`unfit_entries_on_the_kernel_engine`). The
+/// host is untouched.
 #[test]
 fn fifos_sockets_and_devices_are_eperm() {
     use rustix::fs::{mknodat, FileType, Mode, CWD};
     let fx = Fx::new(host_files("e"), &[]);
+    let kernel = kernel();
     for dir in ["", "e"] {
         let at = |name: &str| fx.p(dir).join(name);
         let mode = Mode::from_raw_mode(0o644);
-        let fifo = mknodat(CWD, at("fifo"), FileType::Fifo, mode, 0);
-        assert_eq!(
-            errno(fifo.map_err(io::Error::from)),
-            libc::EPERM,
-            "mkfifo in {dir:?}"
-        );
+        let fifo = mknodat(CWD, at("fifo"), FileType::Fifo, mode, 0).map_err(io::Error::from);
         let dev = mknodat(
             CWD,
             at("null"),
             FileType::CharacterDevice,
             mode,
             rustix::fs::makedev(1, 3),
-        );
-        assert_eq!(
-            errno(dev.map_err(io::Error::from)),
-            libc::EPERM,
-            "mknod in {dir:?}"
-        );
+        )
+        .map_err(io::Error::from);
         let sock = std::os::unix::net::UnixListener::bind(at("sock"));
-        assert_eq!(errno(sock), libc::EPERM, "bind in {dir:?}");
+        if kernel {
+            fifo.unwrap_or_else(|e| panic!("mkfifo in {dir:?}: {e}"));
+            dev.unwrap_or_else(|e| panic!("mknod in {dir:?}: {e}"));
+            sock.unwrap_or_else(|e| panic!("bind in {dir:?}: {e}"));
+            // The view is mounted nodev.
+            assert_eq!(
+                errno(File::open(at("null"))),
+                libc::EACCES,
+                "open a device made in {dir:?}"
+            );
+        } else {
+            assert_eq!(errno(fifo), libc::EPERM, "mkfifo in {dir:?}");
+            assert_eq!(errno(dev), libc::EPERM, "mknod in {dir:?}");
+            assert_eq!(errno(sock), libc::EPERM, "bind in {dir:?}");
+        }
+    }
+    if kernel {
+        return unfit_entries_on_the_kernel_engine(fx);
     }
     assert_eq!(names(&fx.p("")), vec!["e"]);
     assert_eq!(names(&fx.p("e")), vec!["host.txt"]);
     fx.host_unchanged();
+}
+
+/// The FIFOs, devices and sockets made on the kernel engine: `wopfs diff`,
+/// `export` and `commit` refuse the session with one error naming every
+/// one, what it is and how to be rid of them, the host untouched; once
+/// they are removed in the view (mounted again) the session commits.
+fn unfit_entries_on_the_kernel_engine(fx: Fx) {
+    let made = [
+        "e/fifo (a FIFO)",
+        "e/null (a character device)",
+        "e/sock (a socket)",
+        "fifo (a FIFO)",
+        "null (a character device)",
+        "sock (a socket)",
+    ];
+    assert_eq!(names(&fx.p("")), ["e", "fifo", "null", "sock"]);
+    assert_eq!(names(&fx.p("e")), ["fifo", "host.txt", "null", "sock"]);
+    let refused = |what: &str, err: &str| {
+        assert!(
+            err.contains("the view holds 6 entries that cannot be committed")
+                && err.contains(&made.join(", "))
+                && err.contains("remove them in the view"),
+            "{what}: {err}"
+        );
+    };
+    refused("diff", &fx.env.fails(&["diff", &fx.g]));
+    refused("export", &fx.env.fails(&["export", &fx.g]));
+    let Fx { m, env, before, g } = fx;
+    let mp = m.mp.clone();
+    drop(m);
+    refused("commit", &env.fails(&["commit", &g, "--yes"]));
+    assert_eq!(
+        tree_digest(&env.host),
+        before,
+        "the refused commit left the host"
+    );
+
+    let m = env.mount(&g, &mp, &[]);
+    for name in ["fifo", "null", "sock", "e/fifo", "e/null", "e/sock"] {
+        fs::remove_file(m.path(name)).unwrap_or_else(|e| panic!("rm {name}: {e}"));
+    }
+    fs::write(m.path("e/new.txt"), "new\n").unwrap();
+    assert_eq!(
+        diff_ops(&env, &g),
+        [("e/new.txt".to_string(), "create".to_string())],
+        "diff once removed"
+    );
+    drop(m);
+    env.ok(&["commit", &g, "--yes"]);
+    assert_eq!(
+        list_tree(&env.host),
+        ["e", "e/host.txt", "e/new.txt"],
+        "the host after the commit"
+    );
+    assert_eq!(read(&env.host.join("e/new.txt")), b"new\n");
+    assert_eq!(read(&env.host.join("e/host.txt")), INIT);
 }

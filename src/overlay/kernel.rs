@@ -19,10 +19,13 @@
 //!
 //! Only the session's own namespace counts (`trusted.overlay.` as root):
 //! a `user.overlay.opaque` in a trusted layer, or an escaped
-//! `<ns>.overlay.overlay.*` name, is the agent's own xattr. Devices, FIFOs
-//! and sockets are refused by path: no patch set may carry one. A copy-up
-//! that changed nothing (touch, chmod to the same mode, an open for
-//! writing that wrote nothing) is no change.
+//! `<ns>.overlay.overlay.*` name, is the agent's own xattr. Devices, FIFOs,
+//! sockets and names that are not UTF-8 are refused by path, all of them in
+//! one error after the whole walk: no patch set may carry one, and the
+//! approver (or the agent, removing them in the view) sees every one at
+//! once instead of one per try. A copy-up that changed nothing (touch,
+//! chmod to the same mode, an open for writing that wrote nothing) is no
+//! change.
 //!
 //! Entries are opened beneath the upper, never through a symlink
 //! (`HostRoot`), so an upper changed while it is read cannot lead out.
@@ -81,8 +84,13 @@ pub fn read_upper(upper: &Path, ns: XattrNs, host: &HostRoot, fin: &mut Tree) ->
         inodes: HashMap::new(),
         touched: BTreeMap::new(),
         copied: Vec::new(),
+        unfit: Vec::new(),
     };
     r.walk()?;
+    if !r.unfit.is_empty() {
+        r.unfit.sort();
+        return Err(r.unfit_error());
+    }
     r.drop_no_ops(host);
     let seen = r.bases(host);
     Ok(UpperRead { seen, rels: r.rels })
@@ -101,7 +109,12 @@ struct Reader<'a> {
     touched: BTreeMap<String, Option<Btime>>,
     /// Objects put over a grant entry of the same kind: perhaps no-ops.
     copied: Vec<u64>,
+    /// Entries no patch set can carry: (path, what it is).
+    unfit: Vec<(String, &'static str)>,
 }
+
+/// How many unfit entries an error names (the rest are counted).
+const UNFIT_SHOWN: usize = 20;
 
 /// A directory still to list.
 struct Dir {
@@ -123,7 +136,12 @@ enum Entry {
     Dir,
     File,
     Symlink,
+    /// A device, FIFO or socket (what it is, for the error).
+    Unfit(&'static str),
 }
+
+/// What the error calls a name that is not UTF-8.
+const NOT_UTF8: &str = "a name that is not UTF-8";
 
 impl Reader<'_> {
     fn err(&self, rel: &str, what: &str, e: impl Into<std::io::Error>) -> Error {
@@ -195,6 +213,7 @@ impl Reader<'_> {
                     Entry::Symlink => {
                         self.leaf(d.ino, name, rel, Kind::Symlink, btime)?;
                     }
+                    Entry::Unfit(what) => self.unfit.push((rel, what)),
                 }
             }
             // Popped in sorted order.
@@ -203,9 +222,9 @@ impl Reader<'_> {
         Ok(())
     }
 
-    /// The names in a directory, sorted; a name that is not UTF-8 cannot
-    /// be a patch's path.
-    fn list(&self, fd: &OwnedFd, rel: &str) -> Result<Vec<String>> {
+    /// The names in a directory, sorted. A name that is not UTF-8 cannot
+    /// be a patch's path: it is noted as unfit (lossily) and left out.
+    fn list(&mut self, fd: &OwnedFd, rel: &str) -> Result<Vec<String>> {
         let mut names = Vec::new();
         let dir = rfs::Dir::read_from(fd).map_err(|e| self.err(rel, "listing", e))?;
         for entry in dir {
@@ -214,17 +233,45 @@ impl Reader<'_> {
             if bytes == b"." || bytes == b".." {
                 continue;
             }
-            let name = std::str::from_utf8(bytes).map_err(|_| {
-                Error::invalid(format!(
-                    "the kernel engine's upper layer {} holds a name that is not UTF-8 in {rel:?}: {}; a patch's path must be UTF-8 (rename it in the view)",
-                    self.shown.display(),
-                    String::from_utf8_lossy(bytes)
-                ))
-            })?;
-            names.push(name.to_string());
+            match std::str::from_utf8(bytes) {
+                Ok(name) => names.push(name.to_string()),
+                Err(_) => {
+                    let lossy = String::from_utf8_lossy(bytes);
+                    self.unfit.push((crate::paths::join(rel, &lossy), NOT_UTF8));
+                }
+            }
         }
         names.sort();
         Ok(names)
+    }
+
+    /// One error naming every entry no patch set can carry, what each is,
+    /// and how to be rid of them.
+    fn unfit_error(&self) -> Error {
+        let n = self.unfit.len();
+        let mut list: Vec<String> = self
+            .unfit
+            .iter()
+            .take(UNFIT_SHOWN)
+            .map(|(rel, what)| format!("{rel} ({what})"))
+            .collect();
+        if n > UNFIT_SHOWN {
+            list.push(format!("and {} more", n - UNFIT_SHOWN));
+        }
+        let (what, it) = match n {
+            1 => ("an entry".to_string(), "it"),
+            _ => (format!("{n} entries"), "them"),
+        };
+        let rename = if self.unfit.iter().any(|(_, w)| *w == NOT_UTF8) {
+            " (or rename, for a name that is not UTF-8)"
+        } else {
+            ""
+        };
+        Error::invalid(format!(
+            "the view holds {what} that cannot be committed, as a patch set carries only regular files, directories and symlinks with UTF-8 names: {}; remove {it} in the view{rename}, or reject the session (kernel engine upper layer {})",
+            list.join(", "),
+            self.shown.display()
+        ))
     }
 
     /// Whether the open file or directory has `<ns>.overlay.<name>` = `want`
@@ -252,19 +299,11 @@ impl Reader<'_> {
                 Entry::Whiteout
             }
             FileType::RegularFile => Entry::File,
-            other => {
-                let kind = match other {
-                    FileType::CharacterDevice => "a character device",
-                    FileType::BlockDevice => "a block device",
-                    FileType::Fifo => "a FIFO",
-                    FileType::Socket => "a socket",
-                    _ => "a file of an unknown type",
-                };
-                return Err(Error::invalid(format!(
-                    "{rel} is {kind} in the kernel engine's upper layer {}; devices, FIFOs and sockets cannot be committed (remove it in the view)",
-                    self.shown.display()
-                )));
-            }
+            FileType::CharacterDevice => Entry::Unfit("a character device"),
+            FileType::BlockDevice => Entry::Unfit("a block device"),
+            FileType::Fifo => Entry::Unfit("a FIFO"),
+            FileType::Socket => Entry::Unfit("a socket"),
+            _ => Entry::Unfit("a file of an unknown type"),
         })
     }
 

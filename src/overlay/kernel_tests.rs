@@ -436,7 +436,66 @@ fn devices_fifos_and_sockets_are_refused_by_path() {
             .unwrap_err()
             .to_string();
         assert!(e.contains(rel) && e.contains(kind), "{rel}: {e}");
+        assert!(
+            e.contains("cannot be committed") && e.contains("remove it in the view"),
+            "{rel}: {e}"
+        );
     }
+}
+
+/// Every unfit entry of an upper is named in one error, sorted, with what
+/// it is (a name that is not UTF-8 too, its subtree unread): one `wopfs
+/// diff` shows the agent or the approver all of them, and the patch set
+/// is refused as a whole. Past 20 the rest are counted.
+#[test]
+fn every_unfit_entry_is_named_in_one_error() {
+    use std::os::unix::ffi::OsStrExt;
+    let fx = fixture(&[]);
+    let host = HostRoot::open(&fx.host).unwrap();
+    let session = fx.session("k");
+    let up = Upper::new(&session, XattrNs::Trusted);
+    up.file("src/new.txt", "new\n", 0o644)
+        .whiteout("keep.txt")
+        .dir("docs");
+    mknod(&up.at("src/pipe"), FileType::Fifo, 0, 0);
+    mknod(&up.at("docs/null"), FileType::CharacterDevice, 1, 3);
+    drop(std::os::unix::net::UnixListener::bind(up.at("sock")).unwrap());
+    let bad = up
+        .dir
+        .join("src")
+        .join(std::ffi::OsStr::from_bytes(b"bad\xff"));
+    fs::create_dir(&bad).unwrap();
+    mknod(&bad.join("unseen"), FileType::Fifo, 0, 0);
+    let mut fin = Tree::from_files(&fx.grant.files);
+    let e = read_upper(&up.dir, XattrNs::Trusted, &host, &mut fin)
+        .unwrap_err()
+        .to_string();
+    let listed = "docs/null (a character device), sock (a socket), src/bad\u{fffd} (a name that is not UTF-8), src/pipe (a FIFO)";
+    assert!(e.contains(listed), "{e}");
+    assert!(
+        e.contains("the view holds 4 entries that cannot be committed"),
+        "{e}"
+    );
+    assert!(e.contains("remove them in the view (or rename"), "{e}");
+    assert!(!e.contains("unseen"), "{e}");
+    // The set, and so diff, export and commit, are refused with it.
+    let set = build(&fx.grant, &session, |_, _| Ok(()))
+        .unwrap_err()
+        .to_string();
+    assert!(set.contains(listed), "{set}");
+
+    let up = Upper::new(&fx.session("many"), XattrNs::Trusted);
+    up.dir("src");
+    for i in 0..25 {
+        mknod(&up.at(&format!("src/p{i:02}")), FileType::Fifo, 0, 0);
+    }
+    let mut fin = Tree::from_files(&fx.grant.files);
+    let e = read_upper(&up.dir, XattrNs::Trusted, &host, &mut fin)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("25 entries"), "{e}");
+    assert!(e.contains("src/p19 (a FIFO), and 5 more;"), "{e}");
+    assert!(!e.contains("src/p20"), "{e}");
 }
 
 /// touch, chmod to the same mode, an xattr of the agent's, a symlink
