@@ -2580,6 +2580,26 @@ fn unfit_entries_on_the_kernel_engine(fx: Fx) {
     };
     refused("diff", &fx.env.fails(&["diff", &fx.g]));
     refused("export", &fx.env.fails(&["export", &fx.g]));
+    refused("status GRANT", &fx.env.fails(&["status", &fx.g]));
+    // One session's trouble never hides the other grants: the listing
+    // names it on its row.
+    let other = fx.env.grant(&["--mode", "read_only"]);
+    let all: serde_json::Value = serde_json::from_str(&fx.env.ok(&["status", "--json"])).unwrap();
+    let rows = all.as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{all}");
+    for r in rows {
+        if r["grant_id"] == fx.g.as_str() {
+            refused("status --json", r["error"].as_str().unwrap_or_default());
+        } else {
+            assert_eq!(r["grant_id"], other.as_str());
+            assert!(r.get("error").is_none(), "{r}");
+        }
+    }
+    let table = fx.env.ok(&["status"]);
+    assert!(
+        table.contains(&other) && table.contains("cannot be read"),
+        "{table}"
+    );
     let Fx { m, env, before, g } = fx;
     let mp = m.mp.clone();
     drop(m);

@@ -41,6 +41,11 @@ struct Row {
     pending_summary: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pending: Option<Vec<Pending>>,
+    /// Why the pending changes could not be read (an overlay holding what
+    /// no patch set can carry, a layer in use): one session's trouble is
+    /// shown on its row, never hides the others.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
 }
 
 pub fn run(state: &StateDir, a: &Args) -> Result<()> {
@@ -76,10 +81,15 @@ pub fn run(state: &StateDir, a: &Args) -> Result<()> {
                 .and_then(|v| v.as_str().map(str::to_string))
                 .unwrap_or_default()
         };
-        let pending = if phase == "commit-interrupted" {
-            Vec::new()
+        let (pending, error) = if phase == "commit-interrupted" {
+            (Vec::new(), None)
         } else {
-            patch::pending(&g, &session)?
+            match patch::pending(&g, &session) {
+                Ok(p) => (p, None),
+                // Asked for this grant alone, the error is the answer.
+                Err(e) if a.grant.is_some() && !a.json => return Err(e),
+                Err(e) => (Vec::new(), Some(e.to_string())),
+            }
         };
         rows.push(Row {
             phase,
@@ -96,8 +106,12 @@ pub fn run(state: &StateDir, a: &Args) -> Result<()> {
             pid: mount.map(|m| m.pid),
             engine: engine.map(crate::overlay::engine::Engine::name),
             half_dead,
-            pending_summary: patch::summary(&pending),
+            pending_summary: match &error {
+                Some(_) => "unreadable (see error)".to_string(),
+                None => patch::summary(&pending),
+            },
             pending: a.grant.is_some().then_some(pending),
+            error,
         });
     }
     if a.json {
@@ -146,6 +160,12 @@ pub fn run(state: &StateDir, a: &Args) -> Result<()> {
         )?;
     }
     for r in &rows {
+        if let Some(e) = &r.error {
+            outln!(
+                "\ngrant {}: its pending changes cannot be read: {e}",
+                r.grant_id
+            )?;
+        }
         for mp in &r.half_dead {
             outln!(
                 "\ngrant {}: its kernel overlay at {mp} is still mounted but no daemon serves it (half-dead); wopfs umount {mp} removes it",
