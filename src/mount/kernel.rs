@@ -796,7 +796,7 @@ pub fn userns_available() -> Result<()> {
         source: std::ffi::CString::new("wopfs-probe").map_err(|_| Error::invalid("NUL"))?,
     };
     let at = d("mnt")?;
-    let maps = crate::run::UserMaps::of_caller();
+    let maps = super::userns::UserMaps::of_caller();
     let mut cmd = Command::new(std::env::current_exe().ctx(|| "locating the wopfs binary")?);
     cmd.arg("--version")
         .stdin(Stdio::null())

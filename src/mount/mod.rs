@@ -5,6 +5,7 @@
 
 pub mod kernel;
 mod prefixes;
+pub mod userns;
 
 use std::io::{BufRead, BufReader, Read};
 use std::os::fd::AsRawFd;
