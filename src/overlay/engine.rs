@@ -349,21 +349,7 @@ fn fill_to_quota(dir: &Path, bytes: u64, files: u64) -> Result<()> {
 
 /// Mounts the image at `dir` (through a loop device, freed again at unmount).
 pub fn mount_image(image: &Path, dir: &Path) -> Result<()> {
-    let out = Command::new("mount")
-        .args(["-t", "ext4", "-o", "loop,nosuid,nodev"])
-        .arg(image)
-        .arg(dir)
-        .output()
-        .ctx(|| "running mount(8) for the layer image")?;
-    if out.status.success() {
-        return Ok(());
-    }
-    Err(Error::invalid(format!(
-        "mounting the kernel engine's layer image {} at {}: {}",
-        image.display(),
-        dir.display(),
-        String::from_utf8_lossy(&out.stderr).trim()
-    )))
+    super::loopdev::mount_at(image, dir)
 }
 
 /// Inodes and bytes kept aside in `layer/reserve/` and freed only while
