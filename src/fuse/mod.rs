@@ -133,16 +133,13 @@ impl Filesystem for WopFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let entries = match self.view.readdir(ino.0, fh.0, offset) {
-            Ok(e) => e,
-            Err(e) => return reply.error(failed(Req::on("readdir", ino.0), &e)),
-        };
-        for (next, e) in &entries {
-            if reply.add(INodeNo(e.ino), *next, kind(e.attr.kind), &*e.name) {
-                break;
-            }
+        let listed = self.view.readdir_each(ino.0, fh.0, offset, |next, e| {
+            reply.add(INodeNo(e.ino), next, kind(e.attr.kind), &*e.name)
+        });
+        match listed {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(failed(Req::on("readdir", ino.0), &e)),
         }
-        reply.ok();
     }
 
     fn readdirplus(
@@ -153,17 +150,20 @@ impl Filesystem for WopFs {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let entries = match self.view.readdir(ino.0, fh.0, offset) {
-            Ok(e) => e,
-            Err(e) => return reply.error(failed(Req::on("readdirplus", ino.0), &e)),
-        };
-        for (next, e) in &entries {
-            let attr = file_attr(&e.attr);
-            if reply.add(INodeNo(e.ino), *next, &*e.name, &e.ttl, &attr, GEN) {
-                break;
-            }
+        let listed = self.view.readdir_each(ino.0, fh.0, offset, |next, e| {
+            reply.add(
+                INodeNo(e.ino),
+                next,
+                &*e.name,
+                &e.ttl,
+                &file_attr(&e.attr),
+                GEN,
+            )
+        });
+        match listed {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(failed(Req::on("readdirplus", ino.0), &e)),
         }
-        reply.ok();
     }
 
     fn releasedir(

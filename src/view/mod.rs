@@ -569,13 +569,32 @@ impl View {
     /// or changed kind are left out. At most a batch per call.
     pub fn readdir(&self, dir: Ino, fh: u64, offset: u64) -> Result<Vec<(u64, DirEntry)>> {
         const BATCH: usize = 128;
+        let mut out = Vec::new();
+        self.readdir_each(dir, fh, offset, |next, e| {
+            out.push((next, e));
+            out.len() >= BATCH
+        })?;
+        Ok(out)
+    }
+
+    /// As [`View::readdir`], handing each entry to `add` (with the offset
+    /// of the next one) until it answers `true` (the reply is full): an
+    /// entry is only statted when there is room for it, so a listing costs
+    /// one host stat per entry however small the kernel's buffer.
+    pub fn readdir_each(
+        &self,
+        dir: Ino,
+        fh: u64,
+        offset: u64,
+        mut add: impl FnMut(u64, DirEntry) -> bool,
+    ) -> Result<()> {
         self.live()?;
         let Some(Handle::Dir(names)) = self.handles.get(fh) else {
             return Err(Errno::EBADF.into());
         };
         let tree = self.read_tree();
         let Some(node) = tree.get(dir) else {
-            return Ok(Vec::new()); // removed while open: nothing more to list
+            return Ok(()); // removed while open: nothing more to list
         };
         // Children still in place are statted through one open host directory.
         let host_dir = match node.origin {
@@ -584,11 +603,7 @@ impl View {
                 .and_then(|p| self.host.open_dir(&p).ok()),
             _ => None,
         };
-        let mut out = Vec::new();
         for (i, (ino, name)) in names.iter().enumerate().skip(offset as usize) {
-            if out.len() >= BATCH {
-                break;
-            }
             let attr = match &**name {
                 "." => self.attr_in(&tree, dir),
                 ".." => self.attr_in(&tree, if dir == ROOT { ROOT } else { node.parent }),
@@ -612,7 +627,7 @@ impl View {
             // attributes (fuser's `ReplyDirectoryPlus::add`): the
             // attributes' (a later lookup gives the name its own).
             let Entry { attr, ttl, .. } = self.entry(attr);
-            out.push((
+            let full = add(
                 i as u64 + 1,
                 DirEntry {
                     ino: *ino,
@@ -620,9 +635,12 @@ impl View {
                     attr,
                     ttl,
                 },
-            ));
+            );
+            if full {
+                break;
+            }
         }
-        Ok(out)
+        Ok(())
     }
 
     pub fn releasedir(&self, fh: u64) {
