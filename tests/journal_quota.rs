@@ -271,7 +271,11 @@ fn journal_stays_within_quota_under_many_renames() {
         serde_json::from_str(&env.ok(&["status", &g, "--json"])).unwrap();
     let pending = status[0]["pending"].as_array().unwrap();
     let has = |path: &str| pending.iter().any(|c| c["path"] == path);
-    assert!(has("big-copy.bin") && has("docs/guide.md"), "{pending:?}");
+    assert!(has("big-copy.bin"), "{pending:?}");
+    // guide.md went through a thousand copy-up changes but ends with the
+    // host's bytes and mode (times and xattrs are never committed): no
+    // change, in the pending list as in the patch set.
+    assert!(!has("docs/guide.md"), "{pending:?}");
     let diff = env.ok(&["diff", &g, "--stat"]);
     assert!(diff.contains("big-copy.bin"), "{diff}");
     let m = env.mount(&g, &mp, &["--quota-bytes", &quota]);
