@@ -396,6 +396,8 @@ fn rootless_grant_mount_run_and_commit() {
             ])
             .args(args)
             .env("HOME", &base)
+            // Rootless, auto is the fuse engine whatever the run's default.
+            .env_remove("WOPFS_ENGINE")
             .output()
             .unwrap()
     };
