@@ -14,6 +14,7 @@ pub mod controller;
 pub mod creds;
 pub mod error;
 pub mod fuse;
+pub mod git;
 pub mod grant;
 pub mod host;
 pub mod mount;

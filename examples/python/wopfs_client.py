@@ -637,11 +637,28 @@ class WopfsWorkspaceClient(WorkspaceClient):
         inline = {p["path"]: p.get("content") for p in raw}
         return tuple(_patch(p, inline) for p in raw)
 
-    async def commit(self, grant_id: str, *, paths: Sequence[str] = (), approver: str | None = None) -> Any:
-        """Applies the grant's patches to the host (approvers only)."""
+    async def commit(
+        self,
+        grant_id: str,
+        *,
+        paths: Sequence[str] = (),
+        approver: str | None = None,
+        git_branch: str | None = None,
+        message: str | None = None,
+        author: str | None = None,
+    ) -> Any:
+        """Applies the grant's patches to the host (approvers only); with
+        git_branch, commits the whole set onto that branch of the host's git
+        repository instead (message, author: of that commit)."""
         body: dict[str, Any] = {"paths": _list(paths)}
         if approver:
             body["approver"] = approver
+        if git_branch:
+            body["git_branch"] = git_branch
+        if message is not None:
+            body["message"] = message
+        if author is not None:
+            body["author"] = author
         gid = urllib.parse.quote(grant_id, safe="")
         return await self._call("POST", f"/v1/grants/{gid}/commit", body)
 

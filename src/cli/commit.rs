@@ -31,6 +31,21 @@ pub struct CommitArgs {
     /// Print the outcome as JSON: applied and skipped paths, what each kept.
     #[arg(long)]
     json: bool,
+    /// Commit the whole set as a new commit on this branch of the host's
+    /// git repository instead of writing the working tree (its parent: the
+    /// commit the grant was cut from; the working tree, index and current
+    /// branch are never touched).
+    #[arg(long, value_name = "NAME", conflicts_with = "paths")]
+    git_branch: Option<String>,
+    /// With --git-branch: the commit message's first paragraph (default:
+    /// the grant's purpose); the grant, purpose, reason and approver follow
+    /// as trailers.
+    #[arg(long, value_name = "TEXT", requires = "git_branch")]
+    message: Option<String>,
+    /// With --git-branch: `Name <email>` of the commit's author (default:
+    /// the approver).
+    #[arg(long, value_name = "WHO", requires = "git_branch")]
+    author: Option<String>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -68,6 +83,9 @@ fn ask(summary: &str) -> bool {
 
 pub fn run_commit(state: &StateDir, a: &CommitArgs) -> Result<()> {
     let grant = state.load_grant(&a.grant)?;
+    if let Some(branch) = &a.git_branch {
+        return commit_to_branch(state, &grant, a, branch);
+    }
     // Sized once the commit knows how many changes it applies.
     let pb = super::term::progress_bar(0, "committing");
     let pb2 = pb.clone();
@@ -121,6 +139,48 @@ pub fn run_commit(state: &StateDir, a: &CommitArgs) -> Result<()> {
         outln!(
             "applied {} change(s); the rest stays pending",
             outcome.applied.len()
+        )?;
+    }
+    Ok(())
+}
+
+fn commit_to_branch(
+    state: &StateDir,
+    grant: &crate::grant::Grant,
+    a: &CommitArgs,
+    branch: &str,
+) -> Result<()> {
+    let made = controller::commit_to_git_branch(
+        state,
+        grant,
+        controller::BranchOptions {
+            branch: branch.to_string(),
+            message: a.message.clone(),
+            author: a.author.clone(),
+            approver: a.approver.clone(),
+            from: a.from.clone(),
+            yes: a.yes,
+            dry_run: a.dry_run,
+            confirm: Some(Box::new(ask)),
+        },
+    )?;
+    if a.json {
+        return super::print_json(&made);
+    }
+    if a.dry_run {
+        outln!(
+            "dry run: grant {}'s set can be committed onto branch {} (parent {}); nothing was written",
+            grant.grant_id,
+            made.branch,
+            made.parent
+        )?;
+    } else {
+        outln!(
+            "committed grant {} onto branch {} as {} (parent {}); the working tree is unchanged",
+            grant.grant_id,
+            made.branch,
+            made.commit,
+            made.parent
         )?;
     }
     Ok(())

@@ -3,6 +3,7 @@
 //! sandbox.
 
 pub mod apply;
+pub mod git_branch;
 mod rebase;
 mod symlinks;
 
@@ -631,4 +632,143 @@ pub fn recover(state: &StateDir, grant: &Grant) -> Result<Option<apply::Phase>> 
     let _lock = session::lock(&session_dir, true, &grant.grant_id)?;
     let host = HostRoot::open(&grant.root).ctx(|| format!("host tree {}", grant.root.display()))?;
     recover_locked(state, grant, &host)
+}
+
+/// What `wopfs commit --git-branch` asks besides the set.
+pub struct BranchOptions {
+    pub branch: String,
+    pub message: Option<String>,
+    pub author: Option<String>,
+    pub approver: Option<String>,
+    pub from: Option<PathBuf>,
+    pub yes: bool,
+    pub dry_run: bool,
+    pub confirm: Option<Confirm>,
+}
+
+/// `wopfs commit --git-branch`: the session's whole set becomes a commit on
+/// a branch of the host repository (`git_branch`), never the working tree.
+/// The same validation as a commit; the conflict check is against the
+/// commit the grant was cut from. Ends the session as a commit does.
+pub fn commit_to_git_branch(
+    state: &StateDir,
+    grant: &Grant,
+    opts: BranchOptions,
+) -> Result<git_branch::BranchCommit> {
+    let session_dir = state.session_dir(&grant.grant_id);
+    let approver = opts
+        .approver
+        .clone()
+        .unwrap_or_else(crate::audit::current_actor);
+    let origin = grant.git.clone().ok_or_else(|| {
+        Error::invalid(format!(
+            "grant {}'s root {} was not in a git work tree with a commit when the grant was made; --git-branch needs one (commit to the working tree instead)",
+            grant.grant_id,
+            grant.root.display()
+        ))
+    })?;
+    ensure_unmounted(state, grant)?;
+    let _lock = session::lock(&session_dir, true, &grant.grant_id)?;
+    let host = HostRoot::open(&grant.root).ctx(|| format!("host tree {}", grant.root.display()))?;
+    recover_locked(state, grant, &host)?;
+    SessionState::load(&session_dir)?.check_not_ended(&grant.grant_id, "commit")?;
+    let loaded = patch_set(state, grant, opts.from.as_deref())?;
+    loaded.validate(grant)?;
+    symlinks::check(grant, &loaded)?;
+    if loaded.set.patches.is_empty() {
+        return Err(Error::invalid(format!(
+            "grant {} has no pending changes; nothing to commit",
+            grant.grant_id
+        )));
+    }
+    let meta = git_branch::Meta {
+        grant_id: &grant.grant_id,
+        purpose: &grant.purpose,
+        reason: &grant.reason,
+        approver: &approver,
+        author: opts.author.as_deref(),
+        message: opts.message.as_deref(),
+    };
+    // The checks first (a dry run), so the approver is asked only about
+    // a commit that can be made.
+    let checked =
+        git_branch::commit_to_branch(&grant.root, &origin, &opts.branch, &loaded, &meta, true)?;
+    if opts.dry_run {
+        return Ok(checked);
+    }
+    if grant.requires_human_approval && !opts.yes {
+        let diffs = crate::patch::diff::file_diffs(&loaded, &host)?;
+        let summary = format!(
+            "{}\n{}\nCommit {} change{} onto branch {} (parent {})?",
+            crate::patch::diff::stat(&diffs).trim_end(),
+            crate::patch::diff::approval_summary(&diffs).trim_end(),
+            loaded.set.patches.len(),
+            if loaded.set.patches.len() == 1 {
+                ""
+            } else {
+                "s"
+            },
+            opts.branch,
+            origin.commit
+        );
+        if !opts.confirm.as_ref().is_some_and(|ask| ask(&summary)) {
+            return Err(Error::policy(format!(
+                "grant {} requires human approval, and the commit was not approved; nothing was written (off a terminal, pass --yes, recorded with --approver)",
+                grant.grant_id
+            )));
+        }
+    }
+    let audit = Audit::new(state.path());
+    audit.append(
+        "wopfs.patch.commit",
+        Some(&grant.grant_id),
+        &approver,
+        Event::Start,
+        "committing onto a git branch",
+        json!({"git_branch": opts.branch, "parent": origin.commit,
+               "patches": loaded.set.patches.len()}),
+    )?;
+    let made =
+        git_branch::commit_to_branch(&grant.root, &origin, &opts.branch, &loaded, &meta, false);
+    let made = match made {
+        Ok(m) => m,
+        Err(e) => {
+            audit.append(
+                "wopfs.patch.commit",
+                Some(&grant.grant_id),
+                &approver,
+                Event::Failure,
+                "not committed onto the git branch",
+                json!({"git_branch": opts.branch, "error": e.to_string()}),
+            )?;
+            return Err(e);
+        }
+    };
+    // The session is done, as after a whole commit: its changes are the
+    // branch's now. (The set holds the layer open: let it go first.)
+    let applied = loaded.set.patches.len();
+    drop(loaded);
+    session::set_phase(
+        &session_dir,
+        Phase::Committed,
+        Some(format!(
+            "committed onto git branch {} as {}",
+            made.branch, made.commit
+        )),
+        Some(approver.clone()),
+    )?;
+    if let Err(e) = crate::overlay::engine::discard_layer(&session_dir) {
+        tracing::warn!(error = %e, "the committed session's layer stays; wopfs reject or a later commit removes it");
+    }
+    let _ = std::fs::remove_dir_all(session_dir.join("overlay"));
+    audit.append(
+        "wopfs.patch.commit",
+        Some(&grant.grant_id),
+        &approver,
+        Event::Complete,
+        "committed onto a git branch",
+        json!({"git_branch": made.branch, "commit": made.commit, "parent": made.parent,
+               "tree": made.tree, "created": made.created, "applied": applied}),
+    )?;
+    Ok(made)
 }

@@ -70,6 +70,10 @@ pub struct Grant {
     /// The files left out for having more than one hard link.
     #[serde(default)]
     pub hardlinks_left_out: Vec<String>,
+    /// Where the root stood in its git repository when the grant was made
+    /// (the parent of `wopfs commit --git-branch`); `None` outside one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git: Option<crate::git::Origin>,
 }
 
 fn yes() -> bool {

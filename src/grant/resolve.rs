@@ -142,6 +142,7 @@ pub fn resolve(req: &GrantRequest, policy: &Policy, clock: &dyn Clock) -> Result
     }
 
     let now = clock.now();
+    let root_for_git = root.clone();
     Ok(Grant {
         grant_id: String::new(),
         purpose: req.purpose.clone(),
@@ -171,6 +172,7 @@ pub fn resolve(req: &GrantRequest, policy: &Policy, clock: &dyn Clock) -> Result
         allow_hardlinks: policy.allow_hardlinks,
         hardlinked_files: hardlinked,
         hardlinks_left_out,
+        git: crate::git::origin(&root_for_git),
     })
 }
 

@@ -603,6 +603,11 @@ struct CommitReq {
     #[serde(default)]
     paths: Vec<String>,
     approver: Option<String>,
+    /// Commit onto this branch of the host's git repository instead.
+    git_branch: Option<String>,
+    /// With `git_branch`: the message's first paragraph, the author.
+    message: Option<String>,
+    author: Option<String>,
 }
 
 /// Unmounts a view that open_view mounted, so no write races the commit.
@@ -644,7 +649,32 @@ async fn commit(
         let approver = r
             .approver
             .unwrap_or_else(|| format!("uid {} (api)", peer.uid));
-        crate::controller::commit(
+        if let Some(branch) = r.git_branch {
+            if !r.paths.is_empty() {
+                return Err(Error::invalid(
+                    "git_branch commits the whole set: paths cannot go with it",
+                ));
+            }
+            let made = crate::controller::commit_to_git_branch(
+                &st,
+                &grant,
+                crate::controller::BranchOptions {
+                    branch,
+                    message: r.message,
+                    author: r.author,
+                    approver: Some(approver),
+                    from: None,
+                    yes: true,
+                    dry_run: false,
+                    confirm: None,
+                },
+            )?;
+            return Ok(json!(made));
+        }
+        if r.message.is_some() || r.author.is_some() {
+            return Err(Error::invalid("message and author go with git_branch"));
+        }
+        let out = crate::controller::commit(
             &st,
             &grant,
             crate::controller::CommitOptions {
@@ -656,10 +686,11 @@ async fn commit(
                 confirm: None,
                 progress: None,
             },
-        )
+        )?;
+        Ok(json!(out))
     })
     .await?;
-    Ok(Json(json!(out)))
+    Ok(Json(out))
 }
 
 #[derive(Deserialize)]
