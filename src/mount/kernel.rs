@@ -612,6 +612,11 @@ impl KernelStack {
         &self.mountpoint
     }
 
+    /// Notifications to the lower's kernel side (revocation).
+    pub fn notifier(&self) -> Option<fuser::Notifier> {
+        self.fuse.as_ref().map(fuser::BackgroundSession::notifier)
+    }
+
     /// What ends the view at expiry, callable from another thread.
     pub fn expiry(&self) -> Expiry {
         Expiry {
@@ -666,6 +671,16 @@ pub struct Expiry {
 impl Expiry {
     pub fn end(&self) {
         tracing::info!(mountpoint = %self.mountpoint.display(), "the grant expired; taking the view down");
+        self.take_down();
+    }
+
+    /// The same at revocation (`mount/revoke.rs`).
+    pub fn revoke(&self) {
+        tracing::info!(mountpoint = %self.mountpoint.display(), "the grant was revoked; taking the view down");
+        self.take_down();
+    }
+
+    fn take_down(&self) {
         let _ = rustix::mount::unmount(&self.mountpoint, rustix::mount::UnmountFlags::DETACH);
         if let Some(conn) = &self.lower_conn {
             if let Err(e) = std::fs::write(conn.join("abort"), b"1") {

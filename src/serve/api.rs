@@ -109,6 +109,7 @@ pub fn router(server: Arc<Server>) -> Router {
         .route("/v1/grants/{id}/patches", get(patches))
         .route("/v1/grants/{id}/commit", post(commit))
         .route("/v1/grants/{id}/reject", post(reject))
+        .route("/v1/grants/{id}/revoke", post(revoke))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
         .with_state(server)
 }
@@ -682,4 +683,29 @@ async fn reject(
     })
     .await?;
     Ok(Json(json!({"rejected": true})))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RevokeReq {
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// Ends a grant now (`wopfs revoke`): its owner or an approver may, as
+/// revoking only ever takes access away. The view stays mounted, empty,
+/// and its changes stay for review (patches, reject).
+async fn revoke(
+    State(s): Srv,
+    ConnectInfo(peer): Caller,
+    UrlPath(id): UrlPath<String>,
+    Body(r): Body<RevokeReq>,
+) -> Reply {
+    let out = operation(&s, peer, "revoke", Some(id.clone()), move |s| {
+        let (st, _grant) = owned_grant(s, peer, &id)?;
+        let actor = format!("uid {} (api)", peer.uid);
+        crate::mount::revoke::revoke(&st, &id, r.reason.as_deref(), &actor)
+    })
+    .await?;
+    Ok(Json(json!(out)))
 }
