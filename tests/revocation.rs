@@ -153,11 +153,27 @@ fn a_revoked_view_shows_nothing_within_a_second_even_to_a_cwd_holder() {
         Err(e) => assert_eq!(e.raw_os_error(), Some(libc::ENOENT), "{e}"),
     }
     // The process inside can no longer read host files by relative path,
-    // nor list its cwd.
-    for cmd in ["cat app.py", "cat lib/util.py", "ls", "cat ../README.md"] {
+    // nor list anything, nor write.
+    for cmd in [
+        "cat app.py",
+        "cat lib/util.py",
+        "cat ../README.md",
+        "touch x",
+    ] {
         let (out, rc) = sh.run(cmd);
         assert_ne!(rc, 0, "{cmd} in the revoked view succeeded: {out:?}");
         assert!(out.is_empty(), "{cmd}: {out:?}");
+    }
+    let (out, _) = sh.run("ls -a");
+    assert!(out.is_empty(), "ls in the revoked view: {out:?}");
+    // Its own new file: the FUSE engine's view answers ENOENT; the kernel
+    // engine's detached overlay still shows the agent its own upper files
+    // (read-only now) until it lets go of its cwd (README, "Revocation").
+    let (out, rc) = sh.run("cat new.txt");
+    if engine == "kernel" {
+        assert_eq!((out, rc), (vec!["agent's".to_string()], 0));
+    } else {
+        assert_ne!(rc, 0, "{out:?}");
     }
     drop(sh);
 
@@ -264,7 +280,7 @@ fn an_open_file_is_read_by_the_daemon_without_passthrough_and_refused() {
 }
 
 #[test]
-fn an_open_file_served_by_passthrough_outlives_revocation_until_unmount() {
+fn an_open_file_served_by_passthrough_reads_on_until_it_is_closed() {
     let (revoked, unmounted) = open_file_across_revocation(true);
     eprintln!("passthrough: after revocation {revoked:?}, after unmount {unmounted:?}");
     // Where the kernel has passthrough (Linux 6.9+) the read goes straight

@@ -622,6 +622,7 @@ impl KernelStack {
         Expiry {
             mountpoint: self.mountpoint.clone(),
             lower_conn: self.lower_conn.clone(),
+            layer: engine::layer_dir(&self.session_dir),
         }
     }
 
@@ -666,6 +667,8 @@ impl KernelStack {
 pub struct Expiry {
     mountpoint: PathBuf,
     lower_conn: Option<PathBuf>,
+    /// The layer (upper and work), made read-only at revocation.
+    layer: PathBuf,
 }
 
 impl Expiry {
@@ -674,10 +677,20 @@ impl Expiry {
         self.take_down();
     }
 
-    /// The same at revocation (`mount/revoke.rs`).
+    /// The same at revocation (`mount/revoke.rs`), and the layer's
+    /// filesystem made read-only: a process whose cwd is inside the
+    /// detached overlay still sees its own upper files there, but can
+    /// write no more (EROFS). The remount fails (EBUSY) while a file is
+    /// open for writing in the layer; then writes through that overlay go
+    /// on until the process lets go (the view is gone from every path).
     pub fn revoke(&self) {
         tracing::info!(mountpoint = %self.mountpoint.display(), "the grant was revoked; taking the view down");
         self.take_down();
+        use rustix::mount::MountFlags;
+        let flags = MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV;
+        if let Err(e) = rustix::mount::mount_remount(&self.layer, flags, "") {
+            tracing::warn!(error = %e, layer = %self.layer.display(), "cannot make the layer read-only");
+        }
     }
 
     fn take_down(&self) {
