@@ -488,3 +488,74 @@ fn a_revoked_token_and_its_delegated_children_are_refused_at_mount() {
     assert!(err.contains("not a token id"), "{err}");
     assert!(!is_mounted(&mp));
 }
+
+/// The API's policy: root approves.
+const POLICY: &str = "enabled = true\nmax_files = 100\nmax_total_size_bytes = 10000000\n\
+     allowed_modes = [\"read_only\", \"read_write_overlay\"]\napprover_uids = [0]\n";
+
+/// `POST /v1/grants/{id}/revoke` through the Python client's `revoke()`.
+#[test]
+fn the_api_and_the_python_client_revoke_a_view_they_opened() {
+    let env = Env::new();
+    env.write("src/pay.py", "def pay(): pass\n");
+    let server = Server::start(&env, "wopfs.sock", POLICY, &[]);
+    let client = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/python");
+    let py = |code: &str| {
+        let out = Command::new(python())
+            .arg("-c")
+            .arg(format!(
+                "import sys, json; sys.path.insert(0, {client:?}); from wopfs_client import *; \
+                 c = WopfsClient({sock:?}); {code}",
+                client = client.to_str().unwrap(),
+                sock = server.socket.to_str().unwrap()
+            ))
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).trim().to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (ok, out, err) = py(&format!(
+        "v = c.open_view(purpose='pay', hints=['pay'], mode=WorkspaceMode.READ_WRITE_OVERLAY, \
+         reason='fix', engine={:?}); print(v.aio.grant.grant_id, v.aio.mount_path)",
+        test_engine()
+    ));
+    assert!(ok, "{err}");
+    let (g, mp) = out.split_once(' ').unwrap();
+    let mp = Path::new(mp);
+    assert_eq!(
+        fs::read_to_string(mp.join("src/pay.py")).unwrap(),
+        "def pay(): pass\n"
+    );
+    fs::write(mp.join("src/pay.py"), "def pay(): return 1\n").unwrap();
+
+    let (ok, out, err) = py(&format!(
+        "print(json.dumps(c.revoke({g:?}, reason='agent misbehaved')))"
+    ));
+    assert!(ok, "{err}");
+    let start = Instant::now();
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["grant_id"], g);
+    assert_eq!(v["reason"], "agent misbehaved");
+    assert!(v["actor"].as_str().unwrap().contains("(api)"), "{v}");
+    let gone = poll_until(WITHIN, || {
+        enoent(&mp.join("src/pay.py")) && enoent(&mp.join("src"))
+    });
+    assert!(gone, "still visible after {:?}", start.elapsed());
+
+    // Twice: a conflict. The changes are still there to review.
+    let (ok, _, err) = py(&format!("c.revoke({g:?})"));
+    assert!(
+        !ok && err.contains("409") && err.contains("already revoked"),
+        "{err}"
+    );
+    let (ok, out, err) = py(&format!("print([p.path for p in c.patches({g:?})])"));
+    assert!(ok && out.contains("src/pay.py"), "{out} {err}");
+    // Unknown grants: 404.
+    let (ok, _, err) = py("c.revoke('g-0000000000000000')");
+    assert!(!ok && err.contains("404"), "{err}");
+    drop(server);
+    assert!(no_mount_of_grant(g));
+}
