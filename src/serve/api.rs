@@ -557,6 +557,7 @@ async fn delegate(State(s): Srv, ConnectInfo(peer): Caller, Body(r): Body<Delega
     let token = operation(&s, peer, "delegate", Some(id), move |s| {
         let ttl_secs = ttl(&r.ttl_seconds)?;
         let (st, grant) = owned_grant(s, peer, &r.grant_id)?;
+        st.check_not_revoked(&grant.grant_id, "delegate from it")?;
         let key = s.opts.signing_key.as_ref().ok_or_else(|| {
             Error::policy("delegate needs a signing key: start wopfs serve with A2A_GRANT_SIGNING_KEY or --signing-key")
         })?;
