@@ -60,7 +60,7 @@ if [ "$(id -u)" = 0 ]; then
     TMPDIR="$run_tmp" WOPFS_TEST_SHM="$run_shm" WOPFS_TEST_ENGINE=kernel WOPFS_ENGINE=kernel \
         timeout --kill-after=30s 20m cargo test --locked --features fault-injection \
         --test overlay_session --test commit_flow --test overlay_posix \
-        --test run_and_containers --test docker --test git_branch -- --test-threads=4
+        --test run_and_containers --test docker --test git_branch --test revocation -- --test-threads=4
 fi
 
 # The switches must not exist in a build without the feature (release

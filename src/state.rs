@@ -9,6 +9,7 @@
 //! STATE/sessions/g-…/grant.mac   blake3 keyed hash of grant.json
 //! STATE/sessions/g-…/mount.json  {pid, mountpoint} while a daemon serves it
 //! STATE/sessions/g-…/daemon.log  the mount daemon's log
+//! STATE/sessions/g-…/revoked     MAC line, then the revocation JSON (`wopfs revoke`)
 //! STATE/buckets.toml             bucket names of host trees (`crate::bucket`)
 //! STATE/tokens/…                 claims of known grant tokens (`crate::chain`)
 //! ```
@@ -238,6 +239,106 @@ impl StateDir {
     }
 }
 
+/// A grant's revocation, recorded by `wopfs revoke` (`STATE/sessions/g-…/revoked`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Revocation {
+    pub grant_id: String,
+    /// RFC 3339, UTC.
+    pub revoked_at: String,
+    /// Who revoked it (as the audit log names actors).
+    pub actor: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+const REVOCATION_DOMAIN: &[u8] = b"wopfs grant revocation\n";
+
+impl StateDir {
+    /// The file whose existence revokes a grant: what a serving daemon polls.
+    pub fn revocation_path(&self, grant_id: &str) -> PathBuf {
+        self.session_dir(grant_id).join("revoked")
+    }
+
+    /// Records `rev`, once: a grant revoked already is a conflict that
+    /// names the first revocation. Written whole (temp file, fsync, link),
+    /// so the file a daemon sees is complete.
+    pub fn record_revocation(&self, rev: &Revocation) -> Result<()> {
+        if let Some(first) = self.revocation(&rev.grant_id)? {
+            return Err(Error::conflict(format!(
+                "grant {} is already revoked (at {} by {})",
+                rev.grant_id, first.revoked_at, first.actor
+            )));
+        }
+        let json = serde_json::to_vec(rev).map_err(|e| Error::invalid(e.to_string()))?;
+        let mac = self.mac(&[REVOCATION_DOMAIN, &json].concat())?.to_hex();
+        let path = self.revocation_path(&rev.grant_id);
+        let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+        let mut data = format!("{mac}\n").into_bytes();
+        data.extend_from_slice(&json);
+        write_atomic(&tmp, &data)?;
+        let linked = fs::hard_link(&tmp, &path);
+        let _ = fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(Error::conflict(
+                format!("grant {} is already revoked", rev.grant_id),
+            )),
+            Err(e) => Err(Error::io(
+                format!("recording the revocation of {}", rev.grant_id),
+                e,
+            )),
+        }
+    }
+
+    /// The grant's revocation, if any. A record that does not match its MAC
+    /// is an error (the caller refuses: a revocation is never undone by
+    /// editing it).
+    pub fn revocation(&self, grant_id: &str) -> Result<Option<Revocation>> {
+        let path = self.revocation_path(grant_id);
+        let data = match fs::read(&path) {
+            Ok(d) => d,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io(format!("reading {}", path.display()), e)),
+        };
+        let tampered = || {
+            Error::policy(format!(
+                "grant {grant_id} is revoked, and its revocation record has been tampered with"
+            ))
+        };
+        let (mac, json) = data
+            .iter()
+            .position(|&b| b == b'\n')
+            .map(|i| (&data[..i], &data[i + 1..]))
+            .ok_or_else(tampered)?;
+        let expect = self.mac(&[REVOCATION_DOMAIN, json].concat())?;
+        let ok = std::str::from_utf8(mac)
+            .ok()
+            .and_then(|m| blake3::Hash::from_hex(m.trim()).ok())
+            .is_some_and(|m| m == expect);
+        let rev: Revocation = match serde_json::from_slice(json) {
+            Ok(r) if ok => r,
+            _ => return Err(tampered()),
+        };
+        if rev.grant_id != grant_id {
+            return Err(tampered());
+        }
+        Ok(Some(rev))
+    }
+
+    /// Refuses to `what` (mount, run, commit) a revoked grant.
+    pub fn check_not_revoked(&self, grant_id: &str, what: &str) -> Result<()> {
+        match self.revocation(grant_id)? {
+            None => Ok(()),
+            Some(r) => Err(Error::policy(format!(
+                "cannot {what}: grant {grant_id} was revoked at {} by {}{}",
+                r.revoked_at,
+                r.actor,
+                r.reason.map(|r| format!(" ({r})")).unwrap_or_default()
+            ))),
+        }
+    }
+}
+
 pub fn is_grant_id(s: &str) -> bool {
     s.len() == 18 && s.starts_with("g-") && s[2..].bytes().all(|b| b.is_ascii_hexdigit())
 }
@@ -329,5 +430,40 @@ mod tests {
         assert!(e.contains("unknown grant g-0000000000000000"), "{e}");
         let e = state.load_grant("../../etc").unwrap_err().to_string();
         assert!(e.contains("unknown grant"), "{e}");
+    }
+
+    #[test]
+    fn revocations_are_recorded_once_and_tampering_refuses() {
+        let host = tempfile::tempdir().unwrap();
+        let st = tempfile::tempdir().unwrap();
+        let state = StateDir::open(st.path()).unwrap();
+        let g = state.create_grant(grant(host.path())).unwrap();
+        let id = g.grant_id.clone();
+        assert_eq!(state.revocation(&id).unwrap(), None);
+        state.check_not_revoked(&id, "mount").unwrap();
+        let rev = Revocation {
+            grant_id: id.clone(),
+            revoked_at: "2026-01-01T00:00:00Z".into(),
+            actor: "uid 0".into(),
+            reason: Some("leaked".into()),
+        };
+        state.record_revocation(&rev).unwrap();
+        assert_eq!(state.revocation(&id).unwrap(), Some(rev.clone()));
+        let e = state
+            .check_not_revoked(&id, "mount")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cannot mount") && e.contains("(leaked)"), "{e}");
+        let e = state.record_revocation(&rev).unwrap_err().to_string();
+        assert!(e.contains("already revoked"), "{e}");
+
+        let path = state.revocation_path(&id);
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, text.replace("leaked", "fine")).unwrap();
+        let e = state
+            .check_not_revoked(&id, "mount")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("tampered"), "{e}");
     }
 }

@@ -1436,3 +1436,160 @@ mod tests {
         );
     }
 }
+
+// ---------------------------------------------------------------------------
+// Revocation
+// ---------------------------------------------------------------------------
+
+/// A token's revocation (`wopfs token revoke`), kept in the state dir:
+///
+/// ```text
+/// STATE/tokens/revoked/<blake3 of the token id>   MAC line, then this as JSON
+/// ```
+///
+/// A token whose id, or any id up its delegation chain, is revoked here is
+/// refused at `mount --token` and `run --token` (`cli/token.rs`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TokenRevocation {
+    pub token_id: String,
+    /// RFC 3339, UTC.
+    pub revoked_at: String,
+    pub actor: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+const REVOCATION_DOMAIN: &[u8] = b"wopfs token revocation\n";
+
+fn revocation_path(state: &crate::state::StateDir, token_id: &str) -> std::path::PathBuf {
+    let name = blake3::hash(token_id.as_bytes()).to_hex();
+    state
+        .path()
+        .join("tokens")
+        .join("revoked")
+        .join(&name[..32])
+}
+
+/// Records the revocation of `token_id` (ids look like grant ids), once.
+pub fn revoke(
+    state: &crate::state::StateDir,
+    token_id: &str,
+    reason: Option<&str>,
+    actor: &str,
+) -> Result<TokenRevocation> {
+    if !crate::state::is_grant_id(token_id) {
+        return Err(Error::invalid(format!(
+            "{token_id:?} is not a token id: token ids look like g-0123456789abcdef (wopfs token verify prints a token's)"
+        )));
+    }
+    if let Some(first) = revocation(state, token_id)? {
+        return Err(Error::conflict(format!(
+            "token {token_id} is already revoked (at {} by {})",
+            first.revoked_at, first.actor
+        )));
+    }
+    let rev = TokenRevocation {
+        token_id: token_id.to_string(),
+        revoked_at: crate::grant::rfc3339(std::time::SystemTime::now()),
+        actor: actor.to_string(),
+        reason: reason.map(str::to_string),
+    };
+    let json = serde_json::to_vec(&rev).map_err(|e| Error::invalid(e.to_string()))?;
+    let mac = state.mac(&[REVOCATION_DOMAIN, &json].concat())?.to_hex();
+    let path = revocation_path(state, token_id);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+    }
+    let mut data = format!("{mac}\n").into_bytes();
+    data.extend_from_slice(&json);
+    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+    crate::state::write_atomic(&tmp, &data)?;
+    let linked = std::fs::hard_link(&tmp, &path);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => Ok(rev),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(Error::conflict(format!(
+            "token {token_id} is already revoked"
+        ))),
+        Err(e) => Err(Error::io(
+            format!("recording the revocation of token {token_id}"),
+            e,
+        )),
+    }
+}
+
+/// The revocation of `token_id`, if any; a record that does not match its
+/// MAC is an error (the caller refuses the token).
+pub fn revocation(
+    state: &crate::state::StateDir,
+    token_id: &str,
+) -> Result<Option<TokenRevocation>> {
+    let path = revocation_path(state, token_id);
+    let data = match std::fs::read(&path) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(format!("reading {}", path.display()), e)),
+    };
+    let tampered = || {
+        Error::policy(format!(
+            "token {token_id} is revoked, and its revocation record has been tampered with"
+        ))
+    };
+    let (mac, json) = data
+        .iter()
+        .position(|&b| b == b'\n')
+        .map(|i| (&data[..i], &data[i + 1..]))
+        .ok_or_else(tampered)?;
+    let expect = state.mac(&[REVOCATION_DOMAIN, json].concat())?;
+    let ok = std::str::from_utf8(mac)
+        .ok()
+        .and_then(|m| blake3::Hash::from_hex(m.trim()).ok())
+        .is_some_and(|m| m == expect);
+    match serde_json::from_slice::<TokenRevocation>(json) {
+        Ok(r) if ok && r.token_id == token_id => Ok(Some(r)),
+        _ => Err(tampered()),
+    }
+}
+
+/// Refuses `claims` when its id or any id up its chain is revoked: a
+/// revoked token here, or a revoked grant (`wopfs serve` delegates from
+/// grants). `parent_of` gives a link's parent id (`chain::lookup`).
+pub fn check_chain_not_revoked(
+    state: &crate::state::StateDir,
+    claims: &Claims,
+    mut parent_of: impl FnMut(&str) -> Result<Option<String>>,
+) -> Result<()> {
+    let mut id = Some(claims.grant_id.clone());
+    let mut parent = claims.parent_grant_id.clone();
+    // A chain is at most max_delegation_depth long; this bounds a cycle.
+    for _ in 0..=claims.delegation_depth.saturating_add(1).min(64) {
+        let Some(cur) = id.take() else {
+            return Ok(());
+        };
+        let whose = if cur == claims.grant_id {
+            format!("token {cur}")
+        } else {
+            format!("token {} is delegated from {cur}, which", claims.grant_id)
+        };
+        if let Some(r) = revocation(state, &cur)? {
+            return Err(Error::policy(format!(
+                "{whose} was revoked at {} by {}{}",
+                r.revoked_at,
+                r.actor,
+                r.reason.map(|r| format!(" ({r})")).unwrap_or_default()
+            )));
+        }
+        if let Some(r) = state.revocation(&cur)? {
+            return Err(Error::policy(format!(
+                "{whose} is a grant revoked at {} by {}",
+                r.revoked_at, r.actor
+            )));
+        }
+        id = parent.take();
+        if let Some(p) = &id {
+            parent = parent_of(p)?;
+        }
+    }
+    Ok(())
+}

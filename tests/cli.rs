@@ -386,6 +386,12 @@ fn every_subcommand_prints_json() {
         recovered,
         serde_json::json!({"grant_id": gid, "recovered": null})
     );
+    let revoked = j(&["revoke", &gid, "--reason", "done", "--json"]);
+    assert_eq!(revoked["grant_id"], gid.as_str());
+    assert_eq!(revoked["reason"], "done");
+    let token_id = child["claims"]["grant_id"].as_str().unwrap();
+    let revoked = j(&["token", "revoke", token_id, "--json"]);
+    assert_eq!(revoked["token_id"], token_id);
 
     let log = j(&["audit", "--json"]);
     assert!(log.as_array().unwrap().len() >= 8, "{log}");

@@ -667,6 +667,15 @@ class WopfsWorkspaceClient(WorkspaceClient):
         gid = urllib.parse.quote(grant_id, safe="")
         await self._call("POST", f"/v1/grants/{gid}/reject", {"reason": reason})
 
+    async def revoke(self, grant_id: str, *, reason: str | None = None) -> Any:
+        """Ends the grant now: its live view shows nothing within a second,
+        no new mount; its changes stay for review (its owner or approvers)."""
+        body: dict[str, Any] = {}
+        if reason:
+            body["reason"] = reason
+        gid = urllib.parse.quote(grant_id, safe="")
+        return await self._call("POST", f"/v1/grants/{gid}/revoke", body)
+
 
 # --- the synchronous wrapper ------------------------------------------------
 
@@ -742,3 +751,6 @@ class WopfsClient:
 
     def reject(self, grant_id: str, **kw: Any) -> None:
         asyncio.run(self.aio.reject(grant_id, **kw))
+
+    def revoke(self, grant_id: str, **kw: Any) -> Any:
+        return asyncio.run(self.aio.revoke(grant_id, **kw))

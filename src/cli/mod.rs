@@ -26,6 +26,7 @@ mod grant;
 mod mount;
 mod number;
 mod patch;
+mod revoke;
 mod run;
 mod search;
 mod serve;
@@ -128,6 +129,8 @@ pub enum Command {
     Reject(commit::RejectArgs),
     /// Complete or roll back an interrupted commit.
     Recover(commit::RecoverArgs),
+    /// End a grant now: its live view shows nothing within a second; no new mount.
+    Revoke(revoke::Args),
     /// Show the audit log; --verify checks its hash chain.
     Audit(audit::Args),
     /// Run a command in a private mount namespace that sees only the view.
@@ -206,6 +209,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Commit(a) => commit::run_commit(&state()?, a),
         Command::Reject(a) => commit::run_reject(&state()?, a),
         Command::Recover(a) => commit::run_recover(&state()?, a),
+        Command::Revoke(a) => revoke::run(&state()?, a),
         Command::Audit(a) => audit::run(&state()?, a, &term),
         Command::Run(a) => return run::run(&state()?, a),
         Command::Token(a) => token::run(&state()?, a),

@@ -33,6 +33,42 @@ enum TokenCommand {
     /// Verify tokens and remember their claims (never the tokens), so that
     /// tokens delegated from them can be mounted here.
     Import(ImportArgs),
+    /// Revoke a token by id: it, and every token delegated from it, is
+    /// refused at mount --token and run --token from now on.
+    Revoke(RevokeArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct RevokeArgs {
+    /// The token's id (its grant_id claim; wopfs token verify prints it).
+    #[arg(value_name = "TOKEN_ID")]
+    token_id: String,
+    /// Why it is revoked (kept in the record and the audit log).
+    #[arg(long, value_name = "TEXT")]
+    reason: Option<String>,
+    /// Print the revocation as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn revoke(state: &StateDir, a: &RevokeArgs) -> Result<()> {
+    let actor = current_actor();
+    let r = token::revoke(state, &a.token_id, a.reason.as_deref(), &actor)?;
+    Audit::new(state.path()).append(
+        "wopfs.token.revoke",
+        None,
+        &actor,
+        Event::Complete,
+        "revoked",
+        json!({"token": a.token_id, "reason": a.reason}),
+    )?;
+    if a.json {
+        return super::print_json(&r);
+    }
+    outln!(
+        "revoked token {} at {}: it and every token delegated from it are refused at mount; views already mounted from it go on until you revoke their grants (wopfs revoke GRANT)",
+        a.token_id, r.revoked_at
+    )
 }
 
 #[derive(clap::Args, Debug)]
@@ -172,6 +208,7 @@ pub fn run(state: &StateDir, a: &Args) -> Result<()> {
         TokenCommand::Delegate(d) => delegate(state, d),
         TokenCommand::Verify(v) => verify(v),
         TokenCommand::Import(i) => import(state, i),
+        TokenCommand::Revoke(r) => revoke(state, r),
     }
 }
 
@@ -446,6 +483,9 @@ pub fn grant_from_token(
     check_state_outside_root(state.path(), root)?;
     let bucket = crate::bucket::check_token(state.path(), root, &claims.grant_id, &claims.bucket)?;
     crate::chain::check(state, &claims, &clock)?;
+    token::check_chain_not_revoked(state, &claims, |id| {
+        Ok(crate::chain::lookup(state, id, &clock)?.and_then(|c| c.parent_grant_id))
+    })?;
     let policy = match &a.policy {
         Some(p) => Policy::load(p)?,
         None => Policy::builtin_default()?,

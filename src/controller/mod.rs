@@ -397,6 +397,9 @@ pub fn commit(state: &StateDir, grant: &Grant, mut opts: CommitOptions) -> Resul
         .approver
         .clone()
         .unwrap_or_else(crate::audit::current_actor);
+    // A revoked session is kept for review (diff, export, reject), never
+    // applied (`wopfs recover` still finishes an interrupted commit).
+    state.check_not_revoked(&grant.grant_id, "commit")?;
     ensure_unmounted(state, grant)?;
     let _lock = session::lock(&session_dir, true, &grant.grant_id)?;
     let host = HostRoot::open(&grant.root).ctx(|| format!("host tree {}", grant.root.display()))?;

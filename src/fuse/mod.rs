@@ -32,6 +32,32 @@ impl WopFs {
     }
 }
 
+/// Drops what the kernel cached of a revoked view (`View::revoke`): each
+/// name's dentry (a directory's takes its subtree with it) and each inode's
+/// attributes and cached pages, the root's included, so the next access
+/// asks the view, which answers ENOENT. Notifications about what the
+/// kernel never cached fail with ENOENT and are ignored. Returns how many
+/// the kernel took.
+pub fn invalidate(notifier: &fuser::Notifier, known: &[view::Known]) -> usize {
+    let mut taken = 0;
+    for k in known {
+        if notifier
+            .inval_entry(INodeNo(k.parent), OsStr::new(&k.name))
+            .is_ok()
+        {
+            taken += 1;
+        }
+    }
+    // Offset 0, length 0: the attributes and every cached page.
+    let inodes = std::iter::once(crate::tree::ROOT).chain(known.iter().map(|k| k.ino));
+    for ino in inodes {
+        if notifier.inval_inode(INodeNo(ino), 0, 0).is_ok() {
+            taken += 1;
+        }
+    }
+    taken
+}
+
 impl Filesystem for WopFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         // Best effort: each capability the kernel lacks is simply not used.

@@ -612,11 +612,17 @@ impl KernelStack {
         &self.mountpoint
     }
 
+    /// Notifications to the lower's kernel side (revocation).
+    pub fn notifier(&self) -> Option<fuser::Notifier> {
+        self.fuse.as_ref().map(fuser::BackgroundSession::notifier)
+    }
+
     /// What ends the view at expiry, callable from another thread.
     pub fn expiry(&self) -> Expiry {
         Expiry {
             mountpoint: self.mountpoint.clone(),
             lower_conn: self.lower_conn.clone(),
+            layer: engine::layer_dir(&self.session_dir),
         }
     }
 
@@ -661,11 +667,33 @@ impl KernelStack {
 pub struct Expiry {
     mountpoint: PathBuf,
     lower_conn: Option<PathBuf>,
+    /// The layer (upper and work), made read-only at revocation.
+    layer: PathBuf,
 }
 
 impl Expiry {
     pub fn end(&self) {
         tracing::info!(mountpoint = %self.mountpoint.display(), "the grant expired; taking the view down");
+        self.take_down();
+    }
+
+    /// The same at revocation (`mount/revoke.rs`), and the layer's
+    /// filesystem made read-only: a process whose cwd is inside the
+    /// detached overlay still sees its own upper files there, but can
+    /// write no more (EROFS). The remount fails (EBUSY) while a file is
+    /// open for writing in the layer; then writes through that overlay go
+    /// on until the process lets go (the view is gone from every path).
+    pub fn revoke(&self) {
+        tracing::info!(mountpoint = %self.mountpoint.display(), "the grant was revoked; taking the view down");
+        self.take_down();
+        use rustix::mount::MountFlags;
+        let flags = MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV;
+        if let Err(e) = rustix::mount::mount_remount(&self.layer, flags, "") {
+            tracing::warn!(error = %e, layer = %self.layer.display(), "cannot make the layer read-only");
+        }
+    }
+
+    fn take_down(&self) {
         let _ = rustix::mount::unmount(&self.mountpoint, rustix::mount::UnmountFlags::DETACH);
         if let Some(conn) = &self.lower_conn {
             if let Err(e) = std::fs::write(conn.join("abort"), b"1") {

@@ -5,6 +5,7 @@
 
 pub mod kernel;
 mod prefixes;
+pub mod revoke;
 pub mod userns;
 
 use std::io::{BufRead, BufReader, Read};
@@ -84,6 +85,7 @@ pub fn check_servable(
     what: &str,
 ) -> Result<()> {
     grant.check_live(clock)?;
+    state.check_not_revoked(&grant.grant_id, what)?;
     let session = state.session_dir(&grant.grant_id);
     crate::session::ensure_no_interrupted_commit(&session, &grant.grant_id)?;
     crate::session::SessionState::load(&session)?.check_not_ended(&grant.grant_id, what)?;
@@ -286,15 +288,39 @@ pub fn open_session(
         if !rustix::process::geteuid().is_root() {
             // `choose_engine` let it through only for `wopfs run`.
             let lower = fuser::Session::new(
-                WopFs::new(view),
+                WopFs::new(view.clone()),
                 mp,
                 &kernel::userns_lower_config(grant, opts),
             )
             .ctx(|| format!("mounting the lower view of grant {}", grant.grant_id))?;
+            // The overlay is the run's child's, in its namespace: only the
+            // lower can be emptied from here.
+            revoke::watch(
+                state,
+                &grant.grant_id,
+                revoke::Ender {
+                    view: Arc::downgrade(&view),
+                    notifier: lower.notifier(),
+                    take_down: None,
+                },
+            )?;
             return Ok((lock, Served::Lower(lower), engine));
         }
-        match kernel::mount(state, grant, mp, opts, view) {
-            Ok(stack) => return Ok((lock, Served::Kernel(stack), engine)),
+        match kernel::mount(state, grant, mp, opts, view.clone()) {
+            Ok(stack) => {
+                if let Some(notifier) = stack.notifier() {
+                    revoke::watch(
+                        state,
+                        &grant.grant_id,
+                        revoke::Ender {
+                            view: Arc::downgrade(&view),
+                            notifier,
+                            take_down: Some(stack.expiry()),
+                        },
+                    )?;
+                }
+                return Ok((lock, Served::Kernel(stack), engine));
+            }
             Err(e) if opts.engine == EngineChoice::Auto && engine::record(&session)?.is_none() => {
                 tracing::warn!(error = %e, "auto: the kernel engine cannot mount here; using the fuse engine");
             }
@@ -302,8 +328,17 @@ pub fn open_session(
         }
     }
     let view = Arc::new(View::new(grant, Some(&session), opts.view.clone())?);
-    let fuse = fuser::Session::new(WopFs::new(view), mp, &fuse_config(grant, opts))
+    let fuse = fuser::Session::new(WopFs::new(view.clone()), mp, &fuse_config(grant, opts))
         .ctx(|| format!("mounting grant {} at {}", grant.grant_id, mp.display()))?;
+    revoke::watch(
+        state,
+        &grant.grant_id,
+        revoke::Ender {
+            view: Arc::downgrade(&view),
+            notifier: fuse.notifier(),
+            take_down: None,
+        },
+    )?;
     let engine = engine.map(|_| Engine::Fuse);
     Ok((lock, Served::Fuse(fuse), engine))
 }

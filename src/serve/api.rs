@@ -109,6 +109,7 @@ pub fn router(server: Arc<Server>) -> Router {
         .route("/v1/grants/{id}/patches", get(patches))
         .route("/v1/grants/{id}/commit", post(commit))
         .route("/v1/grants/{id}/reject", post(reject))
+        .route("/v1/grants/{id}/revoke", post(revoke))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
         .with_state(server)
 }
@@ -556,6 +557,7 @@ async fn delegate(State(s): Srv, ConnectInfo(peer): Caller, Body(r): Body<Delega
     let token = operation(&s, peer, "delegate", Some(id), move |s| {
         let ttl_secs = ttl(&r.ttl_seconds)?;
         let (st, grant) = owned_grant(s, peer, &r.grant_id)?;
+        st.check_not_revoked(&grant.grant_id, "delegate from it")?;
         let key = s.opts.signing_key.as_ref().ok_or_else(|| {
             Error::policy("delegate needs a signing key: start wopfs serve with A2A_GRANT_SIGNING_KEY or --signing-key")
         })?;
@@ -713,4 +715,29 @@ async fn reject(
     })
     .await?;
     Ok(Json(json!({"rejected": true})))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RevokeReq {
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// Ends a grant now (`wopfs revoke`): its owner or an approver may, as
+/// revoking only ever takes access away. The view stays mounted, empty,
+/// and its changes stay for review (patches, reject).
+async fn revoke(
+    State(s): Srv,
+    ConnectInfo(peer): Caller,
+    UrlPath(id): UrlPath<String>,
+    Body(r): Body<RevokeReq>,
+) -> Reply {
+    let out = operation(&s, peer, "revoke", Some(id.clone()), move |s| {
+        let (st, _grant) = owned_grant(s, peer, &id)?;
+        let actor = format!("uid {} (api)", peer.uid);
+        crate::mount::revoke::revoke(&st, &id, r.reason.as_deref(), &actor)
+    })
+    .await?;
+    Ok(Json(json!(out)))
 }

@@ -13,6 +13,7 @@ mod direct;
 mod error;
 mod handles;
 mod link;
+mod revoke;
 mod serve;
 mod setattr;
 mod source;
@@ -31,6 +32,7 @@ use crate::tree::Tree;
 pub use crate::tree::{Ino, Kind, Origin, ROOT};
 pub use attr::{Attr, Entry, Lookup, DIR_SIZE};
 use handles::{Handle, Handles};
+pub use revoke::Known;
 pub use setattr::{Caller, SetAttr, SetTime};
 
 use crate::clock::SharedClock;
@@ -154,6 +156,8 @@ pub struct View {
     stamps: times::Stamps,
     /// The policy allows files with several names (`allow_hardlinks`).
     hard_links: bool,
+    /// Revoked (`revoke.rs`): every request answers ENOENT.
+    revoked: std::sync::atomic::AtomicBool,
 }
 
 impl View {
@@ -224,6 +228,7 @@ impl View {
             seen: Mutex::new(seen),
             stamps: Default::default(),
             hard_links: grant.allow_hardlinks,
+            revoked: Default::default(),
         })
     }
 
@@ -295,8 +300,12 @@ impl View {
         a
     }
 
-    /// After the grant expires every request answers EACCES.
+    /// After the grant expires every request answers EACCES; once it is
+    /// revoked, ENOENT (`revoke.rs`).
     fn live(&self) -> Result<()> {
+        if self.is_revoked() {
+            return Err(Errno::ENOENT.into());
+        }
         match self.expires_at {
             Some(t) if self.opts.clock.now() >= t => Err(Errno::EACCES.into()),
             _ => Ok(()),
