@@ -171,6 +171,7 @@ pub fn mount(
     // The overlay's root shows the upper's root: give it the view's.
     let root = rustix::fs::stat(&lower)
         .map_err(|e| Error::io("reading the lower view's root", e.into()))?;
+    ensure_fusectl();
     stack.lower_conn = Some(PathBuf::from(format!(
         "/sys/fs/fuse/connections/{}",
         rustix::fs::minor(root.st_dev)
@@ -204,6 +205,28 @@ pub fn mount(
         )?;
     }
     Ok(stack)
+}
+
+/// Mounts the FUSE control file system at `/sys/fs/fuse/connections` if
+/// nothing is there (minimal machines leave it out): expiry and revocation
+/// abort the lower's connection through it, so a process holding a cwd in
+/// the taken-down overlay gets no more host data. Best effort.
+fn ensure_fusectl() {
+    let dir = Path::new("/sys/fs/fuse/connections");
+    if !dir.is_dir() || mountinfo::mount_at(dir).is_some() {
+        return;
+    }
+    if let Err(e) = rustix::mount::mount(
+        "fusectl",
+        dir,
+        "fusectl",
+        rustix::mount::MountFlags::NOSUID
+            | rustix::mount::MountFlags::NODEV
+            | rustix::mount::MountFlags::NOEXEC,
+        None,
+    ) {
+        tracing::info!(error = %e, "cannot mount fusectl; expiry cannot abort the lower's connection");
+    }
 }
 
 fn set_mode(p: &Path, mode: u32) -> Result<()> {

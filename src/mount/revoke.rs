@@ -101,9 +101,6 @@ fn end(view: &Arc<View>, ender: &Ender, state_path: &std::path::Path, grant_id: 
     let start = Instant::now();
     let known = view.revoke();
     let invalidated = crate::fuse::invalidate(&ender.notifier, &known);
-    if let Some(t) = &ender.take_down {
-        t.revoke();
-    }
     let ms = start.elapsed().as_millis() as u64;
     tracing::info!(grant = %grant_id, names = known.len(), invalidated, ms, "revoked: the view shows nothing");
     let details = serde_json::json!({
@@ -119,5 +116,10 @@ fn end(view: &Arc<View>, ender: &Ender, state_path: &std::path::Path, grant_id: 
         details,
     ) {
         tracing::error!(error = %e, "cannot write the audit log");
+    }
+    // Last: aborting the lower's connection ends this process's session
+    // at once (the kernel engine), and with it the process.
+    if let Some(t) = &ender.take_down {
+        t.revoke();
     }
 }
