@@ -192,6 +192,9 @@ fn a_revoked_view_shows_nothing_within_a_second_even_to_a_cwd_holder() {
 
     // The changes stay for review, and are never committed.
     drop(m);
+    let status: serde_json::Value =
+        serde_json::from_str(&env.ok(&["status", &g, "--json"])).unwrap();
+    assert_eq!(status[0]["phase"], "revoked", "{status}");
     let diff = env.ok(&["diff", &g]);
     assert!(
         diff.contains("src/new.txt") && diff.contains("+edited"),

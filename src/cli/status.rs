@@ -26,8 +26,9 @@ struct Row {
     total_size_bytes: u64,
     expires_at: Option<String>,
     expired: bool,
-    /// open, pending, committed, rejected, or commit-interrupted (an
-    /// interrupted commit waits for `wopfs recover`).
+    /// open, pending, committed, rejected, revoked (`wopfs revoke`: kept
+    /// for review until rejected), or commit-interrupted (an interrupted
+    /// commit waits for `wopfs recover`).
     phase: String,
     mounted: bool,
     mountpoint: Option<String>,
@@ -72,6 +73,7 @@ pub fn run(state: &StateDir, a: &Args) -> Result<()> {
                 .map(|p| p.display().to_string())
                 .collect()
         };
+        let revoked = state.revocation(&id).ok().flatten().is_some();
         let phase = if crate::session::commit_journal_path(&session).exists() {
             "commit-interrupted".to_string()
         } else {
@@ -80,6 +82,13 @@ pub fn run(state: &StateDir, a: &Args) -> Result<()> {
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_string))
                 .unwrap_or_default()
+        };
+        // A revoked grant's session stays for review: its phase says so
+        // until it is rejected (or committed before the revocation).
+        let phase = if revoked && (phase == "open" || phase == "pending") {
+            "revoked".to_string()
+        } else {
+            phase
         };
         let (pending, error) = if phase == "commit-interrupted" {
             (Vec::new(), None)
