@@ -22,6 +22,7 @@ macro_rules! outln {
 mod audit;
 mod bucket;
 mod commit;
+mod denied;
 mod grant;
 mod mount;
 mod number;
@@ -130,6 +131,8 @@ pub enum Command {
     Recover(commit::RecoverArgs),
     /// Show the audit log; --verify checks its hash chain.
     Audit(audit::Args),
+    /// What the agent tried that its grant refused (hidden names, writes out of scope).
+    Denied(denied::Args),
     /// Run a command in a private mount namespace that sees only the view.
     Run(run::Args),
     /// Mint, delegate, verify and import signed grant tokens.
@@ -207,6 +210,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Reject(a) => commit::run_reject(&state()?, a),
         Command::Recover(a) => commit::run_recover(&state()?, a),
         Command::Audit(a) => audit::run(&state()?, a, &term),
+        Command::Denied(a) => denied::run(&state()?, a),
         Command::Run(a) => return run::run(&state()?, a),
         Command::Token(a) => token::run(&state()?, a),
         Command::Bucket(a) => bucket::run(&state()?, a),
