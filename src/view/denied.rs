@@ -70,7 +70,8 @@ pub struct Denied {
     /// RFC 3339, UTC, milliseconds.
     pub first: String,
     pub last: String,
-    /// The process of the first such request, when the kernel named it.
+    /// The process of the first such request (the kernel names the
+    /// requesting thread; this is its process) and its command name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -156,13 +157,26 @@ pub fn errno_name(e: i32) -> String {
     }
 }
 
-/// The command name of process `pid` (`/proc/PID/comm`), best effort.
-fn comm_of(pid: u32) -> Option<String> {
-    if pid == 0 {
-        return None;
+/// The process of thread `tid` (the kernel names the requesting thread)
+/// and its command name (`/proc/PID/comm`), best effort: read once per
+/// new entry.
+fn process_of(tid: u32) -> (Option<u32>, Option<String>) {
+    if tid == 0 {
+        return (None, None);
     }
-    let c = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
-    Some(c.trim_end_matches('\n').to_string())
+    let tgid = std::fs::read_to_string(format!("/proc/{tid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Tgid:"))
+                .and_then(|t| t.trim().parse::<u32>().ok())
+        })
+        .filter(|t| *t != 0)
+        .unwrap_or(tid);
+    let comm = std::fs::read_to_string(format!("/proc/{tgid}/comm"))
+        .ok()
+        .map(|c| c.trim_end_matches('\n').to_string());
+    (Some(tgid), comm)
 }
 
 impl DeniedLog {
@@ -208,8 +222,9 @@ impl DeniedLog {
         self.record_by(r, now, requester());
     }
 
-    /// Counts a refused request at `now` by process `pid` (0: unknown).
-    /// A new entry reads the process's command name once, outside the lock.
+    /// Counts a refused request at `now` by thread `pid` (0: unknown). A
+    /// new entry reads the thread's process and its command name once,
+    /// outside the lock.
     pub fn record_by(&self, r: &Refusal<'_>, now: SystemTime, pid: u32) {
         self.changes.fetch_add(1, Ordering::Relaxed);
         let key = Key {
@@ -231,7 +246,7 @@ impl DeniedLog {
                 return;
             }
         }
-        let comm = comm_of(pid);
+        let (pid, comm) = process_of(pid);
         let mut inner = self.lock();
         if inner.entries.len() >= self.cap && !inner.entries.contains_key(&key) {
             inner.dropped += 1;
@@ -255,7 +270,7 @@ impl DeniedLog {
                 count: 1,
                 first: at.clone(),
                 last: at.clone(),
-                pid: (pid != 0).then_some(pid),
+                pid,
                 comm,
             });
     }
@@ -534,7 +549,8 @@ mod tests {
     #[test]
     fn the_requester_is_recorded_with_its_command_name() {
         let log = DeniedLog::default();
-        set_requester(std::process::id());
+        // The kernel names a thread: its process is what is recorded.
+        set_requester(rustix::thread::gettid().as_raw_nonzero().get() as u32);
         log.record(&refusal("secret", "lookup", libc::ENOENT), SystemTime::now());
         set_requester(0);
         let r = log.report();
