@@ -305,3 +305,73 @@ fn many_hidden_names_are_capped_and_the_rest_counted_as_dropped() {
         text.lines().last().unwrap_or_default()
     );
 }
+
+/// The API's policy: `.env` denied (and the builtin denies), root approves.
+const POLICY: &str = "enabled = true\nmax_files = 100\nmax_total_size_bytes = 10000000\n\
+     allowed_modes = [\"read_only\", \"read_write_overlay\"]\n\
+     deny_patterns = [\"**/.env\"]\napprover_uids = [0]\n";
+
+#[test]
+fn the_api_and_the_python_client_show_the_log() {
+    let env = Env::new();
+    env.write("src/pay.py", "def pay():\n    return 1  # discount\n");
+    env.write(".env", "SECRET=1\n");
+    let server = Server::start(&env, "wopfs.sock", POLICY, &[]);
+    let client = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/python");
+    // An agent opens a view by intent, reaches for .env through the
+    // mount, and reads its own denied log back through the client.
+    let script = r#"
+import json, os, sys, time
+from wopfs_client import WopfsClient, WorkspaceMode
+c = WopfsClient(sys.argv[1])
+v = c.open_view(purpose="fix pay", hints=["discount"], mode=WorkspaceMode.READ_WRITE_OVERLAY)
+try:
+    open(os.path.join(v.mount_path, ".env")).read()
+    print("READ"); sys.exit(1)
+except FileNotFoundError:
+    pass
+for _ in range(150):
+    d = c.denied(v.grant.grant_id)
+    if any(e["path"] == ".env" for e in d["entries"]):
+        break
+    time.sleep(0.1)
+print(json.dumps({"pid": os.getpid(), "denied": d}))
+"#;
+    let out = output_within(
+        Command::new(python())
+            .arg("-c")
+            .arg(script)
+            .arg(&server.socket)
+            .env("PYTHONPATH", &client),
+        Duration::from_secs(60),
+    );
+    assert!(
+        out.status.success(),
+        "python: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        server.log()
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let d = &r["denied"];
+    let g = d["grant_id"].as_str().unwrap().to_string();
+    let e = entry(d, ".env", "lookup").expect("the .env attempt");
+    assert_eq!(e["pid"], r["pid"], "{e:#}");
+    assert_eq!(e["error"], "ENOENT");
+    // The same through plain HTTP, and the CLI agrees.
+    let (status, body) = http(
+        &server.socket,
+        "GET",
+        &format!("/v1/grants/{g}/denied"),
+        b"",
+    );
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert!(entry(&v, ".env", "lookup").is_some(), "{v:#}");
+    assert_eq!(
+        entries(&denied(&env, &g)).len(),
+        entries(&v).len(),
+        "CLI and API read the same log"
+    );
+    let (status, _) = http(&server.socket, "GET", "/v1/grants/g-0000000000000000/denied", b"");
+    assert_eq!(status, 404);
+}
