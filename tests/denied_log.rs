@@ -124,10 +124,7 @@ fn hidden_denied_out_of_scope_and_xattr_attempts_are_logged() {
         tee_pids.push(pid);
     }
     let out = std::fs::create_dir(m.path("newdir"));
-    assert_eq!(
-        errno(out),
-        if kernel { libc::EROFS } else { libc::EACCES }
-    );
+    assert_eq!(errno(out), if kernel { libc::EROFS } else { libc::EACCES });
     // An xattr no view lets the agent set, inside the prefix.
     let x = setxattr(&m.path("src/a.py"), "security.wopfs_test");
     if !kernel {
@@ -239,7 +236,10 @@ fn a_listing_never_logs_a_hidden_name_the_agent_did_not_name() {
     );
     assert!(out.status.success());
     let listed = String::from_utf8_lossy(&out.stdout);
-    assert!(!listed.contains(".env") && !listed.contains("id_rsa"), "{listed}");
+    assert!(
+        !listed.contains(".env") && !listed.contains("id_rsa"),
+        "{listed}"
+    );
     let out = output_within(Command::new("find").arg(&m.mp), Duration::from_secs(30));
     assert!(out.status.success());
     assert_eq!(list_tree(&m.mp).len(), 6, "{:?}", list_tree(&m.mp));
@@ -372,6 +372,11 @@ print(json.dumps({"pid": os.getpid(), "denied": d}))
         entries(&v).len(),
         "CLI and API read the same log"
     );
-    let (status, _) = http(&server.socket, "GET", "/v1/grants/g-0000000000000000/denied", b"");
+    let (status, _) = http(
+        &server.socket,
+        "GET",
+        "/v1/grants/g-0000000000000000/denied",
+        b"",
+    );
     assert_eq!(status, 404);
 }

@@ -303,9 +303,8 @@ fn sort_entries(entries: &mut [Denied]) {
 pub fn load(session_dir: &Path) -> crate::error::Result<Report> {
     let path = session_dir.join(FILE);
     match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-            crate::error::Error::invalid(format!("reading {}: {e}", path.display()))
-        }),
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map_err(|e| crate::error::Error::invalid(format!("reading {}: {e}", path.display()))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Report {
             cap: CAP,
             ..Report::default()
@@ -328,7 +327,10 @@ pub struct GrantDenied {
 /// The log of grant `grant_id`'s session (checked to be a grant of
 /// `state`). While the view is mounted the file is at most a second
 /// behind the daemon.
-pub fn of_grant(state: &crate::state::StateDir, grant_id: &str) -> crate::error::Result<GrantDenied> {
+pub fn of_grant(
+    state: &crate::state::StateDir,
+    grant_id: &str,
+) -> crate::error::Result<GrantDenied> {
     let grant = state.load_grant(grant_id)?;
     let report = load(&state.session_dir(&grant.grant_id))?;
     Ok(GrantDenied {
@@ -517,7 +519,10 @@ mod tests {
         assert_eq!(r.dropped, 0);
         assert_eq!(r.entries.len(), 2);
         let e = &r.entries[0];
-        assert_eq!((e.path.as_str(), e.op.as_str(), e.count), (".env", "lookup", 2));
+        assert_eq!(
+            (e.path.as_str(), e.op.as_str(), e.count),
+            (".env", "lookup", 2)
+        );
         assert_eq!(e.error, "ENOENT");
         assert_eq!(e.first, time(t0));
         assert_eq!(e.last, time(t1));
@@ -551,7 +556,10 @@ mod tests {
         let log = DeniedLog::default();
         // The kernel names a thread: its process is what is recorded.
         set_requester(rustix::thread::gettid().as_raw_nonzero().get() as u32);
-        log.record(&refusal("secret", "lookup", libc::ENOENT), SystemTime::now());
+        log.record(
+            &refusal("secret", "lookup", libc::ENOENT),
+            SystemTime::now(),
+        );
         set_requester(0);
         let r = log.report();
         assert_eq!(r.entries[0].pid, Some(std::process::id()));
@@ -579,6 +587,86 @@ mod tests {
         again.record_by(&d, SystemTime::now(), 0);
         assert_eq!(again.report().entries[0].count, 2);
         assert_eq!(again.report().attempts, 2);
+    }
+
+    #[test]
+    fn the_core_logs_what_the_agent_named_and_never_what_it_listed() {
+        use super::super::tests::no_backing;
+        use super::super::write_tests::{fixture_with, ino, open_view, ROOTUSER};
+        use super::super::{ViewOptions, ROOT};
+        use std::ffi::OsStr;
+        let fx = fixture_with(&["d"], &[(".env", "S"), ("d/.env", "S"), ("d/x.pem", "k")]);
+        let v = open_view(&fx, ViewOptions::default());
+        let log = v.opts.denied.clone();
+        for dir in [ROOT, ino(&v, "d")] {
+            let fh = v.opendir(dir).unwrap().fh;
+            assert!(!v.readdir(dir, fh, 0).unwrap().is_empty());
+            v.releasedir(fh);
+        }
+        assert_eq!(log.report().attempts, 0, "a listing logs nothing");
+        let n = OsStr::new;
+        let d = ino(&v, "d");
+        assert!(matches!(
+            v.lookup(ROOT, n(".env")),
+            Ok(super::super::Lookup::Absent { .. })
+        ));
+        v.lookup(ROOT, n("no-such-name")).unwrap();
+        v.lookup(ROOT, n("a.txt")).unwrap();
+        // A granted file the agent deleted is not a hidden name.
+        v.unlink(d, n("b.txt")).unwrap();
+        v.lookup(d, n("b.txt")).unwrap();
+        let a = ino(&v, "a.txt");
+        assert_eq!(
+            v.open(a, libc::O_WRONLY, no_backing).unwrap_err(),
+            Errno::EACCES
+        );
+        assert_eq!(
+            v.mkdir(ROOT, n("new"), 0o755, ROOTUSER).unwrap_err(),
+            Errno::EACCES
+        );
+        assert_eq!(
+            v.create(d, n("y.pem"), 0o644, ROOTUSER, no_backing)
+                .unwrap_err(),
+            Errno::EACCES
+        );
+        let c = ino(&v, "d/e/c.txt");
+        assert_eq!(
+            v.setxattr(c, n("trusted.x"), b"1", 0).unwrap_err(),
+            Errno(libc::EOPNOTSUPP)
+        );
+        let r = log.report();
+        let mut got: Vec<_> = r
+            .entries
+            .iter()
+            .map(|e| {
+                (
+                    e.path.as_str(),
+                    e.op.as_str(),
+                    e.error.as_str(),
+                    e.reason.as_str(),
+                )
+            })
+            .collect();
+        got.sort();
+        assert_eq!(
+            got,
+            [
+                (".env", "lookup", "ENOENT", DENIED_NAME),
+                ("a.txt", "open", "EACCES", OUTSIDE),
+                ("d/e/c.txt", "setxattr", "EOPNOTSUPP", XATTR),
+                ("d/y.pem", "create", "EACCES", "a name the grant denies"),
+                ("new", "mkdir", "EACCES", OUTSIDE),
+            ]
+        );
+        assert_eq!(
+            r.entries
+                .iter()
+                .find(|e| e.op == "setxattr")
+                .unwrap()
+                .detail
+                .as_deref(),
+            Some("trusted.x")
+        );
     }
 
     #[test]
