@@ -380,3 +380,39 @@ print(json.dumps({"pid": os.getpid(), "denied": d}))
     );
     assert_eq!(status, 404);
 }
+
+#[test]
+fn wopfs_run_logs_what_its_command_tried() {
+    let env = Env::new();
+    project(&env);
+    let g = env.grant(&["--allow", "**", "--mode", "read_write_overlay"]);
+    let at = env.dir.path().join("ws");
+    let out = output_within(
+        Command::new(BIN)
+            .arg("--state-dir")
+            .arg(&env.state)
+            .args(["run", &g, "--at"])
+            .arg(&at)
+            .args(["--", "sh", "-c", "cat .env; true"])
+            .env("WOPFS_ENGINE", test_engine()),
+        Duration::from_secs(60),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The run has ended: the log was saved and summed up at its end.
+    let v = denied(&env, &g);
+    let e = entry(&v, ".env", "lookup").expect("the run's attempt");
+    assert_eq!(e["comm"], "cat", "{e:#}");
+    let audit: Value = serde_json::from_str(&env.ok(&["audit", &g, "--json"])).unwrap();
+    assert!(
+        audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["operationType"] == "wopfs.view.denied"),
+        "{audit:#}"
+    );
+}
