@@ -174,7 +174,8 @@ pub fn run(state: &StateDir, grant: &Grant, opts: RunOptions) -> Result<i32> {
         .ctx(|| "making a temporary mountpoint")?;
     let mp = mountinfo::check_mountpoint(tmp.path(), &grant.root, state.path())?;
     let caller_umask = rustix::process::umask(rustix::fs::Mode::empty()).bits();
-    let (_lock, served, engine) = crate::mount::open_session(state, grant, &mp, &opts.mount)?;
+    let (mount_opts, denied) = crate::mount::keep_denied(state, grant, &opts.mount)?;
+    let (_lock, served, engine) = crate::mount::open_session(state, grant, &mp, &mount_opts)?;
     if let Some(end) = served.expiry() {
         crate::mount::watch_expiry(grant, opts.mount.view.clock.clone(), end)?;
     }
@@ -239,6 +240,7 @@ pub fn run(state: &StateDir, grant: &Grant, opts: RunOptions) -> Result<i32> {
     // Tear down: the namespace died with the command; unmount ours.
     let _ = crate::mount::unmount(&mp, false).or_else(|_| crate::mount::unmount(&mp, true));
     background.stop();
+    denied.finish(state.path(), &grant.grant_id, &actor);
     state.clear_mount_record(&grant.grant_id);
     if created_at {
         let _ = std::fs::remove_dir(&at);

@@ -34,6 +34,11 @@ impl Scope {
         })
     }
 
+    /// Whether a deny pattern matches `path`.
+    pub fn denies(&self, path: &str) -> bool {
+        self.deny.matches(path)
+    }
+
     /// Whether the existing entry at `path` may be changed or removed.
     pub fn may_change(&self, path: &str) -> bool {
         self.prefixes.is_empty() || self.prefixes.iter().any(|p| path == p || beneath(path, p))

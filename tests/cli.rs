@@ -398,6 +398,9 @@ fn every_subcommand_prints_json() {
     // Verified first, the same array: stdout stays one document.
     let verified_log = j(&["audit", "--verify", "--json"]);
     assert_eq!(verified_log, log);
+    let denied = j(&["denied", &gid, "--json"]);
+    assert_eq!(denied["grant_id"], gid.as_str());
+    assert_eq!(denied["attempts"], 0, "{denied}");
     let diag_file = env.dir.path().join("diag.json");
     let diag = j(&[
         "diagnostics",

@@ -676,6 +676,13 @@ class WopfsWorkspaceClient(WorkspaceClient):
         gid = urllib.parse.quote(grant_id, safe="")
         return await self._call("POST", f"/v1/grants/{gid}/revoke", body)
 
+    async def denied(self, grant_id: str) -> dict[str, Any]:
+        """The grant's denied-access log: what the agent tried that the grant
+        refused. A dict: grant_id, cap, attempts, dropped, entries (each: path,
+        op, errno, error, detail, reason, count, first, last, pid, comm)."""
+        gid = urllib.parse.quote(grant_id, safe="")
+        return await self._call("GET", f"/v1/grants/{gid}/denied")
+
 
 # --- the synchronous wrapper ------------------------------------------------
 
@@ -754,3 +761,6 @@ class WopfsClient:
 
     def revoke(self, grant_id: str, **kw: Any) -> Any:
         return asyncio.run(self.aio.revoke(grant_id, **kw))
+
+    def denied(self, grant_id: str) -> dict[str, Any]:
+        return asyncio.run(self.aio.denied(grant_id))

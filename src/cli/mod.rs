@@ -22,6 +22,7 @@ macro_rules! outln {
 mod audit;
 mod bucket;
 mod commit;
+mod denied;
 mod grant;
 mod mount;
 mod number;
@@ -133,6 +134,8 @@ pub enum Command {
     Revoke(revoke::Args),
     /// Show the audit log; --verify checks its hash chain.
     Audit(audit::Args),
+    /// What the agent tried that its grant refused (hidden names, writes out of scope).
+    Denied(denied::Args),
     /// Run a command in a private mount namespace that sees only the view.
     Run(run::Args),
     /// Mint, delegate, verify and import signed grant tokens.
@@ -211,6 +214,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Recover(a) => commit::run_recover(&state()?, a),
         Command::Revoke(a) => revoke::run(&state()?, a),
         Command::Audit(a) => audit::run(&state()?, a, &term),
+        Command::Denied(a) => denied::run(&state()?, a),
         Command::Run(a) => return run::run(&state()?, a),
         Command::Token(a) => token::run(&state()?, a),
         Command::Bucket(a) => bucket::run(&state()?, a),

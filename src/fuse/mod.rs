@@ -80,7 +80,8 @@ impl Filesystem for WopFs {
         Ok(())
     }
 
-    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        view::set_requester(req.pid());
         let req = Req::named("lookup", parent.0, name);
         answer(reply, req, self.view.lookup(parent.0, name));
     }
@@ -97,7 +98,8 @@ impl Filesystem for WopFs {
         answer(reply, Req::on("readlink", ino.0), self.view.readlink(ino.0));
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        view::set_requester(req.pid());
         let open = self.view.open(ino.0, flags.0, |f| reply.open_backing(f));
         answer(reply, Req::on("open", ino.0), open);
     }
@@ -297,12 +299,14 @@ impl Filesystem for WopFs {
         answer(reply, Req::named("mkdir", parent.0, name), r);
     }
 
-    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        view::set_requester(req.pid());
         let r = self.view.unlink(parent.0, name);
         answer(reply, Req::named("unlink", parent.0, name), r);
     }
 
-    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        view::set_requester(req.pid());
         let r = self.view.rmdir(parent.0, name);
         answer(reply, Req::named("rmdir", parent.0, name), r);
     }
@@ -322,7 +326,7 @@ impl Filesystem for WopFs {
 
     fn rename(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         newparent: INodeNo,
@@ -330,6 +334,7 @@ impl Filesystem for WopFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
+        view::set_requester(req.pid());
         let r = self
             .view
             .rename(parent.0, name, newparent.0, newname, flags.bits());
@@ -338,12 +343,13 @@ impl Filesystem for WopFs {
 
     fn link(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         newparent: INodeNo,
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
+        view::set_requester(req.pid());
         let r = self.view.link(ino.0, newparent.0, newname);
         answer(reply, Req::named("link", newparent.0, newname), r);
     }
@@ -384,7 +390,7 @@ impl Filesystem for WopFs {
 
     fn setxattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         name: &OsStr,
         value: &[u8],
@@ -392,11 +398,13 @@ impl Filesystem for WopFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
+        view::set_requester(req.pid());
         let r = self.view.setxattr(ino.0, name, value, flags);
         answer(reply, Req::named("setxattr", ino.0, name), r);
     }
 
-    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        view::set_requester(req.pid());
         let r = self.view.removexattr(ino.0, name);
         answer(reply, Req::named("removexattr", ino.0, name), r);
     }
@@ -420,7 +428,10 @@ impl Filesystem for WopFs {
     }
 }
 
+/// The caller of a request that may make or change an entry; names its
+/// process for the denied-access log too.
 fn caller(req: &Request) -> Caller {
+    view::set_requester(req.pid());
     Caller {
         uid: req.uid(),
         gid: req.gid(),

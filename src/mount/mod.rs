@@ -3,6 +3,7 @@
 //! overlay view is served by one of two engines: the FUSE daemon's own
 //! overlay, or kernel overlayfs over the read-only FUSE view (`kernel.rs`).
 
+mod denied;
 pub mod kernel;
 mod prefixes;
 pub mod revoke;
@@ -385,6 +386,8 @@ pub fn serve(
     // Modes of new entries arrive with the caller's umask applied already;
     // the daemon's own must not strip more. Files of its own name their modes.
     rustix::process::umask(rustix::fs::Mode::empty());
+    let (opts, denied) = keep_denied(state, grant, opts)?;
+    let opts = &opts;
     let (_lock, session, engine) = open_session(state, grant, &mp, opts)?;
     if let Some(end) = session.expiry() {
         watch_expiry(grant, opts.view.clock.clone(), end)?;
@@ -430,6 +433,7 @@ pub fn serve(
     let result = session.run();
     SESSION_ENDED.store(true, std::sync::atomic::Ordering::SeqCst);
     state.clear_mount_record(&grant.grant_id);
+    denied.finish(state.path(), &grant.grant_id, &actor);
     log(
         "wopfs.view.umount",
         if result.is_ok() {
@@ -440,6 +444,19 @@ pub fn serve(
     );
     tracing::info!(grant = %grant.grant_id, "unmounted; daemon exiting");
     result.map_err(|e| Error::invalid(format!("serving grant {}: {e}", grant.grant_id)))
+}
+
+/// `opts` with the session's denied-access log, and what keeps it on
+/// disk while the view is served (`denied.rs`; `Keeper::finish` at
+/// unmount).
+pub fn keep_denied(
+    state: &StateDir,
+    grant: &Grant,
+    opts: &MountOptions,
+) -> Result<(MountOptions, denied::Keeper)> {
+    let mut opts = opts.clone();
+    let keeper = denied::keep(&state.session_dir(&grant.grant_id), &mut opts.view)?;
+    Ok((opts, keeper))
 }
 
 /// Moves stdout and stderr onto the session log, then tells the waiting

@@ -107,6 +107,7 @@ pub fn router(server: Arc<Server>) -> Router {
         .route("/v1/grants", get(list_grants))
         .route("/v1/delegate", post(delegate))
         .route("/v1/grants/{id}/patches", get(patches))
+        .route("/v1/grants/{id}/denied", get(denied))
         .route("/v1/grants/{id}/commit", post(commit))
         .route("/v1/grants/{id}/reject", post(reject))
         .route("/v1/grants/{id}/revoke", post(revoke))
@@ -594,6 +595,16 @@ async fn patches(State(s): Srv, ConnectInfo(peer): Caller, UrlPath(id): UrlPath<
         let set =
             crate::patch::set::export(&grant, &st.session_dir(&id), tmp.path(), true, |_| {})?;
         Ok(set.patches)
+    })
+    .await?;
+    Ok(Json(json!(out)))
+}
+
+/// The grant's denied-access log (`wopfs denied --json`).
+async fn denied(State(s): Srv, ConnectInfo(peer): Caller, UrlPath(id): UrlPath<String>) -> Reply {
+    let out = operation(&s, peer, "denied", Some(id.clone()), move |s| {
+        let (st, grant) = owned_grant(s, peer, &id)?;
+        crate::view::denied::of_grant(&st, &grant.grant_id)
     })
     .await?;
     Ok(Json(json!(out)))

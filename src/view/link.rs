@@ -17,7 +17,7 @@
 use std::ffi::OsStr;
 
 use super::write::valid_name;
-use super::{Entry, Result, View};
+use super::{Entry, Result, View, NO_LINKS, READ_ONLY};
 use crate::error::Errno;
 use crate::tree::{Ino, Kind, Tree};
 
@@ -26,9 +26,11 @@ impl View {
     /// the upper layer makes it (`Upper::link`).
     pub fn link(&self, ino: Ino, newparent: Ino, newname: &OsStr) -> Result<Entry> {
         self.live()?;
-        let upper = self.upper()?;
+        let Some(upper) = self.upper.as_deref() else {
+            return Err(self.refuse_in(newparent, newname, "link", Errno::EROFS, READ_ONLY));
+        };
         let newname = valid_name(newname)?;
-        let file = {
+        let (file, path) = {
             let tree = self.read_tree();
             let file = tree.inode_of(ino);
             let kind = tree.get(file).ok_or(Errno::ENOENT)?.kind;
@@ -42,13 +44,21 @@ impl View {
             if kind != Kind::File {
                 return Err(Errno::EPERM.into());
             }
-            self.new_name(&tree, newparent, newname)?;
-            file
+            let path = match self.new_name(&tree, newparent, newname) {
+                Err(e) if e == Errno::EACCES => {
+                    let path = self.dir_and_path(&tree, newparent, newname)?;
+                    drop(tree);
+                    let why = self.create_reason(&path, Kind::File);
+                    return Err(self.refuse(&path, "link", Errno::EACCES, None, why));
+                }
+                r => r?,
+            };
+            (file, path)
         };
         if !self.hard_links {
-            return Err(Errno::EPERM.into());
+            return Err(self.refuse(&path, "link", Errno::EPERM, None, NO_LINKS));
         }
-        self.check_change(file)?;
+        self.check_change(file, "link")?;
         upper.link(self, file, newparent, newname)?;
         self.getattr(file)
     }

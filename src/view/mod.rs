@@ -9,6 +9,7 @@
 
 mod attr;
 mod copyup;
+pub mod denied;
 mod direct;
 mod error;
 mod handles;
@@ -44,6 +45,8 @@ use crate::overlay::Overlay;
 use crate::policy::Mode;
 use crate::scope::Scope;
 
+pub use denied::{set_requester, DeniedLog};
+use denied::{NO_LINKS, OUTSIDE, READ_ONLY, SPECIAL, XATTR};
 pub use error::{Context, Error, Result};
 pub use serve::{Open, Serve};
 use serve::{Opened, Serving};
@@ -83,6 +86,9 @@ pub struct ViewOptions {
     /// the session directory, and xattr reads answer ENOSYS (see
     /// [`View::getxattr`]).
     pub overlay_lower: bool,
+    /// The session's denied-access log (`denied.rs`), shared with the
+    /// mount that saves it.
+    pub denied: Arc<denied::DeniedLog>,
 }
 
 impl Default for ViewOptions {
@@ -94,6 +100,7 @@ impl Default for ViewOptions {
             owner: None,
             clock: crate::clock::system(),
             overlay_lower: false,
+            denied: Default::default(),
         }
     }
 }
@@ -158,6 +165,8 @@ pub struct View {
     hard_links: bool,
     /// Revoked (`revoke.rs`): every request answers ENOENT.
     revoked: std::sync::atomic::AtomicBool,
+    /// The granted host paths of a writable view (see `denied::Granted`).
+    granted: denied::Granted,
 }
 
 impl View {
@@ -186,6 +195,10 @@ impl View {
             .iter()
             .fold(0u64, |t, f| t.saturating_add(f.size_bytes));
         let mut tree = Tree::from_files(&files);
+        let granted = match mode {
+            Mode::ReadOnly => denied::Granted::default(),
+            _ => denied::Granted::new(files.iter().map(|f| f.path.as_str())),
+        };
         let (upper, seen): (Option<Box<dyn Upper>>, _) = match (mode, session_dir) {
             (Mode::ReadOnly, _) => (None, SeenMap::new()),
             (Mode::ReadWriteOverlay, Some(dir)) => {
@@ -229,6 +242,7 @@ impl View {
             stamps: Default::default(),
             hard_links: grant.allow_hardlinks,
             revoked: Default::default(),
+            granted,
         })
     }
 
@@ -335,9 +349,12 @@ impl View {
     pub fn lookup(&self, parent: Ino, name: &OsStr) -> Result<Lookup> {
         match self.lookup_attr(parent, name) {
             Ok(a) => Ok(Lookup::Found(self.entry(a))),
-            Err(e) if e == Errno::ENOENT => Ok(Lookup::Absent {
-                ttl: self.absent_ttl(parent, name),
-            }),
+            Err(e) if e == Errno::ENOENT => {
+                self.note_hidden(parent, name);
+                Ok(Lookup::Absent {
+                    ttl: self.absent_ttl(parent, name),
+                })
+            }
             Err(e) => Err(e),
         }
     }
@@ -440,7 +457,7 @@ impl View {
             }
         }
         let (file, obj) = if write {
-            self.check_change(ino)?;
+            self.check_change(ino, "open")?;
             let truncate = flags & libc::O_TRUNC != 0;
             self.upper()?.open_write(self, ino, truncate)?
         } else {
@@ -799,13 +816,16 @@ impl View {
 
     /// EACCES unless the entry may be changed (write prefixes). A view that
     /// cannot be written answers EROFS first.
-    fn check_change(&self, ino: Ino) -> Result<()> {
-        self.upper()?;
-        let path = self.read_tree().path(ino).ok_or(Errno::ENOENT)?;
+    fn check_change(&self, ino: Ino, op: &'static str) -> Result<()> {
+        let path = self.read_tree().path(ino).ok_or(Errno::ENOENT);
+        if self.upper.is_none() {
+            return Err(self.refuse_at(path.ok().as_deref(), op, Errno::EROFS, None, READ_ONLY));
+        }
+        let path = path?;
         if self.scope.may_change(&path) {
             Ok(())
         } else {
-            Err(Errno::EACCES.into())
+            Err(self.refuse(&path, op, Errno::EACCES, None, OUTSIDE))
         }
     }
 

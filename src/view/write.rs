@@ -18,6 +18,7 @@ use super::serve::Opened;
 use super::setattr::{clear_setid, Caller, SetAttr};
 use super::upper::{self, apply_to_fd, Made, Make, Move, NewEntry, Upper, Xattr};
 use super::{Context, Entry, Error, Open, Result, View, MAX_FILE_SIZE};
+use super::{OUTSIDE, READ_ONLY, SPECIAL, XATTR};
 use crate::error::Errno;
 use crate::overlay::journal::{self, Record};
 use crate::overlay::Overlay;
@@ -68,7 +69,14 @@ impl View {
         who: Caller,
     ) -> Result<Made> {
         self.live()?;
-        let upper = self.upper()?;
+        let op = match new.kind() {
+            Kind::File => "create",
+            Kind::Dir => "mkdir",
+            Kind::Symlink => "symlink",
+        };
+        let Some(upper) = self.upper.as_deref() else {
+            return Err(self.refuse_in(parent, name, op, Errno::EROFS, READ_ONLY));
+        };
         let name = valid_name(name)?;
         let mut tree = self.write_tree();
         let path = self.dir_and_path(&tree, parent, name)?;
@@ -76,7 +84,9 @@ impl View {
             return Err(Errno(libc::EEXIST).into());
         }
         if !self.scope.may_create(&path, new.kind()) {
-            return Err(Errno::EACCES.into());
+            drop(tree);
+            let why = self.create_reason(&path, new.kind());
+            return Err(self.refuse(&path, op, Errno::EACCES, None, why));
         }
         let (owner, group, setgid) = self.new_owner(&tree, parent, who);
         let make = Make {
@@ -128,7 +138,7 @@ impl View {
     /// part of a source tree and answer EPERM.
     pub fn mknod(&self, parent: Ino, name: &OsStr, mode: u32, who: Caller) -> Result<Entry> {
         if mode & libc::S_IFMT != libc::S_IFREG && mode & libc::S_IFMT != 0 {
-            return Err(Errno::EPERM.into());
+            return Err(self.refuse_in(parent, name, "mknod", Errno::EPERM, SPECIAL));
         }
         let made = self.make_entry(parent, name, NewEntry::File { mode }, who)?;
         self.getattr(made.ino)
@@ -188,7 +198,10 @@ impl View {
 
     fn remove_entry(&self, parent: Ino, name: &OsStr, dir: bool) -> Result<()> {
         self.live()?;
-        let upper = self.upper()?;
+        let op = if dir { "rmdir" } else { "unlink" };
+        let Some(upper) = self.upper.as_deref() else {
+            return Err(self.refuse_in(parent, name, op, Errno::EROFS, READ_ONLY));
+        };
         let name = name.to_str().ok_or(Errno::ENOENT)?;
         let mut tree = self.write_tree();
         self.dir_and_path(&tree, parent, name)?;
@@ -201,7 +214,8 @@ impl View {
         }
         let path = tree.path(ino).ok_or(Errno::ENOENT)?;
         if !self.scope.may_change(&path) {
-            return Err(Errno::EACCES.into());
+            drop(tree);
+            return Err(self.refuse(&path, op, Errno::EACCES, None, OUTSIDE));
         }
         // As Linux orders them: permission (the scope) before emptiness.
         if dir && !node.children.is_empty() {
@@ -297,7 +311,9 @@ impl View {
         flags: u32,
     ) -> Result<()> {
         self.live()?;
-        let upper = self.upper()?;
+        let Some(upper) = self.upper.as_deref() else {
+            return Err(self.refuse_in(parent, name, "rename", Errno::EROFS, READ_ONLY));
+        };
         if flags & !(RENAME_NOREPLACE | RENAME_EXCHANGE) != 0
             || flags == RENAME_NOREPLACE | RENAME_EXCHANGE
         {
@@ -353,7 +369,14 @@ impl View {
             && self.subtree_in_scope(&tree, src, &new_path)
             && (!exchange || dst.is_some_and(|d| self.subtree_in_scope(&tree, d, &src_path)));
         if !in_scope {
-            return Err(Errno::EACCES.into());
+            drop(tree);
+            let why = if self.scope.may_change(&src_path) {
+                self.create_reason(&new_path, src_kind)
+            } else {
+                OUTSIDE
+            };
+            let e = self.refuse(&src_path, "rename", Errno::EACCES, Some(&new_path), why);
+            return Err(e);
         }
         if !exchange && target.is_some_and(|(k, full)| k == Kind::Dir && full) {
             return Err(Errno(libc::ENOTEMPTY).into());
@@ -397,7 +420,7 @@ impl View {
             .and_then(|fh| self.handles.get(fh))
             .or_else(|| removed.then(|| self.handles.any_for(ino)).flatten());
         if !removed {
-            self.check_change(ino)?;
+            self.check_change(ino, "setattr")?;
         }
         if removed {
             let Some(Handle::File { file, obj, .. }) = handle_file else {
@@ -493,29 +516,39 @@ impl View {
     /// may change: others carry security meaning a view must not let an
     /// agent forge, and answer EOPNOTSUPP (POSIX ACLs included: a writable
     /// view has none, see `View::getxattr`).
-    fn xattr_target<'a>(&self, ino: Ino, name: &'a OsStr) -> Result<(&dyn Upper, Xattr<'a>)> {
+    fn xattr_target<'a>(
+        &self,
+        ino: Ino,
+        name: &'a OsStr,
+        op: &'static str,
+    ) -> Result<(&dyn Upper, Xattr<'a>)> {
         self.live()?;
-        let upper = self.upper()?;
-        let path = self.read_tree().path(ino).ok_or(Errno::ENOENT)?;
+        let path = self.read_tree().path(ino).ok_or(Errno::ENOENT);
+        let attr = name.to_str();
+        let Some(upper) = self.upper.as_deref() else {
+            let path = path.ok();
+            return Err(self.refuse_at(path.as_deref(), op, Errno::EROFS, attr, READ_ONLY));
+        };
+        let path = path?;
         if !self.scope.may_change(&path) {
-            return Err(Errno::EACCES.into());
+            return Err(self.refuse(&path, op, Errno::EACCES, attr, OUTSIDE));
         }
-        match name.to_str() {
+        match attr {
             Some(name) if name.starts_with("user.") => Ok((upper, Xattr { ino, path, name })),
             // As a filesystem without support for them answers: tools (cp
             // -p, sed -i, rsync) take EOPNOTSUPP as "no ACLs, no security
             // labels here" and carry on with the mode bits.
-            _ => Err(Errno(libc::EOPNOTSUPP).into()),
+            _ => Err(self.refuse(&path, op, Errno(libc::EOPNOTSUPP), attr, XATTR)),
         }
     }
 
     pub fn setxattr(&self, ino: Ino, name: &OsStr, value: &[u8], flags: i32) -> Result<()> {
-        let (upper, x) = self.xattr_target(ino, name)?;
+        let (upper, x) = self.xattr_target(ino, name, "setxattr")?;
         upper.setxattr(self, &x, value, flags)
     }
 
     pub fn removexattr(&self, ino: Ino, name: &OsStr) -> Result<()> {
-        let (upper, x) = self.xattr_target(ino, name)?;
+        let (upper, x) = self.xattr_target(ino, name, "removexattr")?;
         upper.removexattr(self, &x)
     }
 }
