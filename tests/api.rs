@@ -107,7 +107,7 @@ fn a_python_agent_works_by_intent_and_an_approver_commits() {
         .any(|x| x == g.as_str()));
     // The sub-agent's token: signed, read-only, narrowed to pay.py.
     let token = report["token"].as_str().unwrap();
-    let v = Command::new(BIN)
+    let v = wopfs_command()
         .args([
             "token",
             "verify",
@@ -126,7 +126,7 @@ fn a_python_agent_works_by_intent_and_an_approver_commits() {
     assert_eq!(claims["allow_patterns"].as_array().unwrap().len(), 1);
     // The sub-agent mounts the view its token describes: pay.py, read-only.
     let sub = env.mountpoint("sub");
-    let out = Command::new(BIN)
+    let out = wopfs_command()
         .args([
             "--state-dir",
             env.state.to_str().unwrap(),
@@ -163,7 +163,7 @@ fn a_python_agent_works_by_intent_and_an_approver_commits() {
         libc::EROFS
     );
     drop(m);
-    let wrong = Command::new(BIN)
+    let wrong = wopfs_command()
         .args([
             "--state-dir",
             env.state.to_str().unwrap(),

@@ -97,7 +97,7 @@ fn stdout_of(out: &Output, what: &str) -> String {
 #[test]
 fn completions_for_every_shell_bash_valid_and_complete() {
     for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
-        let out = Command::new(BIN)
+        let out = wopfs_command()
             .args(["completions", shell])
             .output()
             .unwrap();
@@ -109,7 +109,7 @@ fn completions_for_every_shell_bash_valid_and_complete() {
     }
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("wopfs.bash");
-    let out = Command::new(BIN)
+    let out = wopfs_command()
         .args(["completions", "bash"])
         .output()
         .unwrap();
@@ -129,7 +129,7 @@ fn completions_for_every_shell_bash_valid_and_complete() {
     let registered = stdout_of(&src, "sourcing the bash completion");
     assert!(registered.contains("wopfs"), "{registered}");
     // An unknown shell is a usage error naming the choices.
-    let bad = Command::new(BIN)
+    let bad = wopfs_command()
         .args(["completions", "tcsh"])
         .output()
         .unwrap();
@@ -157,7 +157,7 @@ fn renders(page: &Path) -> Option<String> {
 #[test]
 fn man_pages_for_the_command_and_every_subcommand() {
     // wopfs.1 on stdout.
-    let out = Command::new(BIN).arg("man").output().unwrap();
+    let out = wopfs_command().arg("man").output().unwrap();
     let page = stdout_of(&out, "wopfs man");
     assert!(page.contains("\n.TH wopfs 1"), "{page}");
     assert!(
@@ -169,7 +169,7 @@ fn man_pages_for_the_command_and_every_subcommand() {
     }
     // Every page into a directory.
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(BIN)
+    let out = wopfs_command()
         .args(["man", "-o"])
         .arg(dir.path())
         .output()
@@ -225,7 +225,7 @@ fn man_pages_for_the_command_and_every_subcommand() {
 
 /// `wopfs --state-dir STATE ARGS…` with extra environment variables.
 fn wopfs_env(env: &Env, args: &[&str], vars: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(BIN);
+    let mut cmd = wopfs_command();
     cmd.arg("--state-dir")
         .arg(&env.state)
         .args(args)
@@ -497,7 +497,7 @@ fn on_tty(
     keys: Option<(&str, &[&[u8]])>,
 ) -> TtyRun {
     let p = pty();
-    let mut cmd = Command::new(BIN);
+    let mut cmd = wopfs_command();
     cmd.arg("--state-dir")
         .arg(&env.state)
         .args(args)

@@ -6,8 +6,6 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::*;
 
 /// A signing key (32 bytes, base64) for the token commands.
@@ -17,7 +15,7 @@ const U64_MAX: &str = "18446744073709551615";
 const TWO_TO_64: &str = "18446744073709551616";
 
 fn wopfs(env: &Env, args: &[&str]) -> std::process::Output {
-    Command::new(BIN)
+    wopfs_command()
         .arg("--state-dir")
         .arg(&env.state)
         .args(args)

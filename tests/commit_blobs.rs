@@ -17,7 +17,7 @@ use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -137,7 +137,7 @@ fn blob_set(env: &Env, g: &str, name: &str, data: &[u8]) -> (PathBuf, PathBuf) {
 /// Runs wopfs with a deadline: a run that outlives it is killed and the
 /// test fails (a commit blocked on a FIFO, or reading `/dev/zero`).
 fn run(env: &Env, args: &[&str]) -> Output {
-    let mut cmd = Command::new(BIN);
+    let mut cmd = wopfs_command();
     cmd.arg("--state-dir")
         .arg(&env.state)
         .args(args)

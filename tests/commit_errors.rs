@@ -259,7 +259,7 @@ fn commit_reject_and_recover_are_refused_while_run_serves_the_view() {
         ready.display(),
         go.display()
     );
-    let child = std::process::Command::new(BIN)
+    let child = wopfs_command()
         .args(["--state-dir", env.state.to_str().unwrap(), "run", &g])
         .args(["--at", at.to_str().unwrap(), "--", "sh", "-c", &script])
         .spawn()
@@ -1348,7 +1348,7 @@ fn a_failure_while_applying_is_rolled_back_and_the_session_stays_pending() {
     let (env, g) = session();
     let before = contents(&env.host);
     // The test-only switch fails the 4th host change as a full disk would.
-    let out = std::process::Command::new(BIN)
+    let out = wopfs_command()
         .args([
             "--state-dir",
             env.state.to_str().unwrap(),

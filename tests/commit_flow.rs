@@ -9,7 +9,6 @@ mod common;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::Command;
 
 use common::*;
 
@@ -406,7 +405,7 @@ fn an_interrupted_commit_recovers_to_before_or_after() {
 
     let mut outcomes = Vec::new();
     for &fault in &faults {
-        let out = Command::new(BIN)
+        let out = wopfs_command()
             .args([
                 "--state-dir",
                 env.state.to_str().unwrap(),
@@ -603,7 +602,7 @@ fn a_file_becoming_a_directory_rolls_back_before_it_moved() {
     fs::write(m.path("notes/x.txt"), "a directory now\n").unwrap();
     drop(m);
     let before = tree_digest(&env.host);
-    let out = Command::new(BIN)
+    let out = wopfs_command()
         .args([
             "--state-dir",
             env.state.to_str().unwrap(),
@@ -643,7 +642,7 @@ fn a_commit_killed_after_setting_the_phase_is_finished_by_the_next_commit() {
     drop(m);
     // One update has six fault points; the sixth is just past the commit
     // point (the journal says done).
-    let out = Command::new(BIN)
+    let out = wopfs_command()
         .args([
             "--state-dir",
             env.state.to_str().unwrap(),

@@ -202,7 +202,7 @@ struct Kit {
 
 impl Kit {
     fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(BIN);
+        let mut c = wopfs_command();
         c.arg("--state-dir")
             .arg(&self.env.state)
             .args(args)

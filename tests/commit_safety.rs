@@ -32,7 +32,7 @@ fn writable(env: &Env) -> String {
 
 /// Runs `wopfs commit G --yes` with extra environment.
 fn commit_with(env: &Env, g: &str, vars: &[(&str, &str)]) -> std::process::Output {
-    let mut c = Command::new(BIN);
+    let mut c = wopfs_command();
     c.args([
         "--state-dir",
         env.state.to_str().unwrap(),

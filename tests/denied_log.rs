@@ -388,7 +388,7 @@ fn wopfs_run_logs_what_its_command_tried() {
     let g = env.grant(&["--allow", "**", "--mode", "read_write_overlay"]);
     let at = env.dir.path().join("ws");
     let out = output_within(
-        Command::new(BIN)
+        wopfs_command()
             .arg("--state-dir")
             .arg(&env.state)
             .args(["run", &g, "--at"])

@@ -21,7 +21,7 @@ use common::*;
 
 /// Mounts `grant` at `mp` with the daemon logging every request.
 fn mount_logged(env: &Env, grant: &str, mp: &Path, extra: &[&str]) -> Mounted {
-    let out = Command::new(BIN)
+    let out = wopfs_command()
         .arg("--state-dir")
         .arg(&env.state)
         .args(["mount", grant])

@@ -39,7 +39,7 @@ fn prints_the_id_alone_or_the_grant_as_json() {
 fn state_dir_from_the_environment() {
     let env = Env::new();
     env.write("a.txt", "a");
-    let out = std::process::Command::new(BIN)
+    let out = wopfs_command()
         .args([
             "grant",
             "--root",
@@ -159,7 +159,7 @@ fn refusals_name_the_rule_and_record_nothing() {
     assert!(err.contains("unknown field `max_file`"), "{err}");
     // A state dir inside the host tree is refused.
     let inside = env.host.join(".wopfs-state");
-    let out = std::process::Command::new(BIN)
+    let out = wopfs_command()
         .args([
             "--state-dir",
             inside.to_str().unwrap(),

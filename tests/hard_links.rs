@@ -317,7 +317,7 @@ fn an_interrupted_commit_of_links_recovers_to_before_or_after() {
     let before = files_digest(&env.host);
     let mut passed = false;
     for fault in 1..60 {
-        let out = Command::new(BIN)
+        let out = wopfs_command()
             .args([
                 "--state-dir",
                 env.state.to_str().unwrap(),

@@ -125,7 +125,7 @@ fn the_engine_is_chosen_recorded_and_kept() {
     let ro = e.grant(&["--allow", "src/**"]);
     // The flag itself (WOPFS_ENGINE=kernel is only a default for writable
     // views, which read-only views ignore).
-    let out = std::process::Command::new(BIN)
+    let out = wopfs_command()
         .args(["--state-dir", e.state.to_str().unwrap()])
         .args(["mount", &ro, mp.to_str().unwrap(), "--engine", "kernel"])
         .env_remove("WOPFS_ENGINE")

@@ -189,7 +189,7 @@ fn an_expired_view_can_be_unmounted() {
             fs::metadata(&mp).is_err_and(|e| e.raw_os_error() == Some(libc::EACCES))
         });
         // As `wopfs commit` says to: by its path, and by a relative one.
-        let mut cmd = Command::new(BIN);
+        let mut cmd = wopfs_command();
         cmd.arg("--state-dir").arg(&env.state).arg("umount");
         if lazy {
             cmd.arg("--lazy");
@@ -230,7 +230,7 @@ fn with_closed_stdout(env: &Env, args: &[&str]) -> std::process::Output {
     // SAFETY: both fds were just made and are owned here.
     let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
     drop(r);
-    Command::new(BIN)
+    wopfs_command()
         .arg("--state-dir")
         .arg(&env.state)
         .args(args)
@@ -326,7 +326,7 @@ fn relative_mountpoints_work() {
     let base = env.dir.path().canonicalize().unwrap();
     let mp = env.mountpoint("m");
     let wopfs = |args: &[&str]| {
-        Command::new(BIN)
+        wopfs_command()
             .arg("--state-dir")
             .arg(&env.state)
             .args(args)

@@ -434,7 +434,7 @@ fn pydantic_for_agent(env: &Env, hidden: &Path) -> Option<Option<PathBuf>> {
 }
 
 fn verify(token: &str, audience: &str) -> Value {
-    let v = Command::new(BIN)
+    let v = wopfs_command()
         .args(["token", "verify", token, "--audience", audience, "--json"])
         .env("A2A_GRANT_SIGNING_KEY", KEY_B64)
         .output()

@@ -414,10 +414,10 @@ fn signal_unmounts_cleanly(signal: i32, name: &str) {
 fn daemon_leaves_the_parents_pipes_before_it_is_ready() {
     use std::io::BufRead;
     use std::os::fd::AsRawFd;
-    use std::process::{Command, Stdio};
+    use std::process::Stdio;
     let (env, g) = setup();
     let mp = env.mountpoint("mnt");
-    let mut child = Command::new(BIN)
+    let mut child = wopfs_command()
         .arg("--state-dir")
         .arg(&env.state)
         .args([
@@ -607,7 +607,7 @@ fn mount_errors_are_clear() {
 fn foreground_mount_serves_until_signalled() {
     let (env, g) = setup();
     let mp = env.mountpoint("fg");
-    let mut child = std::process::Command::new(BIN)
+    let mut child = wopfs_command()
         .args([
             "--state-dir",
             env.state.to_str().unwrap(),

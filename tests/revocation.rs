@@ -234,7 +234,7 @@ fn open_file_across_revocation(
     env.write("d/b.txt", "b\n");
     let g = env.grant(&["--allow", "**"]);
     let mp = env.mountpoint("mnt");
-    let mut cmd = Command::new(BIN);
+    let mut cmd = wopfs_command();
     cmd.arg("--state-dir")
         .arg(&env.state)
         .args(["mount", &g])

@@ -19,7 +19,7 @@ fn project(env: &Env) {
 }
 
 fn run_in(env: &Env, g: &str, at: &std::path::Path, script: &str) -> std::process::Output {
-    Command::new(BIN)
+    wopfs_command()
         .args([
             "--state-dir",
             env.state.to_str().unwrap(),
@@ -93,7 +93,7 @@ fn run_forwards_sigterm_and_never_outlives_the_command() {
         "trap 'exit 7' TERM; : > '{}'; while true; do sleep 0.1; done",
         ready.display()
     );
-    let mut child = Command::new(BIN)
+    let mut child = wopfs_command()
         .args([
             "--state-dir",
             env.state.to_str().unwrap(),

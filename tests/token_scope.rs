@@ -11,7 +11,7 @@ mod common;
 
 use std::fs;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -35,7 +35,7 @@ fn s(p: &Path) -> &str {
 
 /// `wopfs --state-dir STATE ARGS…` with the tests' key in the environment.
 fn wopfs(env: &Env, args: &[&str]) -> Output {
-    Command::new(BIN)
+    wopfs_command()
         .arg("--state-dir")
         .arg(&env.state)
         .args(args)

@@ -8,7 +8,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use base64::Engine;
@@ -51,7 +51,7 @@ fn s(p: &Path) -> &str {
 
 /// `wopfs ARGS…` with exactly these A2A key variables (none inherited).
 fn wopfs_with(env: &Env, args: &[&str], vars: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(BIN);
+    let mut cmd = wopfs_command();
     cmd.arg("--state-dir")
         .arg(&env.state)
         .args(args)
@@ -260,7 +260,7 @@ fn mint_verify_round_trip() {
         assert!(text.contains(want), "{want} in {text}");
     }
     // `-` reads the token from stdin.
-    let mut child = Command::new(BIN)
+    let mut child = wopfs_command()
         .args([
             "--state-dir",
             s(&env.state),

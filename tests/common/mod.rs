@@ -750,3 +750,13 @@ pub fn outside_errno(env: &Env, g: &str) -> i32 {
         _ => libc::EACCES,
     }
 }
+
+/// The wopfs binary as a command with the engine writable views get in
+/// this run (`test_engine`), as `Env::wopfs` runs it: a test's own
+/// commands then never fall back to `auto` (the kernel engine as root)
+/// when the suite runs on the fuse engine, with or without scripts/test.sh.
+pub fn wopfs_command() -> Command {
+    let mut c = Command::new(BIN);
+    c.env("WOPFS_ENGINE", test_engine());
+    c
+}
