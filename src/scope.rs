@@ -6,7 +6,6 @@
 
 use crate::error::Result;
 use crate::grant::Grant;
-use crate::patch::Op;
 use crate::patterns::{AllowSet, DenySet};
 use crate::tree::Kind;
 
@@ -44,18 +43,30 @@ impl Scope {
         self.prefixes.is_empty() || self.prefixes.iter().any(|p| path == p || beneath(path, p))
     }
 
-    /// Why a patch (`op` of a `kind` at `path`; `granted`: the path is a
-    /// granted file) is outside the grant, or `None` when it is inside.
-    /// The one rule of a commit's validation and of `wopfs diff`'s marks.
-    pub fn refuses(&self, op: Op, path: &str, kind: Kind, granted: bool) -> Option<&'static str> {
-        match op {
-            Op::Update | Op::Delete if !granted => Some("not a granted file"),
-            Op::Update | Op::Delete if !self.may_change(path) => Some("outside the write prefixes"),
-            Op::Update | Op::Delete => None,
-            Op::Create if self.may_create(path, kind) => None,
-            Op::Create if self.deny.matches(path) => Some("a name the grant denies"),
-            Op::Create if !self.prefixes.is_empty() => Some("outside the write prefixes"),
-            Op::Create => Some("not a name the grant allows"),
+    /// Why changing or removing the entry at `path` (`granted`: a granted
+    /// file) is outside the grant, or `None` when it is inside. With
+    /// [`Scope::refuses_create`], the one rule of a commit's validation
+    /// and of `wopfs diff`'s marks (`patch::scope_refuses`).
+    pub fn refuses_change(&self, path: &str, granted: bool) -> Option<&'static str> {
+        if !granted {
+            Some("not a granted file")
+        } else if !self.may_change(path) {
+            Some("outside the write prefixes")
+        } else {
+            None
+        }
+    }
+
+    /// Why a new entry of `kind` at `path` is outside the grant, or `None`.
+    pub fn refuses_create(&self, path: &str, kind: Kind) -> Option<&'static str> {
+        if self.may_create(path, kind) {
+            None
+        } else if self.deny.matches(path) {
+            Some("a name the grant denies")
+        } else if !self.prefixes.is_empty() {
+            Some("outside the write prefixes")
+        } else {
+            Some("not a name the grant allows")
         }
     }
 

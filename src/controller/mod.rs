@@ -301,6 +301,25 @@ fn finish(
     std::fs::remove_file(apply::journal_path(&session_dir)).ctx(|| "removing the commit journal")
 }
 
+/// The files a rollback put back, each with the base the commit found
+/// there, where the host holds exactly that now (what may be vouched for).
+fn restored_bases(host: &HostRoot, steps: &[apply::Step]) -> Vec<(String, String)> {
+    steps
+        .iter()
+        .filter(|s| s.op != crate::patch::Op::Create)
+        .filter_map(|s| Some((s.path.as_str(), s.base.as_deref()?)))
+        .filter(|(p, base)| {
+            let kind = match host.lstat(p).map(|st| st.st_mode & libc::S_IFMT) {
+                Ok(libc::S_IFREG) => Kind::File,
+                Ok(libc::S_IFLNK) => Kind::Symlink,
+                _ => return false,
+            };
+            crate::patch::set::host_hash(host, p, kind).is_ok_and(|h| h == *base)
+        })
+        .map(|(p, base)| (p.to_string(), base.to_string()))
+        .collect()
+}
+
 /// Undoes a commit that did not reach its commit point, closes it in the
 /// audit log, and removes its journal. Returns what could not be put back
 /// because the host changed meanwhile (named, never overwritten).
@@ -316,12 +335,7 @@ fn undo(
     if rolled.is_ok() {
         // The kernel engine reads bases from ctimes, which putting files
         // back changed: vouch for what was put back.
-        let restored: Vec<(String, String)> = j
-            .steps
-            .iter()
-            .filter(|s| s.op != crate::patch::Op::Create)
-            .filter_map(|s| Some((s.path.clone(), s.base.clone()?)))
-            .collect();
+        let restored = restored_bases(host, &j.steps);
         if let Err(e) = crate::overlay::kernel::vouch_restored(&session_dir, host, &restored) {
             tracing::warn!(error = %e, "cannot record the bases the rollback put back");
         }
@@ -774,4 +788,51 @@ pub fn commit_to_git_branch(
                "tree": made.tree, "created": made.created, "applied": applied}),
     )?;
     Ok(made)
+}
+
+#[cfg(test)]
+mod vouch_tests {
+    use super::*;
+    use crate::overlay::journal::SeenMap;
+    use crate::overlay::kernel::{add_vouched, vouch_restored};
+
+    fn step(path: &str, op: crate::patch::Op, base: &str) -> apply::Step {
+        apply::Step {
+            path: path.into(),
+            op,
+            tmp: String::new(),
+            bak: String::new(),
+            blob: None,
+            base: Some(base.into()),
+            tmp_ino: None,
+        }
+    }
+
+    #[test]
+    fn a_vouched_base_holds_only_while_the_host_file_is_untouched() {
+        let d = tempfile::tempdir().unwrap();
+        let (host_dir, session) = (d.path().join("host"), d.path().join("s"));
+        std::fs::create_dir_all(&host_dir).unwrap();
+        std::fs::create_dir_all(crate::overlay::engine::kernel_dir(&session)).unwrap();
+        std::fs::write(host_dir.join("f"), "a").unwrap();
+        std::fs::write(host_dir.join("g"), "g").unwrap();
+        let host = HostRoot::open(&host_dir).unwrap();
+        let hash = |b: &[u8]| crate::patch::set::hash_hex(b);
+        // g's claimed base is not what the host holds: not vouched for.
+        let steps = [
+            step("f", crate::patch::Op::Update, &hash(b"a")),
+            step("g", crate::patch::Op::Delete, &hash(b"other")),
+        ];
+        vouch_restored(&session, &host, &restored_bases(&host, &steps)).unwrap();
+        let mut seen = SeenMap::new();
+        add_vouched(&session, &host, &mut seen);
+        assert_eq!(seen.get("f").and_then(|s| s.base.clone()), Some(hash(b"a")));
+        assert!(!seen.contains_key("g"));
+        // Replaced since (another inode): no longer.
+        std::fs::write(host_dir.join("f.new"), "a").unwrap();
+        std::fs::rename(host_dir.join("f.new"), host_dir.join("f")).unwrap();
+        let mut seen = SeenMap::new();
+        add_vouched(&session, &host, &mut seen);
+        assert!(seen.is_empty(), "{seen:?}");
+    }
 }

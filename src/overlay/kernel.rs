@@ -586,8 +586,8 @@ struct Vouched {
     base: String,
 }
 
-/// Records the bases of `restored` (path, the hash the commit found there)
-/// where the host holds that content now: called after a rollback.
+/// Records the bases of `restored` (path, the hash of what the host holds
+/// there now, checked by the caller): called after a rollback.
 pub fn vouch_restored(
     session_dir: &Path,
     host: &HostRoot,
@@ -604,14 +604,6 @@ pub fn vouch_restored(
         .unwrap_or_default();
     for (p, base) in restored {
         let Ok(st) = host.lstat(p) else { continue };
-        let kind = match FileType::from_raw_mode(st.st_mode) {
-            FileType::RegularFile => Kind::File,
-            FileType::Symlink => Kind::Symlink,
-            _ => continue,
-        };
-        if crate::patch::set::host_hash(host, p, kind).ok().as_ref() != Some(base) {
-            continue;
-        }
         all.retain(|v| &v.path != p);
         all.push(Vouched {
             path: p.clone(),
@@ -668,39 +660,5 @@ pub fn add_vouched(session_dir: &Path, host: &HostRoot, seen: &mut SeenMap) {
                 base: Some(v.base),
             },
         );
-    }
-}
-
-#[cfg(test)]
-mod vouch_tests {
-    use super::*;
-
-    #[test]
-    fn a_vouched_base_holds_only_while_the_host_file_is_untouched() {
-        let d = tempfile::tempdir().unwrap();
-        let (host_dir, session) = (d.path().join("host"), d.path().join("s"));
-        std::fs::create_dir_all(&host_dir).unwrap();
-        std::fs::create_dir_all(super::super::engine::kernel_dir(&session)).unwrap();
-        std::fs::write(host_dir.join("f"), "a").unwrap();
-        std::fs::write(host_dir.join("g"), "g").unwrap();
-        let host = HostRoot::open(&host_dir).unwrap();
-        let hash = |b: &[u8]| crate::patch::set::hash_hex(b);
-        // g's claimed base is not what the host holds: not vouched for.
-        vouch_restored(
-            &session,
-            &host,
-            &[("f".into(), hash(b"a")), ("g".into(), hash(b"other"))],
-        )
-        .unwrap();
-        let mut seen = SeenMap::new();
-        add_vouched(&session, &host, &mut seen);
-        assert_eq!(seen.get("f").and_then(|s| s.base.clone()), Some(hash(b"a")));
-        assert!(!seen.contains_key("g"));
-        // Replaced since (another inode): no longer.
-        std::fs::write(host_dir.join("f.new"), "a").unwrap();
-        std::fs::rename(host_dir.join("f.new"), host_dir.join("f")).unwrap();
-        let mut seen = SeenMap::new();
-        add_vouched(&session, &host, &mut seen);
-        assert!(seen.is_empty(), "{seen:?}");
     }
 }

@@ -273,10 +273,16 @@ pub fn mark_scope(diffs: &mut [FileDiff], grant: &crate::grant::Grant) -> Result
             Some(EntryKind::Symlink) => crate::tree::Kind::Symlink,
             _ => crate::tree::Kind::File,
         };
-        let here = scope.refuses(d.op, &d.path, kind, granted.contains(d.path.as_str()));
+        let here = super::scope_refuses(
+            &scope,
+            d.op,
+            &d.path,
+            kind,
+            granted.contains(d.path.as_str()),
+        );
         let from = d.renamed_from.as_deref().and_then(|f| {
             scope
-                .refuses(Op::Delete, f, kind, granted.contains(f))
+                .refuses_change(f, granted.contains(f))
                 .map(|why| format!("{why} (the rename's source {})", shown(f)))
         });
         d.out_of_scope = here.map(str::to_string).or(from);

@@ -203,6 +203,22 @@ pub struct Pending {
     pub size: u64,
 }
 
+/// Why patch `op` of a `kind` at `path` (`granted`: a granted file) is
+/// outside `scope`, or `None`: the one rule of a commit's validation and
+/// of `wopfs diff`'s marks.
+pub fn scope_refuses(
+    scope: &crate::scope::Scope,
+    op: Op,
+    path: &str,
+    kind: Kind,
+    granted: bool,
+) -> Option<&'static str> {
+    match op {
+        Op::Update | Op::Delete => scope.refuses_change(path, granted),
+        Op::Create => scope.refuses_create(path, kind),
+    }
+}
+
 /// The pending changes of a session, read from its overlay on disk
 /// without touching it (a daemon may be serving it meanwhile).
 pub fn pending(

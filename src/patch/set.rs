@@ -908,7 +908,9 @@ impl Loaded {
                 Kind::File
             };
             let granted_file = granted.contains(p.path.as_str());
-            if let Some(why) = scope.refuses(p.operation, &p.path, kind, granted_file) {
+            if let Some(why) =
+                super::scope_refuses(&scope, p.operation, &p.path, kind, granted_file)
+            {
                 return Err(Error::policy(format!(
                     "patch {} ({:?}) is outside grant {}: {why}",
                     p.path, p.operation, grant.grant_id

@@ -445,11 +445,9 @@ impl super::View {
         self.refuse_at(path.as_deref(), op, errno, None, reason)
     }
 
-    /// Why a new entry of `kind` at `path` is refused (`Scope::refuses`).
+    /// Why a new entry of `kind` at `path` is refused (`Scope::refuses_create`).
     pub(super) fn create_reason(&self, path: &str, kind: crate::tree::Kind) -> &'static str {
-        self.scope
-            .refuses(crate::patch::Op::Create, path, kind, false)
-            .unwrap_or(OUTSIDE)
+        self.scope.refuses_create(path, kind).unwrap_or(OUTSIDE)
     }
 
     /// A lookup of `name` in `parent` found nothing: recorded when the
