@@ -205,6 +205,12 @@ fn a_revoked_view_shows_nothing_within_a_second_even_to_a_cwd_holder() {
         err.contains("cannot commit") && err.contains("revoked"),
         "{err}"
     );
+    // Nor onto a git branch: every commit starts with the same checks.
+    let err = env.fails(&["commit", &g, "--git-branch", "agent/x", "--yes"]);
+    assert!(
+        err.contains("cannot commit") && err.contains("revoked"),
+        "{err}"
+    );
     assert_eq!(
         fs::read_to_string(env.host.join("README.md")).unwrap(),
         "readme\n"

@@ -404,25 +404,25 @@ fn recover_locked(
 }
 
 /// `wopfs commit`.
-pub fn commit(state: &StateDir, grant: &Grant, mut opts: CommitOptions) -> Result<Outcome> {
-    let audit = Audit::new(state.path());
+/// What every commit (to the working tree or onto a git branch) starts
+/// with: the grant not revoked (a revoked session is kept for review,
+/// never applied; `wopfs recover` still finishes an interrupted commit),
+/// the view unmounted, the session locked, an interrupted commit finished
+/// or undone (it may have ended the session), and the set loaded,
+/// validated and not empty.
+fn open_for_commit(
+    state: &StateDir,
+    grant: &Grant,
+    from: Option<&Path>,
+) -> Result<(session::SessionLock, HostRoot, Loaded)> {
     let session_dir = state.session_dir(&grant.grant_id);
-    let approver = opts
-        .approver
-        .clone()
-        .unwrap_or_else(crate::audit::current_actor);
-    // A revoked session is kept for review (diff, export, reject), never
-    // applied (`wopfs recover` still finishes an interrupted commit).
     state.check_not_revoked(&grant.grant_id, "commit")?;
     ensure_unmounted(state, grant)?;
-    let _lock = session::lock(&session_dir, true, &grant.grant_id)?;
+    let lock = session::lock(&session_dir, true, &grant.grant_id)?;
     let host = HostRoot::open(&grant.root).ctx(|| format!("host tree {}", grant.root.display()))?;
-    // An interrupted commit is finished or undone first; it may have ended
-    // the session.
     recover_locked(state, grant, &host)?;
     SessionState::load(&session_dir)?.check_not_ended(&grant.grant_id, "commit")?;
-
-    let loaded = patch_set(state, grant, opts.from.as_deref())?;
+    let loaded = patch_set(state, grant, from)?;
     loaded.validate(grant)?;
     symlinks::check(grant, &loaded)?;
     if loaded.set.patches.is_empty() {
@@ -431,6 +431,17 @@ pub fn commit(state: &StateDir, grant: &Grant, mut opts: CommitOptions) -> Resul
             grant.grant_id
         )));
     }
+    Ok((lock, host, loaded))
+}
+
+pub fn commit(state: &StateDir, grant: &Grant, mut opts: CommitOptions) -> Result<Outcome> {
+    let audit = Audit::new(state.path());
+    let session_dir = state.session_dir(&grant.grant_id);
+    let approver = opts
+        .approver
+        .clone()
+        .unwrap_or_else(crate::audit::current_actor);
+    let (_lock, host, loaded) = open_for_commit(state, grant, opts.from.as_deref())?;
     let mut chosen: Vec<&WorkspacePatch> = loaded.set.patches.iter().collect();
     if !opts.paths.is_empty() {
         for want in &opts.paths {
@@ -677,6 +688,7 @@ pub fn commit_to_git_branch(
         .approver
         .clone()
         .unwrap_or_else(crate::audit::current_actor);
+    let (_lock, host, loaded) = open_for_commit(state, grant, opts.from.as_deref())?;
     let origin = grant.git.clone().ok_or_else(|| {
         Error::invalid(format!(
             "grant {}'s root {} was not in a git work tree with a commit when the grant was made; --git-branch needs one (commit to the working tree instead)",
@@ -684,20 +696,6 @@ pub fn commit_to_git_branch(
             grant.root.display()
         ))
     })?;
-    ensure_unmounted(state, grant)?;
-    let _lock = session::lock(&session_dir, true, &grant.grant_id)?;
-    let host = HostRoot::open(&grant.root).ctx(|| format!("host tree {}", grant.root.display()))?;
-    recover_locked(state, grant, &host)?;
-    SessionState::load(&session_dir)?.check_not_ended(&grant.grant_id, "commit")?;
-    let loaded = patch_set(state, grant, opts.from.as_deref())?;
-    loaded.validate(grant)?;
-    symlinks::check(grant, &loaded)?;
-    if loaded.set.patches.is_empty() {
-        return Err(Error::invalid(format!(
-            "grant {} has no pending changes; nothing to commit",
-            grant.grant_id
-        )));
-    }
     let meta = git_branch::Meta {
         grant_id: &grant.grant_id,
         purpose: &grant.purpose,
