@@ -19,17 +19,22 @@ fn beneath(path: &str, dir: &str) -> bool {
     path.len() > dir.len() && path.starts_with(dir) && path.as_bytes()[dir.len()] == b'/'
 }
 
+/// A grant's write prefixes as view paths (no slashes at the ends); empty:
+/// no prefix bounds the writes.
+pub fn write_prefixes(g: &Grant) -> Vec<String> {
+    g.write_prefixes
+        .iter()
+        .map(|p| p.trim_matches('/').to_string())
+        .filter(|p| !p.is_empty())
+        .collect()
+}
+
 impl Scope {
     pub fn from_grant(g: &Grant) -> Result<Scope> {
         Ok(Scope {
             allow: AllowSet::new(&g.allow_patterns)?,
             deny: DenySet::new(&g.deny_patterns)?,
-            prefixes: g
-                .write_prefixes
-                .iter()
-                .map(|p| p.trim_matches('/').to_string())
-                .filter(|p| !p.is_empty())
-                .collect(),
+            prefixes: write_prefixes(g),
         })
     }
 

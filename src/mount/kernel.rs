@@ -163,7 +163,7 @@ pub fn mount(
         .create(&lower)
         .ctx(|| format!("creating {}", lower.display()))?;
     set_mode(&lower, 0o700)?;
-    let config = lower_config(grant, opts, !prefixes::prefixes(grant).is_empty());
+    let config = lower_config(grant, opts, !crate::scope::write_prefixes(grant).is_empty());
     let session = fuser::Session::new(WopFs::new(view), &lower, &config)
         .ctx(|| format!("mounting the lower view of grant {}", grant.grant_id))?;
     stack.fuse = Some(session.spawn().ctx(|| "starting the FUSE threads")?);
@@ -290,7 +290,7 @@ fn mount_layers(grant: &Grant, session_dir: &Path, lower: &Path, mp: &Path) -> R
         engine::upper_dir(session_dir),
         engine::work_dir(session_dir),
     );
-    let wanted = prefixes::prefixes(grant);
+    let wanted = crate::scope::write_prefixes(grant);
     let anchors = if wanted.is_empty() {
         vec![String::new()]
     } else {

@@ -18,19 +18,7 @@ use std::path::{Path, PathBuf};
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 
 use crate::error::{Error, Result};
-use crate::grant::Grant;
 use crate::overlay::engine;
-
-/// The grant's write prefixes as view paths (no slashes at the ends);
-/// empty: the whole view is writable.
-pub fn prefixes(grant: &Grant) -> Vec<String> {
-    grant
-        .write_prefixes
-        .iter()
-        .map(|p| p.trim_matches('/').to_string())
-        .filter(|p| !p.is_empty())
-        .collect()
-}
 
 /// Opens `rel` beneath `root` as a directory (`O_PATH`), never following a
 /// symlink nor leaving the mount: an upper layer left by an earlier session
