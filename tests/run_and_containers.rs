@@ -366,50 +366,9 @@ fn a_view_unmounted_under_a_running_container_fails_cleanly() {
 fn rootless_grant_mount_run_and_commit() {
     let env = Env::new();
     project(&env);
-    let dev = fs::metadata("/dev/fuse").unwrap().permissions().mode() & 0o777;
-    if dev != 0o666 {
-        // The mode distributions ship (see .ci/run); fusermount3 needs it.
-        fs::set_permissions("/dev/fuse", fs::Permissions::from_mode(0o666)).unwrap();
-    }
-    let base = env.dir.path().canonicalize().unwrap();
-    fs::set_permissions(&base, fs::Permissions::from_mode(0o755)).unwrap();
-    let mnt = env.mountpoint("mnt");
-    let ws = env.mountpoint("ws");
-    fs::create_dir_all(&env.state).unwrap();
-    for p in [&env.host, &mnt, &ws, &env.state] {
-        Command::new("chown")
-            .args(["-R", "1000:1000", p.to_str().unwrap()])
-            .status()
-            .unwrap();
-    }
-    let as_user = |args: &[&str]| {
-        Command::new("setpriv")
-            .args([
-                "--reuid",
-                "1000",
-                "--regid",
-                "1000",
-                "--clear-groups",
-                BIN,
-                "--state-dir",
-                env.state.to_str().unwrap(),
-            ])
-            .args(args)
-            .env("HOME", &base)
-            // Rootless, auto is the fuse engine whatever the run's default.
-            .env_remove("WOPFS_ENGINE")
-            .output()
-            .unwrap()
-    };
-    let ok = |args: &[&str]| {
-        let out = as_user(args);
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    };
+    let (mnt, ws) = (env.mountpoint("mnt"), env.mountpoint("ws"));
+    let user = Uid1000::new(&env, &[&mnt, &ws]);
+    let (as_user, ok) = (|a: &[&str]| user.run(a), |a: &[&str]| user.ok(a));
     let g = ok(&[
         "grant",
         "--root",
@@ -522,37 +481,9 @@ fn rootless_run_on_the_kernel_engine() {
     }
     let env = Env::new();
     project(&env);
-    fs::set_permissions("/dev/fuse", fs::Permissions::from_mode(0o666)).unwrap();
-    let base = env.dir.path().canonicalize().unwrap();
-    fs::set_permissions(&base, fs::Permissions::from_mode(0o755)).unwrap();
-    let ws = env.mountpoint("ws");
-    let mnt = env.mountpoint("mnt");
-    fs::create_dir_all(&env.state).unwrap();
-    for p in [&env.host, &ws, &mnt, &env.state] {
-        Command::new("chown")
-            .args(["-R", "1000:1000", p.to_str().unwrap()])
-            .status()
-            .unwrap();
-    }
-    let as_user = |args: &[&str]| {
-        Command::new("setpriv")
-            .args(["--reuid", "1000", "--regid", "1000", "--clear-groups", BIN])
-            .args(["--state-dir", env.state.to_str().unwrap()])
-            .args(args)
-            .env("HOME", &base)
-            .env_remove("WOPFS_ENGINE")
-            .output()
-            .unwrap()
-    };
-    let ok = |args: &[&str]| {
-        let out = as_user(args);
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    };
+    let (ws, mnt) = (env.mountpoint("ws"), env.mountpoint("mnt"));
+    let user = Uid1000::new(&env, &[&ws, &mnt]);
+    let (as_user, ok) = (|a: &[&str]| user.run(a), |a: &[&str]| user.ok(a));
     let g = ok(&[
         "grant",
         "--root",
@@ -637,4 +568,56 @@ fn rootless_run_on_the_kernel_engine() {
         "the committed layer is removed"
     );
     assert!(no_mount_of_grant(&g));
+}
+
+/// wopfs run as uid 1000 on `env`: its host tree, state dir and `dirs`
+/// handed to that user, its temp dir open to it, `/dev/fuse` usable by
+/// users (the mode distributions ship; fusermount3 needs it).
+struct Uid1000<'a> {
+    env: &'a Env,
+    home: std::path::PathBuf,
+}
+
+impl<'a> Uid1000<'a> {
+    fn new(env: &'a Env, dirs: &[&std::path::PathBuf]) -> Uid1000<'a> {
+        let dev = fs::metadata("/dev/fuse").unwrap().permissions().mode() & 0o777;
+        if dev != 0o666 {
+            fs::set_permissions("/dev/fuse", fs::Permissions::from_mode(0o666)).unwrap();
+        }
+        let home = env.dir.path().canonicalize().unwrap();
+        fs::set_permissions(&home, fs::Permissions::from_mode(0o755)).unwrap();
+        fs::create_dir_all(&env.state).unwrap();
+        for p in [&env.host, &env.state]
+            .into_iter()
+            .chain(dirs.iter().copied())
+        {
+            Command::new("chown")
+                .args(["-R", "1000:1000", p.to_str().unwrap()])
+                .status()
+                .unwrap();
+        }
+        Uid1000 { env, home }
+    }
+
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        Command::new("setpriv")
+            .args(["--reuid", "1000", "--regid", "1000", "--clear-groups", BIN])
+            .args(["--state-dir", self.env.state.to_str().unwrap()])
+            .args(args)
+            .env("HOME", &self.home)
+            // Rootless, auto is the fuse engine whatever the run's default.
+            .env_remove("WOPFS_ENGINE")
+            .output()
+            .unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
 }
