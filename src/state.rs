@@ -387,16 +387,8 @@ mod tests {
     fn grant(root: &Path) -> Grant {
         std::fs::write(root.join("a.txt"), "a").unwrap();
         let req = GrantRequest {
-            root: root.to_path_buf(),
-            allow: vec![],
-            deny: vec![],
-            write_prefixes: vec![],
-            mode: Mode::ReadOnly,
             purpose: "p".into(),
-            reason: None,
-            ttl: None,
-            max_files: None,
-            include_ignored: false,
+            ..GrantRequest::for_test(root, Mode::ReadOnly)
         };
         resolve(
             &req,

@@ -32,6 +32,26 @@ pub struct GrantRequest {
     pub include_ignored: bool,
 }
 
+#[cfg(test)]
+impl GrantRequest {
+    /// A request for the whole tree at `root` in `mode`, everything else
+    /// at its default: tests set the field they vary.
+    pub(crate) fn for_test(root: &std::path::Path, mode: Mode) -> GrantRequest {
+        GrantRequest {
+            root: root.to_path_buf(),
+            allow: vec![],
+            deny: vec![],
+            write_prefixes: vec![],
+            mode,
+            purpose: "t".into(),
+            reason: None,
+            ttl: None,
+            max_files: None,
+            include_ignored: false,
+        }
+    }
+}
+
 /// Checks `req` against `policy` and resolves the granted file list with
 /// one walk of the host tree; the grant is created, and its lifetime
 /// starts, at `clock`'s now. `grant_id` is filled in by the store.
@@ -312,16 +332,9 @@ mod tests {
 
     fn req(root: &std::path::Path) -> GrantRequest {
         GrantRequest {
-            root: root.to_path_buf(),
-            allow: vec![],
             deny: vec!["secrets".into()],
-            write_prefixes: vec![],
-            mode: Mode::ReadOnly,
             purpose: "test".into(),
-            reason: None,
-            ttl: None,
-            max_files: None,
-            include_ignored: false,
+            ..GrantRequest::for_test(root, Mode::ReadOnly)
         }
     }
 

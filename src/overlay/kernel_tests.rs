@@ -53,16 +53,8 @@ pub(super) fn fixture(deny: &[&str]) -> Fx {
     fs::create_dir_all(host.join("secrets")).unwrap();
     fs::write(host.join("secrets/key.txt"), "hidden").unwrap();
     let req = GrantRequest {
-        root: host.clone(),
-        allow: vec![],
         deny: deny.iter().map(|d| d.to_string()).collect(),
-        write_prefixes: vec![],
-        mode: GrantMode::ReadWriteOverlay,
-        purpose: "t".into(),
-        reason: None,
-        ttl: None,
-        max_files: None,
-        include_ignored: false,
+        ..GrantRequest::for_test(&host, GrantMode::ReadWriteOverlay)
     };
     let grant = resolve(
         &req,

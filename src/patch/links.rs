@@ -119,16 +119,7 @@ mod tests {
         let mut policy = Policy::builtin_default().unwrap();
         policy.allow_hardlinks = allow_hardlinks;
         let req = GrantRequest {
-            root: dir.path().to_path_buf(),
-            allow: vec![],
-            deny: vec![],
-            write_prefixes: vec![],
-            mode: Mode::ReadWriteOverlay,
-            purpose: "t".into(),
-            reason: None,
-            ttl: None,
-            max_files: None,
-            include_ignored: false,
+            ..GrantRequest::for_test(dir.path(), Mode::ReadWriteOverlay)
         };
         let g = resolve(&req, &policy, &crate::clock::SystemClock).unwrap();
         (dir, g)

@@ -35,16 +35,9 @@ fn fixture(mode: Mode, prefixes: &[&str], policy: Policy) -> Fx {
         fs::write(host.join(f), c).unwrap();
     }
     let req = GrantRequest {
-        root: host.clone(),
-        allow: vec![],
         deny: vec!["*.key".into()],
         write_prefixes: prefixes.iter().map(|s| s.to_string()).collect(),
-        mode,
-        purpose: "t".into(),
-        reason: None,
-        ttl: None,
-        max_files: None,
-        include_ignored: false,
+        ..GrantRequest::for_test(&host, mode)
     };
     let mut policy = policy;
     policy.allowed_modes.push(mode);

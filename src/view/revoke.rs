@@ -60,16 +60,7 @@ mod tests {
         std::fs::write(host.path().join("a.txt"), "a").unwrap();
         std::fs::write(host.path().join("d/b.txt"), "b").unwrap();
         let req = GrantRequest {
-            root: host.path().to_path_buf(),
-            allow: vec![],
-            deny: vec![],
-            write_prefixes: vec![],
-            mode: Mode::ReadOnly,
-            purpose: "t".into(),
-            reason: None,
-            ttl: None,
-            max_files: None,
-            include_ignored: false,
+            ..GrantRequest::for_test(host.path(), Mode::ReadOnly)
         };
         let clock = crate::clock::SystemClock;
         let grant = resolve(&req, &Policy::builtin_default().unwrap(), &clock).unwrap();

@@ -38,16 +38,9 @@ fn fixture_on(ttl: Option<Duration>, clock: ManualClock) -> Fixture {
     }
     symlink("pay.py", root.join("src/link")).unwrap();
     let req = GrantRequest {
-        root: root.clone(),
-        allow: vec![],
         deny: vec!["secrets".into()],
-        write_prefixes: vec![],
-        mode: Mode::ReadOnly,
-        purpose: "t".into(),
-        reason: None,
         ttl,
-        max_files: None,
-        include_ignored: false,
+        ..GrantRequest::for_test(&root, Mode::ReadOnly)
     };
     let grant = resolve(&req, &Policy::builtin_default().unwrap(), &clock).unwrap();
     let opts = ViewOptions {
@@ -465,18 +458,7 @@ fn refused_hard_links_are_not_served_even_when_made_after_the_grant() {
     fs::write(root.join(".env"), "SECRET=1").unwrap();
     fs::write(root.join("src/a.py"), "a = 1\n").unwrap();
     fs::write(root.join("src/b.py"), "b = 1\n").unwrap();
-    let req = GrantRequest {
-        root: root.clone(),
-        allow: vec![],
-        deny: vec![],
-        write_prefixes: vec![],
-        mode: Mode::ReadOnly,
-        purpose: "t".into(),
-        reason: None,
-        ttl: None,
-        max_files: None,
-        include_ignored: false,
-    };
+    let req = GrantRequest::for_test(&root, Mode::ReadOnly);
     let mut policy = Policy::builtin_default().unwrap();
     policy.allow_hardlinks = false;
     let strict = View::new(

@@ -39,16 +39,8 @@ pub(super) fn fixture_with(prefixes: &[&str], extra: &[(&str, &str)]) -> Fx {
         fs::write(host.join(f), c).unwrap();
     }
     let req = GrantRequest {
-        root: host.clone(),
-        allow: vec![],
-        deny: vec![],
         write_prefixes: prefixes.iter().map(|s| s.to_string()).collect(),
-        mode: Mode::ReadWriteOverlay,
-        purpose: "t".into(),
-        reason: None,
-        ttl: None,
-        max_files: None,
-        include_ignored: false,
+        ..GrantRequest::for_test(&host, Mode::ReadWriteOverlay)
     };
     let grant = resolve(
         &req,
