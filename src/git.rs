@@ -88,32 +88,26 @@ pub(crate) fn text(b: Vec<u8>) -> String {
     String::from_utf8_lossy(&b).trim().to_string()
 }
 
+/// `git ARGS` on `repo`: its trimmed stdout, or an error with git's message.
+pub(crate) fn query(repo: &Path, args: &[&str]) -> Result<String> {
+    let mut c = git(repo);
+    c.args(args);
+    run(c, &args.join(" ")).map(text)
+}
+
+/// As [`query`], `None` for a failure or an empty answer (a question git
+/// answers with "no", as `rev-parse --verify -q` does).
+pub(crate) fn ask(repo: &Path, args: &[&str]) -> Option<String> {
+    query(repo, args).ok().filter(|s| !s.is_empty())
+}
+
 /// The git origin of a tree at `root`, if it is inside a git work tree
 /// with at least one commit (and git is installed).
 pub fn origin(root: &Path) -> Option<Origin> {
-    let commit = run(
-        {
-            let mut c = git(root);
-            c.args(["rev-parse", "--verify", "-q", "HEAD^{commit}"]);
-            c
-        },
-        "rev-parse HEAD",
-    )
-    .ok()
-    .map(text)
-    .filter(|c| !c.is_empty())?;
-    let branch = run(
-        {
-            let mut c = git(root);
-            c.args(["symbolic-ref", "-q", "--short", "HEAD"]);
-            c
-        },
-        "symbolic-ref HEAD",
-    )
-    .ok()
-    .map(text)
-    .filter(|b| !b.is_empty());
-    Some(Origin { commit, branch })
+    Some(Origin {
+        commit: ask(root, &["rev-parse", "--verify", "-q", "HEAD^{commit}"])?,
+        branch: ask(root, &["symbolic-ref", "-q", "--short", "HEAD"]),
+    })
 }
 
 /// Runs `cmd` with `input` on its stdin.

@@ -277,6 +277,17 @@ fn git_branch_errors_name_the_problem_and_write_nothing() {
     // A name git refuses.
     let err = env.fails(&["commit", &g, "--git-branch", "bad..name", "--yes"]);
     assert!(err.contains("not a valid branch name"), "{err}");
+    // An author git could not record, refused before anything is written.
+    let err = env.fails(&[
+        "commit",
+        &g,
+        "--git-branch",
+        "fine",
+        "--author",
+        "nobody",
+        "--yes",
+    ]);
+    assert!(err.contains("expected `Name <email>`"), "{err}");
     // A branch that exists elsewhere.
     git(&env.host, &["branch", "taken"]);
     fs::write(env.host.join("x.txt"), "x\n").unwrap();

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::git::{feed, git, run, text, Origin};
+use crate::git::{ask, feed, git, query, run, text, Origin};
 use crate::patch::set::{Loaded, WorkspacePatch};
 use crate::patch::Op;
 
@@ -66,9 +66,7 @@ fn person(s: &str) -> Result<(String, String)> {
 
 /// Checks a branch name with git's own rule.
 fn check_branch_name(repo: &Path, name: &str) -> Result<()> {
-    let mut c = git(repo);
-    c.args(["check-ref-format", "--branch", name]);
-    run(c, "check-ref-format")
+    query(repo, &["check-ref-format", "--branch", name])
         .map(|_| ())
         .map_err(|_| Error::invalid(format!("--git-branch {name:?} is not a valid branch name")))
 }
@@ -87,56 +85,30 @@ pub fn commit_to_branch(
     dry_run: bool,
 ) -> Result<BranchCommit> {
     check_branch_name(root, branch)?;
-    let top = PathBuf::from(text(run(
-        {
-            let mut c = git(root);
-            c.args(["rev-parse", "--show-toplevel"]);
-            c
-        },
-        "rev-parse --show-toplevel",
-    )?));
-    let prefix = text(run(
-        {
-            let mut c = git(root);
-            c.args(["rev-parse", "--show-prefix"]);
-            c
-        },
-        "rev-parse --show-prefix",
-    )?);
+    // Checked before anything else, also by a dry run.
+    let author = match meta.author {
+        Some(a) => Some(person(a)?),
+        None => None,
+    };
+    let top = PathBuf::from(query(root, &["rev-parse", "--show-toplevel"])?);
+    let prefix = query(root, &["rev-parse", "--show-prefix"])?;
     let full_ref = format!("refs/heads/{branch}");
     // Never the branch checked out: its working tree would fall behind.
-    let head_ref = run(
-        {
-            let mut c = git(&top);
-            c.args(["symbolic-ref", "-q", "HEAD"]);
-            c
-        },
-        "symbolic-ref HEAD",
-    )
-    .map(text)
-    .unwrap_or_default();
-    if head_ref == full_ref {
+    if ask(&top, &["symbolic-ref", "-q", "HEAD"]).as_deref() == Some(full_ref.as_str()) {
         return Err(Error::invalid(format!(
             "--git-branch {branch} is the branch checked out in {}; commit onto another branch (its working tree is never touched)",
             top.display()
         )));
     }
-    let existing = run(
-        {
-            let mut c = git(&top);
-            c.args([
-                "rev-parse",
-                "--verify",
-                "-q",
-                &format!("{full_ref}^{{commit}}"),
-            ]);
-            c
-        },
-        "rev-parse branch",
-    )
-    .map(text)
-    .ok()
-    .filter(|s| !s.is_empty());
+    let existing = ask(
+        &top,
+        &[
+            "rev-parse",
+            "--verify",
+            "-q",
+            &format!("{full_ref}^{{commit}}"),
+        ],
+    );
     if let Some(tip) = &existing {
         if *tip != origin.commit {
             return Err(Error::invalid(format!(
@@ -224,14 +196,14 @@ pub fn commit_to_branch(
             .as_bytes(),
         );
     }
-    for p in loaded
+    let writes: Vec<&WorkspacePatch> = loaded
         .set
         .patches
         .iter()
         .filter(|p| p.operation != Op::Delete)
-    {
-        let data = loaded.content(p)?;
-        let oid = hash_object(&top, &data)?;
+        .collect();
+    let oids = hash_objects(&top, scratch.path(), loaded, &writes)?;
+    for (p, oid) in writes.iter().zip(&oids) {
         let mode = if p.is_symlink() {
             "120000"
         } else if p.mode.unwrap_or(0o644) & 0o111 != 0 {
@@ -245,8 +217,8 @@ pub fn commit_to_branch(
     feed(&mut c, &lines, "update-index")?;
     let tree = text(run(with_index(&["write-tree"]), "write-tree")?);
 
-    let (name, email) = match meta.author {
-        Some(a) => person(a)?,
+    let (name, email) = match author {
+        Some(a) => a,
         None => {
             let local: String = meta
                 .approver
@@ -311,18 +283,71 @@ fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-fn hash_object(top: &Path, data: &[u8]) -> Result<String> {
+/// Writes the content of each of `patches` into the repository
+/// (`hash-object -w`, one process for all, reading them from files in the
+/// scratch dir `dir`); their ids in order.
+fn hash_objects(
+    top: &Path,
+    dir: &Path,
+    loaded: &Loaded,
+    patches: &[&WorkspacePatch],
+) -> Result<Vec<String>> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut paths = Vec::new();
+    for (i, p) in patches.iter().enumerate() {
+        let f = dir.join(format!("blob-{i}"));
+        // One content in memory at a time.
+        std::fs::write(&f, loaded.content(p)?)
+            .map_err(|e| Error::io(format!("writing {}", f.display()), e))?;
+        // git may run as the repository's owner (`git::git`).
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644))
+            .map_err(|e| Error::io(format!("{}", f.display()), e))?;
+        paths.extend_from_slice(f.as_os_str().as_encoded_bytes());
+        paths.push(b'\n');
+    }
     let mut c = git(top);
-    c.args(["hash-object", "-w", "--no-filters", "--stdin"]);
-    Ok(text(feed(&mut c, data, "hash-object")?))
+    c.args(["hash-object", "-w", "--no-filters", "--stdin-paths"]);
+    let out = String::from_utf8_lossy(&feed(&mut c, &paths, "hash-object")?).into_owned();
+    let oids: Vec<String> = out.lines().map(str::to_string).collect();
+    if oids.len() != patches.len() {
+        return Err(Error::invalid(format!(
+            "git hash-object answered {} ids for {} contents",
+            oids.len(),
+            patches.len()
+        )));
+    }
+    Ok(oids)
 }
 
-/// The blake3 of an object of the repository (a blob's bytes; a symlink's
-/// target is its blob).
-fn blob_hash(top: &Path, oid: &str) -> Result<String> {
+/// The blake3 of each object `oids` names (a blob's bytes; a symlink's
+/// target is its blob), read by one `cat-file --batch`.
+fn blob_hashes(top: &Path, oids: &[&str]) -> Result<HashMap<String, String>> {
+    let mut out = HashMap::new();
+    if oids.is_empty() {
+        return Ok(out);
+    }
     let mut c = git(top);
-    c.args(["cat-file", "blob", oid]);
-    Ok(crate::patch::set::hash_hex(&run(c, "cat-file")?))
+    c.args(["cat-file", "--batch"]);
+    let input: Vec<u8> = oids
+        .iter()
+        .flat_map(|o| format!("{o}\n").into_bytes())
+        .collect();
+    let answer = feed(&mut c, &input, "cat-file --batch")?;
+    let bad = || Error::invalid("git cat-file --batch answered something unexpected");
+    let mut rest = &answer[..];
+    while !rest.is_empty() {
+        let nl = rest.iter().position(|b| *b == b'\n').ok_or_else(bad)?;
+        let head = String::from_utf8_lossy(&rest[..nl]).into_owned();
+        let mut f = head.split(' ');
+        let (Some(oid), Some(_kind), Some(size)) = (f.next(), f.next(), f.next()) else {
+            return Err(bad());
+        };
+        let size: usize = size.parse().map_err(|_| bad())?;
+        let body = rest.get(nl + 1..nl + 1 + size).ok_or_else(bad)?;
+        out.insert(oid.to_string(), crate::patch::set::hash_hex(body));
+        rest = rest.get(nl + 2 + size..).ok_or_else(bad)?;
+    }
+    Ok(out)
 }
 
 /// Each patch's base against the origin: an update or delete needs the
@@ -335,6 +360,8 @@ fn check_bases(
     entries: &HashMap<String, Entry>,
     in_repo: &dyn Fn(&str) -> String,
 ) -> Result<()> {
+    let oids: Vec<&str> = entries.values().map(|e| e.oid.as_str()).collect();
+    let hashes = blob_hashes(top, &oids)?;
     let mut conflicts = Vec::new();
     for p in &loaded.set.patches {
         let at = entries.get(&in_repo(&p.path));
@@ -346,7 +373,12 @@ fn check_bases(
                 ));
                 continue;
             }
-            Some(e) => Some(blob_hash(top, &e.oid)?),
+            Some(e) => Some(
+                hashes
+                    .get(&e.oid)
+                    .cloned()
+                    .ok_or_else(|| Error::invalid(format!("git has no object {}", e.oid)))?,
+            ),
             None => None,
         };
         let ok = match (p.operation, &found) {
