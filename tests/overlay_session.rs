@@ -496,8 +496,14 @@ fn heavy_session_leaves_the_host_identical_and_status_shows_it() {
 #[test]
 fn passthrough_readers_and_a_joining_writer_share_the_overlay_file() {
     let (env, g) = overlay_env();
-    let m = env.mount(&g, &env.mountpoint("mnt"), &["--quota-bytes", "1000000"]);
+    let mp = env.mountpoint("mnt");
+    let m = env.mount(&g, &mp, &["--quota-bytes", "1000000"]);
     fs::write(m.path("made.txt"), "0123456789").unwrap();
+    // The kernel sends the writer's RELEASE after close returns: until the
+    // daemon has it, a reader opening the file is not given passthrough
+    // (a writer is still open). Unmounting waits for every release.
+    drop(m);
+    let m = env.mount(&g, &mp, &["--quota-bytes", "1000000"]);
     let reader = fs::File::open(m.path("made.txt")).unwrap();
     let mut buf = [0u8; 10];
     reader.read_exact_at(&mut buf, 0).unwrap();
