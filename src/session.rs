@@ -94,7 +94,8 @@ pub struct SessionLock {
     _file: std::fs::File,
 }
 
-/// Takes the session lock without waiting; the error says who holds it.
+/// Takes the session lock without waiting for a holder (only out a
+/// fork's moment, see below); the error says who holds it.
 pub fn lock(session_dir: &Path, exclusive: bool, grant_id: &str) -> Result<SessionLock> {
     use std::os::unix::fs::OpenOptionsExt;
     let path = session_dir.join("session.lock");
@@ -111,7 +112,22 @@ pub fn lock(session_dir: &Path, exclusive: bool, grant_id: &str) -> Result<Sessi
     } else {
         rustix::fs::FlockOperation::NonBlockingLockShared
     };
-    match rustix::fs::flock(&file, op) {
+    // A lock just released can still be held for a moment by a child that
+    // another thread of the releasing process forked and that has not yet
+    // exec'd (it holds a copy of the descriptor until then): a few retries
+    // tell that moment from a real holder.
+    let start = std::time::Instant::now();
+    let taken = loop {
+        match rustix::fs::flock(&file, op) {
+            Err(rustix::io::Errno::WOULDBLOCK)
+                if start.elapsed() < std::time::Duration::from_millis(200) =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            r => break r,
+        }
+    };
+    match taken {
         Ok(()) => Ok(SessionLock { _file: file }),
         Err(rustix::io::Errno::WOULDBLOCK) if exclusive => Err(Error::busy(format!(
             "grant {grant_id} is in use: its view is being served, or another commit, reject or recover of it is running; unmount it (wopfs umount) or wait"
