@@ -39,7 +39,7 @@ pub enum Origin {
     Upper(u64),
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Node {
     pub parent: Ino,
     pub name: Box<str>,
@@ -51,7 +51,9 @@ pub struct Node {
     pub removed: bool,
 }
 
-#[derive(Debug)]
+/// `Clone` keeps every number: a clone of the grant's tree numbers its
+/// nodes as the view's tree does (an undo rebuilds the view from one).
+#[derive(Clone, Debug)]
 pub struct Tree {
     /// `nodes[ino - 1]`; the root is first.
     nodes: Vec<Node>,
@@ -112,6 +114,27 @@ impl Tree {
             tree.nodes[i].children = children;
         }
         tree
+    }
+
+    /// The number the next node will get.
+    pub fn next_ino(&self) -> Ino {
+        self.nodes.len() as Ino + 1
+    }
+
+    /// Makes the next node's number at least `next`, by numbers never
+    /// used: a tree that replaces another in a live view (an undo) must not
+    /// give a number the kernel still holds to another node.
+    pub fn skip_to(&mut self, next: Ino) {
+        while self.next_ino() < next {
+            self.nodes.push(Node {
+                parent: ROOT,
+                name: "".into(),
+                kind: Kind::File,
+                origin: Origin::InPlace,
+                children: Vec::new(),
+                removed: true,
+            });
+        }
     }
 
     /// Appends a node (not yet linked into its parent) and returns its number.

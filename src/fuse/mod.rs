@@ -58,6 +58,26 @@ pub fn invalidate(notifier: &fuser::Notifier, known: &[view::Known]) -> usize {
     taken
 }
 
+/// Drops what the kernel cached that an undo changed (`View::undo`).
+/// Returns how many notifications the kernel took.
+pub fn invalidate_stale(notifier: &fuser::Notifier, stale: &view::Stale) -> usize {
+    let mut taken = 0;
+    for (parent, name) in &stale.entries {
+        if notifier
+            .inval_entry(INodeNo(*parent), OsStr::new(name))
+            .is_ok()
+        {
+            taken += 1;
+        }
+    }
+    for ino in &stale.inodes {
+        if notifier.inval_inode(INodeNo(*ino), 0, 0).is_ok() {
+            taken += 1;
+        }
+    }
+    taken
+}
+
 impl Filesystem for WopFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         // Best effort: each capability the kernel lacks is simply not used.

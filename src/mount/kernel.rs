@@ -104,6 +104,10 @@ pub struct KernelStack {
     guard: Option<(Child, std::process::ChildStdin)>,
     /// `/sys/fs/fuse/connections/N` of the lower, to abort it at expiry.
     lower_conn: Option<PathBuf>,
+    /// A clone of the detached lower, kept so an undo can mount a fresh
+    /// overlay over it (`remount`); dropped once the overlay is gone from
+    /// the mountpoint (`watch_overlay`), so the lower ends with it.
+    lower_clone: Arc<std::sync::Mutex<Option<OwnedFd>>>,
 }
 
 /// The source of a grant's overlay in mountinfo (as the FUSE engine's).
@@ -134,6 +138,7 @@ pub fn mount(
         layer_lock: None,
         guard: None,
         lower_conn: None,
+        lower_clone: Default::default(),
     };
     // On error, `stack`'s drop takes down whatever was mounted.
     stack.layer_lock = Some(engine::lock_layer(&session_dir, Duration::from_secs(10))?);
@@ -194,7 +199,10 @@ pub fn mount(
     let mounted = mount_layers(grant, &session_dir, &lower, mp);
     // Nobody reached the layer before the overlays were up.
     engine::take_reserve(&session_dir);
-    mounted?;
+    if let Some(clone) = mounted? {
+        *lock(&stack.lower_clone) = Some(clone);
+        watch_overlay(grant, mp, stack.lower_clone.clone())?;
+    }
     if engine::record(&session_dir)?.is_none() {
         engine::save_record(
             &session_dir,
@@ -205,6 +213,147 @@ pub fn mount(
         )?;
     }
     Ok(stack)
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Drops the kept clone of the lower once the grant's overlay is no longer
+/// at `mp` (unmounted by hand, by `wopfs umount`, at expiry): then nothing
+/// but a lazily detached overlay holds the lower, and its FUSE session
+/// ends with the last of them, as without the clone. A poll, as
+/// revocation's: one read of mountinfo every 200 ms.
+fn watch_overlay(
+    grant: &Grant,
+    mp: &Path,
+    clone: Arc<std::sync::Mutex<Option<OwnedFd>>>,
+) -> Result<()> {
+    let source = source_of(&grant.grant_id);
+    let mp = mp.to_path_buf();
+    std::thread::Builder::new()
+        .name("overlay-watch".into())
+        .spawn(move || loop {
+            std::thread::sleep(Duration::from_millis(200));
+            let mut held = lock(&clone);
+            if held.is_none() {
+                return;
+            }
+            let up = mountinfo::mount_at(&mp)
+                .is_some_and(|m| m.fstype == "overlay" && m.source == source);
+            if !up {
+                tracing::info!(mountpoint = %mp.display(), "the overlay is gone; letting the lower go");
+                held.take();
+                return;
+            }
+        })
+        .ctx(|| "starting the overlay watch")?;
+    Ok(())
+}
+
+/// What an undo needs of a kernel engine stack, callable from the control
+/// thread (`mount/checkpoint.rs`).
+#[derive(Clone)]
+pub struct Remount {
+    pub grant_id: String,
+    pub mountpoint: PathBuf,
+    pub session_dir: PathBuf,
+    lower_clone: Arc<std::sync::Mutex<Option<OwnedFd>>>,
+}
+
+impl Remount {
+    /// Replaces every overlay of the view by a fresh one over the same
+    /// layers: each new overlay is mounted beneath the old one
+    /// (`MOVE_MOUNT_BENEATH`), then the old one is detached, so the
+    /// mountpoint never shows anything else. A process holding a file open
+    /// in the old overlay keeps it. `between` runs once the new overlays'
+    /// places are known, before they are made (the layer is put back then).
+    pub fn replace<T>(&self, between: impl FnOnce() -> Result<T>) -> Result<T> {
+        let clone = lock(&self.lower_clone);
+        let source = source_of(&self.grant_id);
+        let overlays = self.overlays();
+        if overlays.is_empty() {
+            return Err(Error::busy(format!(
+                "no overlay of grant {} is mounted at {}",
+                self.grant_id,
+                self.mountpoint.display()
+            )));
+        }
+        let out = between()?;
+        let upper = engine::upper_dir(&self.session_dir);
+        for o in &overlays {
+            let rel = o
+                .strip_prefix(&self.mountpoint)
+                .map(|r| r.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let fresh = if rel.is_empty() {
+                let lower = clone.as_ref().ok_or_else(|| {
+                    Error::busy("the lower view is not held (the overlay was going down)")
+                })?;
+                overlay_fd(
+                    &self.grant_id,
+                    Layer::Fd(lower.as_fd()),
+                    &upper,
+                    &engine::work_dir(&self.session_dir),
+                )?
+            } else {
+                // The lower is at the mountpoint: a clone of it alone (no
+                // submounts) reaches the prefix directory beneath its overlay.
+                let lower = open_tree(
+                    rustix::fs::CWD,
+                    &self.mountpoint,
+                    OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC,
+                )
+                .map_err(|e| Error::io("cloning the lower view", e.into()))?;
+                let dir = prefixes::open_dir(lower.as_fd(), &rel)
+                    .map_err(|e| Error::io(format!("opening the write prefix /{rel}"), e.into()))?;
+                overlay_fd(
+                    &self.grant_id,
+                    Layer::Fd(dir.as_fd()),
+                    &upper.join(&rel),
+                    &prefixes::work_dir(&self.session_dir, &rel),
+                )?
+            };
+            move_mount(
+                fresh.as_fd(),
+                "",
+                rustix::fs::CWD,
+                o,
+                MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_BENEATH,
+            )
+            .map_err(|e| {
+                Error::io(
+                    format!("mounting a fresh overlay at {}", o.display()),
+                    e.into(),
+                )
+            })?;
+            // The old one, on top.
+            let top = mountinfo::mount_at(o);
+            if top.is_some_and(|m| m.fstype == "overlay" && m.source == source) {
+                rustix::mount::unmount(o, rustix::mount::UnmountFlags::DETACH).map_err(|e| {
+                    Error::io(
+                        format!("detaching the old overlay at {}", o.display()),
+                        e.into(),
+                    )
+                })?;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Where the view's overlays are: the mountpoint, or each write prefix.
+    pub fn overlays(&self) -> Vec<PathBuf> {
+        let source = source_of(&self.grant_id);
+        let mut out: Vec<PathBuf> = mountinfo::mounts()
+            .into_iter()
+            .filter(|m| m.fstype == "overlay" && m.source == source)
+            .map(|m| m.mountpoint)
+            .filter(|p| p.starts_with(&self.mountpoint))
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
 }
 
 /// Mounts the FUSE control file system at `/sys/fs/fuse/connections` if
@@ -283,8 +432,14 @@ pub fn userns_lower_config(grant: &Grant, opts: &MountOptions) -> fuser::Config 
 
 /// Mounts the view at `mp` over the lower mounted at `lower`: one overlay
 /// of the whole view, or, with write prefixes, the lower itself with an
-/// overlay over each prefix (`prefixes`).
-fn mount_layers(grant: &Grant, session_dir: &Path, lower: &Path, mp: &Path) -> Result<()> {
+/// overlay over each prefix (`prefixes`). Returns a clone of the lower
+/// when it is detached under one overlay of the whole view.
+fn mount_layers(
+    grant: &Grant,
+    session_dir: &Path,
+    lower: &Path,
+    mp: &Path,
+) -> Result<Option<OwnedFd>> {
     let grant_id = &grant.grant_id;
     let (upper, work) = (
         engine::upper_dir(session_dir),
@@ -311,8 +466,8 @@ fn mount_layers(grant: &Grant, session_dir: &Path, lower: &Path, mp: &Path) -> R
                 "no write prefix is a directory in the view yet: the whole view is writable, and the commit refuses what lands outside the prefixes"
             );
         }
-        let overlay = make_overlay(grant_id, lower, &upper, &work)?;
-        return move_mount(
+        let (overlay, clone) = make_overlay(grant_id, lower, &upper, &work)?;
+        move_mount(
             overlay.as_fd(),
             "",
             rustix::fs::CWD,
@@ -324,7 +479,8 @@ fn mount_layers(grant: &Grant, session_dir: &Path, lower: &Path, mp: &Path) -> R
                 format!("mounting the overlay at {}", mp.display()),
                 e.into(),
             )
-        });
+        })?;
+        return Ok(clone);
     }
     for a in anchors.iter().filter(|a| !wanted.contains(a)) {
         tracing::info!(dir = %a, "a write prefix does not exist yet: its nearest directory is writable, and the commit refuses what lands outside the prefix");
@@ -356,7 +512,7 @@ fn mount_layers(grant: &Grant, session_dir: &Path, lower: &Path, mp: &Path) -> R
     for a in &anchors {
         mount_prefix(grant_id, session_dir, root.as_fd(), a)?;
     }
-    Ok(())
+    Ok(None)
 }
 
 /// Mounts the overlay of the write prefix (anchor) `rel` over its directory
@@ -387,37 +543,48 @@ fn mount_prefix(
     .map_err(|e| failed("mounting the overlay of", e))
 }
 
-/// Creates the overlay (not yet attached anywhere). The lower is cloned
-/// and its path detached when the kernel takes layers by fd; otherwise it
-/// is named by its path and stays mounted in the state dir.
-fn make_overlay(grant_id: &str, lower: &Path, upper: &Path, work: &Path) -> Result<OwnedFd> {
+/// Creates the overlay (not yet attached anywhere), and returns the clone
+/// of the lower it is over. The lower is cloned and its path detached when
+/// the kernel takes layers by fd; otherwise it is named by its path and
+/// stays mounted in the state dir.
+fn make_overlay(
+    grant_id: &str,
+    lower: &Path,
+    upper: &Path,
+    work: &Path,
+) -> Result<(OwnedFd, Option<OwnedFd>)> {
     let clone = open_tree(
         rustix::fs::CWD,
         lower,
         OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC,
     )
     .ok();
-    if let Some(clone) = &clone {
+    if let Some(clone) = clone {
         match overlay_fd(grant_id, Layer::Fd(clone.as_fd()), upper, work) {
             Ok(fd) => {
                 // The clone and the overlay keep the lower alive.
                 let _ = rustix::mount::unmount(lower, rustix::mount::UnmountFlags::DETACH);
-                return Ok(fd);
+                return Ok((fd, Some(clone)));
             }
             Err(e) => {
                 tracing::info!(error = %e, "the kernel does not take a detached lower; naming it by path")
             }
         }
     }
-    overlay_fd(grant_id, Layer::Path(lower), upper, work)
+    Ok((overlay_fd(grant_id, Layer::Path(lower), upper, work)?, None))
 }
 
-enum Layer<'a> {
+pub(super) enum Layer<'a> {
     Fd(std::os::fd::BorrowedFd<'a>),
     Path(&'a Path),
 }
 
-fn overlay_fd(grant_id: &str, lower: Layer, upper: &Path, work: &Path) -> Result<OwnedFd> {
+pub(super) fn overlay_fd(
+    grant_id: &str,
+    lower: Layer,
+    upper: &Path,
+    work: &Path,
+) -> Result<OwnedFd> {
     let fs = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)
         .map_err(|e| Error::io("opening overlayfs (fsopen)", e.into()))?;
     let failed = |what: &str, e: rustix::io::Errno| {
@@ -635,6 +802,16 @@ impl KernelStack {
         &self.mountpoint
     }
 
+    /// What an undo replaces the overlays with.
+    pub fn remount(&self) -> Remount {
+        Remount {
+            grant_id: self.grant_id.clone(),
+            mountpoint: self.mountpoint.clone(),
+            session_dir: self.session_dir.clone(),
+            lower_clone: self.lower_clone.clone(),
+        }
+    }
+
     /// Notifications to the lower's kernel side (revocation).
     pub fn notifier(&self) -> Option<fuser::Notifier> {
         self.fuse.as_ref().map(fuser::BackgroundSession::notifier)
@@ -652,6 +829,7 @@ impl KernelStack {
     /// Unmounts the overlay (lazily if busy) and waits for the lower.
     pub fn stop(mut self) {
         let _ = rustix::mount::unmount(&self.mountpoint, rustix::mount::UnmountFlags::DETACH);
+        lock(&self.lower_clone).take();
         if let Some(bg) = self.fuse.take() {
             let _ = bg.join();
         }
@@ -660,6 +838,7 @@ impl KernelStack {
 
     /// The layer unmounted, the guard told to go.
     fn finish(&mut self) {
+        lock(&self.lower_clone).take();
         if let Some(bg) = self.fuse.take() {
             // Not joined: the overlay is still up (an error path).
             let _ = rustix::mount::unmount(&self.mountpoint, rustix::mount::UnmountFlags::DETACH);

@@ -3,6 +3,8 @@
 //! overlay view is served by one of two engines: the FUSE daemon's own
 //! overlay, or kernel overlayfs over the read-only FUSE view (`kernel.rs`).
 
+pub mod checkpoint;
+pub mod control;
 mod denied;
 pub mod kernel;
 mod prefixes;
@@ -305,6 +307,7 @@ pub fn open_session(
                     take_down: None,
                 },
             )?;
+            control::serve(&session, checkpoint::lower_handler(&session))?;
             return Ok((lock, Served::Lower(lower), engine));
         }
         match kernel::mount(state, grant, mp, opts, view.clone()) {
@@ -320,6 +323,7 @@ pub fn open_session(
                         },
                     )?;
                 }
+                control::serve(&session, checkpoint::kernel_handler(stack.remount()))?;
                 return Ok((lock, Served::Kernel(stack), engine));
             }
             Err(e) if opts.engine == EngineChoice::Auto && engine::record(&session)?.is_none() => {
@@ -340,6 +344,12 @@ pub fn open_session(
             take_down: None,
         },
     )?;
+    if grant.mode == Mode::ReadWriteOverlay {
+        control::serve(
+            &session,
+            checkpoint::fuse_handler(Arc::downgrade(&view), fuse.notifier()),
+        )?;
+    }
     let engine = engine.map(|_| Engine::Fuse);
     Ok((lock, Served::Fuse(fuse), engine))
 }

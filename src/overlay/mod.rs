@@ -45,6 +45,7 @@ mod kernel_tests;
 mod loopdev;
 pub mod objects;
 pub mod quota;
+pub mod snapshot;
 #[cfg(test)]
 mod tests;
 
@@ -257,6 +258,65 @@ impl Overlay {
         }
         self.next_obj.store(max + 1, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// The overlay's directory (objects and journal): the layer a
+    /// checkpoint copies and an undo puts back.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The grant's tree (numbered as the view's tree was at mount).
+    pub fn base(&self) -> &Tree {
+        &self.base
+    }
+
+    /// Runs `f` with the journal held still (no append, no compaction):
+    /// a checkpoint copies the layer meanwhile.
+    pub fn with_journal_still<T>(&self, f: impl FnOnce() -> T) -> T {
+        let _still = self.lock_journal();
+        f()
+    }
+
+    /// After the layer on disk was put back to a checkpoint (an undo):
+    /// replays its journal onto `tree` (a clone of the grant's tree), then
+    /// accounts and collects objects as at open. Object numbers go on from
+    /// where they were, so a handle still open on an object the undo
+    /// dropped never meets a new object of the same number.
+    pub fn reload(&self, tree: &mut Tree) -> Result<SeenMap> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = self.dir.join("journal.jsonl");
+        let mut seen = SeenMap::new();
+        replay(&path, tree, &mut seen)?;
+        let file = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .open(&path)
+            .ctx(|| format!("opening {}", path.display()))?;
+        let len = file
+            .metadata()
+            .ctx(|| format!("reading {}", path.display()))?
+            .len();
+        *self.lock_journal() = Journal {
+            file,
+            len,
+            compacted: len,
+            mirror: copy_tree(tree),
+            seen: seen.clone(),
+            broken: false,
+            renamed: true,
+        };
+        self.quota.reset();
+        self.quota.restore_journal(len);
+        let next = self.next_obj.load(Ordering::Relaxed);
+        self.collect_garbage(tree)?;
+        self.next_obj.fetch_max(next, Ordering::Relaxed);
+        self.entries_synced
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        Ok(seen)
     }
 
     pub fn new_obj(&self) -> u64 {

@@ -39,6 +39,15 @@ impl Quota {
         }
     }
 
+    /// Forgets everything accounted (an undo accounts the layer again).
+    pub fn reset(&self) {
+        self.bytes.store(0, Ordering::Relaxed);
+        self.objects.store(0, Ordering::Relaxed);
+        self.journal.store(0, Ordering::Relaxed);
+        self.lock().clear();
+        self.lock_extra().clear();
+    }
+
     pub fn bytes(&self) -> u64 {
         self.bytes.load(Ordering::Relaxed)
     }

@@ -19,6 +19,7 @@ mod serve;
 mod setattr;
 mod source;
 mod times;
+mod undo;
 mod upper;
 mod write;
 
@@ -35,6 +36,7 @@ pub use attr::{Attr, Entry, Lookup, DIR_SIZE};
 use handles::{Handle, Handles};
 pub use revoke::Known;
 pub use setattr::{Caller, SetAttr, SetTime};
+pub use undo::Stale;
 
 use crate::clock::SharedClock;
 use crate::error::{Errno, Result as CmdResult};
