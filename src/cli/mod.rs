@@ -21,6 +21,7 @@ macro_rules! outln {
 
 mod audit;
 mod bucket;
+mod checkpoint;
 mod commit;
 mod denied;
 mod grant;
@@ -132,6 +133,12 @@ pub enum Command {
     Recover(commit::RecoverArgs),
     /// End a grant now: its live view shows nothing within a second; no new mount.
     Revoke(revoke::Args),
+    /// Record an overlay view's current state (before an agent's turn); print its id.
+    Checkpoint(checkpoint::Args),
+    /// List a view's checkpoints: id, time, entries changed since the previous one, label.
+    Checkpoints(checkpoint::ListArgs),
+    /// Put a view back to a checkpoint, mounted or not (a mounted view shows it at once).
+    Undo(checkpoint::UndoArgs),
     /// Show the audit log; --verify checks its hash chain.
     Audit(audit::Args),
     /// What the agent tried that its grant refused (hidden names, writes out of scope).
@@ -213,6 +220,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Reject(a) => commit::run_reject(&state()?, a),
         Command::Recover(a) => commit::run_recover(&state()?, a),
         Command::Revoke(a) => revoke::run(&state()?, a),
+        Command::Checkpoint(a) => checkpoint::run(&state()?, a),
+        Command::Checkpoints(a) => checkpoint::run_list(&state()?, a),
+        Command::Undo(a) => checkpoint::run_undo(&state()?, a),
         Command::Audit(a) => audit::run(&state()?, a, &term),
         Command::Denied(a) => denied::run(&state()?, a),
         Command::Run(a) => return run::run(&state()?, a),

@@ -23,6 +23,10 @@ pub struct DiffArgs {
     /// line counts.
     #[arg(long)]
     json: bool,
+    /// Only what changed after checkpoint CKPT (`wopfs checkpoints`): the
+    /// old side is the view as it was then.
+    #[arg(long, value_name = "CKPT")]
+    since: Option<String>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -85,7 +89,10 @@ pub fn session_diffs(state: &StateDir, grant: &Grant) -> Result<Vec<diff::FileDi
 
 pub fn run_diff(state: &StateDir, a: &DiffArgs, term: &super::term::Term) -> Result<()> {
     let grant = state.load_grant(&a.grant)?;
-    let diffs = session_diffs(state, &grant)?;
+    let diffs = match &a.since {
+        Some(c) => crate::controller::checkpoint::diff_since(state, &grant, c)?,
+        None => session_diffs(state, &grant)?,
+    };
     if a.json {
         let rows: Vec<_> = diffs.iter().map(diff::to_json).collect();
         return super::print_json(&rows);

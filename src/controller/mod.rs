@@ -3,6 +3,7 @@
 //! sandbox.
 
 pub mod apply;
+pub mod checkpoint;
 pub mod git_branch;
 mod rebase;
 mod symlinks;

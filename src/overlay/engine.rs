@@ -502,6 +502,18 @@ fn detached_mounts(
     MOUNTS.get_or_init(Default::default)
 }
 
+impl ReadableUpper {
+    /// An upper directory that needs nothing held to be read (a
+    /// checkpoint's copy).
+    pub fn plain(upper: PathBuf, ns: XattrNs) -> ReadableUpper {
+        ReadableUpper {
+            upper,
+            ns,
+            mounted: None,
+        }
+    }
+}
+
 impl Drop for ReadableUpper {
     fn drop(&mut self) {
         if let Some(Held::Left(dir, _lock)) = self.mounted.take() {

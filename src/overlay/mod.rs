@@ -786,6 +786,33 @@ pub fn inspect(
     Ok((seen, Objects::fuse(dir.join("objects"))))
 }
 
+/// As [`inspect`], for a copy of the session's layer at `layer` (a
+/// checkpoint's): the FUSE engine's overlay directory, or the kernel
+/// engine's upper directory, as the session's engine record says.
+pub fn inspect_saved(
+    grant: &crate::grant::Grant,
+    session_dir: &Path,
+    layer: &Path,
+    tree: &mut Tree,
+) -> Result<(SeenMap, Objects)> {
+    match engine::record(session_dir)? {
+        Some(rec) if rec.engine == engine::Engine::Kernel => {
+            let ns = rec.xattrs.unwrap_or(engine::XattrNs::Trusted);
+            let host = crate::host::HostRoot::open(&grant.root)
+                .ctx(|| format!("host tree {}", grant.root.display()))?;
+            let mut read = kernel::read_upper(layer, ns, &host, tree)?;
+            kernel::add_vouched(session_dir, &host, &mut read.seen);
+            let upper = engine::ReadableUpper::plain(layer.to_path_buf(), ns);
+            Ok((read.seen, Objects::kernel(upper, read.rels)))
+        }
+        _ => {
+            let mut seen = SeenMap::new();
+            replay(&layer.join("journal.jsonl"), tree, &mut seen)?;
+            Ok((seen, Objects::fuse(layer.join("objects"))))
+        }
+    }
+}
+
 /// The path of object `obj` under an objects directory.
 pub fn object_path(objects: &Path, obj: u64) -> PathBuf {
     objects.join(name(obj))

@@ -262,6 +262,81 @@ pub fn file_diffs(loaded: &Loaded, host: &HostRoot) -> Result<Vec<FileDiff>> {
     Ok(out)
 }
 
+/// What changed between two states of one session (`wopfs diff --since`):
+/// `then` is the set of a checkpoint, `now` the session's, both against the
+/// host. A path differs when one set changes it and the other does not, or
+/// both change it differently (operation, content, mode, link); the old
+/// side is the checkpoint's content, or the host's where the checkpoint
+/// left the path alone.
+pub fn since(then: &Loaded, now: &Loaded, host: &HostRoot) -> Result<Vec<FileDiff>> {
+    let by_path = |l: &'_ Loaded| -> std::collections::BTreeMap<String, WorkspacePatch> {
+        l.set
+            .patches
+            .iter()
+            .map(|p| (p.path.clone(), p.clone()))
+            .collect()
+    };
+    let (a, b) = (by_path(then), by_path(now));
+    let paths: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    // What a side leaves at a path: its patch's kind, content and mode, or
+    // (no patch) the host's entry.
+    type Side = (Option<EntryKind>, Option<Vec<u8>>, Option<u32>, Option<u32>);
+    let side = |l: &Loaded, p: Option<&WorkspacePatch>, path: &str| -> Result<Side> {
+        Ok(match p {
+            Some(p) if p.operation == Op::Delete => (None, None, None, None),
+            Some(p) => (
+                Some(patch_kind(p)),
+                Some(l.content(p)?),
+                Some(committed_mode(p)),
+                p.mode,
+            ),
+            None => match host_kind(host, path) {
+                Some((kind, mode)) => (Some(kind), read_host(host, path, Some(kind)), mode, None),
+                None => (None, None, None, None),
+            },
+        })
+    };
+    let mut out = Vec::new();
+    for path in paths {
+        let (pa, pb) = (a.get(path), b.get(path));
+        let same_patch = match (pa, pb) {
+            (Some(x), Some(y)) => {
+                (x.operation, &x.blob, x.mode, &x.link) == (y.operation, &y.blob, y.mode, &y.link)
+            }
+            _ => false,
+        };
+        if same_patch {
+            continue;
+        }
+        let (old_kind, old, old_mode, _) = side(then, pa, path)?;
+        let (new_kind, new, new_mode, patch_mode) = side(now, pb, path)?;
+        if (old_kind, &old, old_mode) == (new_kind, &new, new_mode) {
+            continue;
+        }
+        let op = match (old_kind, new_kind) {
+            (None, _) => Op::Create,
+            (_, None) => Op::Delete,
+            _ => Op::Update,
+        };
+        out.push(FileDiff {
+            path: path.clone(),
+            op,
+            old,
+            new,
+            old_mode,
+            new_mode,
+            patch_mode,
+            old_kind,
+            new_kind,
+            renamed_from: None,
+            link: pb.and_then(|p| p.link.clone()),
+            leaves_root: None,
+            out_of_scope: None,
+        });
+    }
+    Ok(out)
+}
+
 /// Marks each diff a commit of it under `grant` would refuse, with why
 /// (the rule of the commit's validation, `Scope::refuses`); a rename is
 /// marked when either end is refused.

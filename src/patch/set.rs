@@ -151,7 +151,7 @@ pub fn build(
     session_dir: &Path,
     mut each: impl FnMut(&WorkspacePatch, Option<&[u8]>) -> Result<()>,
 ) -> Result<PatchSet> {
-    build_from(grant, session_dir, |p, data, _| each(p, data)).map(|(set, _)| set)
+    build_from(grant, session_dir, None, |p, data, _| each(p, data)).map(|(set, _)| set)
 }
 
 /// `build`, also telling where each content came from; returns the set and
@@ -159,11 +159,15 @@ pub fn build(
 fn build_from(
     grant: &Grant,
     session_dir: &Path,
+    saved: Option<&Path>,
     mut each: impl FnMut(&WorkspacePatch, Option<&[u8]>, Option<&Source>) -> Result<()>,
 ) -> Result<(PatchSet, Objects)> {
     let base = Tree::from_files(&grant.files);
     let mut fin = Tree::from_files(&grant.files);
-    let (seen, objects) = crate::overlay::inspect(grant, session_dir, &mut fin)?;
+    let (seen, objects) = match saved {
+        Some(layer) => crate::overlay::inspect_saved(grant, session_dir, layer, &mut fin)?,
+        None => crate::overlay::inspect(grant, session_dir, &mut fin)?,
+    };
     let host = HostRoot::open(&grant.root).ctx(|| format!("host tree {}", grant.root.display()))?;
     let contents = Contents {
         host: &host,
@@ -580,10 +584,16 @@ impl Loaded {
     /// hash taken here. The caller holds the session lock, so the overlay
     /// cannot change meanwhile.
     pub fn from_session(grant: &Grant, session_dir: &Path) -> Result<Loaded> {
+        Self::from_layer(grant, session_dir, None)
+    }
+
+    /// As [`Loaded::from_session`], from a copy of the session's layer at
+    /// `saved` (a checkpoint's) when given.
+    pub fn from_layer(grant: &Grant, session_dir: &Path, saved: Option<&Path>) -> Result<Loaded> {
         let mut budget = SESSION_INLINE_TOTAL;
         let mut inlined = BTreeMap::new();
         let mut sources = std::collections::HashMap::new();
-        let (mut set, objects) = build_from(grant, session_dir, |p, data, source| {
+        let (mut set, objects) = build_from(grant, session_dir, saved, |p, data, source| {
             if let (Some(data), Some(source)) = (data, source) {
                 let n = data.len() as u64;
                 if p.is_symlink() || (n <= INLINE_LIMIT && n <= budget) {
