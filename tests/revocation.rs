@@ -8,10 +8,8 @@
 mod common;
 
 use std::fs;
-use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD;
@@ -22,66 +20,6 @@ use serde_json::Value;
 
 /// What revocation must achieve by: the daemon polls every 200 ms.
 const WITHIN: Duration = Duration::from_secs(1);
-
-/// A shell whose cwd is `dir`, run command by command.
-struct Shell {
-    child: Child,
-    stdin: ChildStdin,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Shell {
-    fn start(dir: &Path) -> Shell {
-        let mut child = Command::new("sh")
-            .arg("-s")
-            .current_dir(dir)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting sh inside the view");
-        let stdin = child.stdin.take().unwrap();
-        let out = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for l in BufReader::new(out).lines() {
-                let Ok(l) = l else { return };
-                if tx.send(l).is_err() {
-                    return;
-                }
-            }
-        });
-        Shell {
-            child,
-            stdin,
-            lines,
-        }
-    }
-
-    /// Runs `cmd` in the shell; returns its output lines and exit status.
-    fn run(&mut self, cmd: &str) -> (Vec<String>, i32) {
-        writeln!(self.stdin, "{cmd}; echo \"rc=$?\"").unwrap();
-        self.stdin.flush().unwrap();
-        let mut out = Vec::new();
-        loop {
-            let l = self
-                .lines
-                .recv_timeout(Duration::from_secs(20))
-                .unwrap_or_else(|_| panic!("the shell did not answer {cmd:?}; so far {out:?}"));
-            if let Some(rc) = l.strip_prefix("rc=") {
-                return (out, rc.parse().unwrap());
-            }
-            out.push(l);
-        }
-    }
-}
-
-impl Drop for Shell {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn audit_ops(env: &Env, g: &str) -> Vec<String> {
     let out = env.ok(&["audit", "--json", g]);

@@ -6,9 +6,10 @@
 #![allow(dead_code)]
 
 use std::fs;
+use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -759,4 +760,64 @@ pub fn wopfs_command() -> Command {
     let mut c = Command::new(BIN);
     c.env("WOPFS_ENGINE", test_engine());
     c
+}
+
+/// A shell whose cwd is `dir`, run command by command.
+pub struct Shell {
+    pub child: Child,
+    stdin: ChildStdin,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Shell {
+    pub fn start(dir: &Path) -> Shell {
+        let mut child = Command::new("sh")
+            .arg("-s")
+            .current_dir(dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting sh inside the view");
+        let stdin = child.stdin.take().unwrap();
+        let out = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for l in BufReader::new(out).lines() {
+                let Ok(l) = l else { return };
+                if tx.send(l).is_err() {
+                    return;
+                }
+            }
+        });
+        Shell {
+            child,
+            stdin,
+            lines,
+        }
+    }
+
+    /// Runs `cmd` in the shell; returns its output lines and exit status.
+    pub fn run(&mut self, cmd: &str) -> (Vec<String>, i32) {
+        writeln!(self.stdin, "{cmd}; echo \"rc=$?\"").unwrap();
+        self.stdin.flush().unwrap();
+        let mut out = Vec::new();
+        loop {
+            let l = self
+                .lines
+                .recv_timeout(Duration::from_secs(20))
+                .unwrap_or_else(|_| panic!("the shell did not answer {cmd:?}; so far {out:?}"));
+            if let Some(rc) = l.strip_prefix("rc=") {
+                return (out, rc.parse().unwrap());
+            }
+            out.push(l);
+        }
+    }
+}
+
+impl Drop for Shell {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
