@@ -13,6 +13,8 @@ use std::fs;
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
 
 use common::*;
 use serde_json::Value;
@@ -310,4 +312,74 @@ fn checkpoint_errors_name_the_problem() {
     assert!(err.contains("g-nonesuch"), "{err}");
     assert_eq!(env.ok(&["checkpoints", &g]).lines().count(), 2);
     drop(m);
+}
+
+/// The API's policy: root approves.
+const POLICY: &str = "enabled = true\nmax_files = 100\nmax_total_size_bytes = 10000000\n\
+     allowed_modes = [\"read_only\", \"read_write_overlay\"]\napprover_uids = [0]\n";
+
+#[test]
+fn the_api_and_the_python_client_checkpoint_and_undo() {
+    let engine = test_engine();
+    if engine == "kernel" && !kernel_engine_here() {
+        return;
+    }
+    let env = Env::new();
+    env.write("src/pay.py", "def pay():\n    return 1  # discount\n");
+    let server = Server::start(&env, "wopfs.sock", POLICY, &[]);
+    let client = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/python");
+    // An orchestrator checkpoints before the agent's turn and undoes it.
+    let script = r#"
+import json, os, sys
+from wopfs_client import WopfsClient, WorkspaceMode
+c = WopfsClient(sys.argv[1])
+v = c.open_view(purpose="fix pay", hints=["discount"], mode=WorkspaceMode.READ_WRITE_OVERLAY)
+g = v.grant.grant_id
+p = os.path.join(v.mount_path, "src", "pay.py")
+ck = c.checkpoint(g, label="before turn 1")
+with open(p, "w") as f:
+    f.write("broken\n")
+open(os.path.join(v.mount_path, "src", "junk.txt"), "w").write("junk\n")
+u = c.undo(g, to=ck["id"])
+print(json.dumps({"grant": g, "checkpoint": ck, "undo": u, "list": c.checkpoints(g),
+    "pay": open(p).read(), "junk": os.path.exists(os.path.join(v.mount_path, "src", "junk.txt"))}))
+"#;
+    let out = output_within(
+        Command::new(python())
+            .arg("-c")
+            .arg(script)
+            .arg(&server.socket)
+            .env("PYTHONPATH", &client),
+        Duration::from_secs(60),
+    );
+    assert!(
+        out.status.success(),
+        "python: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        server.log()
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["checkpoint"]["id"], "c1", "{r:#}");
+    assert_eq!(r["checkpoint"]["label"], "before turn 1");
+    assert_eq!(r["undo"]["live"], true, "{r:#}");
+    assert_eq!(r["pay"], "def pay():\n    return 1  # discount\n");
+    assert_eq!(r["junk"], false);
+    assert_eq!(r["list"].as_array().unwrap().len(), 1);
+    let g = r["grant"].as_str().unwrap();
+    // Errors through plain HTTP: an unknown checkpoint, a bad body.
+    let (status, body) = http(
+        &server.socket,
+        "POST",
+        &format!("/v1/grants/{g}/undo"),
+        br#"{"to":"c7"}"#,
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("no checkpoint"), "{body}");
+    let (status, _) = http(
+        &server.socket,
+        "POST",
+        &format!("/v1/grants/{g}/undo"),
+        br#"{"ckpt":"c1"}"#,
+    );
+    assert_eq!(status, 400);
 }

@@ -683,6 +683,29 @@ class WopfsWorkspaceClient(WorkspaceClient):
         gid = urllib.parse.quote(grant_id, safe="")
         return await self._call("GET", f"/v1/grants/{gid}/denied")
 
+    async def checkpoint(self, grant_id: str, *, label: str | None = None) -> dict[str, Any]:
+        """Records the view's current state (before an agent's turn). A dict:
+        id ("c1", ...), label, created_at, changed (layer entries changed
+        since the previous checkpoint), entries, bytes_copied, live, ms."""
+        body: dict[str, Any] = {}
+        if label is not None:
+            body["label"] = label
+        gid = urllib.parse.quote(grant_id, safe="")
+        return await self._call("POST", f"/v1/grants/{gid}/checkpoint", body)
+
+    async def checkpoints(self, grant_id: str) -> list[dict[str, Any]]:
+        """The view's checkpoints, oldest first (dicts as checkpoint() returns)."""
+        gid = urllib.parse.quote(grant_id, safe="")
+        return await self._call("GET", f"/v1/grants/{gid}/checkpoints")
+
+    async def undo(self, grant_id: str, *, to: str) -> dict[str, Any]:
+        """Puts the view back to checkpoint `to`; a mounted view shows it at
+        once. A dict: to, kept, restored, removed, bytes_copied, live, ms.
+        On the kernel engine it is refused (409) while a process has its cwd
+        or an open directory inside the view."""
+        gid = urllib.parse.quote(grant_id, safe="")
+        return await self._call("POST", f"/v1/grants/{gid}/undo", {"to": to})
+
 
 # --- the synchronous wrapper ------------------------------------------------
 
@@ -764,3 +787,12 @@ class WopfsClient:
 
     def denied(self, grant_id: str) -> dict[str, Any]:
         return asyncio.run(self.aio.denied(grant_id))
+
+    def checkpoint(self, grant_id: str, **kw: Any) -> dict[str, Any]:
+        return asyncio.run(self.aio.checkpoint(grant_id, **kw))
+
+    def checkpoints(self, grant_id: str) -> list[dict[str, Any]]:
+        return asyncio.run(self.aio.checkpoints(grant_id))
+
+    def undo(self, grant_id: str, **kw: Any) -> dict[str, Any]:
+        return asyncio.run(self.aio.undo(grant_id, **kw))

@@ -111,6 +111,9 @@ pub fn router(server: Arc<Server>) -> Router {
         .route("/v1/grants/{id}/commit", post(commit))
         .route("/v1/grants/{id}/reject", post(reject))
         .route("/v1/grants/{id}/revoke", post(revoke))
+        .route("/v1/grants/{id}/checkpoint", post(checkpoint))
+        .route("/v1/grants/{id}/checkpoints", get(checkpoints))
+        .route("/v1/grants/{id}/undo", post(undo))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
         .with_state(server)
 }
@@ -748,6 +751,66 @@ async fn revoke(
         let (st, _grant) = owned_grant(s, peer, &id)?;
         let actor = format!("uid {} (api)", peer.uid);
         crate::mount::revoke::revoke(&st, &id, r.reason.as_deref(), &actor)
+    })
+    .await?;
+    Ok(Json(json!(out)))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct CheckpointReq {
+    #[serde(default)]
+    label: Option<String>,
+}
+
+/// Records the view's state (`wopfs checkpoint`): the grant's owner may.
+async fn checkpoint(
+    State(s): Srv,
+    ConnectInfo(peer): Caller,
+    UrlPath(id): UrlPath<String>,
+    Body(r): Body<CheckpointReq>,
+) -> Reply {
+    let out = operation(&s, peer, "checkpoint", Some(id.clone()), move |s| {
+        let (st, _grant) = owned_grant(s, peer, &id)?;
+        let actor = format!("uid {} (api)", peer.uid);
+        crate::controller::checkpoint::create(&st, &id, r.label.as_deref(), &actor)
+    })
+    .await?;
+    Ok(Json(json!(out)))
+}
+
+/// The view's checkpoints, oldest first (`wopfs checkpoints --json`).
+async fn checkpoints(
+    State(s): Srv,
+    ConnectInfo(peer): Caller,
+    UrlPath(id): UrlPath<String>,
+) -> Reply {
+    let out = operation(&s, peer, "checkpoints", Some(id.clone()), move |s| {
+        let (st, _grant) = owned_grant(s, peer, &id)?;
+        crate::controller::checkpoint::list(&st, &id)
+    })
+    .await?;
+    Ok(Json(json!(out)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UndoReq {
+    to: String,
+}
+
+/// Puts the view back to a checkpoint (`wopfs undo --to`): a mounted view
+/// shows it at once.
+async fn undo(
+    State(s): Srv,
+    ConnectInfo(peer): Caller,
+    UrlPath(id): UrlPath<String>,
+    Body(r): Body<UndoReq>,
+) -> Reply {
+    let out = operation(&s, peer, "undo", Some(id.clone()), move |s| {
+        let (st, _grant) = owned_grant(s, peer, &id)?;
+        let actor = format!("uid {} (api)", peer.uid);
+        crate::controller::checkpoint::undo(&st, &id, &r.to, &actor)
     })
     .await?;
     Ok(Json(json!(out)))
