@@ -285,6 +285,17 @@ impl Overlay {
     /// dropped never meets a new object of the same number.
     pub fn reload(&self, tree: &mut Tree) -> Result<SeenMap> {
         use std::os::unix::fs::OpenOptionsExt;
+        // Objects are reached through the directory opened at mount: a
+        // restore puts files back in it, never replaces it.
+        let objects = self.dir.join("objects");
+        let held = rfs::fstat(&self.objects).map(|s| (s.st_dev, s.st_ino));
+        let now = rfs::stat(&objects).map(|s| (s.st_dev, s.st_ino));
+        if held.is_err() || held != now {
+            return Err(Error::invalid(format!(
+                "{} is no longer the directory the view opened: remount the view",
+                objects.display()
+            )));
+        }
         let path = self.dir.join("journal.jsonl");
         let mut seen = SeenMap::new();
         replay(&path, tree, &mut seen)?;
@@ -302,7 +313,9 @@ impl Overlay {
             file,
             len,
             compacted: len,
-            mirror: copy_tree(tree),
+            // A clone, not a copy: it keeps the numbers (cheaper, and the
+            // mirror only answers by path).
+            mirror: tree.clone(),
             seen: seen.clone(),
             broken: false,
             renamed: true,

@@ -104,3 +104,158 @@ fn stale(base: &Tree, old: &Tree, new: &Tree) -> Stale {
         inodes: inodes.into_iter().collect(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+    use std::path::Path;
+    use std::process::Command;
+
+    use super::super::tests::no_backing;
+    use super::super::write_tests::{fixture, ino, name, open_view, ROOTUSER};
+    use super::*;
+    use crate::view::{Lookup, ViewOptions};
+
+    /// Makes `to` a copy of `from` in place, as a restore does: its
+    /// directories stay, files are renamed over.
+    fn sync(from: &Path, to: &Path) {
+        let (from, to) = (format!("{}/", from.display()), format!("{}/", to.display()));
+        let st = Command::new("rsync")
+            .args(["-a", "--delete", "--ignore-times", &from, &to])
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+
+    fn read(v: &View, path: &str) -> Vec<u8> {
+        let o = v.open(ino(v, path), libc::O_RDONLY, no_backing).unwrap();
+        let data = v.read(o.fh, 0, 1 << 20).unwrap();
+        v.release(o.fh);
+        data
+    }
+
+    fn write(v: &View, parent: Ino, file: &str, data: &[u8]) -> Ino {
+        let (e, o) = v
+            .create(parent, name(file), 0o644, ROOTUSER, no_backing)
+            .unwrap();
+        v.write(o.fh, 0, data, false).unwrap();
+        v.release(o.fh);
+        e.attr.ino
+    }
+
+    fn absent(v: &View, parent: Ino, n: &str) -> bool {
+        matches!(v.lookup(parent, name(n)), Ok(Lookup::Absent { .. }))
+    }
+
+    /// A checkpoint (here a plain copy of the overlay's directory) and an
+    /// undo to it: the view shows the old state at once, new nodes get
+    /// numbers never given before, what changed is named for the kernel,
+    /// and a handle opened before reads what it had.
+    #[test]
+    fn undo_reloads_the_view_and_names_what_the_kernel_cached() {
+        let fx = fixture(&[]);
+        let v = open_view(&fx, ViewOptions::default());
+        let saved = fx.session.join("saved");
+        write(&v, ROOT, "kept.txt", b"turn 1");
+        let a = ino(&v, "a.txt");
+        let o = v
+            .open(a, libc::O_WRONLY | libc::O_TRUNC, no_backing)
+            .unwrap();
+        v.write(o.fh, 0, b"alpha, turn 1", false).unwrap();
+        v.release(o.fh);
+        v.checkpoint(|dir| {
+            sync(dir, &saved);
+            Ok(())
+        })
+        .unwrap();
+
+        // Turn 2: a new file, a deleted host file, an edit, a new directory.
+        let held = v.open(a, libc::O_RDONLY, no_backing).unwrap();
+        let o = v
+            .open(a, libc::O_WRONLY | libc::O_TRUNC, no_backing)
+            .unwrap();
+        v.write(o.fh, 0, b"alpha, turn 2", false).unwrap();
+        v.release(o.fh);
+        let junk = write(&v, ROOT, "junk.txt", b"junk");
+        let d = ino(&v, "d");
+        v.unlink(d, name("b.txt")).unwrap();
+        let made = v
+            .mkdir(ROOT, name("made"), 0o755, ROOTUSER)
+            .unwrap()
+            .attr
+            .ino;
+        let before = v.read_tree().next_ino();
+
+        let ((), stale) = v
+            .undo(|dir| {
+                sync(&saved, dir);
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(read(&v, "a.txt"), b"alpha, turn 1");
+        assert_eq!(read(&v, "kept.txt"), b"turn 1");
+        assert_eq!(read(&v, "d/b.txt"), b"beta\n");
+        assert!(absent(&v, ROOT, "junk.txt") && absent(&v, ROOT, "made"));
+        // The kernel must forget these names and these nodes.
+        for (dir, n) in [
+            (ROOT, "junk.txt"),
+            (ROOT, "made"),
+            (d, "b.txt"),
+            (ROOT, "kept.txt"),
+        ] {
+            assert!(
+                stale.entries.contains(&(dir, n.to_string())),
+                "{n} not named: {stale:?}"
+            );
+        }
+        for i in [a, junk, made, d, ROOT] {
+            assert!(stale.inodes.contains(&i), "{i} not named: {stale:?}");
+        }
+        // A name bound to the same node in both states is left alone.
+        assert!(
+            !stale.entries.contains(&(ROOT, "a.txt".into())),
+            "{stale:?}"
+        );
+        // Old numbers answer no more; new nodes are numbered after them.
+        assert!(v.getattr(junk).is_err());
+        assert!(ino(&v, "kept.txt") >= before);
+        // The handle opened before keeps reading what it had.
+        assert_eq!(v.read(held.fh, 0, 100).unwrap(), b"alpha, turn 2");
+        v.release(held.fh);
+        // The view goes on: a change after the undo, journaled.
+        write(&v, ROOT, "after.txt", b"after");
+        drop(v);
+        let v = open_view(&fx, ViewOptions::default());
+        assert_eq!(read(&v, "after.txt"), b"after");
+        assert_eq!(read(&v, "a.txt"), b"alpha, turn 1");
+        assert!(absent(&v, ROOT, "junk.txt"));
+    }
+
+    #[test]
+    fn a_failed_restore_still_reloads_what_is_on_disk() {
+        let fx = fixture(&[]);
+        let v = open_view(&fx, ViewOptions::default());
+        write(&v, ROOT, "new.txt", b"new");
+        let r = v.undo(|dir| {
+            // Half done: the journal is gone, then it fails.
+            fs::remove_file(dir.join("journal.jsonl")).unwrap();
+            Err::<(), _>(CmdError::invalid("disk full, say"))
+        });
+        assert!(r.unwrap_err().to_string().contains("disk full"));
+        // The view shows what the layer on disk now holds: no new.txt.
+        assert!(absent(&v, ROOT, "new.txt"));
+        assert_eq!(read(&v, "a.txt"), b"alpha\n");
+    }
+
+    #[test]
+    fn a_read_only_view_has_no_checkpoints() {
+        let fx = fixture(&[]);
+        let mut grant = fx.grant.clone();
+        grant.mode = crate::policy::Mode::ReadOnly;
+        let v = View::new(&grant, None, ViewOptions::default()).unwrap();
+        let e = v.checkpoint(|_| Ok(())).unwrap_err().to_string();
+        assert!(e.contains("only an overlay view"), "{e}");
+        let e = v.undo(|_| Ok(())).unwrap_err().to_string();
+        assert!(e.contains("only an overlay view"), "{e}");
+    }
+}
