@@ -62,6 +62,7 @@ pub(super) fn fuse_handler(view: Weak<View>, notifier: fuser::Notifier) -> Handl
             Request::Undo { dir } => {
                 let (stats, stale) =
                     view.undo(|layer| snapshot::restore(layer, &dir, &fuse_skip))?;
+                tracing::debug!(?stale, "undo: what the kernel may hold");
                 let taken = crate::fuse::invalidate_stale(&notifier, &stale);
                 tracing::info!(
                     names = stale.entries.len(),

@@ -47,6 +47,8 @@ pub mod objects;
 pub mod quota;
 pub mod snapshot;
 #[cfg(test)]
+mod snapshot_tests;
+#[cfg(test)]
 mod tests;
 
 use std::fs::File;
@@ -197,7 +199,8 @@ impl Overlay {
                 broken: false,
                 renamed: false,
             }),
-            base: copy_tree(base),
+            // A clone keeps the numbers of the view's tree (an undo starts from it).
+            base: base.clone(),
             min_growth: COMPACT_MIN_GROWTH
                 .max((base.len() as u64).saturating_mul(COMPACT_GROWTH_PER_NODE)),
             next_obj: AtomicU64::new(1),

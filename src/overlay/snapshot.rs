@@ -1,34 +1,1234 @@
-//! Placeholder until the snapshot store lands (same API).
+//! Checkpoints of a layer directory: an incremental snapshot of it, and
+//! the restore that puts the live layer back to a snapshot's state.
+//!
+//! The layer is any directory (the FUSE engine's `overlay/`, the kernel
+//! engine's overlayfs upper): files, directories, symlinks, devices and
+//! FIFOs (whiteouts are 0/0 character devices), with their mode (set-id
+//! bits included), owner, every xattr (all namespaces the caller may read:
+//! `trusted.*` as root), atime and mtime, and hard links inside the layer.
+//! Sockets are left out with a warning.
+//!
+//! ```text
+//! CKPT/layer/           a full copy of the live layer as it was
+//! CKPT/manifest.jsonl   {"version":1}, then one line per entry, parents first:
+//!                       its path ("" = the root), kind, and the live entry's
+//!                       identity (st_ino, ctime) when it was copied
+//! ```
+//!
+//! **Identity.** An entry whose inode number, ctime and type are what the
+//! manifest recorded has not changed since: every change of data, mode,
+//! owner, xattrs, times or link count moves the ctime. So a snapshot
+//! hard-links an unchanged file from the previous checkpoint instead of
+//! copying it (checkpoint copies are never modified), and a restore keeps
+//! an unchanged live entry as it is: both cost what changed, not what is.
+//! The access time is not part of it (reading a file does not move the
+//! ctime): a shared or kept entry keeps the atime it had.
+//!
+//! **Restore.** Changed or missing non-directories are copied from the
+//! checkpoint to a temporary name (`.wopfs-restore-PID-N`) in their live
+//! directory and renamed over the live name, so a process that holds the
+//! old file open keeps reading the old bytes. Directories present on both
+//! sides are kept (a process may have its cwd there) and given the
+//! checkpoint's mode, owner, xattrs and times after their children. Live
+//! entries the checkpoint does not hold are removed, subtrees included (a
+//! removed subtree goes as a whole); an entry whose type changed is
+//! removed and recreated.
+//!
+//! **Safety.** The live layer is written by an untrusted agent. It is
+//! walked with directory fds only: every entry is reached by one name
+//! relative to its opened parent (`O_NOFOLLOW`, `AT_SYMLINK_NOFOLLOW`), a
+//! path is resolved only with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)`,
+//! and xattrs of symlinks and devices go through `/proc/self/fd/DIR/NAME`
+//! with the `l*` calls (the parent is the opened fd, the name is never
+//! followed). Another filesystem mounted inside the layer is never crossed
+//! (a warning names it). A regular file is opened `O_NOFOLLOW | O_NONBLOCK`
+//! and refused unless fstat says it is the file lstat saw (a FIFO put in its
+//! place is never read). Trees nested deeper than [`MAX_DEPTH`] are refused.
+//!
+//! **Errors.** Each names the entry (its path in the layer) and what was
+//! being done. A snapshot that fails removes its partial checkpoint; a
+//! restore that fails leaves the live layer partly restored and says so
+//! (the temporary copy it was making is removed).
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io::{self, BufRead, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::error::{Error, Result};
+use base64::Engine as _;
+use rustix::fs::{
+    self as rfs, AtFlags, FileType, Gid, Mode, OFlags, ResolveFlags, Stat, Timespec, Timestamps,
+    Uid, XattrFlags,
+};
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Default, Clone, serde::Serialize)]
+use crate::error::{Error, IoContext, Result};
+
+/// What a snapshot did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct SnapStats {
+    /// Entries recorded (the root included).
     pub entries: u64,
+    /// Non-directories copied.
     pub copied: u64,
+    /// Non-directories hard-linked (from the previous checkpoint, or to
+    /// another name of the same file in this one).
     pub linked: u64,
+    /// Data bytes copied.
     pub bytes_copied: u64,
+    /// Paths the previous checkpoint held that the live layer no longer does.
     pub gone_since_prev: u64,
 }
 
-#[derive(Debug, Default, Clone, serde::Serialize)]
+/// What a restore did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct RestoreStats {
+    /// Entries left as they were (unchanged non-directories, and
+    /// directories present on both sides).
     pub kept: u64,
+    /// Entries copied (or linked) from the checkpoint, directories created.
     pub restored: u64,
+    /// Live entries removed (those of removed subtrees included).
     pub removed: u64,
+    /// Data bytes copied.
     pub bytes_copied: u64,
 }
 
-pub fn snapshot(
-    _live: &Path,
-    _ckpt: &Path,
-    _prev: Option<&Path>,
-    _skip: &dyn Fn(&str) -> bool,
-) -> Result<SnapStats> {
-    Err(Error::invalid("snapshot: not yet"))
+/// The copy of the layer inside a checkpoint directory.
+pub const LAYER: &str = "layer";
+/// The manifest inside a checkpoint directory.
+pub const MANIFEST: &str = "manifest.jsonl";
+const VERSION: u32 = 1;
+/// How deep directories may nest in a layer.
+pub const MAX_DEPTH: usize = 512;
+
+/// What an entry is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EntryKind {
+    Dir,
+    File,
+    Symlink,
+    Char,
+    Block,
+    Fifo,
+    Socket,
 }
 
-pub fn restore(_live: &Path, _ckpt: &Path, _skip: &dyn Fn(&str) -> bool) -> Result<RestoreStats> {
-    Err(Error::invalid("restore: not yet"))
+impl EntryKind {
+    fn of(ft: FileType) -> EntryKind {
+        match ft {
+            FileType::Directory => EntryKind::Dir,
+            FileType::Symlink => EntryKind::Symlink,
+            FileType::CharacterDevice => EntryKind::Char,
+            FileType::BlockDevice => EntryKind::Block,
+            FileType::Fifo => EntryKind::Fifo,
+            FileType::Socket => EntryKind::Socket,
+            _ => EntryKind::File,
+        }
+    }
+    fn name(self) -> &'static str {
+        match self {
+            EntryKind::Dir => "a directory",
+            EntryKind::File => "a regular file",
+            EntryKind::Symlink => "a symlink",
+            EntryKind::Char => "a character device",
+            EntryKind::Block => "a block device",
+            EntryKind::Fifo => "a FIFO",
+            EntryKind::Socket => "a socket",
+        }
+    }
+}
+
+/// An entry's identity: equal means unchanged (see the module doc).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Ident {
+    kind: EntryKind,
+    ino: u64,
+    ctime_s: i64,
+    ctime_ns: u32,
+}
+
+impl Ident {
+    #[allow(clippy::unnecessary_cast)] // the field types differ between architectures
+    fn of(st: &Stat) -> Ident {
+        Ident {
+            kind: kind_of(st),
+            ino: ino_of(st),
+            ctime_s: st.st_ctime as i64,
+            ctime_ns: st.st_ctime_nsec as u32,
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Header {
+    version: u32,
+}
+
+/// One manifest line.
+#[derive(Serialize, Deserialize)]
+struct Line {
+    /// The path in the layer (lossy when it is not UTF-8: then `path_b64`
+    /// holds its bytes).
+    path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    path_b64: Option<String>,
+    kind: EntryKind,
+    ino: u64,
+    ctime_s: i64,
+    ctime_ns: u32,
+}
+
+/// A manifest entry as read.
+#[derive(Clone, Debug)]
+struct Entry {
+    rel: Vec<u8>,
+    id: Ident,
+}
+
+impl Entry {
+    fn line(&self) -> Line {
+        let (path, path_b64) = match std::str::from_utf8(&self.rel) {
+            Ok(s) => (s.to_string(), None),
+            Err(_) => (
+                lossy(&self.rel),
+                Some(base64::engine::general_purpose::STANDARD.encode(&self.rel)),
+            ),
+        };
+        Line {
+            path,
+            path_b64,
+            kind: self.id.kind,
+            ino: self.id.ino,
+            ctime_s: self.id.ctime_s,
+            ctime_ns: self.id.ctime_ns,
+        }
+    }
+}
+
+/// A checkpoint's manifest: its entries in walk order, parents first.
+struct Manifest {
+    entries: Vec<Entry>,
+}
+
+#[allow(clippy::unnecessary_cast)] // the field types differ between architectures
+fn file_type(st: &Stat) -> FileType {
+    FileType::from_raw_mode(st.st_mode as u32)
+}
+
+fn kind_of(st: &Stat) -> EntryKind {
+    EntryKind::of(file_type(st))
+}
+
+#[allow(clippy::unnecessary_cast)] // the field types differ between architectures
+fn perm_bits(st: &Stat) -> u32 {
+    st.st_mode as u32 & 0o7777
+}
+
+#[allow(clippy::unnecessary_cast)]
+fn ino_of(st: &Stat) -> u64 {
+    st.st_ino as u64
+}
+
+#[allow(clippy::unnecessary_cast)]
+fn dev_of(st: &Stat) -> u64 {
+    st.st_dev as u64
+}
+
+fn lossy(rel: &[u8]) -> String {
+    String::from_utf8_lossy(rel).into_owned()
+}
+
+/// A path for messages: `.` for the root.
+fn shown(rel: &[u8]) -> String {
+    if rel.is_empty() {
+        ".".to_string()
+    } else {
+        lossy(rel)
+    }
+}
+
+fn join(rel: &[u8], name: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(rel.len() + 1 + name.len());
+    if !rel.is_empty() {
+        v.extend_from_slice(rel);
+        v.push(b'/');
+    }
+    v.extend_from_slice(name);
+    v
+}
+
+/// (parent, last name) of a non-root path.
+fn split(rel: &[u8]) -> (&[u8], &[u8]) {
+    match rel.iter().rposition(|b| *b == b'/') {
+        Some(i) => (&rel[..i], &rel[i + 1..]),
+        None => (&[], rel),
+    }
+}
+
+fn damaged(file: &Path, line: usize, what: impl std::fmt::Display) -> Error {
+    Error::io(
+        format!("reading checkpoint manifest {} line {line}", file.display()),
+        io::Error::new(io::ErrorKind::InvalidData, what.to_string()),
+    )
+}
+
+fn read_manifest(ckpt: &Path) -> Result<Manifest> {
+    let file = ckpt.join(MANIFEST);
+    let f = File::open(&file).ctx(|| format!("opening checkpoint manifest {}", file.display()))?;
+    let mut entries: Vec<Entry> = Vec::new();
+    let mut dirs: HashSet<Vec<u8>> = HashSet::new();
+    let mut seen: HashSet<Vec<u8>> = HashSet::new();
+    let mut header = false;
+    for (i, line) in io::BufReader::new(f).lines().enumerate() {
+        let n = i + 1;
+        let line =
+            line.ctx(|| format!("reading checkpoint manifest {} line {n}", file.display()))?;
+        if !header {
+            let h: Header = serde_json::from_str(&line)
+                .map_err(|e| damaged(&file, n, format!("not a manifest header: {e}")))?;
+            if h.version != VERSION {
+                return Err(damaged(
+                    &file,
+                    n,
+                    format!("version {} (this wopfs reads version {VERSION})", h.version),
+                ));
+            }
+            header = true;
+            continue;
+        }
+        let l: Line = serde_json::from_str(&line).map_err(|e| damaged(&file, n, e))?;
+        let rel = match &l.path_b64 {
+            Some(b) => base64::engine::general_purpose::STANDARD
+                .decode(b)
+                .map_err(|e| damaged(&file, n, format!("path_b64: {e}")))?,
+            None => l.path.clone().into_bytes(),
+        };
+        let id = Ident {
+            kind: l.kind,
+            ino: l.ino,
+            ctime_s: l.ctime_s,
+            ctime_ns: l.ctime_ns,
+        };
+        if entries.is_empty() {
+            if !rel.is_empty() || id.kind != EntryKind::Dir {
+                return Err(damaged(
+                    &file,
+                    n,
+                    "the first entry is not the root directory",
+                ));
+            }
+        } else {
+            let bad = rel.is_empty()
+                || rel
+                    .split(|b| *b == b'/')
+                    .any(|c| c.is_empty() || c == b"." || c == b".." || c.contains(&0));
+            if bad {
+                return Err(damaged(&file, n, format!("bad path {:?}", lossy(&rel))));
+            }
+            let (parent, _) = split(&rel);
+            if !dirs.contains(parent) {
+                return Err(damaged(
+                    &file,
+                    n,
+                    format!("{:?} comes before its directory", lossy(&rel)),
+                ));
+            }
+        }
+        if !seen.insert(rel.clone()) {
+            return Err(damaged(&file, n, format!("{:?} twice", lossy(&rel))));
+        }
+        if id.kind == EntryKind::Dir {
+            dirs.insert(rel.clone());
+        }
+        entries.push(Entry { rel, id });
+    }
+    if entries.is_empty() {
+        return Err(damaged(&file, 1, "no root entry (the file is incomplete)"));
+    }
+    Ok(Manifest { entries })
+}
+
+// ---------------------------------------------------------------------------
+// Low-level helpers: every one acts on one name in an opened directory.
+
+fn open_root(path: &Path) -> io::Result<OwnedFd> {
+    Ok(rfs::open(
+        path,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
+}
+
+fn lstat_at(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<Option<Stat>> {
+    match rfs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) => Ok(Some(st)),
+        Err(rustix::io::Errno::NOENT) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn same_inode(a: &Stat, b: &Stat) -> bool {
+    a.st_ino == b.st_ino && a.st_dev == b.st_dev
+}
+
+fn changed_under_us() -> io::Error {
+    io::Error::other("the entry changed while it was read")
+}
+
+/// Opens the directory `name` (as lstat `st` saw it) in `dir`.
+fn open_dir_at(dir: BorrowedFd<'_>, name: &[u8], st: &Stat) -> io::Result<OwnedFd> {
+    let fd = rfs::openat(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    if !same_inode(&rfs::fstat(&fd)?, st) {
+        return Err(changed_under_us());
+    }
+    Ok(fd)
+}
+
+/// The names in a directory, sorted.
+fn list(dir: BorrowedFd<'_>) -> io::Result<Vec<Vec<u8>>> {
+    let mut names = Vec::new();
+    for entry in rfs::Dir::read_from(dir)? {
+        let entry = entry?;
+        let name = entry.file_name().to_bytes();
+        if name != b"." && name != b".." {
+            names.push(name.to_vec());
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+fn times(st: &Stat) -> Timestamps {
+    Timestamps {
+        last_access: Timespec {
+            tv_sec: st.st_atime as _,
+            tv_nsec: st.st_atime_nsec as _,
+        },
+        last_modification: Timespec {
+            tv_sec: st.st_mtime as _,
+            tv_nsec: st.st_mtime_nsec as _,
+        },
+    }
+}
+
+/// A chown that an unprivileged caller may not do is skipped.
+fn owner_result(r: rustix::io::Result<()>) -> io::Result<()> {
+    match r {
+        Err(rustix::io::Errno::PERM) if !rustix::process::geteuid().is_root() => Ok(()),
+        other => Ok(other?),
+    }
+}
+
+fn owner(st: &Stat) -> (Option<Uid>, Option<Gid>) {
+    (
+        Some(Uid::from_raw(st.st_uid)),
+        Some(Gid::from_raw(st.st_gid)),
+    )
+}
+
+/// Where an entry's xattrs are read and written: an open file or
+/// directory, or one name in an open directory (symlinks, devices, FIFOs),
+/// reached as `/proc/self/fd/DIR/NAME` with the `l*` calls: the parent is
+/// the opened fd and the name is never followed.
+enum XNode<'a> {
+    Fd(BorrowedFd<'a>),
+    At(Vec<u8>),
+}
+
+impl XNode<'_> {
+    fn at(dir: BorrowedFd<'_>, name: &[u8]) -> XNode<'static> {
+        let mut p = format!("/proc/self/fd/{}/", dir.as_raw_fd()).into_bytes();
+        p.extend_from_slice(name);
+        XNode::At(p)
+    }
+
+    /// Calls `f` with a growing buffer until the answer fits.
+    fn sized(mut f: impl FnMut(&mut [u8]) -> rustix::io::Result<usize>) -> io::Result<Vec<u8>> {
+        let mut size = 1024;
+        loop {
+            let mut buf = vec![0u8; size];
+            match f(&mut buf) {
+                Ok(n) => {
+                    buf.truncate(n);
+                    return Ok(buf);
+                }
+                Err(rustix::io::Errno::RANGE) if size < 1 << 20 => size *= 8,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    fn names(&self) -> io::Result<Vec<Vec<u8>>> {
+        let r = match self {
+            XNode::Fd(fd) => Self::sized(|b| rfs::flistxattr(fd, b)),
+            XNode::At(p) => Self::sized(|b| rfs::llistxattr(p.as_slice(), b)),
+        };
+        let raw = match r {
+            Ok(raw) => raw,
+            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        Ok(raw
+            .split(|b| *b == 0)
+            .filter(|n| !n.is_empty())
+            .map(<[u8]>::to_vec)
+            .collect())
+    }
+
+    /// The value, or None when it is gone.
+    fn get(&self, name: &[u8]) -> io::Result<Option<Vec<u8>>> {
+        let r = match self {
+            XNode::Fd(fd) => Self::sized(|b| rfs::fgetxattr(fd, name, b)),
+            XNode::At(p) => Self::sized(|b| rfs::lgetxattr(p.as_slice(), name, b)),
+        };
+        match r {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if e.raw_os_error() == Some(libc::ENODATA) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn set(&self, name: &[u8], value: &[u8]) -> io::Result<()> {
+        let flags = XattrFlags::empty();
+        Ok(match self {
+            XNode::Fd(fd) => rfs::fsetxattr(fd, name, value, flags),
+            XNode::At(p) => rfs::lsetxattr(p.as_slice(), name, value, flags),
+        }?)
+    }
+
+    fn remove(&self, name: &[u8]) -> io::Result<()> {
+        let r = match self {
+            XNode::Fd(fd) => rfs::fremovexattr(fd, name),
+            XNode::At(p) => rfs::lremovexattr(p.as_slice(), name),
+        };
+        match r {
+            Ok(()) | Err(rustix::io::Errno::NODATA) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// Gives `dst` exactly the xattrs `src` has.
+fn sync_xattrs(src: &XNode<'_>, dst: &XNode<'_>) -> io::Result<()> {
+    let want = src.names()?;
+    for name in &want {
+        let Some(value) = src.get(name)? else {
+            continue;
+        };
+        if dst.get(name)?.as_deref() != Some(&value[..]) {
+            dst.set(name, &value)
+                .map_err(|e| annotate(e, &format!("setting xattr {}", lossy(name))))?;
+        }
+    }
+    for name in dst.names()? {
+        if !want.contains(&name) {
+            dst.remove(&name)
+                .map_err(|e| annotate(e, &format!("removing xattr {}", lossy(&name))))?;
+        }
+    }
+    Ok(())
+}
+
+/// An io::Error with a few words of what was being done.
+fn annotate(e: io::Error, what: &str) -> io::Error {
+    io::Error::new(e.kind(), format!("{what}: {e}"))
+}
+
+/// Gives the open file or directory `fd` the owner, xattrs, mode and times
+/// of `st`/`src` (in that order: chown clears set-id bits).
+fn meta_fd(fd: BorrowedFd<'_>, src: &XNode<'_>, st: &Stat) -> io::Result<()> {
+    let (u, g) = owner(st);
+    owner_result(rfs::fchown(fd, u, g)).map_err(|e| annotate(e, "setting the owner"))?;
+    sync_xattrs(src, &XNode::Fd(fd))?;
+    rfs::fchmod(fd, Mode::from_raw_mode(perm_bits(st)))
+        .map_err(|e| annotate(e.into(), "setting the mode"))?;
+    rfs::futimens(fd, &times(st)).map_err(|e| annotate(e.into(), "setting the times"))?;
+    Ok(())
+}
+
+/// The same for a symlink, device or FIFO `name` in `dir`.
+fn meta_at(dir: BorrowedFd<'_>, name: &[u8], src: &XNode<'_>, st: &Stat) -> io::Result<()> {
+    let nofollow = AtFlags::SYMLINK_NOFOLLOW;
+    let (u, g) = owner(st);
+    owner_result(rfs::chownat(dir, name, u, g, nofollow))
+        .map_err(|e| annotate(e, "setting the owner"))?;
+    sync_xattrs(src, &XNode::at(dir, name))?;
+    if kind_of(st) != EntryKind::Symlink {
+        // chmod follows: through an O_PATH fd of the node itself (checked
+        // to be what was made), never through a name.
+        let fd = rfs::openat(
+            dir,
+            name,
+            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        let now = rfs::fstat(&fd)?;
+        if kind_of(&now) != kind_of(st) {
+            return Err(changed_under_us());
+        }
+        rfs::chmod(
+            format!("/proc/self/fd/{}", fd.as_raw_fd()).as_str(),
+            Mode::from_raw_mode(perm_bits(st)),
+        )
+        .map_err(|e| annotate(e.into(), "setting the mode"))?;
+    }
+    rfs::utimensat(dir, name, &times(st), nofollow)
+        .map_err(|e| annotate(e.into(), "setting the times"))?;
+    Ok(())
+}
+
+/// Opens the regular file `name` in `dir` that lstat saw as `st`, for reading.
+fn open_file_at(dir: BorrowedFd<'_>, name: &[u8], st: &Stat) -> io::Result<File> {
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY;
+    let flags = flags | OFlags::CLOEXEC;
+    // Reading a copy should not move the live atime; O_NOATIME needs ownership or CAP_FOWNER.
+    let fd = match rfs::openat(dir, name, flags | OFlags::NOATIME, Mode::empty()) {
+        Err(rustix::io::Errno::PERM) => rfs::openat(dir, name, flags, Mode::empty())?,
+        r => r?,
+    };
+    let now = rfs::fstat(&fd)?;
+    if !same_inode(&now, st) || kind_of(&now) != EntryKind::File {
+        return Err(changed_under_us());
+    }
+    Ok(File::from(fd))
+}
+
+/// Copies the non-directory `name` in `src` (lstat `st`) as the new name
+/// `dst_name` in `dst`: data, owner, xattrs, mode, times. Answers the data
+/// bytes copied. What it made is removed if it fails.
+fn copy_node(
+    src: BorrowedFd<'_>,
+    name: &[u8],
+    st: &Stat,
+    dst: BorrowedFd<'_>,
+    dst_name: &[u8],
+) -> io::Result<u64> {
+    let kind = kind_of(st);
+    let made = match kind {
+        EntryKind::File => {
+            let mut from = open_file_at(src, name, st)?;
+            let fd = rfs::openat(
+                dst,
+                dst_name,
+                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o600),
+            )?;
+            let mut to = File::from(fd);
+            let r = io::copy(&mut from, &mut to).and_then(|n| {
+                meta_fd(to.as_fd(), &XNode::Fd(from.as_fd()), st)?;
+                Ok(n)
+            });
+            return r.inspect_err(|_| {
+                let _ = rfs::unlinkat(dst, dst_name, AtFlags::empty());
+            });
+        }
+        EntryKind::Symlink => {
+            let target = rfs::readlinkat(src, name, Vec::new())?;
+            rfs::symlinkat(OsStr::from_bytes(target.as_bytes()), dst, dst_name)
+        }
+        EntryKind::Char | EntryKind::Block | EntryKind::Fifo => {
+            let ft = file_type(st);
+            rfs::mknodat(
+                dst,
+                dst_name,
+                ft,
+                Mode::from_raw_mode(0o600),
+                st.st_rdev as _,
+            )
+        }
+        EntryKind::Dir | EntryKind::Socket => {
+            return Err(io::Error::other(format!("cannot copy {}", kind.name())));
+        }
+    };
+    made?;
+    meta_at(dst, dst_name, &XNode::at(src, name), st).inspect_err(|_| {
+        let _ = rfs::unlinkat(dst, dst_name, AtFlags::empty());
+    })?;
+    Ok(0)
+}
+
+/// Hard-links `rel` beneath `root` (never through a symlink) as `dst_name`
+/// in `dst`, if it is a `kind` and (when given) the inode `ino`.
+fn link_beneath(
+    root: BorrowedFd<'_>,
+    rel: &[u8],
+    kind: EntryKind,
+    ino: Option<u64>,
+    dst: BorrowedFd<'_>,
+    dst_name: &[u8],
+) -> io::Result<()> {
+    let (parent, name) = split(rel);
+    let parent: &[u8] = if parent.is_empty() { b"." } else { parent };
+    let pfd = rfs::openat2(
+        root,
+        parent,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+    )?;
+    let st = rfs::statat(&pfd, name, AtFlags::SYMLINK_NOFOLLOW)?;
+    if kind_of(&st) != kind || ino.is_some_and(|i| i != ino_of(&st)) {
+        return Err(changed_under_us());
+    }
+    Ok(rfs::linkat(&pfd, name, dst, dst_name, AtFlags::empty())?)
+}
+
+fn warn_other_fs(rel: &[u8]) {
+    tracing::warn!(
+        path = %shown(rel),
+        "another filesystem is mounted in the layer: left out of the checkpoint"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Snapshot
+
+/// Copies the layer `live` into the new checkpoint directory `ckpt` (made
+/// 0700; an error names it if it exists). `prev`, the previous checkpoint
+/// of the same layer, lends every unchanged file or symlink by hard link.
+/// `skip(rel)` leaves an entry (and its subtree) out.
+pub fn snapshot(
+    live: &Path,
+    ckpt: &Path,
+    prev: Option<&Path>,
+    skip: &dyn Fn(&str) -> bool,
+) -> Result<SnapStats> {
+    let root = open_root(live).ctx(|| format!("opening the layer {}", live.display()))?;
+    let root_st = rfs::fstat(&root)
+        .map_err(io::Error::from)
+        .ctx(|| format!("reading the layer {}", live.display()))?;
+    let prev = match prev {
+        Some(p) => {
+            let m = read_manifest(p)?;
+            let layer = p.join(LAYER);
+            let fd = open_root(&layer).ctx(|| {
+                format!(
+                    "opening the previous checkpoint's layer {}",
+                    layer.display()
+                )
+            })?;
+            let idents = m.entries.into_iter().map(|e| (e.rel, e.id)).collect();
+            Some(Prev { idents, layer: fd })
+        }
+        None => None,
+    };
+    if let Some(parent) = ckpt.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).ctx(|| format!("creating {}", parent.display()))?;
+    }
+    match std::fs::DirBuilder::new().mode(0o700).create(ckpt) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            return Err(Error::conflict(format!(
+                "the checkpoint directory {} already exists",
+                ckpt.display()
+            )))
+        }
+        Err(e) => return Err(Error::io(format!("creating {}", ckpt.display()), e)),
+    }
+    let r = snapshot_into(live, &root, &root_st, ckpt, prev, skip);
+    if let Err(e) = r {
+        return Err(match std::fs::remove_dir_all(ckpt) {
+            Ok(()) => e,
+            Err(rm) => Error::io(
+                format!(
+                    "{e}; removing the partial checkpoint {} failed too",
+                    ckpt.display()
+                ),
+                rm,
+            ),
+        });
+    }
+    r
+}
+
+struct Prev {
+    idents: HashMap<Vec<u8>, Ident>,
+    layer: OwnedFd,
+}
+
+struct Snap<'a> {
+    dev: u64,
+    skip: &'a dyn Fn(&str) -> bool,
+    prev: Option<Prev>,
+    ck_root: OwnedFd,
+    live_shown: &'a Path,
+    entries: Vec<Entry>,
+    /// Live inode of a file with several links → its first path in the copy.
+    links: HashMap<u64, Vec<u8>>,
+    stats: SnapStats,
+}
+
+fn snapshot_into(
+    live: &Path,
+    root: &OwnedFd,
+    root_st: &Stat,
+    ckpt: &Path,
+    prev: Option<Prev>,
+    skip: &dyn Fn(&str) -> bool,
+) -> Result<SnapStats> {
+    let layer = ckpt.join(LAYER);
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&layer)
+        .ctx(|| format!("creating {}", layer.display()))?;
+    let ck_root = open_root(&layer).ctx(|| format!("opening {}", layer.display()))?;
+    let mut s = Snap {
+        dev: dev_of(root_st),
+        skip,
+        prev,
+        ck_root,
+        live_shown: live,
+        entries: vec![Entry {
+            rel: Vec::new(),
+            id: Ident::of(root_st),
+        }],
+        links: HashMap::new(),
+        stats: SnapStats::default(),
+    };
+    let ck_root = s.ck_root.try_clone().ctx(|| "duplicating a descriptor")?;
+    s.dir(root.as_fd(), ck_root.as_fd(), b"", 0)?;
+    meta_fd(ck_root.as_fd(), &XNode::Fd(root.as_fd()), root_st)
+        .map_err(|e| s.err(b"", "copying the metadata of", e))?;
+    s.stats.entries = s.entries.len() as u64;
+    if let Some(p) = &s.prev {
+        let now: HashSet<&[u8]> = s.entries.iter().map(|e| e.rel.as_slice()).collect();
+        s.stats.gone_since_prev = p
+            .idents
+            .keys()
+            .filter(|r| !now.contains(r.as_slice()))
+            .count() as u64;
+    }
+    // The copies are on disk before the manifest says the checkpoint is whole.
+    rfs::syncfs(&ck_root)
+        .map_err(io::Error::from)
+        .ctx(|| format!("syncing {}", layer.display()))?;
+    write_manifest(ckpt, &s.entries)?;
+    Ok(s.stats)
+}
+
+fn write_manifest(ckpt: &Path, entries: &[Entry]) -> Result<()> {
+    let file = ckpt.join(MANIFEST);
+    let tmp = ckpt.join(format!("{MANIFEST}.tmp"));
+    let werr = |e: io::Error| Error::io(format!("writing {}", tmp.display()), e);
+    let mut w = io::BufWriter::new(File::create(&tmp).map_err(werr)?);
+    let header = serde_json::to_string(&Header { version: VERSION }).map_err(|e| werr(e.into()))?;
+    writeln!(w, "{header}").map_err(werr)?;
+    for e in entries {
+        let line = serde_json::to_string(&e.line()).map_err(|e| werr(e.into()))?;
+        writeln!(w, "{line}").map_err(werr)?;
+    }
+    let f = w.into_inner().map_err(|e| werr(e.into_error()))?;
+    f.sync_all().map_err(werr)?;
+    std::fs::rename(&tmp, &file).ctx(|| format!("renaming {} into place", tmp.display()))?;
+    File::open(ckpt)
+        .and_then(|d| d.sync_all())
+        .ctx(|| format!("syncing {}", ckpt.display()))
+}
+
+impl Snap<'_> {
+    fn err(&self, rel: &[u8], what: &str, e: io::Error) -> Error {
+        Error::io(
+            format!(
+                "checkpoint of {}: {what} {}",
+                self.live_shown.display(),
+                shown(rel)
+            ),
+            e,
+        )
+    }
+
+    fn dir(
+        &mut self,
+        live: BorrowedFd<'_>,
+        ck: BorrowedFd<'_>,
+        rel: &[u8],
+        depth: usize,
+    ) -> Result<()> {
+        if depth >= MAX_DEPTH {
+            return Err(self.err(
+                rel,
+                "copying",
+                io::Error::other(format!("directories nest deeper than {MAX_DEPTH}")),
+            ));
+        }
+        let names = list(live).map_err(|e| self.err(rel, "listing", e))?;
+        for name in names {
+            let crel = join(rel, &name);
+            if (self.skip)(&lossy(&crel)) {
+                continue;
+            }
+            let Some(st) = lstat_at(live, &name).map_err(|e| self.err(&crel, "reading", e))? else {
+                continue; // gone since the listing
+            };
+            if dev_of(&st) != self.dev {
+                warn_other_fs(&crel);
+                continue;
+            }
+            let id = Ident::of(&st);
+            match id.kind {
+                EntryKind::Socket => {
+                    tracing::warn!(path = %shown(&crel), "a socket in the layer: left out of the checkpoint");
+                }
+                EntryKind::Dir => {
+                    self.entries.push(Entry {
+                        rel: crel.clone(),
+                        id,
+                    });
+                    let lfd =
+                        open_dir_at(live, &name, &st).map_err(|e| self.err(&crel, "opening", e))?;
+                    rfs::mkdirat(ck, name.as_slice(), Mode::from_raw_mode(0o700))
+                        .map_err(|e| self.err(&crel, "copying", e.into()))?;
+                    let cfd = rfs::openat(
+                        ck,
+                        name.as_slice(),
+                        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                        Mode::empty(),
+                    )
+                    .map_err(|e| self.err(&crel, "copying", e.into()))?;
+                    self.dir(lfd.as_fd(), cfd.as_fd(), &crel, depth + 1)?;
+                    meta_fd(cfd.as_fd(), &XNode::Fd(lfd.as_fd()), &st)
+                        .map_err(|e| self.err(&crel, "copying the metadata of", e))?;
+                }
+                _ => {
+                    self.entries.push(Entry {
+                        rel: crel.clone(),
+                        id,
+                    });
+                    self.nondir(live, ck, &name, &crel, &st)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn nondir(
+        &mut self,
+        live: BorrowedFd<'_>,
+        ck: BorrowedFd<'_>,
+        name: &[u8],
+        rel: &[u8],
+        st: &Stat,
+    ) -> Result<()> {
+        let id = Ident::of(st);
+        if st.st_nlink > 1 {
+            if let Some(first) = self.links.get(&id.ino) {
+                match link_beneath(self.ck_root.as_fd(), first, id.kind, None, ck, name) {
+                    Ok(()) => {
+                        self.stats.linked += 1;
+                        return Ok(());
+                    }
+                    Err(e) => {
+                        tracing::debug!(path = %shown(rel), error = %e, "cannot link to the first copy: copying")
+                    }
+                }
+            }
+        }
+        let mut done = false;
+        if let Some(p) = &self.prev {
+            if p.idents.get(rel) == Some(&id) {
+                match link_beneath(p.layer.as_fd(), rel, id.kind, None, ck, name) {
+                    Ok(()) => {
+                        self.stats.linked += 1;
+                        done = true;
+                    }
+                    Err(e) => {
+                        tracing::debug!(path = %shown(rel), error = %e, "cannot link from the previous checkpoint: copying")
+                    }
+                }
+            }
+        }
+        if !done {
+            let n = copy_node(live, name, st, ck, name).map_err(|e| self.err(rel, "copying", e))?;
+            self.stats.copied += 1;
+            self.stats.bytes_copied += n;
+        }
+        if st.st_nlink > 1 {
+            self.links.entry(id.ino).or_insert_with(|| rel.to_vec());
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Restore
+
+static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+fn tmp_name() -> Vec<u8> {
+    let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!(".wopfs-restore-{}-{n}", std::process::id()).into_bytes()
+}
+
+/// Makes the live layer `live` equal to checkpoint `ckpt`'s layer (see the
+/// module doc). Entries for which `skip(rel)` is true are left alone.
+pub fn restore(live: &Path, ckpt: &Path, skip: &dyn Fn(&str) -> bool) -> Result<RestoreStats> {
+    let m = read_manifest(ckpt)?;
+    let layer = ckpt.join(LAYER);
+    let ck_root =
+        open_root(&layer).ctx(|| format!("opening the checkpoint layer {}", layer.display()))?;
+    let live_root = open_root(live).ctx(|| format!("opening the layer {}", live.display()))?;
+    let root_st = rfs::fstat(&live_root)
+        .map_err(io::Error::from)
+        .ctx(|| format!("reading the layer {}", live.display()))?;
+    let mut children: HashMap<&[u8], Vec<usize>> = HashMap::new();
+    for (i, e) in m.entries.iter().enumerate().skip(1) {
+        children.entry(split(&e.rel).0).or_default().push(i);
+    }
+    let mut r = Restore {
+        dev: dev_of(&root_st),
+        skip,
+        entries: &m.entries,
+        children,
+        live_root: live_root.as_fd(),
+        live_shown: live,
+        groups: HashMap::new(),
+        stats: RestoreStats::default(),
+    };
+    r.dir(live_root.as_fd(), ck_root.as_fd(), b"", 0)?;
+    let ck_st =
+        rfs::fstat(&ck_root).map_err(|e| r.err(b"", "reading the checkpoint of", e.into()))?;
+    meta_fd(live_root.as_fd(), &XNode::Fd(ck_root.as_fd()), &ck_st)
+        .map_err(|e| r.err(b"", "restoring the metadata of", e))?;
+    r.stats.kept += 1;
+    Ok(r.stats)
+}
+
+struct Restore<'a> {
+    dev: u64,
+    skip: &'a dyn Fn(&str) -> bool,
+    entries: &'a [Entry],
+    children: HashMap<&'a [u8], Vec<usize>>,
+    live_root: BorrowedFd<'a>,
+    live_shown: &'a Path,
+    /// Recorded inode of a hard-link group → (its first live path, its live inode now).
+    groups: HashMap<u64, (Vec<u8>, u64)>,
+    stats: RestoreStats,
+}
+
+impl Restore<'_> {
+    fn err(&self, rel: &[u8], what: &str, e: io::Error) -> Error {
+        Error::io(
+            format!(
+                "restoring {} (left partly restored): {what} {}",
+                self.live_shown.display(),
+                shown(rel)
+            ),
+            e,
+        )
+    }
+
+    fn dir(
+        &mut self,
+        live: BorrowedFd<'_>,
+        ck: BorrowedFd<'_>,
+        rel: &[u8],
+        depth: usize,
+    ) -> Result<()> {
+        if depth >= MAX_DEPTH {
+            return Err(self.err(
+                rel,
+                "restoring",
+                io::Error::other(format!("directories nest deeper than {MAX_DEPTH}")),
+            ));
+        }
+        let kids = self.children.get(rel).cloned().unwrap_or_default();
+        let wanted: HashSet<&[u8]> = kids
+            .iter()
+            .map(|i| split(&self.entries[*i].rel).1)
+            .collect();
+        // Live entries the checkpoint does not hold go first.
+        for name in list(live).map_err(|e| self.err(rel, "listing", e))? {
+            if wanted.contains(name.as_slice()) {
+                continue;
+            }
+            let crel = join(rel, &name);
+            if (self.skip)(&lossy(&crel)) {
+                continue;
+            }
+            let Some(st) = lstat_at(live, &name).map_err(|e| self.err(&crel, "reading", e))? else {
+                continue;
+            };
+            if dev_of(&st) != self.dev {
+                warn_other_fs(&crel);
+                continue;
+            }
+            self.stats.removed +=
+                remove_entry(live, &name, &st, 0).map_err(|e| self.err(&crel, "removing", e))?;
+        }
+        for i in kids {
+            let e = &self.entries[i];
+            let crel = e.rel.clone();
+            let name = split(&crel).1.to_vec();
+            if (self.skip)(&lossy(&crel)) {
+                continue;
+            }
+            let cur = lstat_at(live, &name).map_err(|x| self.err(&crel, "reading", x))?;
+            if cur.as_ref().is_some_and(|st| dev_of(st) != self.dev) {
+                warn_other_fs(&crel);
+                continue;
+            }
+            let cur_kind = cur.as_ref().map(kind_of);
+            if e.id.kind != EntryKind::Dir {
+                self.nondir(live, ck, &name, &crel, e.id, cur.as_ref())?;
+                continue;
+            }
+            let ck_st = lstat_at(ck, &name)
+                .map_err(|x| self.err(&crel, "reading the checkpoint's copy of", x))?;
+            let ck_st = self.check_copy(&crel, ck_st, EntryKind::Dir)?;
+            let cfd = open_dir_at(ck, &name, &ck_st)
+                .map_err(|x| self.err(&crel, "opening the checkpoint's copy of", x))?;
+            let st = match (cur, cur_kind) {
+                (Some(st), Some(EntryKind::Dir)) => {
+                    self.stats.kept += 1;
+                    st
+                }
+                (cur, _) => {
+                    if let Some(st) = cur {
+                        self.stats.removed += remove_entry(live, &name, &st, 0)
+                            .map_err(|x| self.err(&crel, "removing", x))?;
+                    }
+                    rfs::mkdirat(live, name.as_slice(), Mode::from_raw_mode(0o700))
+                        .map_err(|x| self.err(&crel, "creating", x.into()))?;
+                    self.stats.restored += 1;
+                    rfs::statat(live, name.as_slice(), AtFlags::SYMLINK_NOFOLLOW)
+                        .map_err(|x| self.err(&crel, "creating", x.into()))?
+                }
+            };
+            let lfd = open_dir_at(live, &name, &st).map_err(|x| self.err(&crel, "opening", x))?;
+            self.dir(lfd.as_fd(), cfd.as_fd(), &crel, depth + 1)?;
+            meta_fd(lfd.as_fd(), &XNode::Fd(cfd.as_fd()), &ck_st)
+                .map_err(|x| self.err(&crel, "restoring the metadata of", x))?;
+        }
+        Ok(())
+    }
+
+    /// The checkpoint's copy must be what the manifest says.
+    fn check_copy(&self, rel: &[u8], st: Option<Stat>, kind: EntryKind) -> Result<Stat> {
+        match st {
+            Some(st) if kind_of(&st) == kind => Ok(st),
+            Some(st) => Err(Error::conflict(format!(
+                "the checkpoint is damaged: its copy of {} is {}, its manifest says {}",
+                shown(rel),
+                kind_of(&st).name(),
+                kind.name()
+            ))),
+            None => Err(Error::conflict(format!(
+                "the checkpoint is damaged: it has no copy of {}, which its manifest lists",
+                shown(rel)
+            ))),
+        }
+    }
+
+    fn nondir(
+        &mut self,
+        live: BorrowedFd<'_>,
+        ck: BorrowedFd<'_>,
+        name: &[u8],
+        rel: &[u8],
+        id: Ident,
+        cur: Option<&Stat>,
+    ) -> Result<()> {
+        let group = self.groups.get(&id.ino).cloned();
+        if let Some(st) = cur {
+            let same_file = match &group {
+                Some((_, ino)) => *ino == ino_of(st),
+                None => true,
+            };
+            if Ident::of(st) == id && same_file {
+                self.stats.kept += 1;
+                self.groups
+                    .entry(id.ino)
+                    .or_insert((rel.to_vec(), ino_of(st)));
+                return Ok(());
+            }
+        }
+        let ck_st =
+            lstat_at(ck, name).map_err(|x| self.err(rel, "reading the checkpoint's copy of", x))?;
+        let ck_st = self.check_copy(rel, ck_st, id.kind)?;
+        // A temporary name nobody uses, holding the entry as it should be.
+        let mut tries = 0;
+        let tmp = loop {
+            let tmp = tmp_name();
+            let mut r = Err(io::Error::from_raw_os_error(libc::ENOENT));
+            if let Some((grel, gino)) = &group {
+                r = link_beneath(self.live_root, grel, id.kind, Some(*gino), live, &tmp);
+                if let Err(e) = &r {
+                    if e.raw_os_error() != Some(libc::EEXIST) {
+                        tracing::warn!(path = %shown(rel), error = %e, "cannot link to another name of the same file: copying");
+                    }
+                }
+            }
+            if r.is_err() {
+                r = copy_node(ck, name, &ck_st, live, &tmp).map(|n| {
+                    self.stats.bytes_copied += n;
+                });
+            }
+            match r {
+                Ok(()) => break tmp,
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) && tries < 16 => tries += 1,
+                Err(e) => return Err(self.err(rel, "copying the checkpoint's copy of", e)),
+            }
+        };
+        let undo = |e: Error| {
+            let _ = rfs::unlinkat(live, tmp.as_slice(), AtFlags::empty());
+            e
+        };
+        if let Some(st) = cur.filter(|st| kind_of(st) == EntryKind::Dir) {
+            let n =
+                remove_entry(live, name, st, 0).map_err(|x| undo(self.err(rel, "removing", x)))?;
+            self.stats.removed += n;
+        }
+        rfs::renameat(live, tmp.as_slice(), live, name)
+            .map_err(|x| undo(self.err(rel, "renaming the restored copy over", x.into())))?;
+        self.stats.restored += 1;
+        let now = rfs::statat(live, name, AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|x| self.err(rel, "reading", x.into()))?;
+        self.groups
+            .entry(id.ino)
+            .or_insert((rel.to_vec(), ino_of(&now)));
+        Ok(())
+    }
+}
+
+/// Removes `name` (lstat `st`) from `dir`, a directory with its whole
+/// subtree (never leaving the filesystem). Answers how many entries went.
+fn remove_entry(dir: BorrowedFd<'_>, name: &[u8], st: &Stat, depth: usize) -> io::Result<u64> {
+    if kind_of(st) != EntryKind::Dir {
+        rfs::unlinkat(dir, name, AtFlags::empty())?;
+        return Ok(1);
+    }
+    if depth >= MAX_DEPTH {
+        return Err(io::Error::other(format!(
+            "directories nest deeper than {MAX_DEPTH}"
+        )));
+    }
+    let fd = open_dir_at(dir, name, st)?;
+    let mut n = 0;
+    for child in list(fd.as_fd())? {
+        let Some(cst) = lstat_at(fd.as_fd(), &child)? else {
+            continue;
+        };
+        if cst.st_dev != st.st_dev {
+            return Err(io::Error::other(format!(
+                "another filesystem is mounted at {}",
+                lossy(&child)
+            )));
+        }
+        n += remove_entry(fd.as_fd(), &child, &cst, depth + 1)
+            .map_err(|e| annotate(e, &format!("in {}", lossy(&child))))?;
+    }
+    rfs::unlinkat(dir, name, AtFlags::REMOVEDIR)?;
+    Ok(n + 1)
 }

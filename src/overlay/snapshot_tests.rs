@@ -1,0 +1,522 @@
+//! Tests of `snapshot.rs`: snapshot, restore and their safety on a layer
+//! written by a hostile agent. They run as root (trusted xattrs, chown,
+//! device nodes).
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{Read, Seek, Write};
+use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
+use std::path::Path;
+
+use rustix::fs::{self as rfs, FileType, Mode, Timespec, Timestamps, XattrFlags, CWD};
+
+use super::snapshot::{restore, snapshot, LAYER, MANIFEST};
+
+fn no_skip(_: &str) -> bool {
+    false
+}
+
+/// One entry of a tree as compared: everything a checkpoint must keep.
+#[derive(Debug, PartialEq, Eq)]
+struct Node {
+    kind: &'static str,
+    content: Vec<u8>,
+    target: Option<std::path::PathBuf>,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    rdev: u64,
+    xattrs: BTreeMap<String, Vec<u8>>,
+    mtime: (i64, i64),
+    /// The first path (in sorted order) of the tree sharing this entry's
+    /// inode: the link structure.
+    link_leader: String,
+}
+
+fn xattrs(p: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut list = vec![0u8; 65536];
+    let n = rfs::llistxattr(p, &mut list[..]).unwrap();
+    let mut out = BTreeMap::new();
+    for name in list[..n].split(|b| *b == 0).filter(|n| !n.is_empty()) {
+        let mut v = vec![0u8; 65536];
+        let len = rfs::lgetxattr(p, name, &mut v[..]).unwrap();
+        v.truncate(len);
+        out.insert(String::from_utf8(name.to_vec()).unwrap(), v);
+    }
+    out
+}
+
+/// Every entry of the tree at `root` ("" = the root), never following a symlink.
+fn describe(root: &Path) -> BTreeMap<String, Node> {
+    let mut raw = Vec::new();
+    let mut todo = vec![String::new()];
+    while let Some(rel) = todo.pop() {
+        let p = if rel.is_empty() {
+            root.to_path_buf()
+        } else {
+            root.join(&rel)
+        };
+        let md = fs::symlink_metadata(&p).unwrap();
+        if md.is_dir() {
+            for e in fs::read_dir(&p).unwrap() {
+                let name = e.unwrap().file_name().into_string().unwrap();
+                todo.push(if rel.is_empty() {
+                    name
+                } else {
+                    format!("{rel}/{name}")
+                });
+            }
+        }
+        raw.push((rel, p, md));
+    }
+    raw.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut leaders: BTreeMap<u64, String> = BTreeMap::new();
+    let mut out = BTreeMap::new();
+    for (rel, p, md) in raw {
+        let ft = FileType::from_raw_mode(md.mode());
+        let kind = match ft {
+            FileType::Directory => "dir",
+            FileType::RegularFile => "file",
+            FileType::Symlink => "symlink",
+            FileType::CharacterDevice => "char",
+            FileType::Fifo => "fifo",
+            _ => "other",
+        };
+        let link_leader = if kind == "dir" {
+            rel.clone()
+        } else {
+            leaders
+                .entry(md.ino())
+                .or_insert_with(|| rel.clone())
+                .clone()
+        };
+        let node = Node {
+            kind,
+            content: if kind == "file" {
+                fs::read(&p).unwrap()
+            } else {
+                Vec::new()
+            },
+            target: (kind == "symlink").then(|| fs::read_link(&p).unwrap()),
+            mode: if kind == "symlink" { 0 } else { md.mode() },
+            uid: md.uid(),
+            gid: md.gid(),
+            rdev: md.rdev(),
+            xattrs: xattrs(&p),
+            mtime: (md.mtime(), md.mtime_nsec()),
+            link_leader,
+        };
+        out.insert(rel, node);
+    }
+    out
+}
+
+fn assert_same(a: &BTreeMap<String, Node>, b: &BTreeMap<String, Node>) {
+    let ka: Vec<_> = a.keys().collect();
+    let kb: Vec<_> = b.keys().collect();
+    assert_eq!(ka, kb, "not the same paths");
+    for (k, v) in a {
+        assert_eq!(Some(v), b.get(k), "{k:?} differs");
+    }
+}
+
+fn set_xattr(p: &Path, name: &str, value: &[u8]) {
+    rfs::lsetxattr(p, name, value, XattrFlags::empty()).unwrap();
+}
+
+fn mknod(p: &Path, ft: FileType, dev: u64) {
+    rfs::mknodat(CWD, p, ft, Mode::from_raw_mode(0o644), dev).unwrap();
+}
+
+fn set_mtime(p: &Path, secs: i64) {
+    let t = Timespec {
+        tv_sec: secs,
+        tv_nsec: 123_456_789,
+    };
+    let ts = Timestamps {
+        last_access: t,
+        last_modification: t,
+    };
+    rfs::utimensat(CWD, p, &ts, rfs::AtFlags::SYMLINK_NOFOLLOW).unwrap();
+}
+
+fn ino(p: &Path) -> u64 {
+    fs::symlink_metadata(p).unwrap().ino()
+}
+
+/// Everything a layer may hold. `outside` is a directory beyond the layer
+/// that symlinks point to.
+fn build(l: &Path, outside: &Path) {
+    fs::write(l.join("plain"), "hello").unwrap();
+    fs::write(l.join("append"), "start").unwrap();
+    fs::write(l.join("setid"), "#!/bin/sh\n").unwrap();
+    fs::set_permissions(l.join("setid"), fs::Permissions::from_mode(0o6755)).unwrap();
+    fs::write(l.join("xa"), "x").unwrap();
+    set_xattr(&l.join("xa"), "user.a", b"1");
+    set_xattr(&l.join("xa"), "trusted.b", b"2");
+    fs::write(l.join("empty"), "").unwrap();
+    let big: Vec<u8> = (0..1 << 20).map(|i| (i % 251) as u8).collect();
+    fs::write(l.join("big"), &big).unwrap();
+    fs::write(l.join("unchanged.txt"), "same").unwrap();
+    fs::write(l.join("mode"), "m").unwrap();
+    fs::write(l.join("del"), "gone soon").unwrap();
+    fs::write(l.join("owned"), "o").unwrap();
+    std::os::unix::fs::lchown(l.join("owned"), Some(1234), Some(5678)).unwrap();
+    fs::create_dir_all(l.join("d1/d2/d3")).unwrap();
+    fs::write(l.join("d1/d2/d3/deep.txt"), "deep").unwrap();
+    fs::create_dir(l.join("emptydir")).unwrap();
+    fs::create_dir(l.join("opq")).unwrap();
+    fs::write(l.join("opq/x"), "x").unwrap();
+    set_xattr(&l.join("opq"), "trusted.overlay.opaque", b"y");
+    fs::create_dir_all(l.join("gone/a/b")).unwrap();
+    fs::write(l.join("gone/a/b/c.txt"), "c").unwrap();
+    fs::write(l.join("todir"), "file first").unwrap();
+    fs::create_dir(l.join("tofile")).unwrap();
+    fs::write(l.join("tofile/child"), "child").unwrap();
+    fs::create_dir_all(l.join("objects/ab")).unwrap();
+    fs::write(l.join("objects/ab/1"), "object").unwrap();
+    symlink("plain", l.join("sym_rel")).unwrap();
+    symlink("nowhere/at/all", l.join("sym_dangling")).unwrap();
+    symlink("/etc/passwd", l.join("sym_etc")).unwrap();
+    symlink(outside, l.join("trap")).unwrap();
+    mknod(&l.join("wh"), FileType::CharacterDevice, 0);
+    mknod(&l.join("wh2"), FileType::CharacterDevice, 0);
+    mknod(&l.join("fifo"), FileType::Fifo, 0);
+    fs::write(l.join("h1"), "linked").unwrap();
+    fs::hard_link(l.join("h1"), l.join("d1/h2")).unwrap();
+    fs::write(l.join("hb1"), "to break").unwrap();
+    fs::hard_link(l.join("hb1"), l.join("hb2")).unwrap();
+    set_mtime(&l.join("plain"), 1_000_000);
+    set_mtime(&l.join("sym_rel"), 2_000_000);
+    set_mtime(&l.join("d1/d2"), 3_000_000);
+}
+
+/// Changes the layer in every way an agent can.
+fn mutate(l: &Path, outside: &Path) {
+    fs::write(l.join("plain"), "HELLO").unwrap(); // edit
+    fs::OpenOptions::new()
+        .append(true)
+        .open(l.join("append"))
+        .unwrap()
+        .write_all(b" and more")
+        .unwrap();
+    fs::set_permissions(l.join("mode"), fs::Permissions::from_mode(0o600)).unwrap();
+    fs::set_permissions(l.join("emptydir"), fs::Permissions::from_mode(0o711)).unwrap();
+    fs::write(l.join("new.txt"), "new").unwrap();
+    fs::write(l.join("d1/new-in-kept-dir"), "new").unwrap();
+    fs::remove_file(l.join("del")).unwrap();
+    fs::remove_dir_all(l.join("gone")).unwrap();
+    fs::remove_file(l.join("todir")).unwrap();
+    fs::create_dir(l.join("todir")).unwrap();
+    fs::write(l.join("todir/inside"), "i").unwrap();
+    fs::remove_dir_all(l.join("tofile")).unwrap();
+    fs::write(l.join("tofile"), "now a file").unwrap();
+    fs::remove_file(l.join("sym_rel")).unwrap();
+    symlink("big", l.join("sym_rel")).unwrap();
+    set_xattr(&l.join("plain"), "user.new", b"v");
+    rfs::lremovexattr(l.join("xa"), "user.a").unwrap();
+    rfs::lremovexattr(l.join("opq"), "trusted.overlay.opaque").unwrap();
+    std::os::unix::fs::lchown(l.join("owned"), Some(0), Some(0)).unwrap();
+    fs::hard_link(l.join("h1"), l.join("h3")).unwrap();
+    fs::remove_file(l.join("hb2")).unwrap();
+    fs::write(l.join("hb2"), "to break").unwrap();
+    fs::remove_file(l.join("wh2")).unwrap();
+    fs::write(l.join("wh2"), "").unwrap();
+    // The objects directory becomes a trap: a symlink to outside.
+    fs::remove_dir_all(l.join("objects")).unwrap();
+    symlink(outside, l.join("objects")).unwrap();
+}
+
+/// A directory beyond the layer, with a file a trap would expose.
+fn outside_dir() -> tempfile::TempDir {
+    let o = tempfile::tempdir().unwrap();
+    fs::create_dir(o.path().join("ab")).unwrap();
+    fs::write(o.path().join("ab/1"), "outside secret").unwrap();
+    fs::write(o.path().join("secret"), "outside secret").unwrap();
+    o
+}
+
+fn outside_unchanged(o: &Path) {
+    let mut names: Vec<_> = fs::read_dir(o)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["ab", "secret"]);
+    assert_eq!(
+        fs::read_to_string(o.join("secret")).unwrap(),
+        "outside secret"
+    );
+    assert_eq!(
+        fs::read_to_string(o.join("ab/1")).unwrap(),
+        "outside secret"
+    );
+    assert_eq!(fs::read_dir(o.join("ab")).unwrap().count(), 1);
+}
+
+#[test]
+fn restore_undoes_every_kind_of_change() {
+    let outside = outside_dir();
+    let t = tempfile::tempdir().unwrap();
+    let live = t.path().join("live");
+    fs::create_dir(&live).unwrap();
+    fs::set_permissions(&live, fs::Permissions::from_mode(0o750)).unwrap();
+    build(&live, outside.path());
+    let before = describe(&live);
+
+    let ck1 = t.path().join("ckpts/1");
+    let s = snapshot(&live, &ck1, None, &no_skip).unwrap();
+    assert_eq!(s.entries as usize, before.len());
+    assert_eq!(s.gone_since_prev, 0);
+    // Two hard-link pairs: the second name of each is linked to the first copy.
+    assert_eq!(s.linked, 2);
+    assert_eq!(
+        s.copied as usize,
+        before.values().filter(|n| n.kind != "dir").count() - 2
+    );
+    assert!(s.bytes_copied >= 1 << 20);
+    assert_eq!(
+        fs::metadata(&ck1).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+    // The copy is the layer, exactly; the symlinks are links, never followed.
+    assert_same(&describe(&ck1.join(LAYER)), &before);
+    assert_eq!(
+        fs::read_link(ck1.join("layer/trap")).unwrap(),
+        outside.path()
+    );
+    assert_eq!(
+        fs::read_link(ck1.join("layer/sym_etc")).unwrap(),
+        Path::new("/etc/passwd")
+    );
+
+    let kept_paths = [
+        "unchanged.txt",
+        "big",
+        "setid",
+        "d1/d2/d3/deep.txt",
+        "sym_etc",
+        "wh",
+        "fifo",
+        "d1",
+        "d1/d2",
+    ];
+    let inos: Vec<u64> = kept_paths.iter().map(|p| ino(&live.join(p))).collect();
+
+    mutate(&live, outside.path());
+    let mutated = describe(&live);
+    // A process holding a file that the restore replaces.
+    let mut held = fs::File::open(live.join("append")).unwrap();
+
+    // A checkpoint of the changed layer: the trap is copied as a symlink.
+    let ck2 = t.path().join("ckpts/2");
+    let s2 = snapshot(&live, &ck2, Some(&ck1), &no_skip).unwrap();
+    assert_eq!(
+        fs::read_link(ck2.join("layer/objects")).unwrap(),
+        outside.path()
+    );
+    assert_same(&describe(&ck2.join(LAYER)), &mutated);
+    // objects/ab/1, gone/a/b/c.txt, del and tofile/child are gone, and objects/ab, gone, gone/a, gone/a/b.
+    assert_eq!(s2.gone_since_prev, 8);
+    // Restoring the checkpoint just taken changes nothing.
+    let r0 = restore(&live, &ck2, &no_skip).unwrap();
+    assert_eq!(
+        (r0.restored, r0.removed, r0.bytes_copied),
+        (0, 0, 0),
+        "{r0:?}"
+    );
+    assert_eq!(r0.kept as usize, mutated.len());
+    outside_unchanged(outside.path());
+
+    let r = restore(&live, &ck1, &no_skip).unwrap();
+    assert_same(&describe(&live), &before);
+    outside_unchanged(outside.path());
+    for (p, i) in kept_paths.iter().zip(&inos) {
+        assert_eq!(ino(&live.join(p)), *i, "{p} was not kept");
+    }
+    let mut s = String::new();
+    held.rewind().unwrap();
+    held.read_to_string(&mut s).unwrap();
+    assert_eq!(
+        s, "start and more",
+        "the held file changed under its reader"
+    );
+    assert!(r.kept >= kept_paths.len() as u64, "{r:?}");
+    assert!(r.restored >= 10, "{r:?}");
+    // new.txt, d1/new-in-kept-dir, h3, todir + todir/inside, objects (the
+    // trap), and tofile (a file where a directory was).
+    assert_eq!(r.removed, 7, "{r:?}");
+    assert!(r.bytes_copied > 0 && r.bytes_copied < 1 << 20, "{r:?}");
+    // No temporary names are left behind.
+    assert!(!describe(&live)
+        .keys()
+        .any(|k| k.contains(".wopfs-restore-")));
+    // The checkpoint itself is untouched by the restore.
+    assert_same(&describe(&ck1.join(LAYER)), &before);
+}
+
+#[test]
+fn a_second_snapshot_links_what_did_not_change() {
+    let t = tempfile::tempdir().unwrap();
+    let live = t.path().join("live");
+    fs::create_dir_all(live.join("d")).unwrap();
+    fs::write(live.join("a"), "a").unwrap();
+    fs::write(live.join("d/b"), "b").unwrap();
+    fs::write(live.join("c"), "c").unwrap();
+    fs::write(live.join("del"), "del").unwrap();
+    symlink("a", live.join("s")).unwrap();
+    fs::write(live.join("h1"), "h").unwrap();
+    fs::hard_link(live.join("h1"), live.join("d/h2")).unwrap();
+    let ck1 = t.path().join("1");
+    let s1 = snapshot(&live, &ck1, None, &no_skip).unwrap();
+    assert_eq!((s1.copied, s1.linked, s1.entries), (6, 1, 9));
+
+    fs::write(live.join("c"), "changed").unwrap();
+    fs::write(live.join("new"), "new").unwrap();
+    fs::remove_file(live.join("del")).unwrap();
+    let ck2 = t.path().join("2");
+    let s2 = snapshot(&live, &ck2, Some(&ck1), &no_skip).unwrap();
+    // a, d/b, s, h1 from the previous checkpoint, d/h2 to h1; c and new copied.
+    assert_eq!(
+        (s2.copied, s2.linked, s2.gone_since_prev),
+        (2, 5, 1),
+        "{s2:?}"
+    );
+    assert_eq!(s2.bytes_copied, "changed".len() as u64 + 3);
+    for p in ["a", "d/b", "s", "h1", "d/h2"] {
+        assert_eq!(
+            ino(&ck1.join("layer").join(p)),
+            ino(&ck2.join("layer").join(p)),
+            "{p}"
+        );
+    }
+    {
+        let p = "c";
+        assert_ne!(
+            ino(&ck1.join("layer").join(p)),
+            ino(&ck2.join("layer").join(p)),
+            "{p}"
+        );
+    }
+    assert_same(&describe(&ck2.join(LAYER)), &describe(&live));
+    assert_eq!(fs::read_to_string(ck1.join("layer/c")).unwrap(), "c");
+
+    // Undo to the first: c, del back, new gone; the rest kept.
+    let r = restore(&live, &ck1, &no_skip).unwrap();
+    assert_eq!((r.restored, r.removed), (2, 1), "{r:?}");
+    assert_same(&describe(&live), &describe(&ck1.join(LAYER)));
+}
+
+#[test]
+fn an_existing_checkpoint_dir_is_refused() {
+    let t = tempfile::tempdir().unwrap();
+    let live = t.path().join("live");
+    fs::create_dir(&live).unwrap();
+    let ck = t.path().join("ck");
+    fs::create_dir(&ck).unwrap();
+    fs::write(ck.join("keep"), "mine").unwrap();
+    let e = snapshot(&live, &ck, None, &no_skip)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains(&ck.display().to_string()) && e.contains("already exists"),
+        "{e}"
+    );
+    assert_eq!(fs::read_to_string(ck.join("keep")).unwrap(), "mine");
+}
+
+#[test]
+fn a_damaged_manifest_is_named_with_its_line() {
+    let t = tempfile::tempdir().unwrap();
+    let live = t.path().join("live");
+    fs::create_dir(&live).unwrap();
+    fs::write(live.join("a"), "a").unwrap();
+    fs::write(live.join("b"), "b").unwrap();
+    let ck = t.path().join("ck");
+    snapshot(&live, &ck, None, &no_skip).unwrap();
+    let m = ck.join(MANIFEST);
+    let text = fs::read_to_string(&m).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 4);
+    assert_eq!(lines[0], r#"{"version":1}"#);
+    lines[2] = "{not json";
+    fs::write(&m, lines.join("\n")).unwrap();
+    let e = restore(&live, &ck, &no_skip).unwrap_err().to_string();
+    assert!(
+        e.contains(&m.display().to_string()) && e.contains("line 3"),
+        "{e}"
+    );
+    let e = snapshot(&live, &t.path().join("ck2"), Some(&ck), &no_skip)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("line 3"), "{e}");
+    // A path leaving the layer is damage too.
+    lines[2] = r#"{"path":"../x","kind":"file","ino":1,"ctime_s":0,"ctime_ns":0}"#;
+    fs::write(&m, lines.join("\n")).unwrap();
+    let e = restore(&live, &ck, &no_skip).unwrap_err().to_string();
+    assert!(e.contains("line 3") && e.contains("bad path"), "{e}");
+    // And a newer version.
+    fs::write(&m, "{\"version\":2}\n").unwrap();
+    let e = restore(&live, &ck, &no_skip).unwrap_err().to_string();
+    assert!(e.contains("line 1") && e.contains("version 2"), "{e}");
+    // Nothing was changed by the refused restores.
+    assert_eq!(fs::read_to_string(live.join("a")).unwrap(), "a");
+}
+
+#[test]
+fn restore_never_writes_through_a_planted_symlink() {
+    let outside = outside_dir();
+    let t = tempfile::tempdir().unwrap();
+    let live = t.path().join("live");
+    fs::create_dir_all(live.join("objects/ab")).unwrap();
+    fs::write(live.join("objects/ab/1"), "mine").unwrap();
+    fs::write(live.join("objects/secret"), "mine too").unwrap();
+    let ck = t.path().join("ck");
+    snapshot(&live, &ck, None, &no_skip).unwrap();
+    // Deeper: a directory inside becomes a trap too, in a kept directory.
+    fs::remove_dir_all(live.join("objects/ab")).unwrap();
+    symlink(outside.path().join("ab"), live.join("objects/ab")).unwrap();
+    fs::remove_file(live.join("objects/secret")).unwrap();
+    symlink(outside.path().join("secret"), live.join("objects/secret")).unwrap();
+    restore(&live, &ck, &no_skip).unwrap();
+    outside_unchanged(outside.path());
+    assert_eq!(
+        fs::read_to_string(live.join("objects/ab/1")).unwrap(),
+        "mine"
+    );
+    assert!(fs::symlink_metadata(live.join("objects/ab"))
+        .unwrap()
+        .is_dir());
+    // The whole objects directory as a trap.
+    fs::remove_dir_all(live.join("objects")).unwrap();
+    symlink(outside.path(), live.join("objects")).unwrap();
+    restore(&live, &ck, &no_skip).unwrap();
+    outside_unchanged(outside.path());
+    assert_same(&describe(&live), &describe(&ck.join(LAYER)));
+}
+
+#[test]
+fn skipped_entries_are_left_alone() {
+    let t = tempfile::tempdir().unwrap();
+    let live = t.path().join("live");
+    fs::create_dir_all(live.join("tmpdir")).unwrap();
+    fs::write(live.join("tmpdir/x"), "x").unwrap();
+    fs::write(live.join("journal.jsonl"), "j").unwrap();
+    fs::write(live.join("journal.jsonl.tmp"), "compacting").unwrap();
+    let skip = |rel: &str| rel == "journal.jsonl.tmp" || rel == "tmpdir";
+    let ck = t.path().join("ck");
+    let s = snapshot(&live, &ck, None, &skip).unwrap();
+    assert_eq!(s.entries, 2);
+    assert!(!ck.join("layer/journal.jsonl.tmp").exists());
+    assert!(!ck.join("layer/tmpdir").exists());
+    fs::write(live.join("journal.jsonl.tmp"), "compacting more").unwrap();
+    fs::write(live.join("journal.jsonl"), "j2").unwrap();
+    fs::write(live.join("tmpdir/y"), "y").unwrap();
+    restore(&live, &ck, &skip).unwrap();
+    assert_eq!(fs::read_to_string(live.join("journal.jsonl")).unwrap(), "j");
+    assert_eq!(
+        fs::read_to_string(live.join("journal.jsonl.tmp")).unwrap(),
+        "compacting more"
+    );
+    assert!(live.join("tmpdir/x").exists() && live.join("tmpdir/y").exists());
+}
