@@ -50,18 +50,19 @@ echo "==> cargo test"
 # (the tmpfs dir of tests/commit_kill.rs) point at this run's dirs only.
 # Writable views use the FUSE engine unless a test names one
 # (tests/kernel_engine.rs, tests/engine_differential.rs); the session,
-# commit, POSIX, run, container and denied-log suites then run again on the kernel
+# commit, POSIX, run, container, git-branch, revocation, denied-log and
+# checkpoint suites then run again on the kernel
 # engine (the matrix).
 export WOPFS_ENGINE="${WOPFS_TEST_ENGINE:-fuse}"
 TMPDIR="$run_tmp" WOPFS_TEST_SHM="$run_shm" \
     timeout --kill-after=30s 40m cargo test --locked --features fault-injection -- --test-threads=4
 if [ "$(id -u)" = 0 ]; then
-    echo "==> the session, commit, POSIX, run, container, git-branch, revocation and denied-log suites on the kernel engine"
+    echo "==> the session, commit, POSIX, run, container, git-branch, revocation, denied-log and checkpoint suites on the kernel engine"
     TMPDIR="$run_tmp" WOPFS_TEST_SHM="$run_shm" WOPFS_TEST_ENGINE=kernel WOPFS_ENGINE=kernel \
         timeout --kill-after=30s 20m cargo test --locked --features fault-injection \
         --test overlay_session --test commit_flow --test overlay_posix \
         --test run_and_containers --test docker --test git_branch --test revocation \
-        --test denied_log -- --test-threads=4
+        --test denied_log --test checkpoints -- --test-threads=4
 fi
 
 # The switches must not exist in a build without the feature (release

@@ -364,6 +364,20 @@ fn every_subcommand_prints_json() {
 
     let diff = j(&["diff", &gid, "--json"]);
     assert_eq!(diff.as_array().unwrap().len(), 2, "{diff}");
+    let ck = j(&["checkpoint", &gid, "--label", "all of it", "--json"]);
+    assert_eq!(
+        (&ck["id"], &ck["label"], &ck["live"]),
+        (&"c1".into(), &"all of it".into(), &false.into())
+    );
+    let cks = j(&["checkpoints", &gid, "--json"]);
+    assert_eq!(cks.as_array().unwrap().len(), 1, "{cks}");
+    let undone = j(&["undo", &gid, "--to", "c1", "--json"]);
+    assert_eq!(undone["to"], "c1");
+    assert_eq!(
+        (&undone["restored"], &undone["removed"]),
+        (&0.into(), &0.into()),
+        "{undone}"
+    );
     let out = env.dir.path().join("review");
     let exported = j(&["export", &gid, "-o", out.to_str().unwrap(), "--json"]);
     assert_eq!(exported["patches"], 2);
