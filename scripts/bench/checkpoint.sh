@@ -58,7 +58,7 @@ cp -a "$work/host" "$work/native"
 export WOPFS_STATE_DIR=$work/state
 for engine in "${engines[@]}"; do
     g=$("$bin" grant --root "$work/host" --purpose bench --allow '**' --mode read_write_overlay \
-        --max-files $((files + 50000)) --max-total-size-bytes $((4 << 30)))
+        --max-files $((files + 50000)) --ttl 12h)
     mp=$work/mnt-$engine
     mkdir -p "$mp"
     "$bin" mount "$g" "$mp" --engine "$engine" >/dev/null

@@ -78,22 +78,27 @@ fn number(id: &str) -> Option<u64> {
     id.strip_prefix('c')?.parse().ok()
 }
 
-/// The grant of `grant_id`, which must be an overlay view with a session.
-fn overlay_grant(state: &StateDir, grant_id: &str) -> Result<Grant> {
-    let grant = state.load_grant(grant_id)?;
-    if grant.mode != Mode::ReadWriteOverlay {
+/// Checks that `grant_id` is an overlay view (its record verified, its
+/// file list not parsed: that is the cost of a large grant).
+fn check_overlay(state: &StateDir, grant_id: &str) -> Result<()> {
+    let mode = state.grant_mode(grant_id)?;
+    if mode != Mode::ReadWriteOverlay {
         return Err(Error::invalid(format!(
-            "grant {grant_id} is a {} view: only overlay views have checkpoints (their changes are a layer to go back to)",
-            grant.mode
+            "grant {grant_id} is a {mode} view: only overlay views have checkpoints (their changes are a layer to go back to)"
         )));
     }
-    Ok(grant)
+    Ok(())
 }
 
-/// Every checkpoint of the grant, oldest first. A directory without its
-/// record (a checkpoint killed half way) is not one.
+/// Every checkpoint of the grant, oldest first.
 pub fn list(state: &StateDir, grant_id: &str) -> Result<Vec<Checkpoint>> {
-    overlay_grant(state, grant_id)?;
+    check_overlay(state, grant_id)?;
+    list_checked(state, grant_id)
+}
+
+/// [`list`] of a grant already checked. A directory without its record (a
+/// checkpoint killed half way) is not one.
+fn list_checked(state: &StateDir, grant_id: &str) -> Result<Vec<Checkpoint>> {
     let dir = checkpoints_dir(state, grant_id);
     let entries = match std::fs::read_dir(&dir) {
         Ok(e) => e,
@@ -127,7 +132,8 @@ pub fn list(state: &StateDir, grant_id: &str) -> Result<Vec<Checkpoint>> {
 
 /// The directory of checkpoint `id`, which must exist.
 fn find(state: &StateDir, grant_id: &str, id: &str) -> Result<PathBuf> {
-    let all = list(state, grant_id)?;
+    check_overlay(state, grant_id)?;
+    let all = list_checked(state, grant_id)?;
     if !all.iter().any(|c| c.id == id) {
         let have: Vec<&str> = all.iter().map(|c| c.id.as_str()).collect();
         return Err(Error::invalid(format!(
@@ -223,7 +229,7 @@ pub fn create(
     label: Option<&str>,
     actor: &str,
 ) -> Result<Checkpoint> {
-    overlay_grant(state, grant_id)?;
+    check_overlay(state, grant_id)?;
     let session = state.session_dir(grant_id);
     if !session.is_dir() {
         return Err(Error::invalid(format!(
@@ -236,7 +242,7 @@ pub fn create(
         .recursive(true)
         .create(&root)
         .ctx(|| format!("creating {}", root.display()))?;
-    let existing = list(state, grant_id)?;
+    let existing = list_checked(state, grant_id)?;
     // Leftovers of a checkpoint killed half way (no record).
     for e in std::fs::read_dir(&root)
         .ctx(|| format!("listing {}", root.display()))?
