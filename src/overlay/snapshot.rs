@@ -23,6 +23,13 @@
 //! an unchanged live entry as it is: both cost what changed, not what is.
 //! The access time is not part of it (reading a file does not move the
 //! ctime): a shared or kept entry keeps the atime it had.
+//! Timestamps come from a coarse clock, so an entry whose ctime was within
+//! [`RACY_WINDOW_NS`] of the snapshot's start is recorded `racy` and never
+//! trusted by identity (it is copied, or compared byte by byte).
+//!
+//! **Changes.** [`changed`] lists the non-directories that differ between
+//! a checkpoint and the live layer or another checkpoint, comparing bytes
+//! and metadata only where identities differ.
 //!
 //! **Restore.** Changed or missing non-directories are copied from the
 //! checkpoint to a temporary name (`.wopfs-restore-PID-N`) in their live
@@ -41,9 +48,11 @@
 //! and xattrs of symlinks and devices go through `/proc/self/fd/DIR/NAME`
 //! with the `l*` calls (the parent is the opened fd, the name is never
 //! followed). Another filesystem mounted inside the layer is never crossed
-//! (a warning names it). A regular file is opened `O_NOFOLLOW | O_NONBLOCK`
-//! and refused unless fstat says it is the file lstat saw (a FIFO put in its
-//! place is never read). Trees nested deeper than [`MAX_DEPTH`] are refused.
+//! (a warning names it). A regular file is first opened `O_PATH |
+//! O_NOFOLLOW`, refused unless fstat says it is the file lstat saw, and
+//! only then reopened for reading through `/proc/self/fd` (so a FIFO or a
+//! device put in its place is never opened). Trees nested deeper than
+//! [`MAX_DEPTH`] are refused.
 //!
 //! **Errors.** Each names the entry (its path in the layer) and what was
 //! being done. A snapshot that fails removes its partial checkpoint; a
@@ -183,6 +192,8 @@ struct Line {
     ino: u64,
     ctime_s: i64,
     ctime_ns: u32,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    racy: bool,
 }
 
 /// A manifest entry as read.
@@ -190,9 +201,17 @@ struct Line {
 struct Entry {
     rel: Vec<u8>,
     id: Ident,
+    /// The ctime was too recent when it was read to tell a later change
+    /// apart (see [`RACY_WINDOW_NS`]): the identity proves nothing.
+    racy: bool,
 }
 
 impl Entry {
+    /// The identity, if it can prove the entry unchanged.
+    fn trusted(&self) -> Option<Ident> {
+        (!self.racy).then_some(self.id)
+    }
+
     fn line(&self) -> Line {
         let (path, path_b64) = match std::str::from_utf8(&self.rel) {
             Ok(s) => (s.to_string(), None),
@@ -208,6 +227,7 @@ impl Entry {
             ino: self.id.ino,
             ctime_s: self.id.ctime_s,
             ctime_ns: self.id.ctime_ns,
+            racy: self.racy,
         }
     }
 }
@@ -270,6 +290,28 @@ fn split(rel: &[u8]) -> (&[u8], &[u8]) {
         Some(i) => (&rel[..i], &rel[i + 1..]),
         None => (&[], rel),
     }
+}
+
+/// How close to the start of a snapshot a ctime may be and still prove
+/// an entry unchanged later. Timestamps come from a coarse clock (a tick
+/// of up to 10 ms): a change made in the same tick as the one before it
+/// leaves the ctime as it was. So an entry whose ctime is within this
+/// window of the snapshot's start (or after it) is recorded `racy`, and
+/// is compared (or copied) instead of trusted by identity (git's "racy
+/// timestamps"). An entry the agent wrote just before a checkpoint costs a
+/// copy at restore; nothing can be missed.
+pub const RACY_WINDOW_NS: i64 = 50_000_000;
+
+/// The racy threshold of a snapshot starting now.
+fn racy_after() -> (i64, u32) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let ns = now.as_secs() as i64 * 1_000_000_000 + i64::from(now.subsec_nanos()) - RACY_WINDOW_NS;
+    (
+        ns.div_euclid(1_000_000_000),
+        ns.rem_euclid(1_000_000_000) as u32,
+    )
 }
 
 fn damaged(file: &Path, line: usize, what: impl std::fmt::Display) -> Error {
@@ -347,7 +389,11 @@ fn read_manifest(ckpt: &Path) -> Result<Manifest> {
         if id.kind == EntryKind::Dir {
             dirs.insert(rel.clone());
         }
-        entries.push(Entry { rel, id });
+        entries.push(Entry {
+            rel,
+            id,
+            racy: l.racy,
+        });
     }
     if entries.is_empty() {
         return Err(damaged(&file, 1, "no root entry (the file is incomplete)"));
@@ -590,16 +636,28 @@ fn meta_at(dir: BorrowedFd<'_>, name: &[u8], src: &XNode<'_>, st: &Stat) -> io::
 }
 
 /// Opens the regular file `name` in `dir` that lstat saw as `st`, for reading.
-fn open_file_at(dir: BorrowedFd<'_>, name: &[u8], st: &Stat) -> io::Result<File> {
-    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY;
-    let flags = flags | OFlags::CLOEXEC;
+pub(super) fn open_file_at(dir: BorrowedFd<'_>, name: &[u8], st: &Stat) -> io::Result<File> {
+    // First a path-only handle, checked to be the regular file lstat saw:
+    // opening whatever the name holds now could open a device or a FIFO.
+    let path = rfs::openat(
+        dir,
+        name,
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let now = rfs::fstat(&path)?;
+    if !same_inode(&now, st) || kind_of(&now) != EntryKind::File {
+        return Err(changed_under_us());
+    }
+    // Then that very inode reopened for reading through its fd.
+    let proc = format!("/proc/self/fd/{}", path.as_raw_fd());
+    let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
     // Reading a copy should not move the live atime; O_NOATIME needs ownership or CAP_FOWNER.
-    let fd = match rfs::openat(dir, name, flags | OFlags::NOATIME, Mode::empty()) {
-        Err(rustix::io::Errno::PERM) => rfs::openat(dir, name, flags, Mode::empty())?,
+    let fd = match rfs::open(proc.as_str(), flags | OFlags::NOATIME, Mode::empty()) {
+        Err(rustix::io::Errno::PERM) => rfs::open(proc.as_str(), flags, Mode::empty())?,
         r => r?,
     };
-    let now = rfs::fstat(&fd)?;
-    if !same_inode(&now, st) || kind_of(&now) != EntryKind::File {
+    if !same_inode(&rfs::fstat(&fd)?, st) {
         return Err(changed_under_us());
     }
     Ok(File::from(fd))
@@ -685,6 +743,32 @@ fn link_beneath(
     Ok(rfs::linkat(&pfd, name, dst, dst_name, AtFlags::empty())?)
 }
 
+/// A checkpoint inside the layer it copies would be copied into itself,
+/// and removed by a restore: refused. `ckpt`'s parent must exist.
+fn refuse_inside(ckpt: &Path, live: &Path, root_st: &Stat) -> Result<()> {
+    let abs = if ckpt.is_absolute() {
+        ckpt.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .ctx(|| "reading the current directory")?
+            .join(ckpt)
+    };
+    // The ancestors that exist (the checkpoint itself may not yet).
+    for dir in abs.ancestors() {
+        match rfs::stat(dir) {
+            Ok(st) if same_inode(&st, root_st) => {
+                return Err(Error::invalid(format!(
+                    "the checkpoint directory {} is inside the layer {} it would copy",
+                    ckpt.display(),
+                    live.display()
+                )))
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 fn warn_other_fs(rel: &[u8]) {
     tracing::warn!(
         path = %shown(rel),
@@ -719,7 +803,11 @@ pub fn snapshot(
                     layer.display()
                 )
             })?;
-            let idents = m.entries.into_iter().map(|e| (e.rel, e.id)).collect();
+            let idents = m
+                .entries
+                .into_iter()
+                .map(|e| (e.rel.clone(), e.trusted()))
+                .collect();
             Some(Prev { idents, layer: fd })
         }
         None => None,
@@ -727,6 +815,7 @@ pub fn snapshot(
     if let Some(parent) = ckpt.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).ctx(|| format!("creating {}", parent.display()))?;
     }
+    refuse_inside(ckpt, live, &root_st)?;
     match std::fs::DirBuilder::new().mode(0o700).create(ckpt) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
@@ -754,7 +843,8 @@ pub fn snapshot(
 }
 
 struct Prev {
-    idents: HashMap<Vec<u8>, Ident>,
+    /// Every path the previous checkpoint holds → its trusted identity.
+    idents: HashMap<Vec<u8>, Option<Ident>>,
     layer: OwnedFd,
 }
 
@@ -765,6 +855,8 @@ struct Snap<'a> {
     ck_root: OwnedFd,
     live_shown: &'a Path,
     entries: Vec<Entry>,
+    /// A ctime at or after this (seconds, nanoseconds) is racy.
+    racy_after: (i64, u32),
     /// Live inode of a file with several links → its first path in the copy.
     links: HashMap<u64, Vec<u8>>,
     stats: SnapStats,
@@ -790,13 +882,12 @@ fn snapshot_into(
         prev,
         ck_root,
         live_shown: live,
-        entries: vec![Entry {
-            rel: Vec::new(),
-            id: Ident::of(root_st),
-        }],
+        entries: Vec::new(),
+        racy_after: racy_after(),
         links: HashMap::new(),
         stats: SnapStats::default(),
     };
+    s.record(Vec::new(), Ident::of(root_st));
     let ck_root = s.ck_root.try_clone().ctx(|| "duplicating a descriptor")?;
     s.dir(root.as_fd(), ck_root.as_fd(), b"", 0)?;
     meta_fd(ck_root.as_fd(), &XNode::Fd(root.as_fd()), root_st)
@@ -838,6 +929,15 @@ fn write_manifest(ckpt: &Path, entries: &[Entry]) -> Result<()> {
 }
 
 impl Snap<'_> {
+    fn is_racy(&self, id: &Ident) -> bool {
+        (id.ctime_s, id.ctime_ns) >= self.racy_after
+    }
+
+    fn record(&mut self, rel: Vec<u8>, id: Ident) {
+        let racy = self.is_racy(&id);
+        self.entries.push(Entry { rel, id, racy });
+    }
+
     fn err(&self, rel: &[u8], what: &str, e: io::Error) -> Error {
         Error::io(
             format!(
@@ -882,10 +982,7 @@ impl Snap<'_> {
                     tracing::warn!(path = %shown(&crel), "a socket in the layer: left out of the checkpoint");
                 }
                 EntryKind::Dir => {
-                    self.entries.push(Entry {
-                        rel: crel.clone(),
-                        id,
-                    });
+                    self.record(crel.clone(), id);
                     let lfd =
                         open_dir_at(live, &name, &st).map_err(|e| self.err(&crel, "opening", e))?;
                     rfs::mkdirat(ck, name.as_slice(), Mode::from_raw_mode(0o700))
@@ -902,10 +999,7 @@ impl Snap<'_> {
                         .map_err(|e| self.err(&crel, "copying the metadata of", e))?;
                 }
                 _ => {
-                    self.entries.push(Entry {
-                        rel: crel.clone(),
-                        id,
-                    });
+                    self.record(crel.clone(), id);
                     self.nondir(live, ck, &name, &crel, &st)?;
                 }
             }
@@ -937,7 +1031,7 @@ impl Snap<'_> {
         }
         let mut done = false;
         if let Some(p) = &self.prev {
-            if p.idents.get(rel) == Some(&id) {
+            if p.idents.get(rel) == Some(&Some(id)) && !self.is_racy(&id) {
                 match link_beneath(p.layer.as_fd(), rel, id.kind, None, ck, name) {
                     Ok(()) => {
                         self.stats.linked += 1;
@@ -982,6 +1076,7 @@ pub fn restore(live: &Path, ckpt: &Path, skip: &dyn Fn(&str) -> bool) -> Result<
     let root_st = rfs::fstat(&live_root)
         .map_err(io::Error::from)
         .ctx(|| format!("reading the layer {}", live.display()))?;
+    refuse_inside(ckpt, live, &root_st)?;
     let mut children: HashMap<&[u8], Vec<usize>> = HashMap::new();
     for (i, e) in m.entries.iter().enumerate().skip(1) {
         children.entry(split(&e.rel).0).or_default().push(i);
@@ -1068,7 +1163,8 @@ impl Restore<'_> {
                 remove_entry(live, &name, &st, 0).map_err(|e| self.err(&crel, "removing", e))?;
         }
         for i in kids {
-            let e = &self.entries[i];
+            let entries = self.entries;
+            let e = &entries[i];
             let crel = e.rel.clone();
             let name = split(&crel).1.to_vec();
             if (self.skip)(&lossy(&crel)) {
@@ -1081,7 +1177,7 @@ impl Restore<'_> {
             }
             let cur_kind = cur.as_ref().map(kind_of);
             if e.id.kind != EntryKind::Dir {
-                self.nondir(live, ck, &name, &crel, e.id, cur.as_ref())?;
+                self.nondir(live, ck, &name, e, cur.as_ref())?;
                 continue;
             }
             let ck_st = lstat_at(ck, &name)
@@ -1136,17 +1232,17 @@ impl Restore<'_> {
         live: BorrowedFd<'_>,
         ck: BorrowedFd<'_>,
         name: &[u8],
-        rel: &[u8],
-        id: Ident,
+        e: &Entry,
         cur: Option<&Stat>,
     ) -> Result<()> {
+        let (rel, id, trusted) = (e.rel.as_slice(), e.id, e.trusted().is_some());
         let group = self.groups.get(&id.ino).cloned();
         if let Some(st) = cur {
             let same_file = match &group {
                 Some((_, ino)) => *ino == ino_of(st),
                 None => true,
             };
-            if Ident::of(st) == id && same_file {
+            if trusted && Ident::of(st) == id && same_file {
                 self.stats.kept += 1;
                 self.groups
                     .entry(id.ino)
@@ -1231,4 +1327,250 @@ fn remove_entry(dir: BorrowedFd<'_>, name: &[u8], st: &Stat, depth: usize) -> io
     }
     rfs::unlinkat(dir, name, AtFlags::REMOVEDIR)?;
     Ok(n + 1)
+}
+
+// ---------------------------------------------------------------------------
+// Change counting
+
+/// What [`changed`] compares a checkpoint with.
+#[derive(Clone, Copy, Debug)]
+pub enum Against<'a> {
+    /// A live layer directory.
+    Live(&'a Path),
+    /// Another checkpoint directory (its `layer/` and manifest).
+    Checkpoint(&'a Path),
+}
+
+/// The paths (lossy UTF-8, in walk order) of the regular files, symlinks
+/// and devices/FIFOs that differ between checkpoint `ckpt` and `other`:
+/// present on one side only, of another kind, or with other content,
+/// symlink target, mode, owner, xattrs, mtime or device number. Identities
+/// are checked first (the manifest's against the live entry, or both
+/// manifests, or one shared copy), so only entries whose identity moved
+/// are compared byte by byte. Directories are not listed themselves (their
+/// non-directories are), nor is a change of hard-link structure alone.
+/// Entries for which `skip(rel)` is true are left out.
+pub fn changed(
+    ckpt: &Path,
+    other: Against<'_>,
+    skip: &dyn Fn(&str) -> bool,
+) -> Result<Vec<String>> {
+    let ma = read_manifest(ckpt)?;
+    let a_layer = ckpt.join(LAYER);
+    let a_root = open_root(&a_layer)
+        .ctx(|| format!("opening the checkpoint layer {}", a_layer.display()))?;
+    let (b_path, b_idents) = match other {
+        Against::Live(p) => (p.to_path_buf(), None),
+        Against::Checkpoint(p) => {
+            let mb = read_manifest(p)?;
+            let ids: HashMap<Vec<u8>, Ident> = mb
+                .entries
+                .iter()
+                .filter_map(|e| Some((e.rel.clone(), e.trusted()?)))
+                .collect();
+            (p.join(LAYER), Some(ids))
+        }
+    };
+    let b_root = open_root(&b_path).ctx(|| format!("opening {}", b_path.display()))?;
+    let b_st = rfs::fstat(&b_root)
+        .map_err(io::Error::from)
+        .ctx(|| format!("reading {}", b_path.display()))?;
+    let mut c = Compare {
+        a_ids: ma
+            .entries
+            .iter()
+            .filter_map(|e| Some((e.rel.clone(), e.trusted()?)))
+            .collect(),
+        b_ids: b_idents,
+        b_dev: dev_of(&b_st),
+        skip,
+        shown: &b_path,
+        out: Vec::new(),
+    };
+    c.dir(Some(a_root.as_fd()), Some(b_root.as_fd()), b"", 0)?;
+    Ok(c.out)
+}
+
+struct Compare<'a> {
+    a_ids: HashMap<Vec<u8>, Ident>,
+    /// The other checkpoint's manifest (None: `b` is a live layer).
+    b_ids: Option<HashMap<Vec<u8>, Ident>>,
+    b_dev: u64,
+    skip: &'a dyn Fn(&str) -> bool,
+    shown: &'a Path,
+    out: Vec<String>,
+}
+
+impl Compare<'_> {
+    fn err(&self, rel: &[u8], e: io::Error) -> Error {
+        Error::io(
+            format!(
+                "comparing {} with a checkpoint: {}",
+                self.shown.display(),
+                shown(rel)
+            ),
+            e,
+        )
+    }
+
+    fn dir(
+        &mut self,
+        a: Option<BorrowedFd<'_>>,
+        b: Option<BorrowedFd<'_>>,
+        rel: &[u8],
+        depth: usize,
+    ) -> Result<()> {
+        if depth >= MAX_DEPTH {
+            return Err(self.err(
+                rel,
+                io::Error::other(format!("directories nest deeper than {MAX_DEPTH}")),
+            ));
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for fd in [a, b].into_iter().flatten() {
+            names.extend(list(fd).map_err(|e| self.err(rel, e))?);
+        }
+        for name in names {
+            let crel = join(rel, &name);
+            if (self.skip)(&lossy(&crel)) {
+                continue;
+            }
+            let stat = |fd: Option<BorrowedFd<'_>>| match fd {
+                Some(fd) => lstat_at(fd, &name),
+                None => Ok(None),
+            };
+            let sa = stat(a).map_err(|e| self.err(&crel, e))?;
+            let sb = stat(b).map_err(|e| self.err(&crel, e))?;
+            // Another filesystem mounted in the live layer is not looked into.
+            let sb = sb.filter(|st| dev_of(st) == self.b_dev);
+            let is_dir =
+                |st: &Option<Stat>| st.as_ref().is_some_and(|s| kind_of(s) == EntryKind::Dir);
+            let sub =
+                |fd: Option<BorrowedFd<'_>>, st: &Option<Stat>| -> io::Result<Option<OwnedFd>> {
+                    match (fd, st) {
+                        (Some(fd), Some(st)) if kind_of(st) == EntryKind::Dir => {
+                            Ok(Some(open_dir_at(fd, &name, st)?))
+                        }
+                        _ => Ok(None),
+                    }
+                };
+            if is_dir(&sa) || is_dir(&sb) {
+                let da = sub(a, &sa).map_err(|e| self.err(&crel, e))?;
+                let db = sub(b, &sb).map_err(|e| self.err(&crel, e))?;
+                // A non-directory facing a directory has changed.
+                if sa.is_some() != da.is_some() || sb.is_some() != db.is_some() {
+                    self.out.push(lossy(&crel));
+                }
+                self.dir(
+                    da.as_ref().map(|d| d.as_fd()),
+                    db.as_ref().map(|d| d.as_fd()),
+                    &crel,
+                    depth + 1,
+                )?;
+                continue;
+            }
+            let (Some(sa), Some(sb), Some(a), Some(b)) = (sa, sb, a, b) else {
+                if sa.is_some() || sb.is_some() {
+                    self.out.push(lossy(&crel));
+                }
+                continue;
+            };
+            if kind_of(&sa) == EntryKind::Socket || kind_of(&sb) == EntryKind::Socket {
+                self.out.push(lossy(&crel));
+                continue;
+            }
+            let a_id = self.a_ids.get(&crel);
+            let same_id = match &self.b_ids {
+                None => a_id == Some(&Ident::of(&sb)),
+                Some(ids) => a_id.is_some() && a_id == ids.get(&crel),
+            };
+            if same_id || same_inode(&sa, &sb) {
+                continue;
+            }
+            if !same_node(a, &name, &sa, b, &sb).map_err(|e| self.err(&crel, e))? {
+                self.out.push(lossy(&crel));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether two non-directories `name` in `a` and `b` hold the same.
+fn same_node(
+    a: BorrowedFd<'_>,
+    name: &[u8],
+    sa: &Stat,
+    b: BorrowedFd<'_>,
+    sb: &Stat,
+) -> io::Result<bool> {
+    let kind = kind_of(sa);
+    if kind != kind_of(sb)
+        || (sa.st_uid, sa.st_gid) != (sb.st_uid, sb.st_gid)
+        || (sa.st_mtime, sa.st_mtime_nsec) != (sb.st_mtime, sb.st_mtime_nsec)
+        || (kind != EntryKind::Symlink && perm_bits(sa) != perm_bits(sb))
+        || (matches!(kind, EntryKind::Char | EntryKind::Block) && sa.st_rdev != sb.st_rdev)
+        || (kind == EntryKind::File && sa.st_size != sb.st_size)
+    {
+        return Ok(false);
+    }
+    match kind {
+        EntryKind::File => {
+            let fa = open_file_at(a, name, sa)?;
+            let fb = open_file_at(b, name, sb)?;
+            if !same_xattrs(&XNode::Fd(fa.as_fd()), &XNode::Fd(fb.as_fd()))? {
+                return Ok(false);
+            }
+            same_bytes(fa, fb)
+        }
+        EntryKind::Symlink => {
+            let ta = rfs::readlinkat(a, name, Vec::new())?;
+            let tb = rfs::readlinkat(b, name, Vec::new())?;
+            Ok(ta == tb && same_xattrs(&XNode::at(a, name), &XNode::at(b, name))?)
+        }
+        _ => same_xattrs(&XNode::at(a, name), &XNode::at(b, name)),
+    }
+}
+
+fn same_xattrs(a: &XNode<'_>, b: &XNode<'_>) -> io::Result<bool> {
+    let mut na = a.names()?;
+    let mut nb = b.names()?;
+    na.sort();
+    nb.sort();
+    if na != nb {
+        return Ok(false);
+    }
+    for n in &na {
+        if a.get(n)? != b.get(n)? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+fn same_bytes(mut a: File, mut b: File) -> io::Result<bool> {
+    use std::io::Read;
+    let mut ba = vec![0u8; 64 * 1024];
+    let mut bb = vec![0u8; 64 * 1024];
+    loop {
+        let n = read_full(&mut a, &mut ba)?;
+        let m = read_full(&mut b, &mut bb)?;
+        if n != m || ba[..n] != bb[..m] {
+            return Ok(false);
+        }
+        if n == 0 {
+            return Ok(true);
+        }
+    }
+    fn read_full(f: &mut File, buf: &mut [u8]) -> io::Result<usize> {
+        let mut got = 0;
+        while got < buf.len() {
+            match f.read(&mut buf[got..]) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(got)
+    }
 }

@@ -10,10 +10,16 @@ use std::path::Path;
 
 use rustix::fs::{self as rfs, FileType, Mode, Timespec, Timestamps, XattrFlags, CWD};
 
-use super::snapshot::{restore, snapshot, LAYER, MANIFEST};
+use super::snapshot::{changed, restore, snapshot, Against, LAYER, MANIFEST};
 
 fn no_skip(_: &str) -> bool {
     false
+}
+
+/// Lets the layer's ctimes age past the racy window, so that identities
+/// prove entries unchanged (what a layer written a moment ago cannot).
+fn settle() {
+    std::thread::sleep(std::time::Duration::from_millis(60));
 }
 
 /// One entry of a tree as compared: everything a checkpoint must keep.
@@ -180,6 +186,10 @@ fn build(l: &Path, outside: &Path) {
     symlink("/etc/passwd", l.join("sym_etc")).unwrap();
     symlink(outside, l.join("trap")).unwrap();
     mknod(&l.join("wh"), FileType::CharacterDevice, 0);
+    // Xattrs and owners of symlinks and devices (the l* calls).
+    set_xattr(&l.join("sym_dangling"), "trusted.sl", b"v");
+    set_xattr(&l.join("wh"), "trusted.overlay.origin", b"o");
+    std::os::unix::fs::lchown(l.join("sym_rel"), Some(42), Some(43)).unwrap();
     mknod(&l.join("wh2"), FileType::CharacterDevice, 0);
     mknod(&l.join("fifo"), FileType::Fifo, 0);
     fs::write(l.join("h1"), "linked").unwrap();
@@ -215,11 +225,13 @@ fn mutate(l: &Path, outside: &Path) {
     symlink("big", l.join("sym_rel")).unwrap();
     set_xattr(&l.join("plain"), "user.new", b"v");
     rfs::lremovexattr(l.join("xa"), "user.a").unwrap();
+    rfs::lremovexattr(l.join("sym_dangling"), "trusted.sl").unwrap();
+    set_xattr(&l.join("sym_dangling"), "trusted.sl2", b"w");
     rfs::lremovexattr(l.join("opq"), "trusted.overlay.opaque").unwrap();
     std::os::unix::fs::lchown(l.join("owned"), Some(0), Some(0)).unwrap();
     fs::hard_link(l.join("h1"), l.join("h3")).unwrap();
     fs::remove_file(l.join("hb2")).unwrap();
-    fs::write(l.join("hb2"), "to break").unwrap();
+    fs::write(l.join("hb2"), "broken").unwrap();
     fs::remove_file(l.join("wh2")).unwrap();
     fs::write(l.join("wh2"), "").unwrap();
     // The objects directory becomes a trap: a symlink to outside.
@@ -262,6 +274,7 @@ fn restore_undoes_every_kind_of_change() {
     fs::create_dir(&live).unwrap();
     fs::set_permissions(&live, fs::Permissions::from_mode(0o750)).unwrap();
     build(&live, outside.path());
+    settle();
     let before = describe(&live);
 
     let ck1 = t.path().join("ckpts/1");
@@ -304,6 +317,7 @@ fn restore_undoes_every_kind_of_change() {
     let inos: Vec<u64> = kept_paths.iter().map(|p| ino(&live.join(p))).collect();
 
     mutate(&live, outside.path());
+    settle();
     let mutated = describe(&live);
     // A process holding a file that the restore replaces.
     let mut held = fs::File::open(live.join("append")).unwrap();
@@ -318,6 +332,53 @@ fn restore_undoes_every_kind_of_change() {
     assert_same(&describe(&ck2.join(LAYER)), &mutated);
     // objects/ab/1, gone/a/b/c.txt, del and tofile/child are gone, and objects/ab, gone, gone/a, gone/a/b.
     assert_eq!(s2.gone_since_prev, 8);
+    // What changed, counted three ways.
+    let mut want = vec![
+        "plain",
+        "append",
+        "mode",
+        "new.txt",
+        "d1/new-in-kept-dir",
+        "del",
+        "gone/a/b/c.txt",
+        "todir",
+        "todir/inside",
+        "tofile",
+        "tofile/child",
+        "sym_rel",
+        "sym_dangling",
+        "xa",
+        "owned",
+        "h3",
+        "hb2",
+        "wh2",
+        "objects",
+        "objects/ab/1",
+    ];
+    want.sort();
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+    assert_eq!(
+        sorted(changed(&ck1, Against::Live(&live), &no_skip).unwrap()),
+        want
+    );
+    assert_eq!(
+        sorted(changed(&ck1, Against::Checkpoint(&ck2), &no_skip).unwrap()),
+        want
+    );
+    assert_eq!(
+        changed(&ck2, Against::Live(&live), &no_skip).unwrap(),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        changed(&ck2, Against::Checkpoint(&ck2), &no_skip).unwrap(),
+        Vec::<String>::new()
+    );
+    let skip_plain = |rel: &str| rel == "plain" || rel == "gone";
+    let got = changed(&ck1, Against::Live(&live), &skip_plain).unwrap();
+    assert_eq!(got.len(), want.len() - 2, "{got:?}");
     // Restoring the checkpoint just taken changes nothing.
     let r0 = restore(&live, &ck2, &no_skip).unwrap();
     assert_eq!(
@@ -331,6 +392,10 @@ fn restore_undoes_every_kind_of_change() {
     let r = restore(&live, &ck1, &no_skip).unwrap();
     assert_same(&describe(&live), &before);
     outside_unchanged(outside.path());
+    assert_eq!(
+        changed(&ck1, Against::Live(&live), &no_skip).unwrap(),
+        Vec::<String>::new()
+    );
     for (p, i) in kept_paths.iter().zip(&inos) {
         assert_eq!(ino(&live.join(p)), *i, "{p} was not kept");
     }
@@ -367,6 +432,7 @@ fn a_second_snapshot_links_what_did_not_change() {
     symlink("a", live.join("s")).unwrap();
     fs::write(live.join("h1"), "h").unwrap();
     fs::hard_link(live.join("h1"), live.join("d/h2")).unwrap();
+    settle();
     let ck1 = t.path().join("1");
     let s1 = snapshot(&live, &ck1, None, &no_skip).unwrap();
     assert_eq!((s1.copied, s1.linked, s1.entries), (6, 1, 9));
@@ -390,14 +456,7 @@ fn a_second_snapshot_links_what_did_not_change() {
             "{p}"
         );
     }
-    {
-        let p = "c";
-        assert_ne!(
-            ino(&ck1.join("layer").join(p)),
-            ino(&ck2.join("layer").join(p)),
-            "{p}"
-        );
-    }
+    assert_ne!(ino(&ck1.join("layer/c")), ino(&ck2.join("layer/c")));
     assert_same(&describe(&ck2.join(LAYER)), &describe(&live));
     assert_eq!(fs::read_to_string(ck1.join("layer/c")).unwrap(), "c");
 
@@ -519,4 +578,125 @@ fn skipped_entries_are_left_alone() {
         "compacting more"
     );
     assert!(live.join("tmpdir/x").exists() && live.join("tmpdir/y").exists());
+}
+
+#[test]
+fn an_entry_written_just_before_the_snapshot_is_not_trusted_by_identity() {
+    let t = tempfile::tempdir().unwrap();
+    let live = t.path().join("live");
+    fs::create_dir(&live).unwrap();
+    fs::write(live.join("old"), "old").unwrap();
+    settle();
+    // Written in the same clock tick as a later change could be: its
+    // ctime may not move when it changes again.
+    fs::write(live.join("fresh"), "fresh").unwrap();
+    let ino_old = ino(&live.join("old"));
+    let ck = t.path().join("ck");
+    snapshot(&live, &ck, None, &no_skip).unwrap();
+    let m = fs::read_to_string(ck.join(MANIFEST)).unwrap();
+    let racy: Vec<&str> = m.lines().filter(|l| l.contains(r#""racy":true"#)).collect();
+    // The root (its mtime moved with `fresh`) and fresh.
+    assert_eq!(racy.len(), 2, "{m}");
+    assert!(racy.iter().any(|l| l.contains(r#""path":"fresh""#)), "{m}");
+    // A racy file is copied back even though its identity is the same;
+    // old is kept.
+    let r = restore(&live, &ck, &no_skip).unwrap();
+    assert_eq!((r.restored, r.removed), (1, 0), "{r:?}");
+    assert_eq!(ino(&live.join("old")), ino_old);
+    assert_eq!(fs::read_to_string(live.join("fresh")).unwrap(), "fresh");
+    // And compared byte by byte by changed(): no difference.
+    assert!(changed(&ck, Against::Live(&live), &no_skip)
+        .unwrap()
+        .is_empty());
+    // A second snapshot copies it again instead of linking it.
+    settle();
+    let s = snapshot(&live, &t.path().join("ck2"), Some(&ck), &no_skip).unwrap();
+    assert_eq!((s.copied, s.linked), (1, 1), "{s:?}");
+}
+
+#[test]
+fn a_file_swapped_for_a_fifo_or_device_is_refused_unopened() {
+    let t = tempfile::tempdir().unwrap();
+    let f = t.path().join("f");
+    fs::write(&f, "x").unwrap();
+    let st = rfs::lstat(&f).unwrap();
+    let dir = rfs::open(
+        t.path(),
+        rfs::OFlags::RDONLY | rfs::OFlags::DIRECTORY,
+        Mode::empty(),
+    )
+    .unwrap();
+    assert!(super::snapshot::open_file_at(std::os::fd::AsFd::as_fd(&dir), b"f", &st).is_ok());
+    for (ft, dev) in [
+        (FileType::Fifo, 0),
+        (FileType::CharacterDevice, rfs::makedev(1, 3)),
+    ] {
+        fs::remove_file(&f).unwrap();
+        mknod(&f, ft, dev);
+        // Would block forever if it opened the FIFO for reading.
+        let e =
+            super::snapshot::open_file_at(std::os::fd::AsFd::as_fd(&dir), b"f", &st).unwrap_err();
+        assert!(e.to_string().contains("changed while it was read"), "{e}");
+    }
+}
+
+/// Unmounts (lazily) when dropped, even if the test fails.
+struct Mounted(std::path::PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = rustix::mount::unmount(&self.0, rustix::mount::UnmountFlags::DETACH);
+    }
+}
+
+#[test]
+fn another_filesystem_inside_the_layer_is_never_crossed() {
+    let t = tempfile::tempdir().unwrap();
+    let live = t.path().join("live");
+    fs::create_dir_all(live.join("mnt")).unwrap();
+    fs::write(live.join("a"), "a").unwrap();
+    rustix::mount::mount(
+        "tmpfs",
+        live.join("mnt"),
+        "tmpfs",
+        rustix::mount::MountFlags::empty(),
+        None,
+    )
+    .unwrap();
+    let _m = Mounted(live.join("mnt"));
+    fs::write(live.join("mnt/inside"), "on another fs").unwrap();
+    let ck = t.path().join("ck");
+    let s = snapshot(&live, &ck, None, &no_skip).unwrap();
+    assert_eq!(s.entries, 2, "{s:?}");
+    assert!(!ck.join("layer/mnt").exists());
+    // The restore leaves the mount point (not in the checkpoint) alone.
+    restore(&live, &ck, &no_skip).unwrap();
+    assert_eq!(
+        fs::read_to_string(live.join("mnt/inside")).unwrap(),
+        "on another fs"
+    );
+    assert!(changed(&ck, Against::Live(&live), &no_skip)
+        .unwrap()
+        .is_empty());
+}
+
+#[test]
+fn a_checkpoint_inside_its_layer_is_refused() {
+    let t = tempfile::tempdir().unwrap();
+    let live = t.path().join("live");
+    fs::create_dir_all(live.join("sub")).unwrap();
+    let e = snapshot(&live, &live.join("sub/ck"), None, &no_skip)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("inside the layer"), "{e}");
+    assert!(!live.join("sub/ck").exists());
+    let ck = t.path().join("ck");
+    snapshot(&live, &ck, None, &no_skip).unwrap();
+    // A checkpoint moved inside the layer would be removed by its own restore.
+    fs::rename(&ck, live.join("ck")).unwrap();
+    let e = restore(&live, &live.join("ck"), &no_skip)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("inside the layer"), "{e}");
+    assert!(live.join("ck").join(MANIFEST).exists());
 }
