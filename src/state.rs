@@ -399,6 +399,17 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     result.ctx(|| format!("writing {}", path.display()))
 }
 
+/// A grant record, whole or in part, that names its id.
+trait HasId {
+    fn id(&self) -> &str;
+}
+
+impl HasId for Grant {
+    fn id(&self) -> &str {
+        &self.grant_id
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -478,16 +489,5 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("tampered"), "{e}");
-    }
-}
-
-/// A grant record, whole or in part, that names its id.
-trait HasId {
-    fn id(&self) -> &str;
-}
-
-impl HasId for Grant {
-    fn id(&self) -> &str {
-        &self.grant_id
     }
 }
