@@ -263,8 +263,8 @@ pub fn create(
     let dir = root.join(&id);
     let prev = existing.last().map(|c| root.join(&c.id));
     let req = Request::Checkpoint {
-        dir: dir.clone(),
-        prev: prev.clone(),
+        id: id.clone(),
+        prev: existing.last().map(|c| c.id.clone()),
     };
     let (stats, live) = served_or_here(state, grant_id, &req, |layer, fuse| {
         let s = snapshot::snapshot(layer, &dir, prev.as_deref(), skip_for(fuse))?;
@@ -299,7 +299,7 @@ pub fn create(
 /// Puts the view back to checkpoint `to`: a mounted view shows it at once.
 pub fn undo(state: &StateDir, grant_id: &str, to: &str, actor: &str) -> Result<Undone> {
     let dir = find(state, grant_id, to)?;
-    let req = Request::Undo { dir: dir.clone() };
+    let req = Request::Undo { id: to.to_string() };
     let result = served_or_here(state, grant_id, &req, |layer, fuse| {
         let s = snapshot::restore(layer, &dir, skip_for(fuse))?;
         serde_json::to_value(s).map_err(|e| Error::invalid(e.to_string()))

@@ -16,7 +16,9 @@ use std::path::Path;
 use std::sync::Weak;
 use std::time::Instant;
 
-use super::control::{Handler, Request};
+use std::path::PathBuf;
+
+use super::control::{checkpoint_dir, Handler, Request};
 use super::kernel::Remount;
 use crate::error::{Error, Result};
 use crate::overlay::engine;
@@ -27,6 +29,15 @@ use crate::view::View;
 /// a journal rewrite's temp file.
 pub fn fuse_skip(rel: &str) -> bool {
     rel == "journal.jsonl.tmp"
+}
+
+/// The directories of checkpoint `id` and of `prev`.
+fn paths(session: &Path, id: &str, prev: Option<&str>) -> Result<(PathBuf, Option<PathBuf>)> {
+    let prev = match prev {
+        Some(p) => Some(checkpoint_dir(session, p)?),
+        None => None,
+    };
+    Ok((checkpoint_dir(session, id)?, prev))
 }
 
 fn none(_: &str) -> bool {
@@ -46,20 +57,27 @@ fn ms(start: Instant) -> f64 {
 }
 
 /// The FUSE engine's handler.
-pub(super) fn fuse_handler(view: Weak<View>, notifier: fuser::Notifier) -> Handler {
+pub(super) fn fuse_handler(
+    session_dir: &Path,
+    view: Weak<View>,
+    notifier: fuser::Notifier,
+) -> Handler {
+    let session = session_dir.to_path_buf();
     Box::new(move |req| {
         let view = view
             .upgrade()
             .ok_or_else(|| Error::busy("the view is no longer served"))?;
         let start = Instant::now();
         match req {
-            Request::Checkpoint { dir, prev } => {
+            Request::Checkpoint { id, prev } => {
+                let (dir, prev) = paths(&session, &id, prev.as_deref())?;
                 let stats = view.checkpoint(|layer| {
                     snapshot::snapshot(layer, &dir, prev.as_deref(), &fuse_skip)
                 })?;
                 json(&stats, ms(start))
             }
-            Request::Undo { dir } => {
+            Request::Undo { id } => {
+                let dir = checkpoint_dir(&session, &id)?;
                 let (stats, stale) =
                     view.undo(|layer| snapshot::restore(layer, &dir, &fuse_skip))?;
                 tracing::debug!(?stale, "undo: what the kernel may hold");
@@ -82,11 +100,13 @@ pub(super) fn kernel_handler(remount: Remount) -> Handler {
         let start = Instant::now();
         let upper = engine::upper_dir(&remount.session_dir);
         match req {
-            Request::Checkpoint { dir, prev } => {
+            Request::Checkpoint { id, prev } => {
+                let (dir, prev) = paths(&remount.session_dir, &id, prev.as_deref())?;
                 let stats = snapshot::snapshot(&upper, &dir, prev.as_deref(), &none)?;
                 json(&stats, ms(start))
             }
-            Request::Undo { dir } => {
+            Request::Undo { id } => {
+                let dir = checkpoint_dir(&remount.session_dir, &id)?;
                 let devs: Vec<u64> = remount
                     .overlays()
                     .iter()
@@ -112,10 +132,12 @@ pub(super) fn kernel_handler(remount: Remount) -> Handler {
 /// upper but not replace the overlay.
 pub(super) fn lower_handler(session_dir: &Path) -> Handler {
     let upper = engine::upper_dir(session_dir);
+    let session = session_dir.to_path_buf();
     Box::new(move |req| {
         let start = Instant::now();
         match req {
-            Request::Checkpoint { dir, prev } => {
+            Request::Checkpoint { id, prev } => {
+                let (dir, prev) = paths(&session, &id, prev.as_deref())?;
                 let stats = snapshot::snapshot(&upper, &dir, prev.as_deref(), &none)?;
                 json(&stats, ms(start))
             }

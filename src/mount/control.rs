@@ -29,11 +29,23 @@ const ANSWER_WAIT: Duration = Duration::from_secs(600);
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Request {
-    /// Copy the layer into checkpoint dir `dir` (made by the copy), sharing
-    /// unchanged files with checkpoint `prev`.
-    Checkpoint { dir: PathBuf, prev: Option<PathBuf> },
-    /// Put the live view back to checkpoint dir `dir`.
-    Undo { dir: PathBuf },
+    /// Copy the layer into checkpoint `id` (`cN`, made by the copy),
+    /// sharing unchanged files with checkpoint `prev`.
+    Checkpoint { id: String, prev: Option<String> },
+    /// Put the live view back to checkpoint `id`.
+    Undo { id: String },
+}
+
+/// The directory of checkpoint `id` of the session at `session_dir`: only
+/// a name `c` + digits, so a request never names a path of its own.
+pub fn checkpoint_dir(session_dir: &Path, id: &str) -> Result<PathBuf> {
+    let digits = id.strip_prefix('c').unwrap_or("");
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) || digits.len() > 19 {
+        return Err(Error::invalid(format!(
+            "{id:?} is not a checkpoint id (c1, c2, ...)"
+        )));
+    }
+    Ok(session_dir.join("checkpoints").join(id))
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -226,5 +238,52 @@ pub fn ask(session_dir: &Path, req: &Request) -> Result<Option<serde_json::Value
             reply.kind.as_deref(),
             reply.error.unwrap_or_else(|| "failed".into()),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_names_a_checkpoint_never_a_path() {
+        let s = Path::new("/state/sessions/g-1");
+        assert_eq!(
+            checkpoint_dir(s, "c12").unwrap(),
+            Path::new("/state/sessions/g-1/checkpoints/c12")
+        );
+        for bad in [
+            "",
+            "c",
+            "12",
+            "c1/../../x",
+            "../c1",
+            "c-1",
+            "c1 ",
+            "c99999999999999999999",
+        ] {
+            let e = checkpoint_dir(s, bad).unwrap_err().to_string();
+            assert!(e.contains("is not a checkpoint id"), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn nobody_listening_is_none_and_an_answer_comes_back_whole() {
+        let d = tempfile::tempdir().unwrap();
+        let req = Request::Undo { id: "c1".into() };
+        assert!(ask(d.path(), &req).unwrap().is_none());
+        serve(
+            d.path(),
+            Box::new(|req| match req {
+                Request::Undo { id } if id == "c1" => Ok(serde_json::json!({"to": id})),
+                _ => Err(Error::busy("processes are inside")),
+            }),
+        )
+        .unwrap();
+        assert_eq!(ask(d.path(), &req).unwrap().unwrap()["to"], "c1");
+        let other = Request::Undo { id: "c2".into() };
+        let e = ask(d.path(), &other).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Busy, "{e}");
+        assert!(e.to_string().contains("processes are inside"), "{e}");
     }
 }

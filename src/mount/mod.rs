@@ -347,7 +347,7 @@ pub fn open_session(
     if grant.mode == Mode::ReadWriteOverlay {
         control::serve(
             &session,
-            checkpoint::fuse_handler(Arc::downgrade(&view), fuse.notifier()),
+            checkpoint::fuse_handler(&session, Arc::downgrade(&view), fuse.notifier()),
         )?;
     }
     let engine = engine.map(|_| Engine::Fuse);
