@@ -47,14 +47,23 @@ impl View {
             .overlay()
             .ok_or_else(|| CmdError::invalid("only an overlay view can be undone"))?;
         let mut tree = self.write_tree();
+        let start = std::time::Instant::now();
         let restored = restore(ov.dir());
+        let restore_ms = start.elapsed().as_secs_f64() * 1e3;
         let mut fresh = ov.base().clone();
         fresh.skip_to(tree.next_ino());
         let seen = ov.reload(&mut fresh)?;
+        let reload_ms = start.elapsed().as_secs_f64() * 1e3 - restore_ms;
         let stale = stale(ov.base(), &tree, &fresh);
         *tree = fresh;
         *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = seen;
         drop(tree);
+        tracing::debug!(
+            restore_ms,
+            reload_ms,
+            stale_ms = start.elapsed().as_secs_f64() * 1e3 - restore_ms - reload_ms,
+            "undo"
+        );
         Ok((restored?, stale))
     }
 }
