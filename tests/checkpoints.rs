@@ -383,3 +383,74 @@ print(json.dumps({"grant": g, "checkpoint": ck, "undo": u, "list": c.checkpoints
     );
     assert_eq!(status, 422, "a field it does not know");
 }
+
+/// The text of a granted host file, which a command inside `wopfs run`
+/// sees live (contents are live, names fixed): how this test steps it.
+fn signal(env: &Env, step: &str) {
+    fs::write(env.host.join("step"), format!("{step}\n")).unwrap();
+}
+
+#[test]
+fn an_undo_while_wopfs_run_goes_on() {
+    let engine = test_engine();
+    if engine == "kernel" && !kernel_engine_here() {
+        return;
+    }
+    let env = Env::new();
+    project(&env);
+    signal(&env, "0");
+    let g = env.grant(&["--allow", "**", "--mode", "read_write_overlay"]);
+    let at = env.dir.path().join("ws");
+    // The agent: a turn, then (after the checkpoint) another, then it
+    // reads what it finds once the orchestrator says so.
+    let script = "wait_for() { until grep -qx \"$1\" step; do sleep 0.02; done; }; \
+        echo one > src/new.txt; wait_for 1; echo two > src/new.txt; rm src/app.py; \
+        wait_for 2; cat src/new.txt; test -e src/app.py && echo app-back";
+    let mut run = wopfs_command()
+        .args(["--state-dir", env.state.to_str().unwrap(), "run", &g])
+        .args(["--at", at.to_str().unwrap(), "--", "sh", "-c", script])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pending = |path: &str, op: &str| {
+        diff_rows(&env, &g, &[]).contains(&(path.to_string(), op.to_string()))
+    };
+    wait_until("the first turn", Duration::from_secs(30), || {
+        pending("src/new.txt", "create")
+    });
+    env.ok(&["checkpoint", &g]);
+    signal(&env, "1");
+    wait_until("the second turn", Duration::from_secs(30), || {
+        pending("src/app.py", "delete")
+    });
+    if engine == "kernel" {
+        // The command's cwd is in the view: refused while it runs.
+        let err = env.fails(&["undo", &g, "--to", "c1"]);
+        assert!(err.contains("cwd") && err.contains("(sh)"), "{err}");
+        signal(&env, "2");
+        let out = run.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            stdout.trim(),
+            "two",
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // Once it has ended, on the layer.
+        env.ok(&["undo", &g, "--to", "c1"]);
+    } else {
+        env.ok(&["undo", &g, "--to", "c1"]);
+        signal(&env, "2");
+        let out = run.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            stdout.lines().collect::<Vec<_>>(),
+            ["one", "app-back"],
+            "the running command sees the checkpoint at once; {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let rows = diff_rows(&env, &g, &[]);
+    assert_eq!(rows, [("src/new.txt".to_string(), "create".to_string())]);
+}
