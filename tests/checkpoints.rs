@@ -406,7 +406,7 @@ fn an_undo_while_wopfs_run_goes_on() {
     let script = "wait_for() { until grep -qx \"$1\" step; do sleep 0.02; done; }; \
         echo one > src/new.txt; wait_for 1; echo two > src/new.txt; rm src/app.py; \
         wait_for 2; cat src/new.txt; test -e src/app.py && echo app-back";
-    let mut run = wopfs_command()
+    let run = wopfs_command()
         .args(["--state-dir", env.state.to_str().unwrap(), "run", &g])
         .args(["--at", at.to_str().unwrap(), "--", "sh", "-c", script])
         .stdout(std::process::Stdio::piped())
