@@ -312,6 +312,18 @@ fn checkpoint_errors_name_the_problem() {
     assert!(err.contains("g-nonesuch"), "{err}");
     assert_eq!(env.ok(&["checkpoints", &g]).lines().count(), 2);
     drop(m);
+    // A rejected session has ended: its checkpoints go with its changes.
+    env.ok(&["reject", &g, "--reason", "no"]);
+    assert!(!env
+        .state
+        .join("sessions")
+        .join(&g)
+        .join("checkpoints")
+        .exists());
+    for args in [vec!["checkpoint", &g], vec!["undo", &g, "--to", "c1"]] {
+        let err = env.fails(&args);
+        assert!(err.contains("rejected"), "{err}");
+    }
 }
 
 /// The API's policy: root approves.

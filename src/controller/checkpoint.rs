@@ -183,6 +183,12 @@ fn skip_for(fuse: bool) -> &'static dyn Fn(&str) -> bool {
     }
 }
 
+/// Refuses a session that has ended (committed or rejected).
+fn check_open(state: &StateDir, grant_id: &str, what: &str) -> Result<()> {
+    crate::session::SessionState::load(&state.session_dir(grant_id))?
+        .check_not_ended(grant_id, what)
+}
+
 /// Asks the serving process, or, when nothing serves the view, runs
 /// `offline` here under the session lock. Returns the answer and whether
 /// the serving process gave it.
@@ -230,6 +236,7 @@ pub fn create(
     actor: &str,
 ) -> Result<Checkpoint> {
     check_overlay(state, grant_id)?;
+    check_open(state, grant_id, "checkpoint")?;
     let session = state.session_dir(grant_id);
     if !session.is_dir() {
         return Err(Error::invalid(format!(
@@ -298,6 +305,8 @@ pub fn create(
 
 /// Puts the view back to checkpoint `to`: a mounted view shows it at once.
 pub fn undo(state: &StateDir, grant_id: &str, to: &str, actor: &str) -> Result<Undone> {
+    check_overlay(state, grant_id)?;
+    check_open(state, grant_id, "undo")?;
     let dir = find(state, grant_id, to)?;
     let req = Request::Undo { id: to.to_string() };
     let result = served_or_here(state, grant_id, &req, |layer, fuse| {

@@ -639,6 +639,8 @@ pub fn reject(state: &StateDir, grant: &Grant, reason: &str) -> Result<()> {
     let actor = crate::audit::current_actor();
     crate::overlay::engine::discard_layer(&session_dir)?;
     let _ = std::fs::remove_dir_all(session_dir.join("overlay"));
+    // Checkpoints are copies of the changes rejected.
+    let _ = std::fs::remove_dir_all(session_dir.join("checkpoints"));
     session::set_phase(
         &session_dir,
         Phase::Rejected,
