@@ -301,7 +301,9 @@ impl Overlay {
         }
         let path = self.dir.join("journal.jsonl");
         let mut seen = SeenMap::new();
+        let start = std::time::Instant::now();
         replay(&path, tree, &mut seen)?;
+        let replay_ms = start.elapsed().as_secs_f64() * 1e3;
         let file = std::fs::OpenOptions::new()
             .append(true)
             .create(true)
@@ -323,11 +325,18 @@ impl Overlay {
             broken: false,
             renamed: true,
         };
+        let mirror_ms = start.elapsed().as_secs_f64() * 1e3 - replay_ms;
         self.quota.reset();
         self.quota.restore_journal(len);
         let next = self.next_obj.load(Ordering::Relaxed);
         self.collect_garbage(tree)?;
         self.next_obj.fetch_max(next, Ordering::Relaxed);
+        tracing::debug!(
+            replay_ms,
+            mirror_ms,
+            objects_ms = start.elapsed().as_secs_f64() * 1e3 - replay_ms - mirror_ms,
+            "overlay reloaded"
+        );
         self.entries_synced
             .lock()
             .unwrap_or_else(|p| p.into_inner())
