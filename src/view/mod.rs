@@ -167,6 +167,10 @@ pub struct View {
     hard_links: bool,
     /// Revoked (`revoke.rs`): every request answers ENOENT.
     revoked: std::sync::atomic::AtomicBool,
+    /// An undo put the layer back but the view could not reload it
+    /// (`undo.rs`): every request answers EIO until it is mounted again,
+    /// rather than show one state and journal onto another.
+    stranded: std::sync::atomic::AtomicBool,
     /// The granted host paths of a writable view (see `denied::Granted`).
     granted: denied::Granted,
 }
@@ -244,6 +248,7 @@ impl View {
             stamps: Default::default(),
             hard_links: grant.allow_hardlinks,
             revoked: Default::default(),
+            stranded: Default::default(),
             granted,
         })
     }
@@ -321,6 +326,9 @@ impl View {
     fn live(&self) -> Result<()> {
         if self.is_revoked() {
             return Err(Errno::ENOENT.into());
+        }
+        if self.stranded.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(Errno::EIO).context("an undo could not reload the view: mount it again");
         }
         match self.expires_at {
             Some(t) if self.opts.clock.now() >= t => Err(Errno::EACCES.into()),

@@ -52,7 +52,15 @@ impl View {
         let restore_ms = start.elapsed().as_secs_f64() * 1e3;
         let mut fresh = ov.base().clone();
         fresh.skip_to(tree.next_ino());
-        let seen = ov.reload(&mut fresh)?;
+        let seen = match ov.reload(&mut fresh) {
+            Ok(seen) => seen,
+            Err(e) => {
+                tracing::error!(error = %e, "undo: the layer was put back but the view cannot reload it; it answers EIO until mounted again");
+                self.stranded
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
+                return Err(e);
+            }
+        };
         let reload_ms = start.elapsed().as_secs_f64() * 1e3 - restore_ms;
         let stale = stale(ov.base(), &tree, &fresh);
         *tree = fresh;
@@ -258,6 +266,20 @@ mod tests {
         // The view shows what the layer on disk now holds: no new.txt.
         assert!(absent(&v, ROOT, "new.txt"));
         assert_eq!(read(&v, "a.txt"), b"alpha\n");
+    }
+
+    #[test]
+    fn a_layer_the_view_cannot_reload_strands_it_until_remounted() {
+        let fx = fixture(&[]);
+        let v = open_view(&fx, ViewOptions::default());
+        write(&v, ROOT, "new.txt", b"new");
+        let r = v.undo(|dir| {
+            fs::write(dir.join("journal.jsonl"), "{\"op\":\"warp\"}\n{}\n").unwrap();
+            Ok(())
+        });
+        assert!(r.unwrap_err().to_string().contains("damaged"));
+        assert_eq!(v.getattr(ROOT).unwrap_err(), crate::error::Errno::EIO);
+        assert!(v.lookup(ROOT, name("a.txt")).is_err());
     }
 
     #[test]
