@@ -267,7 +267,10 @@ impl Remount {
     /// (`MOVE_MOUNT_BENEATH`), then the old one is detached, so the
     /// mountpoint never shows anything else. A process holding a file open
     /// in the old overlay keeps it. `between` runs once the new overlays'
-    /// places are known, before they are made (the layer is put back then).
+    /// places are known, before they are made (the layer is put back then);
+    /// if it fails part way, the overlays are replaced all the same (a
+    /// fresh overlay shows what the upper now holds; the old one must not
+    /// see its upper change under it) and its error returned.
     pub fn replace<T>(&self, between: impl FnOnce() -> Result<T>) -> Result<T> {
         let clone = lock(&self.lower_clone);
         let source = source_of(&self.grant_id);
@@ -279,7 +282,7 @@ impl Remount {
                 self.mountpoint.display()
             )));
         }
-        let out = between()?;
+        let out = between();
         let upper = engine::upper_dir(&self.session_dir);
         for o in &overlays {
             let rel = o
@@ -338,7 +341,7 @@ impl Remount {
                 })?;
             }
         }
-        Ok(out)
+        out
     }
 
     /// Where the view's overlays are: the mountpoint, or each write prefix.
