@@ -78,6 +78,7 @@
 //! restore that fails leaves the live layer partly restored and says so
 //! (the temporary copy it was making is removed).
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::fs::File;
@@ -86,6 +87,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use base64::Engine as _;
@@ -204,10 +206,11 @@ struct Header {
 
 /// One manifest line.
 #[derive(Serialize, Deserialize)]
-struct Line {
+struct Line<'a> {
     /// The path in the layer (lossy when it is not UTF-8: then `path_b64`
     /// holds its bytes).
-    path: String,
+    #[serde(borrow)]
+    path: Cow<'a, str>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     path_b64: Option<String>,
     kind: EntryKind,
@@ -217,8 +220,8 @@ struct Line {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     racy: bool,
     /// The sibling checkpoint whose layer holds the copy (absent: this one).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    at: Option<String>,
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    at: Option<Cow<'a, str>>,
 }
 
 /// A manifest entry as read.
@@ -239,11 +242,11 @@ impl Entry {
         (!self.racy).then_some(self.id)
     }
 
-    fn line(&self) -> Line {
+    fn line(&self) -> Line<'_> {
         let (path, path_b64) = match std::str::from_utf8(&self.rel) {
-            Ok(s) => (s.to_string(), None),
+            Ok(s) => (Cow::Borrowed(s), None),
             Err(_) => (
-                lossy(&self.rel),
+                Cow::Owned(lossy(&self.rel)),
                 Some(base64::engine::general_purpose::STANDARD.encode(&self.rel)),
             ),
         };
@@ -255,7 +258,7 @@ impl Entry {
             ctime_s: self.id.ctime_s,
             ctime_ns: self.id.ctime_ns,
             racy: self.racy,
-            at: self.at.clone(),
+            at: self.at.as_deref().map(Cow::Borrowed),
         }
     }
 }
@@ -420,7 +423,7 @@ fn read_manifest(ckpt: &Path) -> Result<Manifest> {
             Some(b) => base64::engine::general_purpose::STANDARD
                 .decode(b)
                 .map_err(|e| damaged(&file, n, format!("path_b64: {e}")))?,
-            None => l.path.clone().into_bytes(),
+            None => l.path.as_bytes().to_vec(),
         };
         let id = Ident {
             kind: l.kind,
@@ -459,7 +462,7 @@ fn read_manifest(ckpt: &Path) -> Result<Manifest> {
         if id.kind == EntryKind::Dir {
             dirs.insert(rel.clone());
         }
-        if let Some(at) = &l.at {
+        if let Some(at) = l.at.as_deref() {
             if !is_sibling_name(at) {
                 return Err(damaged(
                     &file,
@@ -500,14 +503,14 @@ fn read_manifest(ckpt: &Path) -> Result<Manifest> {
                         format!("at {at:?}: cannot open that checkpoint's {LAYER}: {e}"),
                     )
                 })?;
-                holders.insert(at.clone(), fd);
+                holders.insert(at.to_string(), fd);
             }
         }
         entries.push(Entry {
             rel,
             id,
             racy: l.racy,
-            at: l.at,
+            at: l.at.map(Cow::into_owned),
         });
     }
     if entries.is_empty() {
@@ -1044,7 +1047,7 @@ pub fn snapshot(
 struct Prev {
     /// Every path the previous checkpoint holds → its trusted identity and
     /// the checkpoint holding its copy.
-    idents: HashMap<Vec<u8>, (Option<Ident>, String)>,
+    idents: HashMap<Vec<u8>, (Option<Ident>, Rc<str>)>,
 }
 
 /// The previous checkpoint `p` of the new checkpoint `ckpt`: its manifest
@@ -1074,12 +1077,21 @@ fn read_prev(p: &Path, ckpt: &Path) -> Result<Prev> {
         }
     }
     let m = read_manifest(p)?;
+    let own: Rc<str> = Rc::from(name);
+    let mut names: HashMap<String, Rc<str>> = HashMap::new();
     let idents = m
         .entries
         .into_iter()
         .map(|e| {
-            let at = e.at.clone().unwrap_or_else(|| name.to_string());
-            (e.rel.clone(), (e.trusted(), at))
+            let trusted = e.trusted();
+            let at = match e.at {
+                None => own.clone(),
+                Some(at) => names
+                    .entry(at)
+                    .or_insert_with_key(|k| Rc::from(k.as_str()))
+                    .clone(),
+            };
+            (e.rel, (trusted, at))
         })
         .collect();
     Ok(Prev { idents })
@@ -1155,8 +1167,8 @@ fn write_manifest(ckpt: &Path, entries: &[Entry]) -> Result<()> {
     let header = serde_json::to_string(&Header { version: VERSION }).map_err(|e| werr(e.into()))?;
     writeln!(w, "{header}").map_err(werr)?;
     for e in entries {
-        let line = serde_json::to_string(&e.line()).map_err(|e| werr(e.into()))?;
-        writeln!(w, "{line}").map_err(werr)?;
+        serde_json::to_writer(&mut w, &e.line()).map_err(|e| werr(e.into()))?;
+        w.write_all(b"\n").map_err(werr)?;
     }
     let f = w.into_inner().map_err(|e| werr(e.into_error()))?;
     f.sync_all().map_err(werr)?;
@@ -1274,7 +1286,7 @@ impl Snap<'_> {
             if let Some((Some(was), at)) = p.idents.get(rel) {
                 if *was == id && !self.is_racy(&id) {
                     self.stats.shared += 1;
-                    return Ok(Some(at.clone()));
+                    return Ok(Some(at.to_string()));
                 }
             }
         }
