@@ -398,6 +398,7 @@ fn read_manifest(ckpt: &Path) -> Result<Manifest> {
     let mut holders: HashMap<String, OwnedFd> = HashMap::new();
     let mut parent_fd: Option<OwnedFd> = None;
     let mut header = false;
+    let mut version = VERSION;
     for (i, line) in io::BufReader::new(f).lines().enumerate() {
         let n = i + 1;
         let line =
@@ -416,6 +417,7 @@ fn read_manifest(ckpt: &Path) -> Result<Manifest> {
                 ));
             }
             header = true;
+            version = h.version;
             continue;
         }
         let l: Line = serde_json::from_str(&line).map_err(|e| damaged(&file, n, e))?;
@@ -463,6 +465,9 @@ fn read_manifest(ckpt: &Path) -> Result<Manifest> {
             dirs.insert(rel.clone());
         }
         if let Some(at) = l.at.as_deref() {
+            if version < 2 {
+                return Err(damaged(&file, n, "an at in a version 1 manifest"));
+            }
             if !is_sibling_name(at) {
                 return Err(damaged(
                     &file,

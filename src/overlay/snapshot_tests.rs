@@ -671,6 +671,10 @@ fn a_bad_at_is_refused_naming_its_line() {
     fs::write(&m, l.join("\n")).unwrap();
     let e = restore(&live, &c2, &no_skip).unwrap_err().to_string();
     assert!(e.contains("line 2") && e.contains("has an at"), "{e}");
+    // An at in a version 1 manifest (made before references).
+    fs::write(&m, good.replacen(r#"{"version":2}"#, r#"{"version":1}"#, 1)).unwrap();
+    let e = restore(&live, &c2, &no_skip).unwrap_err().to_string();
+    assert!(e.contains("version 1"), "{e}");
     // Good again.
     fs::write(&m, &good).unwrap();
     restore(&live, &c2, &no_skip).unwrap();
