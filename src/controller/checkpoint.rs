@@ -4,15 +4,16 @@
 //! ```text
 //! STATE/sessions/G/checkpoints/c3/meta.json       id, label, time, what changed since c2
 //! STATE/sessions/G/checkpoints/c3/manifest.jsonl  each layer entry and its identity then
-//! STATE/sessions/G/checkpoints/c3/layer/          a copy of the layer as it was
+//! STATE/sessions/G/checkpoints/c3/layer/          the layer's directories, and a copy of what changed since c2
 //! ```
 //!
 //! The layer is the FUSE engine's overlay directory or the kernel engine's
 //! upper directory: what the session changed, never the granted tree, so a
 //! checkpoint costs what the session changed. A file unchanged since the
-//! previous checkpoint is shared with it (a hard link; copies are never
-//! written), and an undo copies back only what changed since the
-//! checkpoint (`overlay/snapshot.rs`). A view being served is copied and
+//! previous checkpoint is shared with it (its manifest line names the
+//! checkpoint holding the copy; copies are never written nor removed), and
+//! an undo copies back only what changed since the checkpoint
+//! (`overlay/snapshot.rs`). A view being served is copied and
 //! put back by its serving process (`mount/control.rs`,
 //! `mount/checkpoint.rs`), which holds the view still meanwhile and, after
 //! an undo, shows the old state at once; a view not mounted is worked on
@@ -355,7 +356,15 @@ pub fn undo(state: &StateDir, grant_id: &str, to: &str, actor: &str) -> Result<U
 pub fn diff_since(state: &StateDir, grant: &Grant, since: &str) -> Result<Vec<FileDiff>> {
     let dir = find(state, &grant.grant_id, since)?;
     let session = state.session_dir(&grant.grant_id);
-    let then = Loaded::from_layer(grant, &session, Some(&dir.join("layer")))?;
+    // The checkpoint's layer as one tree (links to the copies it shares
+    // with earlier checkpoints), removed when done.
+    let tree = tempfile::Builder::new()
+        .prefix(".since-")
+        .tempdir_in(&session)
+        .ctx(|| format!("making a temporary directory in {}", session.display()))?;
+    let layer = tree.path().join(snapshot::LAYER);
+    snapshot::materialize(&dir, &layer)?;
+    let then = Loaded::from_layer(grant, &session, Some(&layer))?;
     let now = Loaded::from_session(grant, &session)?;
     let host = crate::host::HostRoot::open(&grant.root)
         .ctx(|| format!("host tree {}", grant.root.display()))?;

@@ -9,20 +9,39 @@
 //! Sockets are left out with a warning.
 //!
 //! ```text
-//! CKPT/layer/           a full copy of the live layer as it was
-//! CKPT/manifest.jsonl   {"version":1}, then one line per entry, parents first:
-//!                       its path ("" = the root), kind, and the live entry's
-//!                       identity (st_ino, ctime) when it was copied
+//! CKPT/layer/           every directory of the live layer (with its
+//!                       metadata), and a copy of each non-directory that
+//!                       changed since the previous checkpoint
+//! CKPT/manifest.jsonl   {"version":2}, then one line per entry, parents first:
+//!                       its path ("" = the root), kind, the live entry's
+//!                       identity (st_ino, ctime) when it was copied, and
+//!                       `at`: the sibling checkpoint (`c3`) whose layer
+//!                       holds the copy, when it is not this one's
 //! ```
+//!
+//! Checkpoints are siblings (`checkpoints/c1`, `c2`, ...) and are never
+//! modified or deleted, so a copy made once is referenced by every later
+//! checkpoint in which the entry is unchanged: `at` always names the
+//! checkpoint that made the copy (never a chain). An `at` is read only as a
+//! sibling name (`c` and digits) and the copy only beneath that sibling's
+//! `layer/` (see Safety); a copy missing there is an error naming the
+//! checkpoint, the entry and the sibling. [`materialize`] builds the full
+//! tree of a checkpoint (hard links to its copies) for a reader that wants
+//! one directory. Manifests of version 1 (every copy in the checkpoint's
+//! own layer) are read as they are.
 //!
 //! **Identity.** An entry whose inode number, ctime and type are what the
 //! manifest recorded has not changed since: every change of data, mode,
 //! owner, xattrs, times or link count moves the ctime. So a snapshot
-//! hard-links an unchanged file from the previous checkpoint instead of
-//! copying it (checkpoint copies are never modified), and a restore keeps
-//! an unchanged live entry as it is: both cost what changed, not what is.
-//! The access time is not part of it (reading a file does not move the
-//! ctime): a shared or kept entry keeps the atime it had.
+//! references the previous checkpoint's copy of an unchanged entry instead
+//! of copying it (or linking it: a reference costs nothing on disk), and a
+//! restore keeps an unchanged live entry as it is: both cost what changed,
+//! not what is. The access time is not part of it (reading a file does not
+//! move the ctime): a shared or kept entry keeps the atime it had.
+//! Hard links inside the layer are the entries recorded with the same
+//! inode number: restore and [`materialize`] link them together again,
+//! whichever checkpoint holds their copies (a changed file changes the
+//! ctime of all its names, so a group is copied or referenced whole).
 //! Timestamps come from a coarse clock, so an entry whose ctime was within
 //! [`RACY_WINDOW_NS`] of the snapshot's start is recorded `racy` and never
 //! trusted by identity (it is copied, or compared byte by byte).
@@ -59,6 +78,7 @@
 //! restore that fails leaves the live layer partly restored and says so
 //! (the temporary copy it was making is removed).
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::fs::File;
@@ -67,6 +87,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use base64::Engine as _;
@@ -85,9 +106,10 @@ pub struct SnapStats {
     pub entries: u64,
     /// Non-directories copied.
     pub copied: u64,
-    /// Non-directories hard-linked (from the previous checkpoint, or to
-    /// another name of the same file in this one).
-    pub linked: u64,
+    /// Non-directories not copied: unchanged since the previous checkpoint
+    /// (their manifest line references the checkpoint holding the copy),
+    /// or another name of a file copied in this one (hard-linked to it).
+    pub shared: u64,
     /// Data bytes copied.
     pub bytes_copied: u64,
     /// Paths the previous checkpoint held that the live layer no longer does.
@@ -112,7 +134,9 @@ pub struct RestoreStats {
 pub const LAYER: &str = "layer";
 /// The manifest inside a checkpoint directory.
 pub const MANIFEST: &str = "manifest.jsonl";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
+/// The oldest manifest version read (version 1: no `at`).
+const OLDEST_VERSION: u32 = 1;
 /// How deep directories may nest in a layer.
 pub const MAX_DEPTH: usize = 512;
 
@@ -182,10 +206,11 @@ struct Header {
 
 /// One manifest line.
 #[derive(Serialize, Deserialize)]
-struct Line {
+struct Line<'a> {
     /// The path in the layer (lossy when it is not UTF-8: then `path_b64`
     /// holds its bytes).
-    path: String,
+    #[serde(borrow)]
+    path: Cow<'a, str>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     path_b64: Option<String>,
     kind: EntryKind,
@@ -194,6 +219,9 @@ struct Line {
     ctime_ns: u32,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     racy: bool,
+    /// The sibling checkpoint whose layer holds the copy (absent: this one).
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    at: Option<Cow<'a, str>>,
 }
 
 /// A manifest entry as read.
@@ -204,6 +232,8 @@ struct Entry {
     /// The ctime was too recent when it was read to tell a later change
     /// apart (see [`RACY_WINDOW_NS`]): the identity proves nothing.
     racy: bool,
+    /// The sibling checkpoint holding the copy (None: the own layer).
+    at: Option<String>,
 }
 
 impl Entry {
@@ -212,11 +242,11 @@ impl Entry {
         (!self.racy).then_some(self.id)
     }
 
-    fn line(&self) -> Line {
+    fn line(&self) -> Line<'_> {
         let (path, path_b64) = match std::str::from_utf8(&self.rel) {
-            Ok(s) => (s.to_string(), None),
+            Ok(s) => (Cow::Borrowed(s), None),
             Err(_) => (
-                lossy(&self.rel),
+                Cow::Owned(lossy(&self.rel)),
                 Some(base64::engine::general_purpose::STANDARD.encode(&self.rel)),
             ),
         };
@@ -228,6 +258,7 @@ impl Entry {
             ctime_s: self.id.ctime_s,
             ctime_ns: self.id.ctime_ns,
             racy: self.racy,
+            at: self.at.as_deref().map(Cow::Borrowed),
         }
     }
 }
@@ -235,6 +266,43 @@ impl Entry {
 /// A checkpoint's manifest: its entries in walk order, parents first.
 struct Manifest {
     entries: Vec<Entry>,
+    /// The layer of each sibling an `at` names, opened.
+    holders: HashMap<String, OwnedFd>,
+}
+
+/// Whether `name` can be a sibling checkpoint an `at` names: `c` and
+/// digits (no `/`, no `..`).
+fn is_sibling_name(name: &str) -> bool {
+    name.len() > 1
+        && name.len() <= 21
+        && name.starts_with('c')
+        && name[1..].bytes().all(|b| b.is_ascii_digit())
+}
+
+/// The directory holding checkpoint `ckpt` and its siblings.
+fn parent_of(ckpt: &Path) -> &Path {
+    match ckpt.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// Opens `rel` ("" = the root itself) beneath the directory `root`, never
+/// through a symlink or `..`.
+fn open_dir_beneath(root: BorrowedFd<'_>, rel: &[u8]) -> io::Result<OwnedFd> {
+    let rel: &[u8] = if rel.is_empty() { b"." } else { rel };
+    Ok(rfs::openat2(
+        root,
+        rel,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+    )?)
+}
+
+/// The layer of the sibling checkpoint `name` of the checkpoints in `parent`.
+fn open_sibling_layer(parent: BorrowedFd<'_>, name: &str) -> io::Result<OwnedFd> {
+    open_dir_beneath(parent, format!("{name}/{LAYER}").as_bytes())
 }
 
 #[allow(clippy::unnecessary_cast)] // the field types differ between architectures
@@ -327,7 +395,10 @@ fn read_manifest(ckpt: &Path) -> Result<Manifest> {
     let mut entries: Vec<Entry> = Vec::new();
     let mut dirs: HashSet<Vec<u8>> = HashSet::new();
     let mut seen: HashSet<Vec<u8>> = HashSet::new();
+    let mut holders: HashMap<String, OwnedFd> = HashMap::new();
+    let mut parent_fd: Option<OwnedFd> = None;
     let mut header = false;
+    let mut version = VERSION;
     for (i, line) in io::BufReader::new(f).lines().enumerate() {
         let n = i + 1;
         let line =
@@ -335,14 +406,18 @@ fn read_manifest(ckpt: &Path) -> Result<Manifest> {
         if !header {
             let h: Header = serde_json::from_str(&line)
                 .map_err(|e| damaged(&file, n, format!("not a manifest header: {e}")))?;
-            if h.version != VERSION {
+            if !(OLDEST_VERSION..=VERSION).contains(&h.version) {
                 return Err(damaged(
                     &file,
                     n,
-                    format!("version {} (this wopfs reads version {VERSION})", h.version),
+                    format!(
+                        "version {} (this wopfs reads versions {OLDEST_VERSION} to {VERSION})",
+                        h.version
+                    ),
                 ));
             }
             header = true;
+            version = h.version;
             continue;
         }
         let l: Line = serde_json::from_str(&line).map_err(|e| damaged(&file, n, e))?;
@@ -350,7 +425,7 @@ fn read_manifest(ckpt: &Path) -> Result<Manifest> {
             Some(b) => base64::engine::general_purpose::STANDARD
                 .decode(b)
                 .map_err(|e| damaged(&file, n, format!("path_b64: {e}")))?,
-            None => l.path.clone().into_bytes(),
+            None => l.path.as_bytes().to_vec(),
         };
         let id = Ident {
             kind: l.kind,
@@ -389,16 +464,161 @@ fn read_manifest(ckpt: &Path) -> Result<Manifest> {
         if id.kind == EntryKind::Dir {
             dirs.insert(rel.clone());
         }
+        if let Some(at) = l.at.as_deref() {
+            if version < 2 {
+                return Err(damaged(&file, n, "an at in a version 1 manifest"));
+            }
+            if !is_sibling_name(at) {
+                return Err(damaged(
+                    &file,
+                    n,
+                    format!("bad at {at:?} (not a sibling checkpoint's name)"),
+                ));
+            }
+            if id.kind == EntryKind::Dir {
+                return Err(damaged(
+                    &file,
+                    n,
+                    format!("the directory {:?} has an at", lossy(&rel)),
+                ));
+            }
+            if ckpt.file_name() == Some(OsStr::new(at)) {
+                return Err(damaged(
+                    &file,
+                    n,
+                    format!("at {at:?} names this checkpoint"),
+                ));
+            }
+            if !holders.contains_key(at) {
+                if parent_fd.is_none() {
+                    let p = parent_of(ckpt);
+                    parent_fd = Some(
+                        open_root(p)
+                            .ctx(|| format!("opening the checkpoints in {}", p.display()))?,
+                    );
+                }
+                let fd = match &parent_fd {
+                    Some(parent) => open_sibling_layer(parent.as_fd(), at),
+                    None => Err(io::Error::from_raw_os_error(libc::ENOENT)),
+                };
+                let fd = fd.map_err(|e| {
+                    damaged(
+                        &file,
+                        n,
+                        format!("at {at:?}: cannot open that checkpoint's {LAYER}: {e}"),
+                    )
+                })?;
+                holders.insert(at.to_string(), fd);
+            }
+        }
         entries.push(Entry {
             rel,
             id,
             racy: l.racy,
+            at: l.at.map(Cow::into_owned),
         });
     }
     if entries.is_empty() {
         return Err(damaged(&file, 1, "no root entry (the file is incomplete)"));
     }
-    Ok(Manifest { entries })
+    Ok(Manifest { entries, holders })
+}
+
+/// Where the copies of a checkpoint's non-directories are: its own layer
+/// and the layers of the siblings its manifest names.
+struct Copies {
+    own: OwnedFd,
+    holders: HashMap<String, OwnedFd>,
+    /// The checkpoint, for messages.
+    shown: std::path::PathBuf,
+    /// The directory of the last copy looked up: (at, its path, it).
+    last: Option<(Option<String>, Vec<u8>, OwnedFd)>,
+}
+
+impl Copies {
+    /// The copies of checkpoint `ckpt`, whose manifest is `m` (its
+    /// holders are taken).
+    fn open(ckpt: &Path, m: &mut Manifest) -> Result<Copies> {
+        let layer = ckpt.join(LAYER);
+        let own = open_root(&layer)
+            .ctx(|| format!("opening the checkpoint layer {}", layer.display()))?;
+        Ok(Copies {
+            own,
+            holders: std::mem::take(&mut m.holders),
+            shown: ckpt.to_path_buf(),
+            last: None,
+        })
+    }
+
+    /// The directory holding `e`'s copy (opened beneath its layer, never
+    /// through a symlink) and the copy's lstat, checked to be the kind the
+    /// manifest says.
+    fn find(&mut self, e: &Entry) -> Result<(OwnedFd, Stat)> {
+        let (parent, name) = split(&e.rel);
+        let hit = matches!(&self.last, Some((at, p, _)) if *at == e.at && p == parent);
+        if !hit {
+            self.last = None;
+            let root = match &e.at {
+                None => self.own.as_fd(),
+                Some(at) => match self.holders.get(at) {
+                    Some(fd) => fd.as_fd(),
+                    None => return Err(self.missing(e, None)),
+                },
+            };
+            let fd = match open_dir_beneath(root, parent) {
+                Ok(fd) => fd,
+                Err(x) if x.raw_os_error() == Some(libc::ENOENT) => {
+                    return Err(self.missing(e, None))
+                }
+                Err(x) => return Err(self.io(e, x)),
+            };
+            self.last = Some((e.at.clone(), parent.to_vec(), fd));
+        }
+        let Some((_, _, fd)) = &self.last else {
+            return Err(self.missing(e, None));
+        };
+        let fd = fd.try_clone().map_err(|x| self.io(e, x))?;
+        let st = lstat_at(fd.as_fd(), name).map_err(|x| self.io(e, x))?;
+        match st {
+            Some(st) if kind_of(&st) == e.id.kind => Ok((fd, st)),
+            st => Err(self.missing(e, st.as_ref())),
+        }
+    }
+
+    /// Where `e`'s copy is, for messages.
+    fn held(e: &Entry) -> String {
+        match &e.at {
+            Some(at) => format!("its sibling checkpoint {at}"),
+            None => "its own layer".to_string(),
+        }
+    }
+
+    /// `e`'s copy is not there, or is `found` instead of what the manifest says.
+    fn missing(&self, e: &Entry, found: Option<&Stat>) -> Error {
+        let (ck, rel, held) = (self.shown.display(), shown(&e.rel), Self::held(e));
+        Error::conflict(match found {
+            Some(st) => format!(
+                "the checkpoint {ck} is damaged: the copy of {rel} in {held} is {}, its manifest says {}",
+                kind_of(st).name(),
+                e.id.kind.name()
+            ),
+            None => format!(
+                "the checkpoint {ck} is damaged: its manifest lists {rel}, held by {held}, which has no copy of it"
+            ),
+        })
+    }
+
+    fn io(&self, e: &Entry, x: io::Error) -> Error {
+        Error::io(
+            format!(
+                "checkpoint {}: reading the copy of {} held by {}",
+                self.shown.display(),
+                shown(&e.rel),
+                Self::held(e)
+            ),
+            x,
+        )
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -781,8 +1001,10 @@ fn warn_other_fs(rel: &[u8]) {
 
 /// Copies the layer `live` into the new checkpoint directory `ckpt` (made
 /// 0700; an error names it if it exists). `prev`, the previous checkpoint
-/// of the same layer, lends every unchanged file or symlink by hard link.
-/// `skip(rel)` leaves an entry (and its subtree) out.
+/// of the same layer (a sibling of `ckpt` named `c` and digits), lends
+/// every unchanged non-directory: the new manifest references the
+/// checkpoint holding its copy. `skip(rel)` leaves an entry (and its
+/// subtree) out.
 pub fn snapshot(
     live: &Path,
     ckpt: &Path,
@@ -793,28 +1015,13 @@ pub fn snapshot(
     let root_st = rfs::fstat(&root)
         .map_err(io::Error::from)
         .ctx(|| format!("reading the layer {}", live.display()))?;
-    let prev = match prev {
-        Some(p) => {
-            let m = read_manifest(p)?;
-            let layer = p.join(LAYER);
-            let fd = open_root(&layer).ctx(|| {
-                format!(
-                    "opening the previous checkpoint's layer {}",
-                    layer.display()
-                )
-            })?;
-            let idents = m
-                .entries
-                .into_iter()
-                .map(|e| (e.rel.clone(), e.trusted()))
-                .collect();
-            Some(Prev { idents, layer: fd })
-        }
-        None => None,
-    };
     if let Some(parent) = ckpt.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).ctx(|| format!("creating {}", parent.display()))?;
     }
+    let prev = match prev {
+        Some(p) => Some(read_prev(p, ckpt)?),
+        None => None,
+    };
     refuse_inside(ckpt, live, &root_st)?;
     match std::fs::DirBuilder::new().mode(0o700).create(ckpt) {
         Ok(()) => {}
@@ -843,9 +1050,56 @@ pub fn snapshot(
 }
 
 struct Prev {
-    /// Every path the previous checkpoint holds → its trusted identity.
-    idents: HashMap<Vec<u8>, Option<Ident>>,
-    layer: OwnedFd,
+    /// Every path the previous checkpoint holds → its trusted identity and
+    /// the checkpoint holding its copy.
+    idents: HashMap<Vec<u8>, (Option<Ident>, Rc<str>)>,
+}
+
+/// The previous checkpoint `p` of the new checkpoint `ckpt`: its manifest
+/// read (and its references checked), as a sibling of `ckpt`.
+fn read_prev(p: &Path, ckpt: &Path) -> Result<Prev> {
+    let not_sibling = || {
+        Error::invalid(format!(
+            "the previous checkpoint {} is not a sibling of {} named c and a number: its copies could not be referenced",
+            p.display(),
+            ckpt.display()
+        ))
+    };
+    let name = p
+        .file_name()
+        .and_then(OsStr::to_str)
+        .filter(|n| is_sibling_name(n))
+        .ok_or_else(not_sibling)?;
+    let parents = rfs::stat(parent_of(p)).and_then(|a| Ok((a, rfs::stat(parent_of(ckpt))?)));
+    match parents {
+        Ok((a, b)) if same_inode(&a, &b) => {}
+        Ok(_) => return Err(not_sibling()),
+        Err(e) => {
+            return Err(Error::io(
+                format!("reading the directory of {}", p.display()),
+                e.into(),
+            ))
+        }
+    }
+    let m = read_manifest(p)?;
+    let own: Rc<str> = Rc::from(name);
+    let mut names: HashMap<String, Rc<str>> = HashMap::new();
+    let idents = m
+        .entries
+        .into_iter()
+        .map(|e| {
+            let trusted = e.trusted();
+            let at = match e.at {
+                None => own.clone(),
+                Some(at) => names
+                    .entry(at)
+                    .or_insert_with_key(|k| Rc::from(k.as_str()))
+                    .clone(),
+            };
+            (e.rel, (trusted, at))
+        })
+        .collect();
+    Ok(Prev { idents })
 }
 
 struct Snap<'a> {
@@ -857,7 +1111,8 @@ struct Snap<'a> {
     entries: Vec<Entry>,
     /// A ctime at or after this (seconds, nanoseconds) is racy.
     racy_after: (i64, u32),
-    /// Live inode of a file with several links → its first path in the copy.
+    /// Live inode of a file with several links, copied → its first path
+    /// in the copy.
     links: HashMap<u64, Vec<u8>>,
     stats: SnapStats,
 }
@@ -887,7 +1142,7 @@ fn snapshot_into(
         links: HashMap::new(),
         stats: SnapStats::default(),
     };
-    s.record(Vec::new(), Ident::of(root_st));
+    s.record(Vec::new(), Ident::of(root_st), None);
     let ck_root = s.ck_root.try_clone().ctx(|| "duplicating a descriptor")?;
     s.dir(root.as_fd(), ck_root.as_fd(), b"", 0)?;
     meta_fd(ck_root.as_fd(), &XNode::Fd(root.as_fd()), root_st)
@@ -917,8 +1172,8 @@ fn write_manifest(ckpt: &Path, entries: &[Entry]) -> Result<()> {
     let header = serde_json::to_string(&Header { version: VERSION }).map_err(|e| werr(e.into()))?;
     writeln!(w, "{header}").map_err(werr)?;
     for e in entries {
-        let line = serde_json::to_string(&e.line()).map_err(|e| werr(e.into()))?;
-        writeln!(w, "{line}").map_err(werr)?;
+        serde_json::to_writer(&mut w, &e.line()).map_err(|e| werr(e.into()))?;
+        w.write_all(b"\n").map_err(werr)?;
     }
     let f = w.into_inner().map_err(|e| werr(e.into_error()))?;
     f.sync_all().map_err(werr)?;
@@ -933,9 +1188,9 @@ impl Snap<'_> {
         (id.ctime_s, id.ctime_ns) >= self.racy_after
     }
 
-    fn record(&mut self, rel: Vec<u8>, id: Ident) {
+    fn record(&mut self, rel: Vec<u8>, id: Ident, at: Option<String>) {
         let racy = self.is_racy(&id);
-        self.entries.push(Entry { rel, id, racy });
+        self.entries.push(Entry { rel, id, racy, at });
     }
 
     fn err(&self, rel: &[u8], what: &str, e: io::Error) -> Error {
@@ -982,7 +1237,7 @@ impl Snap<'_> {
                     tracing::warn!(path = %shown(&crel), "a socket in the layer: left out of the checkpoint");
                 }
                 EntryKind::Dir => {
-                    self.record(crel.clone(), id);
+                    self.record(crel.clone(), id, None);
                     let lfd =
                         open_dir_at(live, &name, &st).map_err(|e| self.err(&crel, "opening", e))?;
                     rfs::mkdirat(ck, name.as_slice(), Mode::from_raw_mode(0o700))
@@ -999,14 +1254,17 @@ impl Snap<'_> {
                         .map_err(|e| self.err(&crel, "copying the metadata of", e))?;
                 }
                 _ => {
-                    self.record(crel.clone(), id);
-                    self.nondir(live, ck, &name, &crel, &st)?;
+                    let at = self.nondir(live, ck, &name, &crel, &st)?;
+                    self.record(crel, id, at);
                 }
             }
         }
         Ok(())
     }
 
+    /// Copies a non-directory, links it to the copy of another of its
+    /// names, or (unchanged since the previous checkpoint) answers the
+    /// checkpoint holding its copy.
     fn nondir(
         &mut self,
         live: BorrowedFd<'_>,
@@ -1014,14 +1272,14 @@ impl Snap<'_> {
         name: &[u8],
         rel: &[u8],
         st: &Stat,
-    ) -> Result<()> {
+    ) -> Result<Option<String>> {
         let id = Ident::of(st);
         if st.st_nlink > 1 {
             if let Some(first) = self.links.get(&id.ino) {
                 match link_beneath(self.ck_root.as_fd(), first, id.kind, None, ck, name) {
                     Ok(()) => {
-                        self.stats.linked += 1;
-                        return Ok(());
+                        self.stats.shared += 1;
+                        return Ok(None);
                     }
                     Err(e) => {
                         tracing::debug!(path = %shown(rel), error = %e, "cannot link to the first copy: copying")
@@ -1029,29 +1287,21 @@ impl Snap<'_> {
                 }
             }
         }
-        let mut done = false;
         if let Some(p) = &self.prev {
-            if p.idents.get(rel) == Some(&Some(id)) && !self.is_racy(&id) {
-                match link_beneath(p.layer.as_fd(), rel, id.kind, None, ck, name) {
-                    Ok(()) => {
-                        self.stats.linked += 1;
-                        done = true;
-                    }
-                    Err(e) => {
-                        tracing::debug!(path = %shown(rel), error = %e, "cannot link from the previous checkpoint: copying")
-                    }
+            if let Some((Some(was), at)) = p.idents.get(rel) {
+                if *was == id && !self.is_racy(&id) {
+                    self.stats.shared += 1;
+                    return Ok(Some(at.to_string()));
                 }
             }
         }
-        if !done {
-            let n = copy_node(live, name, st, ck, name).map_err(|e| self.err(rel, "copying", e))?;
-            self.stats.copied += 1;
-            self.stats.bytes_copied += n;
-        }
+        let n = copy_node(live, name, st, ck, name).map_err(|e| self.err(rel, "copying", e))?;
+        self.stats.copied += 1;
+        self.stats.bytes_copied += n;
         if st.st_nlink > 1 {
             self.links.entry(id.ino).or_insert_with(|| rel.to_vec());
         }
-        Ok(())
+        Ok(None)
     }
 }
 
@@ -1068,10 +1318,9 @@ fn tmp_name() -> Vec<u8> {
 /// Makes the live layer `live` equal to checkpoint `ckpt`'s layer (see the
 /// module doc). Entries for which `skip(rel)` is true are left alone.
 pub fn restore(live: &Path, ckpt: &Path, skip: &dyn Fn(&str) -> bool) -> Result<RestoreStats> {
-    let m = read_manifest(ckpt)?;
-    let layer = ckpt.join(LAYER);
-    let ck_root =
-        open_root(&layer).ctx(|| format!("opening the checkpoint layer {}", layer.display()))?;
+    let mut m = read_manifest(ckpt)?;
+    let copies = Copies::open(ckpt, &mut m)?;
+    let ck_root = copies.own.try_clone().ctx(|| "duplicating a descriptor")?;
     let live_root = open_root(live).ctx(|| format!("opening the layer {}", live.display()))?;
     let root_st = rfs::fstat(&live_root)
         .map_err(io::Error::from)
@@ -1089,6 +1338,7 @@ pub fn restore(live: &Path, ckpt: &Path, skip: &dyn Fn(&str) -> bool) -> Result<
         live_root: live_root.as_fd(),
         live_shown: live,
         groups: HashMap::new(),
+        copies,
         stats: RestoreStats::default(),
     };
     r.dir(live_root.as_fd(), ck_root.as_fd(), b"", 0)?;
@@ -1109,6 +1359,7 @@ struct Restore<'a> {
     live_shown: &'a Path,
     /// Recorded inode of a hard-link group → (its first live path, its live inode now).
     groups: HashMap<u64, (Vec<u8>, u64)>,
+    copies: Copies,
     stats: RestoreStats,
 }
 
@@ -1177,7 +1428,7 @@ impl Restore<'_> {
             }
             let cur_kind = cur.as_ref().map(kind_of);
             if e.id.kind != EntryKind::Dir {
-                self.nondir(live, ck, &name, e, cur.as_ref())?;
+                self.nondir(live, &name, e, cur.as_ref())?;
                 continue;
             }
             let ck_st = lstat_at(ck, &name)
@@ -1230,7 +1481,6 @@ impl Restore<'_> {
     fn nondir(
         &mut self,
         live: BorrowedFd<'_>,
-        ck: BorrowedFd<'_>,
         name: &[u8],
         e: &Entry,
         cur: Option<&Stat>,
@@ -1250,9 +1500,8 @@ impl Restore<'_> {
                 return Ok(());
             }
         }
-        let ck_st =
-            lstat_at(ck, name).map_err(|x| self.err(rel, "reading the checkpoint's copy of", x))?;
-        let ck_st = self.check_copy(rel, ck_st, id.kind)?;
+        let (ck, ck_st) = self.copies.find(e)?;
+        let ck = ck.as_fd();
         // A temporary name nobody uses, holding the entry as it should be.
         let mut tries = 0;
         let tmp = loop {
@@ -1330,6 +1579,118 @@ fn remove_entry(dir: BorrowedFd<'_>, name: &[u8], st: &Stat, depth: usize) -> io
 }
 
 // ---------------------------------------------------------------------------
+// Materialize
+
+/// Builds at `dest` (which must not exist; made 0700 and then given the
+/// root's metadata) the full tree of checkpoint `ckpt`'s layer: its
+/// directories with their metadata, and every non-directory hard-linked
+/// from the checkpoint holding its copy (copied when it cannot be linked:
+/// another filesystem, too many links). Names of one file are links of
+/// one inode, as in the layer. What it made is removed if it fails. The
+/// tree shares its files with the checkpoints: it is for reading.
+pub fn materialize(ckpt: &Path, dest: &Path) -> Result<()> {
+    let mut m = read_manifest(ckpt)?;
+    let mut copies = Copies::open(ckpt, &mut m)?;
+    match std::fs::DirBuilder::new().mode(0o700).create(dest) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            return Err(Error::conflict(format!(
+                "{} already exists: a checkpoint is materialized only into a new directory",
+                dest.display()
+            )))
+        }
+        Err(e) => return Err(Error::io(format!("creating {}", dest.display()), e)),
+    }
+    let r = materialize_into(&m.entries, &mut copies, dest);
+    if let Err(e) = r {
+        return Err(match std::fs::remove_dir_all(dest) {
+            Ok(()) => e,
+            Err(rm) => Error::io(
+                format!(
+                    "{e}; removing the partial tree {} failed too",
+                    dest.display()
+                ),
+                rm,
+            ),
+        });
+    }
+    Ok(())
+}
+
+fn materialize_into(entries: &[Entry], copies: &mut Copies, dest: &Path) -> Result<()> {
+    let ckpt = copies.shown.clone();
+    let err = |rel: &[u8], what: &str, e: io::Error| {
+        Error::io(
+            format!(
+                "materializing checkpoint {} into {}: {what} {}",
+                ckpt.display(),
+                dest.display(),
+                shown(rel)
+            ),
+            e,
+        )
+    };
+    let root = open_root(dest).map_err(|e| err(b"", "opening", e))?;
+    // Recorded inode of a non-directory → its first path in `dest`.
+    let mut first: HashMap<u64, Vec<u8>> = HashMap::new();
+    // The directory of the last entry made: (its path, it).
+    let mut last: Option<(Vec<u8>, OwnedFd)> = None;
+    for e in entries.iter().skip(1) {
+        let (parent, name) = split(&e.rel);
+        if !matches!(&last, Some((p, _)) if p == parent) {
+            let fd = open_dir_beneath(root.as_fd(), parent)
+                .map_err(|x| err(&e.rel, "opening the directory of", x))?;
+            last = Some((parent.to_vec(), fd));
+        }
+        let Some((_, dir)) = &last else {
+            continue;
+        };
+        let dir = dir.as_fd();
+        if e.id.kind == EntryKind::Dir {
+            rfs::mkdirat(dir, name, Mode::from_raw_mode(0o700))
+                .map_err(|x| err(&e.rel, "creating", x.into()))?;
+            continue;
+        }
+        let fallback = |x: &io::Error| {
+            matches!(
+                x.raw_os_error(),
+                Some(libc::EXDEV | libc::EMLINK | libc::EPERM)
+            )
+        };
+        if let Some(f) = first.get(&e.id.ino) {
+            match link_beneath(root.as_fd(), f, e.id.kind, None, dir, name) {
+                Ok(()) => continue,
+                Err(x) if fallback(&x) => {}
+                Err(x) => return Err(err(&e.rel, "linking another name of", x)),
+            }
+        }
+        let (src, st) = copies.find(e)?;
+        match rfs::linkat(src.as_fd(), name, dir, name, AtFlags::empty()) {
+            Ok(()) => {}
+            Err(x) if fallback(&x.into()) => {
+                copy_node(src.as_fd(), name, &st, dir, name)
+                    .map_err(|x| err(&e.rel, "copying", x))?;
+            }
+            Err(x) => return Err(err(&e.rel, "linking", x.into())),
+        }
+        first.entry(e.id.ino).or_insert_with(|| e.rel.clone());
+    }
+    drop(last);
+    // Each directory's metadata after its children (deepest first: the
+    // manifest lists parents first).
+    for e in entries.iter().rev().filter(|e| e.id.kind == EntryKind::Dir) {
+        let d = open_dir_beneath(root.as_fd(), &e.rel).map_err(|x| err(&e.rel, "opening", x))?;
+        let c = open_dir_beneath(copies.own.as_fd(), &e.rel)
+            .map_err(|x| err(&e.rel, "opening the checkpoint's copy of", x))?;
+        let st = rfs::fstat(&c)
+            .map_err(|x| err(&e.rel, "reading the checkpoint's copy of", x.into()))?;
+        meta_fd(d.as_fd(), &XNode::Fd(c.as_fd()), &st)
+            .map_err(|x| err(&e.rel, "copying the metadata of", x))?;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
 // Change counting
 
 /// What [`changed`] compares a checkpoint with.
@@ -1355,47 +1716,112 @@ pub fn changed(
     other: Against<'_>,
     skip: &dyn Fn(&str) -> bool,
 ) -> Result<Vec<String>> {
-    let ma = read_manifest(ckpt)?;
-    let a_layer = ckpt.join(LAYER);
-    let a_root = open_root(&a_layer)
-        .ctx(|| format!("opening the checkpoint layer {}", a_layer.display()))?;
-    let (b_path, b_idents) = match other {
-        Against::Live(p) => (p.to_path_buf(), None),
-        Against::Checkpoint(p) => {
-            let mb = read_manifest(p)?;
-            let ids: HashMap<Vec<u8>, Ident> = mb
-                .entries
-                .iter()
-                .filter_map(|e| Some((e.rel.clone(), e.trusted()?)))
-                .collect();
-            (p.join(LAYER), Some(ids))
+    let a = Side::open(ckpt)?;
+    match other {
+        Against::Live(p) => {
+            let root = open_root(p).ctx(|| format!("opening {}", p.display()))?;
+            let st = rfs::fstat(&root)
+                .map_err(io::Error::from)
+                .ctx(|| format!("reading {}", p.display()))?;
+            let mut c = Compare {
+                a,
+                b: None,
+                b_dev: dev_of(&st),
+                siblings: false,
+                skip,
+                shown: p,
+                out: Vec::new(),
+            };
+            c.dir(b"", true, B::Live(Some(root.as_fd())), 0)?;
+            Ok(c.out)
         }
-    };
-    let b_root = open_root(&b_path).ctx(|| format!("opening {}", b_path.display()))?;
-    let b_st = rfs::fstat(&b_root)
-        .map_err(io::Error::from)
-        .ctx(|| format!("reading {}", b_path.display()))?;
-    let mut c = Compare {
-        a_ids: ma
-            .entries
-            .iter()
-            .filter_map(|e| Some((e.rel.clone(), e.trusted()?)))
-            .collect(),
-        b_ids: b_idents,
-        b_dev: dev_of(&b_st),
-        skip,
-        shown: &b_path,
-        out: Vec::new(),
-    };
-    c.dir(Some(a_root.as_fd()), Some(b_root.as_fd()), b"", 0)?;
-    Ok(c.out)
+        Against::Checkpoint(p) => {
+            // Siblings share the copies a holder's name designates.
+            let siblings = match (rfs::stat(parent_of(ckpt)), rfs::stat(parent_of(p))) {
+                (Ok(x), Ok(y)) => same_inode(&x, &y),
+                _ => false,
+            };
+            let mut c = Compare {
+                a,
+                b: Some(Side::open(p)?),
+                b_dev: 0,
+                siblings,
+                skip,
+                shown: p,
+                out: Vec::new(),
+            };
+            c.dir(b"", true, B::Ck(true), 0)?;
+            Ok(c.out)
+        }
+    }
+}
+
+/// A checkpoint as [`changed`] reads it: its manifest, and its copies
+/// wherever they are held.
+struct Side {
+    /// The checkpoint directory's name: the holder of its own copies.
+    name: String,
+    entries: Vec<Entry>,
+    index: HashMap<Vec<u8>, usize>,
+    /// A directory's path → the names in it.
+    children: HashMap<Vec<u8>, Vec<Vec<u8>>>,
+    copies: Copies,
+}
+
+impl Side {
+    fn open(ckpt: &Path) -> Result<Side> {
+        let mut m = read_manifest(ckpt)?;
+        let copies = Copies::open(ckpt, &mut m)?;
+        let mut index = HashMap::with_capacity(m.entries.len());
+        let mut children: HashMap<Vec<u8>, Vec<Vec<u8>>> = HashMap::new();
+        for (i, e) in m.entries.iter().enumerate() {
+            index.insert(e.rel.clone(), i);
+            if i > 0 {
+                let (parent, name) = split(&e.rel);
+                children
+                    .entry(parent.to_vec())
+                    .or_default()
+                    .push(name.to_vec());
+            }
+        }
+        Ok(Side {
+            name: ckpt
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            entries: m.entries,
+            index,
+            children,
+            copies,
+        })
+    }
+
+    fn get(&self, rel: &[u8]) -> Option<&Entry> {
+        self.index.get(rel).map(|i| &self.entries[*i])
+    }
+
+    /// The checkpoint holding `e`'s copy.
+    fn holder<'a>(&'a self, e: &'a Entry) -> &'a str {
+        e.at.as_deref().unwrap_or(&self.name)
+    }
+}
+
+/// The other side of a directory being compared: a live directory (None:
+/// absent there), or whether the other checkpoint has it.
+#[derive(Clone, Copy)]
+enum B<'f> {
+    Live(Option<BorrowedFd<'f>>),
+    Ck(bool),
 }
 
 struct Compare<'a> {
-    a_ids: HashMap<Vec<u8>, Ident>,
-    /// The other checkpoint's manifest (None: `b` is a live layer).
-    b_ids: Option<HashMap<Vec<u8>, Ident>>,
+    a: Side,
+    /// The other checkpoint (None: the other side is a live layer).
+    b: Option<Side>,
+    /// The live layer's device.
     b_dev: u64,
+    /// Both checkpoints are in the same directory.
+    siblings: bool,
     skip: &'a dyn Fn(&str) -> bool,
     shown: &'a Path,
     out: Vec<String>,
@@ -1413,13 +1839,8 @@ impl Compare<'_> {
         )
     }
 
-    fn dir(
-        &mut self,
-        a: Option<BorrowedFd<'_>>,
-        b: Option<BorrowedFd<'_>>,
-        rel: &[u8],
-        depth: usize,
-    ) -> Result<()> {
+    /// Compares directory `rel` of checkpoint a (`a_here`: it has it) with `b`.
+    fn dir(&mut self, rel: &[u8], a_here: bool, b: B<'_>, depth: usize) -> Result<()> {
         if depth >= MAX_DEPTH {
             return Err(self.err(
                 rel,
@@ -1427,67 +1848,100 @@ impl Compare<'_> {
             ));
         }
         let mut names = std::collections::BTreeSet::new();
-        for fd in [a, b].into_iter().flatten() {
-            names.extend(list(fd).map_err(|e| self.err(rel, e))?);
+        if a_here {
+            if let Some(k) = self.a.children.get(rel) {
+                names.extend(k.iter().cloned());
+            }
+        }
+        match b {
+            B::Live(Some(fd)) => names.extend(list(fd).map_err(|e| self.err(rel, e))?),
+            B::Ck(true) => {
+                if let Some(k) = self.b.as_ref().and_then(|s| s.children.get(rel)) {
+                    names.extend(k.iter().cloned());
+                }
+            }
+            _ => {}
         }
         for name in names {
             let crel = join(rel, &name);
             if (self.skip)(&lossy(&crel)) {
                 continue;
             }
-            let stat = |fd: Option<BorrowedFd<'_>>| match fd {
-                Some(fd) => lstat_at(fd, &name),
-                None => Ok(None),
+            let ea = if a_here {
+                self.a.get(&crel).cloned()
+            } else {
+                None
             };
-            let sa = stat(a).map_err(|e| self.err(&crel, e))?;
-            let sb = stat(b).map_err(|e| self.err(&crel, e))?;
-            // Another filesystem mounted in the live layer is not looked into.
-            let sb = sb.filter(|st| dev_of(st) == self.b_dev);
-            let is_dir =
-                |st: &Option<Stat>| st.as_ref().is_some_and(|s| kind_of(s) == EntryKind::Dir);
-            let sub =
-                |fd: Option<BorrowedFd<'_>>, st: &Option<Stat>| -> io::Result<Option<OwnedFd>> {
-                    match (fd, st) {
-                        (Some(fd), Some(st)) if kind_of(st) == EntryKind::Dir => {
-                            Ok(Some(open_dir_at(fd, &name, st)?))
-                        }
-                        _ => Ok(None),
-                    }
-                };
-            if is_dir(&sa) || is_dir(&sb) {
-                let da = sub(a, &sa).map_err(|e| self.err(&crel, e))?;
-                let db = sub(b, &sb).map_err(|e| self.err(&crel, e))?;
+            // The other side: a live entry (another filesystem mounted in
+            // the live layer is not looked into), or a manifest entry.
+            let (sb, eb) = match b {
+                B::Live(Some(fd)) => {
+                    let st = lstat_at(fd, &name).map_err(|e| self.err(&crel, e))?;
+                    (st.filter(|st| dev_of(st) == self.b_dev), None)
+                }
+                B::Ck(true) => (None, self.b.as_ref().and_then(|s| s.get(&crel)).cloned()),
+                _ => (None, None),
+            };
+            let ka = ea.as_ref().map(|e| e.id.kind);
+            let kb = match b {
+                B::Live(_) => sb.as_ref().map(kind_of),
+                B::Ck(_) => eb.as_ref().map(|e| e.id.kind),
+            };
+            let (dir_a, dir_b) = (ka == Some(EntryKind::Dir), kb == Some(EntryKind::Dir));
+            if dir_a || dir_b {
                 // A non-directory facing a directory has changed.
-                if sa.is_some() != da.is_some() || sb.is_some() != db.is_some() {
+                if (ka.is_some() && !dir_a) || (kb.is_some() && !dir_b) {
                     self.out.push(lossy(&crel));
                 }
-                self.dir(
-                    da.as_ref().map(|d| d.as_fd()),
-                    db.as_ref().map(|d| d.as_fd()),
-                    &crel,
-                    depth + 1,
-                )?;
+                match (b, &sb) {
+                    (B::Live(Some(fd)), Some(st)) if dir_b => {
+                        let sub = open_dir_at(fd, &name, st).map_err(|e| self.err(&crel, e))?;
+                        self.dir(&crel, dir_a, B::Live(Some(sub.as_fd())), depth + 1)?;
+                    }
+                    (B::Live(_), _) => self.dir(&crel, dir_a, B::Live(None), depth + 1)?,
+                    (B::Ck(_), _) => self.dir(&crel, dir_a, B::Ck(dir_b), depth + 1)?,
+                }
                 continue;
             }
-            let (Some(sa), Some(sb), Some(a), Some(b)) = (sa, sb, a, b) else {
-                if sa.is_some() || sb.is_some() {
+            let (Some(ea), Some(kb)) = (ea, kb) else {
+                if ka.is_some() || kb.is_some() {
                     self.out.push(lossy(&crel));
                 }
                 continue;
             };
-            if kind_of(&sa) == EntryKind::Socket || kind_of(&sb) == EntryKind::Socket {
+            if kb == EntryKind::Socket {
                 self.out.push(lossy(&crel));
                 continue;
             }
-            let a_id = self.a_ids.get(&crel);
-            let same_id = match &self.b_ids {
-                None => a_id == Some(&Ident::of(&sb)),
-                Some(ids) => a_id.is_some() && a_id == ids.get(&crel),
+            // Identities first: the manifest's against the live entry, or
+            // both manifests, or one shared copy.
+            let same_id = match (&sb, &eb, &self.b) {
+                (Some(sb), _, _) => ea.trusted() == Some(Ident::of(sb)),
+                (None, Some(eb), Some(bs)) => {
+                    (ea.trusted().is_some() && ea.trusted() == eb.trusted())
+                        || (self.siblings && self.a.holder(&ea) == bs.holder(eb))
+                }
+                _ => false,
             };
-            if same_id || same_inode(&sa, &sb) {
+            if same_id {
                 continue;
             }
-            if !same_node(a, &name, &sa, b, &sb).map_err(|e| self.err(&crel, e))? {
+            let (pa, sa) = self.a.copies.find(&ea)?;
+            let (pb, sb) = match (b, sb, &eb, self.b.as_mut()) {
+                (B::Live(Some(fd)), Some(st), _, _) => (fd.try_clone_to_owned(), st),
+                (_, _, Some(eb), Some(bs)) => {
+                    let (fd, st) = bs.copies.find(eb)?;
+                    (Ok(fd), st)
+                }
+                _ => continue,
+            };
+            let pb = pb.map_err(|e| self.err(&crel, e))?;
+            if same_inode(&sa, &sb) {
+                continue;
+            }
+            if !same_node(pa.as_fd(), &name, &sa, pb.as_fd(), &sb)
+                .map_err(|e| self.err(&crel, e))?
+            {
                 self.out.push(lossy(&crel));
             }
         }
