@@ -82,7 +82,8 @@ fn turn_two(m: &Mounted) {
 }
 
 /// What the view shows after turn 1 (the checkpoint's state).
-fn assert_turn_one(m: &Mounted) {
+/// `kept`: turn 1 also made `src/keep.txt`.
+fn assert_turn_one(m: &Mounted, kept: bool) {
     assert_eq!(read(&m.path("README.md")), "readme, turn 1\n");
     assert_eq!(read(&m.path("src/new.txt")), "turn 1\n");
     assert_eq!(read(&m.path("src/app.py")), "print('host')\n");
@@ -101,7 +102,11 @@ fn assert_turn_one(m: &Mounted) {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
-    assert_eq!(names, ["app.py", "lib", "made", "new.txt"]);
+    let mut expected = vec!["app.py", "lib", "made", "new.txt"];
+    if kept {
+        expected.insert(1, "keep.txt");
+    }
+    assert_eq!(names, expected);
 }
 
 #[test]
@@ -121,6 +126,10 @@ fn a_bad_turn_is_undone_in_the_mounted_view_and_redone() {
     fs::write(m.path("src/new.txt"), "turn 1\n").unwrap();
     fs::create_dir(m.path("src/made")).unwrap();
     fs::write(m.path("src/made/x.txt"), "made in turn 1\n").unwrap();
+    fs::write(m.path("src/keep.txt"), "turn 2 leaves it alone\n").unwrap();
+    // Older than the racy window (50 ms), so what turn 2 leaves alone is
+    // shared with c1, not copied again (checked below).
+    std::thread::sleep(Duration::from_millis(120));
     let c1 = env.ok(&["checkpoint", &g, "--label", "before turn 2"]);
     assert_eq!(c1, "c1");
     let at_c1 = diff_rows(&env, &g, &[]);
@@ -136,6 +145,17 @@ fn a_bad_turn_is_undone_in_the_mounted_view_and_redone() {
     assert_eq!(c2["id"], "c2");
     assert!(c2["changed"].as_u64().unwrap() > 0, "{c2}");
     assert_eq!(c2["live"], true, "{c2}");
+    let manifest = fs::read_to_string(
+        env.state
+            .join("sessions")
+            .join(&g)
+            .join("checkpoints/c2/manifest.jsonl"),
+    )
+    .unwrap();
+    assert!(
+        manifest.contains(r#""at":"c1""#),
+        "c2 shares with c1: {manifest}"
+    );
 
     // What happened after c1, and only that.
     let since = diff_rows(&env, &g, &["--since", "c1"]);
@@ -168,7 +188,7 @@ fn a_bad_turn_is_undone_in_the_mounted_view_and_redone() {
     assert_eq!(undone["live"], true, "{undone}");
     assert!(undone["restored"].as_u64().unwrap() > 0, "{undone}");
     // At once: no waiting for a cache to expire.
-    assert_turn_one(&m);
+    assert_turn_one(&m, true);
     assert_eq!(diff_rows(&env, &g, &[]), at_c1);
     // The file held open keeps what it had, as after a rename-over.
     let mut s = String::new();
@@ -242,7 +262,7 @@ fn a_view_not_mounted_is_undone_on_its_layer() {
     let undone = json(&env, &["undo", &g, "--to", "c1", "--json"]);
     assert_eq!(undone["live"], false, "{undone}");
     let m = env.mount(&g, &mp, &[]);
-    assert_turn_one(&m);
+    assert_turn_one(&m, false);
 }
 
 #[test]

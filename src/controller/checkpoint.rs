@@ -352,10 +352,29 @@ pub fn undo(state: &StateDir, grant_id: &str, to: &str, actor: &str) -> Result<U
     Ok(u)
 }
 
+/// Removes what a `diff --since` killed an hour ago or more left behind
+/// (a younger one may be another process's, still reading).
+fn remove_stale_trees(session: &Path) {
+    let Ok(entries) = std::fs::read_dir(session) else {
+        return;
+    };
+    let hour = std::time::Duration::from_secs(3600);
+    for e in entries.flatten() {
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > hour));
+        if old && e.file_name().to_string_lossy().starts_with(".since-") {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
 /// What changed in the view since checkpoint `since`, per path.
 pub fn diff_since(state: &StateDir, grant: &Grant, since: &str) -> Result<Vec<FileDiff>> {
     let dir = find(state, &grant.grant_id, since)?;
     let session = state.session_dir(&grant.grant_id);
+    remove_stale_trees(&session);
     // The checkpoint's layer as one tree (links to the copies it shares
     // with earlier checkpoints), removed when done.
     let tree = tempfile::Builder::new()
