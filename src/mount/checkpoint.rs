@@ -78,8 +78,11 @@ pub(super) fn fuse_handler(
             }
             Request::Undo { id } => {
                 let dir = checkpoint_dir(&session, &id)?;
-                let (stats, stale) =
-                    view.undo(|layer| snapshot::restore(layer, &dir, &fuse_skip))?;
+                let (stats, stale) = view.undo(|layer| {
+                    let stats = snapshot::restore(layer, &dir, &fuse_skip)?;
+                    let touched = stats.touched.clone();
+                    Ok((stats, Some(touched)))
+                })?;
                 tracing::debug!(?stale, "undo: what the kernel may hold");
                 let taken = crate::fuse::invalidate_stale(&notifier, &stale);
                 tracing::info!(

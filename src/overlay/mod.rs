@@ -731,7 +731,9 @@ fn xattr_size_query(path: &Path, name: Option<&str>) -> rustix::io::Result<usize
     };
     if n < 0 {
         return Err(rustix::io::Errno::from_raw_os_error(
-            std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO),
+            std::io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EIO),
         ));
     }
     Ok(n as usize)

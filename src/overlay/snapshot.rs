@@ -117,7 +117,7 @@ pub struct SnapStats {
 }
 
 /// What a restore did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct RestoreStats {
     /// Entries left as they were (unchanged non-directories, and
     /// directories present on both sides).
@@ -128,6 +128,10 @@ pub struct RestoreStats {
     pub removed: u64,
     /// Data bytes copied.
     pub bytes_copied: u64,
+    /// The paths put back or removed (a removed subtree by its top): what a
+    /// reader of the layer must look at again; everything else is as it was.
+    #[serde(skip)]
+    pub touched: Vec<String>,
 }
 
 /// The copy of the layer inside a checkpoint directory.
@@ -1412,6 +1416,7 @@ impl Restore<'_> {
             }
             self.stats.removed +=
                 remove_entry(live, &name, &st, 0).map_err(|e| self.err(&crel, "removing", e))?;
+            self.stats.touched.push(lossy(&crel));
         }
         for i in kids {
             let entries = self.entries;
@@ -1449,6 +1454,7 @@ impl Restore<'_> {
                     rfs::mkdirat(live, name.as_slice(), Mode::from_raw_mode(0o700))
                         .map_err(|x| self.err(&crel, "creating", x.into()))?;
                     self.stats.restored += 1;
+                    self.stats.touched.push(lossy(&crel));
                     rfs::statat(live, name.as_slice(), AtFlags::SYMLINK_NOFOLLOW)
                         .map_err(|x| self.err(&crel, "creating", x.into()))?
                 }
@@ -1538,6 +1544,7 @@ impl Restore<'_> {
         rfs::renameat(live, tmp.as_slice(), live, name)
             .map_err(|x| undo(self.err(rel, "renaming the restored copy over", x.into())))?;
         self.stats.restored += 1;
+        self.stats.touched.push(lossy(rel));
         let now = rfs::statat(live, name, AtFlags::SYMLINK_NOFOLLOW)
             .map_err(|x| self.err(rel, "reading", x.into()))?;
         self.groups

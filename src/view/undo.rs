@@ -42,7 +42,15 @@ impl View {
     /// If `restore` fails part way, the view still reloads what is on disk
     /// (never showing one state while holding another) and the error is
     /// returned.
-    pub fn undo<R>(&self, restore: impl FnOnce(&Path) -> CmdResult<R>) -> CmdResult<(R, Stale)> {
+    ///
+    /// `restore` may also say which paths of the overlay directory it put
+    /// back or removed (`Some`): then only nodes whose object is among them,
+    /// or that are bound or held differently, are named for the kernel to
+    /// forget; otherwise every node the session changed is.
+    pub fn undo<R>(
+        &self,
+        restore: impl FnOnce(&Path) -> CmdResult<(R, Option<Vec<String>>)>,
+    ) -> CmdResult<(R, Stale)> {
         let ov = self
             .overlay()
             .ok_or_else(|| CmdError::invalid("only an overlay view can be undone"))?;
@@ -62,7 +70,11 @@ impl View {
             }
         };
         let reload_ms = start.elapsed().as_secs_f64() * 1e3 - restore_ms;
-        let stale = stale(ov.base(), &tree, &fresh);
+        let touched = match &restored {
+            Ok((_, Some(paths))) => touched_objects(paths),
+            _ => None,
+        };
+        let stale = stale(ov.base(), &tree, &fresh, touched.as_ref());
         *tree = fresh;
         *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = seen;
         drop(tree);
@@ -72,14 +84,39 @@ impl View {
             stale_ms = start.elapsed().as_secs_f64() * 1e3 - restore_ms - reload_ms,
             "undo"
         );
-        Ok((restored?, stale))
+        Ok((restored?.0, stale))
     }
+}
+
+/// The objects among `paths` of the overlay directory (`objects/2a/298`);
+/// `None` if a path is neither an object nor the journal (then nothing is
+/// known of which objects changed).
+fn touched_objects(paths: &[String]) -> Option<std::collections::HashSet<u64>> {
+    let mut out = std::collections::HashSet::new();
+    for p in paths {
+        if p == "journal.jsonl" {
+            continue;
+        }
+        let obj = p
+            .strip_prefix("objects/")?
+            .split_once('/')?
+            .1
+            .parse()
+            .ok()?;
+        out.insert(obj);
+    }
+    Some(out)
 }
 
 /// What differs between the view's trees `old` and `new` (both made from
 /// `base`, `new` numbered after `old`). Only nodes that are not the
 /// grant's own, untouched, are looked at: the rest is bound alike in both.
-fn stale(base: &Tree, old: &Tree, new: &Tree) -> Stale {
+fn stale(
+    base: &Tree,
+    old: &Tree,
+    new: &Tree,
+    touched: Option<&std::collections::HashSet<u64>>,
+) -> Stale {
     let base_end = base.next_ino();
     // Candidate names: every binding a changed node has, or had, in either tree.
     let mut names: BTreeSet<(Ino, String)> = BTreeSet::new();
@@ -100,7 +137,19 @@ fn stale(base: &Tree, old: &Tree, new: &Tree) -> Stale {
             if let Some(b) = (ino < base_end).then(|| base.get(ino)).flatten() {
                 names.insert((b.parent, b.name.to_string()));
             }
-            if !n.removed {
+            // Held the same way in both trees, by an object the restore
+            // left alone: the kernel's attributes and pages are still right.
+            let same = match (old.get(ino), new.get(ino)) {
+                (Some(a), Some(b)) => {
+                    (a.parent, &a.name, &a.origin) == (b.parent, &b.name, &b.origin)
+                }
+                _ => false,
+            };
+            let untouched_object = match (&n.origin, touched) {
+                (crate::tree::Origin::Upper(o), Some(t)) => !t.contains(o),
+                _ => false,
+            };
+            if !n.removed && !(same && untouched_object) {
                 inodes.insert(t.inode_of(ino));
             }
         }
@@ -208,7 +257,7 @@ mod tests {
         let ((), stale) = v
             .undo(|dir| {
                 sync(&saved, dir);
-                Ok(())
+                Ok(((), None))
             })
             .unwrap();
         assert_eq!(read(&v, "a.txt"), b"alpha, turn 1");
@@ -252,6 +301,64 @@ mod tests {
         assert!(absent(&v, ROOT, "junk.txt"));
     }
 
+    /// With the real store, which says what it put back: a node whose
+    /// object the undo left alone is not named (its cached pages stay).
+    #[test]
+    fn only_what_the_restore_touched_is_named() {
+        use crate::overlay::snapshot;
+        let fx = fixture(&[]);
+        let v = open_view(&fx, ViewOptions::default());
+        // A host file copied up in turn 1 and left alone by turn 2. (A file
+        // the session made gets a new number at every undo, as the tree is
+        // rebuilt: its name is always named.)
+        let kept = ino(&v, "d/b.txt");
+        let o = v
+            .open(kept, libc::O_WRONLY | libc::O_TRUNC, no_backing)
+            .unwrap();
+        v.write(o.fh, 0, b"beta, turn 1", false).unwrap();
+        v.release(o.fh);
+        let a = ino(&v, "a.txt");
+        let o = v
+            .open(a, libc::O_WRONLY | libc::O_TRUNC, no_backing)
+            .unwrap();
+        v.write(o.fh, 0, b"alpha, turn 1", false).unwrap();
+        v.release(o.fh);
+        // Older than the store's racy window: identities are trusted.
+        std::thread::sleep(std::time::Duration::from_millis(80));
+        let ckpt = fx.session.join("checkpoints").join("c1");
+        fs::create_dir_all(ckpt.parent().unwrap()).unwrap();
+        v.checkpoint(|dir| snapshot::snapshot(dir, &ckpt, None, &|r| r == "journal.jsonl.tmp"))
+            .unwrap();
+        let o = v
+            .open(a, libc::O_WRONLY | libc::O_TRUNC, no_backing)
+            .unwrap();
+        v.write(o.fh, 0, b"alpha, turn 2", false).unwrap();
+        v.release(o.fh);
+        write(&v, ROOT, "junk.txt", b"junk");
+        let (stats, stale) = v
+            .undo(|dir| {
+                let s = snapshot::restore(dir, &ckpt, &|r| r == "journal.jsonl.tmp")?;
+                let t = s.touched.clone();
+                Ok((s, Some(t)))
+            })
+            .unwrap();
+        assert!(
+            stats.touched.iter().any(|p| p.starts_with("objects/")),
+            "{stats:?}"
+        );
+        assert_eq!(read(&v, "a.txt"), b"alpha, turn 1");
+        assert!(stale.inodes.contains(&a), "{stale:?}");
+        assert!(
+            !stale.inodes.contains(&kept),
+            "d/b.txt was not touched: {stale:?}"
+        );
+        assert_eq!(read(&v, "d/b.txt"), b"beta, turn 1");
+        assert!(
+            stale.entries.contains(&(ROOT, "junk.txt".into())),
+            "{stale:?}"
+        );
+    }
+
     #[test]
     fn a_failed_restore_still_reloads_what_is_on_disk() {
         let fx = fixture(&[]);
@@ -260,7 +367,7 @@ mod tests {
         let r = v.undo(|dir| {
             // Half done: the journal is gone, then it fails.
             fs::remove_file(dir.join("journal.jsonl")).unwrap();
-            Err::<(), _>(CmdError::invalid("disk full, say"))
+            Err::<((), _), _>(CmdError::invalid("disk full, say"))
         });
         assert!(r.unwrap_err().to_string().contains("disk full"));
         // The view shows what the layer on disk now holds: no new.txt.
@@ -275,7 +382,7 @@ mod tests {
         write(&v, ROOT, "new.txt", b"new");
         let r = v.undo(|dir| {
             fs::write(dir.join("journal.jsonl"), "{\"op\":\"warp\"}\n{}\n").unwrap();
-            Ok(())
+            Ok(((), None))
         });
         assert!(r.unwrap_err().to_string().contains("damaged"));
         assert_eq!(v.getattr(ROOT).unwrap_err(), crate::error::Errno::EIO);
@@ -290,7 +397,7 @@ mod tests {
         let v = View::new(&grant, None, ViewOptions::default()).unwrap();
         let e = v.checkpoint(|_| Ok(())).unwrap_err().to_string();
         assert!(e.contains("only an overlay view"), "{e}");
-        let e = v.undo(|_| Ok(())).unwrap_err().to_string();
+        let e = v.undo(|_| Ok(((), None))).unwrap_err().to_string();
         assert!(e.contains("only an overlay view"), "{e}");
     }
 }
