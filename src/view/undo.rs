@@ -149,7 +149,8 @@ fn stale(
                 (crate::tree::Origin::Upper(o), Some(t)) => !t.contains(o),
                 _ => false,
             };
-            if !n.removed && !(same && untouched_object) {
+            let unchanged = same && untouched_object;
+            if !n.removed && !unchanged {
                 inodes.insert(t.inode_of(ino));
             }
         }
