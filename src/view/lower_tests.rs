@@ -249,3 +249,46 @@ fn the_kernel_keeps_listings_whose_changes_it_sees() {
         "host dirs (changed or not) are kept; the copied-up d/e and the new dir are not"
     );
 }
+
+/// Where names never change, directories are listed without an open
+/// handle (the adapter declines OPENDIR once; the kernel then sends
+/// handle 0): the listing is the tree's, expiry is still checked, and a
+/// view whose names change still needs its handle.
+#[test]
+fn fixed_names_are_listed_without_a_handle() {
+    let mut fx = fixture(&[]);
+    fx.grant.expires_at = Some("2030-01-01T00:00:00Z".into());
+    let expiry = fx.grant.expires_at_time().unwrap().unwrap();
+    let clock = ManualClock::new(expiry - Duration::from_secs(100));
+    let v = View::new(
+        &fx.grant,
+        Some(&fx.session),
+        ViewOptions {
+            overlay_lower: true,
+            clock: clock.shared(),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(v.dirs_without_handles());
+    let names = |v: &View, dir: Ino| -> Vec<String> {
+        let mut out = Vec::new();
+        v.readdir_each(dir, 0, 0, |_, e| {
+            out.push(e.name.to_string());
+            false
+        })
+        .unwrap();
+        out
+    };
+    assert_eq!(names(&v, ROOT), [".", "..", "a.txt", "d"]);
+    assert_eq!(names(&v, ino(&v, "d")), [".", "..", "b.txt", "e"]);
+    assert_eq!(errno(v.readdir(ino(&v, "a.txt"), 0, 0)), libc::ENOTDIR);
+    assert_eq!(errno(v.readdir(9999, 0, 0)), libc::ENOENT);
+    clock.set(expiry);
+    assert_eq!(errno(v.readdir(ROOT, 0, 0)), libc::EACCES);
+    assert!(read_only(&fx).dirs_without_handles());
+    // A writable view lists only through its handles.
+    let w = open_view(&fx, ViewOptions::default());
+    assert!(!w.dirs_without_handles());
+    assert_eq!(errno(w.readdir(ROOT, 0, 0)), libc::EBADF);
+}
