@@ -373,11 +373,11 @@ fn every_subcommand_prints_json() {
     assert_eq!(cks.as_array().unwrap().len(), 1, "{cks}");
     let undone = j(&["undo", &gid, "--to", "c1", "--json"]);
     assert_eq!(undone["to"], "c1");
-    assert_eq!(
-        (&undone["restored"], &undone["removed"]),
-        (&0.into(), &0.into()),
-        "{undone}"
-    );
+    // Nothing came after c1, so nothing is removed; an entry changed within
+    // 50 ms of the checkpoint is copied back even so (racy ctimes are never
+    // trusted), so `restored` depends on timing and is not checked.
+    assert_eq!(undone["removed"], 0, "{undone}");
+    assert!(undone["kept"].as_u64().unwrap() > 0, "{undone}");
     let out = env.dir.path().join("review");
     let exported = j(&["export", &gid, "-o", out.to_str().unwrap(), "--json"]);
     assert_eq!(exported["patches"], 2);
