@@ -416,6 +416,24 @@ print(json.dumps({"grant": g, "checkpoint": ck, "undo": u, "list": c.checkpoints
     assert_eq!(status, 422, "a field it does not know");
 }
 
+/// A child killed if the test fails before it has been waited for.
+struct KillOnDrop(Option<std::process::Child>);
+
+impl KillOnDrop {
+    fn take(&mut self) -> std::process::Child {
+        self.0.take().expect("taken once")
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 /// The text of a granted host file, which a command inside `wopfs run`
 /// sees live (contents are live, names fixed): how this test steps it.
 fn signal(env: &Env, step: &str) {
@@ -435,16 +453,20 @@ fn an_undo_while_wopfs_run_goes_on() {
     let at = env.dir.path().join("ws");
     // The agent: a turn, then (after the checkpoint) another, then it
     // reads what it finds once the orchestrator says so.
-    let script = "wait_for() { until grep -qx \"$1\" step; do sleep 0.02; done; }; \
+    // (It gives up after 30 s, so a test that died never leaves it behind.)
+    let script = "wait_for() { n=0; until grep -qx \"$1\" step; do \
+        n=$((n+1)); [ $n -gt 1500 ] && exit 9; sleep 0.02; done; }; \
         echo one > src/new.txt; wait_for 1; echo two > src/new.txt; rm src/app.py; \
         wait_for 2; cat src/new.txt; test -e src/app.py && echo app-back";
-    let run = wopfs_command()
-        .args(["--state-dir", env.state.to_str().unwrap(), "run", &g])
-        .args(["--at", at.to_str().unwrap(), "--", "sh", "-c", script])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut run = KillOnDrop(Some(
+        wopfs_command()
+            .args(["--state-dir", env.state.to_str().unwrap(), "run", &g])
+            .args(["--at", at.to_str().unwrap(), "--", "sh", "-c", script])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    ));
     let pending = |path: &str, op: &str| {
         diff_rows(&env, &g, &[]).contains(&(path.to_string(), op.to_string()))
     };
@@ -461,7 +483,7 @@ fn an_undo_while_wopfs_run_goes_on() {
         let err = env.fails(&["undo", &g, "--to", "c1"]);
         assert!(err.contains("cwd") && err.contains("(sh)"), "{err}");
         signal(&env, "2");
-        let out = run.wait_with_output().unwrap();
+        let out = run.take().wait_with_output().unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert_eq!(
             stdout.trim(),
@@ -474,7 +496,7 @@ fn an_undo_while_wopfs_run_goes_on() {
     } else {
         env.ok(&["undo", &g, "--to", "c1"]);
         signal(&env, "2");
-        let out = run.wait_with_output().unwrap();
+        let out = run.take().wait_with_output().unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert_eq!(
             stdout.lines().collect::<Vec<_>>(),
