@@ -349,7 +349,12 @@ impl View {
         }
         let a = attr::from_stat(ino, node.kind, &st, nlink(tree, ino, node.kind));
         Ok(self.present(match source {
-            Source::Object(..) => Attr { owned: true, ..a },
+            // An object's ctime is floored by a ctime kept before its
+            // copy-up (`times.rs`).
+            Source::Object(..) => Attr {
+                owned: true,
+                ..self.stamps.apply(a)
+            },
             Source::Host(..) => self.stamps.apply(a),
         }))
     }

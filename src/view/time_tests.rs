@@ -315,7 +315,12 @@ fn copy_up_keeps_the_times_the_view_set_on_a_host_entry() {
     let (dm2, dc2) = times(&v, d);
     let (bm2, bc2) = times(&v, b);
     assert_eq!((dm2, bm2), (dm, bm), "copy-up changed an mtime");
-    assert!(dc2 > dc && bc2 >= bc, "a ctime went back");
+    // Never back (the filesystem's coarse clock may read a little earlier
+    // than the real clock the view kept the first ctime from).
+    assert!(
+        dc2 >= dc && bc2 >= bc,
+        "a ctime went back: dir {dc:?} -> {dc2:?}, file {bc:?} -> {bc2:?}"
+    );
 }
 
 #[test]

@@ -72,8 +72,20 @@ impl Stamps {
         }
     }
 
-    fn take(&self, ino: Ino) -> Option<Stamp> {
-        self.write().remove(&ino)
+    /// The kept times of `ino`, becoming an object's: the mtime goes with
+    /// it; the ctime stays as a floor. The filesystem may stamp the
+    /// object's later changes with its coarse clock, which can read up to a
+    /// tick earlier than the real clock the kept ctime came from: without
+    /// the floor a copy-up could move the ctime back.
+    fn take_for_object(&self, ino: Ino) -> Option<Stamp> {
+        let mut map = self.write();
+        let s = map.get_mut(&ino)?;
+        let out = *s;
+        s.mtime = None;
+        if s.ctime.is_none() {
+            map.remove(&ino);
+        }
+        Some(out)
     }
 
     /// `a` with the kept times of its inode, where they are later.
@@ -152,7 +164,7 @@ impl View {
     /// Node `ino` just became object `obj` (copy-up, under the tree's
     /// write lock): the times the view kept for it go onto the object.
     pub(super) fn carry_stamp(&self, ov: &Overlay, ino: Ino, obj: u64) {
-        let Some(s) = self.stamps.take(ino) else {
+        let Some(s) = self.stamps.take_for_object(ino) else {
             return;
         };
         if let Err(e) = set_object_times(ov, obj, s.mtime.map(SetTime::At)) {
