@@ -46,6 +46,22 @@ impl Handles {
             .cloned()
     }
 
+    /// An open file handle of `ino` that a change may go through (for a
+    /// change of an unlinked open file, which the kernel sends without a
+    /// handle): one on an overlay object, or, where `host_ok` (a direct
+    /// view), one opened for writing. Never a handle on a host file in an
+    /// overlay view: a reader opened before the copy-up (or whose release
+    /// has not arrived yet) holds the host file itself.
+    pub fn any_to_change(&self, ino: u64, host_ok: bool) -> Option<Handle> {
+        self.lock()
+            .values()
+            .find(|h| {
+                matches!(h, Handle::File { ino: i, obj, writable, .. }
+                    if *i == ino && (obj.is_some() || host_ok && *writable))
+            })
+            .cloned()
+    }
+
     /// Replaces the file behind a handle (a reader re-targeted to the
     /// overlay object after a copy-up).
     pub fn retarget(&self, fh: u64, file: Arc<File>, obj: u64) {

@@ -410,7 +410,13 @@ impl View {
             // Unlinked but still open: fstat through any of its handles.
             Err(e) if e == Errno::ENOENT && tree.get_any(ino).is_some_and(|n| n.removed) => {
                 drop(tree);
-                match self.handles.any_for(ino) {
+                // The object's handle first: a reader's may still hold the
+                // host file the object was copied from.
+                let handle = self
+                    .handles
+                    .any_to_change(ino, true)
+                    .or_else(|| self.handles.any_for(ino));
+                match handle {
                     Some(Handle::File { file, .. }) => self.attr_of_file(ino, &file),
                     _ => Err(Errno::ENOENT.into()),
                 }

@@ -416,9 +416,15 @@ impl View {
         if let Some(size) = set.size {
             file_end(size, 0)?;
         }
+        let direct = self.mode == crate::policy::Mode::ReadWriteDirect;
         let handle_file = fh
             .and_then(|fh| self.handles.get(fh))
-            .or_else(|| removed.then(|| self.handles.any_for(ino)).flatten());
+            .filter(|h| matches!(h, Handle::File { obj, .. } if obj.is_some() || direct))
+            .or_else(|| {
+                removed
+                    .then(|| self.handles.any_to_change(ino, direct))
+                    .flatten()
+            });
         if !removed {
             self.check_change(ino, "setattr")?;
         }

@@ -709,3 +709,38 @@ fn new_entries_under_a_setgid_directory_take_its_group() {
     assert_eq!(sub.gid, 1000);
     assert_eq!(u32::from(sub.perm) & libc::S_ISGID, 0);
 }
+
+/// A change of an unlinked open file arrives without a handle, and goes
+/// through one of the file's open handles: never a reader's that still
+/// holds the host file (opened before the copy-up, or whose release has
+/// not arrived), which would change the host. Readers are many here, so
+/// picking the wrong handle would be likely.
+#[test]
+fn a_change_of_an_unlinked_file_never_reaches_the_host_through_a_reader() {
+    let fx = fixture(&[]);
+    let v = open_view(&fx, ViewOptions::default());
+    let a = ino(&v, "a.txt");
+    let readers: Vec<u64> = (0..8)
+        .map(|_| v.open(a, libc::O_RDONLY, no_backing).unwrap().fh)
+        .collect();
+    let w = v.open(a, libc::O_RDWR, no_backing).unwrap();
+    v.unlink(ROOT, name("a.txt")).unwrap();
+    let host_mode = || {
+        use std::os::unix::fs::PermissionsExt;
+        fs::metadata(fx.host.join("a.txt")).unwrap().permissions().mode() & 0o7777
+    };
+    let before = host_mode();
+    for mode in [0o600, 0o640, 0o604] {
+        let set = SetAttr {
+            mode: Some(mode),
+            ..SetAttr::default()
+        };
+        let e = v.setattr(a, None, set, ROOTUSER).unwrap();
+        assert_eq!(u32::from(e.attr.perm), mode, "the object took the change");
+        assert_eq!(host_mode(), before, "the host file was changed");
+    }
+    v.release(w.fh);
+    for r in readers {
+        v.release(r);
+    }
+}
