@@ -727,7 +727,11 @@ fn a_change_of_an_unlinked_file_never_reaches_the_host_through_a_reader() {
     v.unlink(ROOT, name("a.txt")).unwrap();
     let host_mode = || {
         use std::os::unix::fs::PermissionsExt;
-        fs::metadata(fx.host.join("a.txt")).unwrap().permissions().mode() & 0o7777
+        fs::metadata(fx.host.join("a.txt"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777
     };
     let before = host_mode();
     for mode in [0o600, 0o640, 0o604] {
