@@ -596,7 +596,7 @@ impl View {
         if node.kind != Kind::Dir {
             return Err(Errno::ENOTDIR.into());
         }
-        let names = listing(&tree, ino, 0);
+        let names = listing(&tree, ino);
         let cache_listing = self.names_fixed() || !matches!(node.origin, Origin::Upper(_));
         let fh = self.handles.insert(Handle::Dir(Arc::new(names)));
         Ok(OpenDir { fh, cache_listing })
@@ -643,10 +643,9 @@ impl View {
         let tree = self.read_tree();
         let names = match self.handles.get(fh) {
             Some(Handle::Dir(names)) => names,
-            // No handle (`dirs_without_handles`): the tree's listing, from
-            // `offset` only (a large directory takes many calls).
+            // No handle (`dirs_without_handles`): the tree's listing.
             None if fh == 0 && self.dirs_without_handles() => match tree.get(dir) {
-                Some(n) if n.kind == Kind::Dir => Arc::new(listing(&tree, dir, offset as usize)),
+                Some(n) if n.kind == Kind::Dir => Arc::new(listing(&tree, dir)),
                 Some(_) => return Err(Errno::ENOTDIR.into()),
                 None => return Err(Errno::ENOENT.into()),
             },
@@ -916,27 +915,20 @@ fn wants_write(flags: i32) -> bool {
     flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0
 }
 
-/// The names of directory `dir` (`.` and `..` first), as a listing shows
-/// them; before `from`, placeholders (number 0, no name) keep the offsets.
-fn listing(tree: &Tree, dir: Ino, from: usize) -> Vec<(Ino, Box<str>)> {
+/// The names of directory `dir` (`.` and `..` first), as a listing shows them.
+fn listing(tree: &Tree, dir: Ino) -> Vec<(Ino, Box<str>)> {
     let Some(node) = tree.get(dir) else {
         return Vec::new();
     };
-    let all = [(dir, "."), (node.parent, "..")]
-        .into_iter()
-        .chain(node.children.iter().filter_map(|&child| {
-            let c = tree.get(child)?;
-            Some((tree.inode_of(child), &*c.name))
-        }));
-    all.enumerate()
-        .map(|(i, (ino, name))| {
-            if i < from {
-                (0, "".into())
-            } else {
-                (ino, name.into())
-            }
-        })
-        .collect()
+    let mut names: Vec<(Ino, Box<str>)> = Vec::with_capacity(node.children.len() + 2);
+    names.push((dir, ".".into()));
+    names.push((node.parent, "..".into()));
+    for &child in &node.children {
+        if let Some(c) = tree.get(child) {
+            names.push((tree.inode_of(child), c.name.clone()));
+        }
+    }
+    names
 }
 
 #[cfg(test)]
