@@ -170,11 +170,6 @@ impl Filesystem for WopFs {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        if self.view.dirs_without_handles() {
-            // Once: the kernel then opens directories by itself.
-            reply.error(FErrno::ENOSYS);
-            return;
-        }
         answer(reply, Req::on("opendir", ino.0), self.view.opendir(ino.0));
     }
 

@@ -596,21 +596,17 @@ impl View {
         if node.kind != Kind::Dir {
             return Err(Errno::ENOTDIR.into());
         }
-        let names = listing(&tree, ino);
+        let mut names: Vec<(Ino, Box<str>)> = Vec::with_capacity(node.children.len() + 2);
+        names.push((ino, ".".into()));
+        names.push((node.parent, "..".into()));
+        for &child in &node.children {
+            if let Some(c) = tree.get(child) {
+                names.push((tree.inode_of(child), c.name.clone()));
+            }
+        }
         let cache_listing = self.names_fixed() || !matches!(node.origin, Origin::Upper(_));
         let fh = self.handles.insert(Handle::Dir(Arc::new(names)));
         Ok(OpenDir { fh, cache_listing })
-    }
-
-    /// Whether directories can be listed without an open handle: where
-    /// names never change, a listing is the tree's, so the adapter declines
-    /// the first OPENDIR (ENOSYS) and the kernel sends no more OPENDIR or
-    /// RELEASEDIR on this connection (two round trips fewer per directory),
-    /// caching listings as [`View::opendir`] would have let it
-    /// (`FOPEN_KEEP_CACHE | FOPEN_CACHE_DIR`, the kernel's default then).
-    /// Readdir then arrives with handle 0 and checks expiry itself.
-    pub fn dirs_without_handles(&self) -> bool {
-        self.names_fixed()
     }
 
     /// Entries of an open directory from `offset`, each with the offset
@@ -640,17 +636,10 @@ impl View {
         mut add: impl FnMut(u64, DirEntry) -> bool,
     ) -> Result<()> {
         self.live()?;
-        let tree = self.read_tree();
-        let names = match self.handles.get(fh) {
-            Some(Handle::Dir(names)) => names,
-            // No handle (`dirs_without_handles`): the tree's listing.
-            None if fh == 0 && self.dirs_without_handles() => match tree.get(dir) {
-                Some(n) if n.kind == Kind::Dir => Arc::new(listing(&tree, dir)),
-                Some(_) => return Err(Errno::ENOTDIR.into()),
-                None => return Err(Errno::ENOENT.into()),
-            },
-            _ => return Err(Errno::EBADF.into()),
+        let Some(Handle::Dir(names)) = self.handles.get(fh) else {
+            return Err(Errno::EBADF.into());
         };
+        let tree = self.read_tree();
         let Some(node) = tree.get(dir) else {
             return Ok(()); // removed while open: nothing more to list
         };
@@ -913,22 +902,6 @@ fn filter_xattr_names(list: &[u8], keep: impl Fn(&[u8]) -> bool) -> Vec<u8> {
 
 fn wants_write(flags: i32) -> bool {
     flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0
-}
-
-/// The names of directory `dir` (`.` and `..` first), as a listing shows them.
-fn listing(tree: &Tree, dir: Ino) -> Vec<(Ino, Box<str>)> {
-    let Some(node) = tree.get(dir) else {
-        return Vec::new();
-    };
-    let mut names: Vec<(Ino, Box<str>)> = Vec::with_capacity(node.children.len() + 2);
-    names.push((dir, ".".into()));
-    names.push((node.parent, "..".into()));
-    for &child in &node.children {
-        if let Some(c) = tree.get(child) {
-            names.push((tree.inode_of(child), c.name.clone()));
-        }
-    }
-    names
 }
 
 #[cfg(test)]
