@@ -255,6 +255,17 @@ pub fn run(state: &StateDir, grant: &Grant, opts: RunOptions) -> Result<i32> {
         crate::patch::summary(&pending),
         grant.grant_id
     );
+    // The rootless kernel engine has no live quota: say it now rather than
+    // at the commit (which counts a hard link's bytes once).
+    let bytes: u64 = pending.iter().map(|p| p.size).sum();
+    if bytes > grant.max_total_size_bytes {
+        let _ = writeln!(
+            std::io::stderr(),
+            "wopfs run: warning: the changes hold {bytes} bytes, more than grant {}'s max_total_size_bytes ({}); a commit refuses a set over that limit, so remove some in a later run (or reject them)",
+            grant.grant_id,
+            grant.max_total_size_bytes
+        );
+    }
     audit.append(
         "wopfs.view.run",
         Some(&grant.grant_id),

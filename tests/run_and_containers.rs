@@ -469,11 +469,13 @@ fn the_readme_bubblewrap_recipe_runs_as_written() {
     assert_eq!(pending, ["src/a.py", "src/new.py"]);
 }
 
-/// The kernel engine rootless: `wopfs run --engine kernel` as uid 1000
+/// The kernel engine rootless: `wopfs run` (auto) as uid 1000 picks it and
 /// mounts the overlay in the run's own user namespace over the lower view
 /// served through fusermount3; the session continues in a later run (auto
 /// keeps its engine), is refused by `wopfs mount` with a reason, and
-/// commits like any other.
+/// commits like any other. It has no live quota: a run that ends over the
+/// grant's byte limit is warned, and the commit refuses until a later run
+/// brings the set back under it.
 #[test]
 fn rootless_run_on_the_kernel_engine() {
     if !kernel_engine_here() {
@@ -482,12 +484,21 @@ fn rootless_run_on_the_kernel_engine() {
     let env = Env::new();
     project(&env);
     let (ws, mnt) = (env.mountpoint("ws"), env.mountpoint("mnt"));
+    let policy = env.dir.path().join("policy.toml");
+    fs::write(
+        &policy,
+        "enabled = true\nmax_files = 100\nmax_total_size_bytes = 10000\nrequire_reason = false\n\
+         allowed_modes = [\"read_only\", \"read_write_overlay\"]\n",
+    )
+    .unwrap();
     let user = Uid1000::new(&env, &[&ws, &mnt]);
     let (as_user, ok) = (|a: &[&str]| user.run(a), |a: &[&str]| user.ok(a));
     let g = ok(&[
         "grant",
         "--root",
         env.host.to_str().unwrap(),
+        "--policy",
+        policy.to_str().unwrap(),
         "--purpose",
         "p",
         "--mode",
@@ -502,11 +513,12 @@ fn rootless_run_on_the_kernel_engine() {
         host = env.host.display(),
         ws = ws.display(),
     );
+    // `--engine auto` over the suite's WOPFS_ENGINE: what a user gets.
     let out = as_user(&[
         "run",
         &g,
         "--engine",
-        "kernel",
+        "auto",
         "--at",
         ws.to_str().unwrap(),
         "--",
@@ -551,6 +563,42 @@ fn rootless_run_on_the_kernel_engine() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "v2\nx\n");
+    // Past the byte limit: nothing refuses the write, the run warns, the
+    // commit refuses and changes nothing; a later run removes it.
+    let big = |script: &str| {
+        let out = as_user(&[
+            "run",
+            &g,
+            "--at",
+            ws.to_str().unwrap(),
+            "--",
+            "sh",
+            "-c",
+            script,
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let warned = big("head -c 20000 /dev/zero > big.bin");
+    assert!(
+        warned.contains("warning") && warned.contains("max_total_size_bytes (10000)"),
+        "{warned}"
+    );
+    let err = as_user(&["commit", &g, "--yes"]);
+    assert!(!err.status.success());
+    let err = String::from_utf8_lossy(&err.stderr);
+    assert!(err.contains("max_total_size_bytes"), "{err}");
+    assert!(!env.host.join("big.bin").exists());
+    assert_eq!(
+        fs::read_to_string(env.host.join("src/a.py")).unwrap(),
+        "a = 1\n"
+    );
+    let quiet = big("rm big.bin");
+    assert!(!quiet.contains("warning"), "{quiet}");
     ok(&["commit", &g, "--yes"]);
     assert_eq!(
         fs::read_to_string(env.host.join("src/a.py")).unwrap(),

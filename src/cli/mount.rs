@@ -107,9 +107,10 @@ impl AccessArgs {
 #[derive(clap::Args, Debug)]
 pub struct EngineArgs {
     /// The engine of a read_write_overlay view: `kernel` (overlayfs over
-    /// the read-only FUSE view: native speed; root), `fuse` (the overlay in
-    /// the daemon) or `auto` (kernel where it can run, else fuse). A session
-    /// keeps the engine it started with.
+    /// the read-only FUSE view: native speed; root, or a plain user inside
+    /// `wopfs run`), `fuse` (the overlay in the daemon) or `auto` (kernel
+    /// where it can run, else fuse). A session keeps the engine it started
+    /// with.
     #[arg(long, value_enum, default_value_t = mount::EngineChoice::Auto, value_name = "ENGINE",
           env = "WOPFS_ENGINE")]
     pub engine: mount::EngineChoice,

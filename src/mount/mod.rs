@@ -239,13 +239,10 @@ pub fn choose_engine(
         }
         (EngineChoice::Kernel, _) => Engine::Kernel,
         (EngineChoice::Fuse, _) => Engine::Fuse,
-        (EngineChoice::Auto, None) => match kernel::available() {
-            Ok(()) => Engine::Kernel,
-            Err(e) => {
-                tracing::info!(reason = %e, "auto: the fuse engine");
-                Engine::Fuse
-            }
-        },
+        (EngineChoice::Auto, None) => {
+            let root = rustix::process::geteuid().is_root();
+            auto_engine(root, in_run, kernel::available, kernel::userns_available)
+        }
     };
     if chosen == Engine::Kernel {
         let rootless = !rustix::process::geteuid().is_root();
@@ -267,6 +264,38 @@ pub fn choose_engine(
         }
     }
     Ok(Some(chosen))
+}
+
+/// What `auto` picks for a new session: the kernel engine as root (overlay,
+/// loop devices and mkfs.ext4 present), and for a plain user inside `wopfs
+/// run` where the kernel lets a user namespace mount overlayfs over FUSE;
+/// the fuse engine elsewhere, logging why. The probes run only where they
+/// matter (the user namespace one forks a process).
+///
+/// Rootless, the kernel engine has no live quota (no size-limited file
+/// system a user can mount survives the run); the run's command can write
+/// the user's other files anyway, so there the grant's limits bound the
+/// change set, checked when the run ends and at commit, not the disk.
+fn auto_engine(
+    root: bool,
+    in_run: bool,
+    probe_root: impl FnOnce() -> Result<()>,
+    probe_userns: impl FnOnce() -> Result<()>,
+) -> Engine {
+    let probe = match (root, in_run) {
+        (true, _) => probe_root(),
+        (false, true) => probe_userns(),
+        (false, false) => Err(Error::invalid(
+            "a plain user's view outside wopfs run cannot mount overlayfs where others see it",
+        )),
+    };
+    match probe {
+        Ok(()) => Engine::Kernel,
+        Err(e) => {
+            tracing::info!(reason = %e, "auto: the fuse engine");
+            Engine::Fuse
+        }
+    }
 }
 
 /// The view of `grant` served on `mp` by the engine `opts` asks for, with
@@ -701,4 +730,35 @@ pub fn umount_command(state: &StateDir, mp: &Path, lazy: bool) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok() -> Result<()> {
+        Ok(())
+    }
+    fn no() -> Result<()> {
+        Err(Error::invalid("not here"))
+    }
+    fn unasked() -> Result<()> {
+        panic!("this probe does not decide the case")
+    }
+
+    #[test]
+    fn auto_picks_the_kernel_engine_as_root_and_inside_a_rootless_run() {
+        assert_eq!(auto_engine(true, false, ok, unasked), Engine::Kernel);
+        assert_eq!(auto_engine(true, true, ok, unasked), Engine::Kernel);
+        assert_eq!(auto_engine(false, true, unasked, ok), Engine::Kernel);
+    }
+
+    #[test]
+    fn auto_falls_back_to_fuse_where_the_kernel_engine_cannot_run() {
+        assert_eq!(auto_engine(true, false, no, unasked), Engine::Fuse);
+        assert_eq!(auto_engine(true, true, no, unasked), Engine::Fuse);
+        assert_eq!(auto_engine(false, true, unasked, no), Engine::Fuse);
+        // A plain user's mount outside a run: nothing to probe.
+        assert_eq!(auto_engine(false, false, unasked, unasked), Engine::Fuse);
+    }
 }
