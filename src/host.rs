@@ -56,6 +56,15 @@ impl HostRoot {
         })
     }
 
+    /// A second handle on the same root (same directory, same rules).
+    pub fn try_clone(&self) -> io::Result<HostRoot> {
+        Ok(HostRoot {
+            dir: self.dir.try_clone()?,
+            path: self.path.clone(),
+            single_link: self.single_link,
+        })
+    }
+
     /// From now on, `open_file` and `open_file_rw` answer ENOENT for a
     /// file with more than one hard link: views of grants whose policy
     /// refuses hard links (`allow_hardlinks = false`) never serve one, even

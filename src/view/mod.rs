@@ -14,6 +14,7 @@ mod direct;
 mod error;
 mod handles;
 mod link;
+mod prefetch;
 mod revoke;
 mod serve;
 mod setattr;
@@ -173,6 +174,8 @@ pub struct View {
     stranded: std::sync::atomic::AtomicBool,
     /// The granted host paths of a writable view (see `denied::Granted`).
     granted: denied::Granted,
+    /// Warms the host's caches ahead of listings (`prefetch.rs`).
+    prefetch: Option<prefetch::Prefetch>,
 }
 
 impl View {
@@ -233,9 +236,11 @@ impl View {
                 ))
             }
         };
+        let prefetch = prefetch::Prefetch::start(&host);
         Ok(View {
             mode,
             expires_at: grant.expires_at_time()?,
+            prefetch,
             host,
             granted_bytes,
             tree: RwLock::new(tree),
@@ -650,6 +655,14 @@ impl View {
                 .and_then(|p| self.host.open_dir(&p).ok()),
             _ => None,
         };
+        let prefetch = self
+            .prefetch
+            .as_ref()
+            .filter(|_| offset == 0 && host_dir.is_some());
+        if let Some(p) = prefetch {
+            p.listing(dir);
+        }
+        let mut next = names.len();
         for (i, (ino, name)) in names.iter().enumerate().skip(offset as usize) {
             let attr = match &**name {
                 "." => self.attr_in(&tree, dir),
@@ -684,8 +697,12 @@ impl View {
                 },
             );
             if full {
+                next = i;
                 break;
             }
+        }
+        if let Some(p) = prefetch {
+            p.push(prefetch_jobs(&tree, dir, &names[next.min(names.len())..]));
         }
         Ok(())
     }
@@ -863,6 +880,47 @@ impl View {
 
 /// The link count of node `ino` in the view: a directory's `.`, its entry
 /// and its subdirectories' `..`; a file's names.
+/// What to warm once the first part of `dir`'s listing is out: the rest of
+/// its entries (`rest`), then each subdirectory's entries in order, up to
+/// [`prefetch::BUDGET`] names in all (a huge directory costs its first
+/// request no more than a small one). Only entries in place on the host.
+fn prefetch_jobs(tree: &Tree, dir: Ino, rest: &[(u64, Box<str>)]) -> Vec<prefetch::Job> {
+    let mut budget = prefetch::BUDGET;
+    let take = |budget: &mut usize, names: &mut dyn Iterator<Item = &Box<str>>| {
+        let v: Vec<Box<str>> = names.take(*budget).cloned().collect();
+        *budget -= v.len();
+        v
+    };
+    let in_place = |ino: Ino| tree.get(ino).filter(|n| n.origin == Origin::InPlace);
+    let mut jobs = Vec::new();
+    if let Some(p) = tree.path(dir) {
+        let mut own = rest
+            .iter()
+            .filter(|(ino, n)| &**n != "." && &**n != ".." && in_place(*ino).is_some())
+            .map(|(_, n)| n);
+        jobs.push(prefetch::Job::new(dir, p, take(&mut budget, &mut own)));
+    }
+    let children = tree.get(dir).map_or(&[][..], |n| n.children.as_slice());
+    for &c in children {
+        if budget == 0 {
+            break;
+        }
+        if !in_place(c).is_some_and(|n| n.kind == Kind::Dir) {
+            continue;
+        }
+        let (Some(p), Some(node)) = (tree.path(c), tree.get(c)) else {
+            continue;
+        };
+        let mut names = node
+            .children
+            .iter()
+            .filter_map(|g| in_place(*g))
+            .map(|g| &g.name);
+        jobs.push(prefetch::Job::new(c, p, take(&mut budget, &mut names)));
+    }
+    jobs
+}
+
 fn nlink(tree: &Tree, ino: Ino, kind: Kind) -> u32 {
     match kind {
         Kind::Dir => 2 + tree.subdirs(ino) as u32,
@@ -908,6 +966,8 @@ fn wants_write(flags: i32) -> bool {
 mod link_tests;
 #[cfg(test)]
 mod lower_tests;
+#[cfg(test)]
+mod prefetch_tests;
 #[cfg(test)]
 mod serve_tests;
 #[cfg(test)]
