@@ -73,6 +73,28 @@ fn time(secs: i64, nsec: i64) -> SystemTime {
 }
 
 /// The kind of a host entry, if the view can show it.
+/// The attributes a listing gives `.` and `..`: only the number and the
+/// type. The kernel ignores the rest (readdirplus never makes entries for
+/// them, readdir carries none), as libfuse's passthrough_ll relies on; so a
+/// listing costs no host stat and no count of subdirectories for them.
+pub fn dot(ino: Ino) -> Attr {
+    Attr {
+        ino,
+        kind: Kind::Dir,
+        size: 0,
+        blocks: 0,
+        atime: UNIX_EPOCH,
+        mtime: UNIX_EPOCH,
+        ctime: UNIX_EPOCH,
+        perm: 0,
+        nlink: 0,
+        uid: 0,
+        gid: 0,
+        blksize: 0,
+        owned: false,
+    }
+}
+
 pub fn kind_of(st: &Stat) -> Option<Kind> {
     match st.st_mode & libc::S_IFMT {
         libc::S_IFDIR => Some(Kind::Dir),

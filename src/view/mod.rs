@@ -662,12 +662,14 @@ impl View {
         if let Some(p) = prefetch {
             p.listing(dir);
         }
+        // A host directory that is gone lists nothing, not even its dots.
+        let gone = node.origin == Origin::InPlace && host_dir.is_none();
         let mut next = names.len();
         for (i, (ino, name)) in names.iter().enumerate().skip(offset as usize) {
             let attr = match &**name {
-                "." => self.attr_in(&tree, dir),
-                ".." => self.attr_in(&tree, if dir == ROOT { ROOT } else { node.parent }),
-                n if tree.child(dir, n).map(|c| tree.inode_of(c)) != Some(*ino) => continue,
+                "." | ".." if gone => continue,
+                "." | ".." => Ok(attr::dot(*ino)),
+                n if !still_named(&tree, dir, *ino, n) => continue,
                 n => match (tree.get(*ino), &host_dir) {
                     (Some(c), Some(dirfd)) if c.origin == Origin::InPlace => {
                         match stat_child(dirfd, n) {
@@ -685,8 +687,15 @@ impl View {
             let Ok(attr) = attr else { continue };
             // readdirplus carries one lifetime for both name and
             // attributes (fuser's `ReplyDirectoryPlus::add`): the
-            // attributes' (a later lookup gives the name its own).
-            let Entry { attr, ttl, .. } = self.entry(attr);
+            // attributes' (a later lookup gives the name its own). The
+            // dots' are never used.
+            let (attr, ttl) = match &**name {
+                "." | ".." => (attr, Duration::ZERO),
+                _ => {
+                    let e = self.entry(attr);
+                    (e.attr, e.ttl)
+                }
+            };
             let full = add(
                 i as u64 + 1,
                 DirEntry {
@@ -919,6 +928,17 @@ fn prefetch_jobs(tree: &Tree, dir: Ino, rest: &[(u64, Box<str>)]) -> Vec<prefetc
         jobs.push(prefetch::Job::new(c, p, take(&mut budget, &mut names)));
     }
     jobs
+}
+
+/// `name` in `dir` still leads to file `ino`, as when the listing began.
+/// Most often its node is that very name (no search); a hard link's other
+/// names are looked up.
+fn still_named(tree: &Tree, dir: Ino, ino: Ino, name: &str) -> bool {
+    let same = tree
+        .get(ino)
+        .is_some_and(|n| n.parent == dir && &*n.name == name);
+    (same && tree.inode_of(ino) == ino)
+        || tree.child(dir, name).map(|c| tree.inode_of(c)) == Some(ino)
 }
 
 fn nlink(tree: &Tree, ino: Ino, kind: Kind) -> u32 {

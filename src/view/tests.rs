@@ -92,6 +92,18 @@ fn lookup_path(v: &View, path: &str) -> Result<Entry> {
     Ok(entry)
 }
 
+/// A host directory removed under the view lists nothing, not even its
+/// dots (as a removed directory does on Linux).
+#[test]
+fn a_host_directory_gone_lists_nothing() {
+    let f = fixture(None);
+    let v = &f.view;
+    let er = lookup_path(v, "src/deep/er").unwrap();
+    assert_eq!(names(v, er.ino), vec![".", "..", "x.txt"]);
+    fs::remove_dir_all(f.root.join("src/deep/er")).unwrap();
+    assert_eq!(names(v, er.ino), Vec::<String>::new());
+}
+
 #[test]
 fn lists_exactly_the_granted_tree() {
     let f = fixture(None);
