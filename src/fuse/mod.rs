@@ -81,8 +81,12 @@ pub fn invalidate_stale(notifier: &fuser::Notifier, stale: &view::Stale) -> usiz
 impl Filesystem for WopFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         // Best effort: each capability the kernel lacks is simply not used.
-        let _ = config
-            .add_capabilities(InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO);
+        // Readdirplus always, not "auto": in auto mode every entry the kernel
+        // makes from a listing drops the first path walk through it out of
+        // RCU mode (FUSE_I_INIT_RDPLUS), and later parts of a listing come
+        // without attributes; a cold find + stat through the kernel engine
+        // took 10% longer with it, and a cold find alone 15%.
+        let _ = config.add_capabilities(InitFlags::FUSE_DO_READDIRPLUS);
         let _ = config.add_capabilities(InitFlags::FUSE_PARALLEL_DIROPS);
         let _ = config.add_capabilities(InitFlags::FUSE_CACHE_SYMLINKS);
         // open(O_TRUNC) arrives as one request, so a copy-up skips the data.
