@@ -195,6 +195,11 @@ impl Tree {
         Some(dir.children.binary_search_by(|c| self.name(*c).cmp(name)))
     }
 
+    /// Where `name` stands among `parent`'s children (sorted by name).
+    pub fn index_of(&self, parent: Ino, name: &str) -> Option<usize> {
+        self.slot(parent, name)?.ok()
+    }
+
     /// The child of directory `parent` called `name`.
     pub fn child(&self, parent: Ino, name: &str) -> Option<Ino> {
         let i = self.slot(parent, name)?.ok()?;

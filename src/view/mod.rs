@@ -487,7 +487,10 @@ impl View {
             let truncate = flags & libc::O_TRUNC != 0;
             self.upper()?.open_write(self, ino, truncate)?
         } else {
-            self.source(&self.read_tree(), ino)?.open()?
+            let tree = self.read_tree();
+            let opened = self.source(&tree, ino)?.open()?;
+            self.read_ahead(&tree, ino);
+            opened
         };
         let file = Arc::new(file);
         let fh = self.handles.insert(Handle::File {
@@ -505,6 +508,40 @@ impl View {
             writable: write,
         };
         self.serve(opened, register)
+    }
+
+    /// A host file `ino` was opened to be read: if its directory is being
+    /// read in order, the next files are read ahead (`prefetch.rs`).
+    fn read_ahead(&self, tree: &Tree, ino: Ino) {
+        let Some(p) = &self.prefetch else { return };
+        let Some(node) = tree.get(ino).filter(|n| n.origin == Origin::InPlace) else {
+            return;
+        };
+        let dir = node.parent;
+        let Some(from) = tree
+            .index_of(dir, &node.name)
+            .and_then(|i| p.opened(dir, i))
+        else {
+            return;
+        };
+        let (Some(parent), Some(path)) = (tree.get(dir), tree.path(dir)) else {
+            return;
+        };
+        let mut names = Vec::new();
+        let mut end = from;
+        for c in parent.children.iter().skip(from) {
+            if names.len() == prefetch::READ_AHEAD {
+                break;
+            }
+            end += 1;
+            if let Some(c) = tree
+                .get(*c)
+                .filter(|c| c.kind == Kind::File && c.origin == Origin::InPlace)
+            {
+                names.push(c.name.clone());
+            }
+        }
+        p.read_ahead(dir, path, names, end);
     }
 
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {

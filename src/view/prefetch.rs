@@ -9,12 +9,22 @@
 //! thrown away: every answer still comes from the request's own stat, so
 //! nothing is staler than without this.
 //!
-//! Only names the view shows are statted, through the same `openat2`
-//! beneath the root that serves requests (no symlink is ever followed).
-//! Work is bounded: at most [`MAX_JOBS`] directories wait, the newest
-//! first (a walk goes depth first), and a directory whose listing has
-//! started is dropped from the queue.
+//!
+//! Reads get the same help when they go through a directory in order (as
+//! `grep -r`, `cp -r` or `tar c` do): once two files of a directory are
+//! opened in listing order, the next [`READ_AHEAD`] files are opened here
+//! and their first [`READ_AHEAD_BYTES`] asked of the disk
+//! (`POSIX_FADV_WILLNEED`), so their reads find the page cache filled.
+//! Again nothing is answered from here; the page cache is the host's own.
+//!
+//! Only names the view shows are statted or opened, through the same
+//! `openat2` beneath the root that serves requests (no symlink is ever
+//! followed; what is not a regular file is closed unread). Work is
+//! bounded: at most [`MAX_JOBS`] directories wait, the newest first (a
+//! walk goes depth first), and a directory whose listing has started is
+//! dropped from the queue.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use crate::host::{stat_child, HostRoot};
@@ -26,19 +36,41 @@ const MAX_JOBS: usize = 256;
 /// Names one listing may queue.
 pub const BUDGET: usize = 2048;
 
-/// The entries of one host directory to stat.
+/// Files read ahead of an in-order reader, and how much of each.
+pub const READ_AHEAD: usize = 16;
+pub const READ_AHEAD_BYTES: u64 = 128 * 1024;
+
+/// Directories whose readers are followed at most.
+const MAX_STREAMS: usize = 64;
+
+/// The entries of one host directory to stat, or files to read ahead.
 pub struct Job {
     /// The view's directory (to drop the job once its listing starts).
     ino: Ino,
     /// Its host path, relative to the root.
     dir: String,
     names: Vec<Box<str>>,
+    read: bool,
 }
 
 impl Job {
+    /// Entries to stat.
     pub fn new(ino: Ino, dir: String, names: Vec<Box<str>>) -> Job {
-        Job { ino, dir, names }
+        Job {
+            ino,
+            dir,
+            names,
+            read: false,
+        }
     }
+}
+
+/// Where in-order reading of one directory stands, by child index.
+struct Stream {
+    /// The last file opened.
+    last: usize,
+    /// Files before this one are read ahead already.
+    ahead: usize,
 }
 
 #[derive(Default)]
@@ -48,9 +80,12 @@ struct Queue {
     /// The worker holds a job.
     busy: bool,
     stop: bool,
-    /// The host paths statted so far (tests).
+    streams: HashMap<Ino, Stream>,
+    /// The host paths statted, and read ahead, so far (tests).
     #[cfg(test)]
     statted: Vec<String>,
+    #[cfg(test)]
+    read: Vec<String>,
 }
 
 struct Shared {
@@ -84,10 +119,51 @@ impl Prefetch {
         lock(&self.shared)
     }
 
-    /// A listing of `ino` started: it no longer needs warming.
+    /// A listing of `ino` started: its entries no longer need warming.
     pub fn listing(&self, ino: Ino) {
         let mut q = self.lock();
-        q.jobs.retain(|j| j.ino != ino);
+        q.jobs.retain(|j| j.ino != ino || j.read);
+    }
+
+    /// File `index` (among its directory's children) of `dir` was opened to
+    /// be read. If that continues an in-order reading and too little is
+    /// read ahead, the index to read ahead from.
+    pub fn opened(&self, dir: Ino, index: usize) -> Option<usize> {
+        let mut q = self.lock();
+        if q.streams.len() >= MAX_STREAMS && !q.streams.contains_key(&dir) {
+            q.streams.clear();
+        }
+        let s = q.streams.entry(dir).or_insert(Stream {
+            last: usize::MAX,
+            ahead: 0,
+        });
+        // Subdirectories and other entries may sit between two files.
+        let in_order = s.last < index && index <= s.last.saturating_add(4);
+        s.last = index;
+        let from = s.ahead.max(index + 1);
+        (in_order && s.ahead <= index + READ_AHEAD / 2).then_some(from)
+    }
+
+    /// Queues files of `dir` (host path `path`) to read ahead, first; the
+    /// children before index `end` need no more.
+    pub fn read_ahead(&self, dir: Ino, path: String, names: Vec<Box<str>>, end: usize) {
+        let mut q = self.lock();
+        if let Some(s) = q.streams.get_mut(&dir) {
+            s.ahead = s.ahead.max(end);
+        }
+        if names.is_empty() {
+            return;
+        }
+        q.jobs.push(Job {
+            ino: dir,
+            dir: path,
+            names,
+            read: true,
+        });
+        if q.jobs.len() > MAX_JOBS {
+            q.jobs.remove(0);
+        }
+        self.shared.wake.notify_one();
     }
 
     /// Queues `jobs`, the first to be done first, ahead of everything
@@ -97,7 +173,7 @@ impl Prefetch {
         let before = q.jobs.len();
         for job in jobs.into_iter().rev() {
             if !job.names.is_empty() {
-                q.jobs.retain(|j| j.ino != job.ino);
+                q.jobs.retain(|j| j.ino != job.ino || j.read);
                 q.jobs.push(job);
             }
         }
@@ -114,6 +190,12 @@ impl Prefetch {
     #[cfg(test)]
     pub fn statted(&self) -> Vec<String> {
         self.lock().statted.clone()
+    }
+
+    /// The host paths read ahead so far, in order.
+    #[cfg(test)]
+    pub fn read(&self) -> Vec<String> {
+        self.lock().read.clone()
     }
 
     /// Waits until every queued job is done (tests).
@@ -161,17 +243,29 @@ fn work(shared: &Shared, host: &HostRoot) {
                 q = shared.wake.wait(q).unwrap_or_else(|p| p.into_inner());
             }
         };
-        if let Ok(dir) = host.open_dir(&job.dir) {
+        let path = |n: &str| match &*job.dir {
+            "" => n.to_string(),
+            d => format!("{d}/{n}"),
+        };
+        if job.read {
+            for name in &job.names {
+                // open_file refuses all but regular files (NONBLOCK: a FIFO
+                // swapped in never blocks here).
+                if let Ok(f) = host.open_file(&path(name)) {
+                    let len = std::num::NonZeroU64::new(READ_AHEAD_BYTES);
+                    let _ = rustix::fs::fadvise(&f, 0, len, rustix::fs::Advice::WillNeed);
+                    #[cfg(test)]
+                    lock(shared).read.push(path(name));
+                }
+            }
+        } else if let Ok(dir) = host.open_dir(&job.dir) {
             for name in &job.names {
                 let _ = stat_child(&dir, name);
             }
             #[cfg(test)]
             lock(shared)
                 .statted
-                .extend(job.names.iter().map(|n| match &*job.dir {
-                    "" => n.to_string(),
-                    d => format!("{d}/{n}"),
-                }));
+                .extend(job.names.iter().map(|n| path(n)));
         }
         lock(shared).busy = false;
     }
