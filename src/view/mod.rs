@@ -924,8 +924,6 @@ impl View {
     }
 }
 
-/// The link count of node `ino` in the view: a directory's `.`, its entry
-/// and its subdirectories' `..`; a file's names.
 /// What to warm once the first part of `dir`'s listing is out: the rest of
 /// its entries (`rest`), then each subdirectory's entries in order, up to
 /// [`prefetch::BUDGET`] names in all (a huge directory costs its first
@@ -978,6 +976,8 @@ fn still_named(tree: &Tree, dir: Ino, ino: Ino, name: &str) -> bool {
         || tree.child(dir, name).map(|c| tree.inode_of(c)) == Some(ino)
 }
 
+/// The link count of node `ino` in the view: a directory's `.`, its entry
+/// and its subdirectories' `..`; a file's names.
 fn nlink(tree: &Tree, ino: Ino, kind: Kind) -> u32 {
     match kind {
         Kind::Dir => 2 + tree.subdirs(ino) as u32,

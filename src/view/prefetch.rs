@@ -170,18 +170,19 @@ impl Prefetch {
     /// queued before.
     pub fn push(&self, jobs: Vec<Job>) {
         let mut q = self.lock();
-        let before = q.jobs.len();
+        let mut pushed = false;
         for job in jobs.into_iter().rev() {
             if !job.names.is_empty() {
                 q.jobs.retain(|j| j.ino != job.ino || j.read);
                 q.jobs.push(job);
+                pushed = true;
             }
         }
         if q.jobs.len() > MAX_JOBS {
             let over = q.jobs.len() - MAX_JOBS;
             q.jobs.drain(..over);
         }
-        if q.jobs.len() != before {
+        if pushed {
             self.shared.wake.notify_one();
         }
     }
