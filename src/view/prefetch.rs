@@ -20,9 +20,10 @@
 //! Only names the view shows are statted or opened, through the same
 //! `openat2` beneath the root that serves requests (no symlink is ever
 //! followed; what is not a regular file is closed unread). Work is
-//! bounded: at most [`MAX_JOBS`] directories wait, the newest first (a
-//! walk goes depth first), and a directory whose listing has started is
-//! dropped from the queue.
+//! bounded: at most [`MAX_JOBS`] directories and [`MAX_NAMES`] names
+//! wait, the newest first (a walk goes depth first; the oldest are
+//! dropped), and a directory whose listing has started is dropped from
+//! the queue.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -30,8 +31,10 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use crate::host::{stat_child, HostRoot};
 use crate::tree::Ino;
 
-/// Directories waiting at most; older ones are dropped past it.
+/// Directories, and names, waiting at most; older ones are dropped past
+/// either.
 const MAX_JOBS: usize = 256;
+const MAX_NAMES: usize = 4 * BUDGET;
 
 /// Names one listing may queue.
 pub const BUDGET: usize = 2048;
@@ -160,9 +163,7 @@ impl Prefetch {
             names,
             read: true,
         });
-        if q.jobs.len() > MAX_JOBS {
-            q.jobs.remove(0);
-        }
+        trim(&mut q.jobs);
         self.shared.wake.notify_one();
     }
 
@@ -178,10 +179,7 @@ impl Prefetch {
                 pushed = true;
             }
         }
-        if q.jobs.len() > MAX_JOBS {
-            let over = q.jobs.len() - MAX_JOBS;
-            q.jobs.drain(..over);
-        }
+        trim(&mut q.jobs);
         if pushed {
             self.shared.wake.notify_one();
         }
@@ -223,6 +221,17 @@ impl Drop for Prefetch {
         self.lock().stop = true;
         self.shared.wake.notify_one();
     }
+}
+
+/// Drops the oldest jobs past [`MAX_JOBS`] or [`MAX_NAMES`].
+fn trim(jobs: &mut Vec<Job>) {
+    let mut names: usize = jobs.iter().map(|j| j.names.len()).sum();
+    let mut over = 0;
+    while jobs.len() - over > MAX_JOBS || names > MAX_NAMES {
+        names -= jobs[over].names.len();
+        over += 1;
+    }
+    jobs.drain(..over);
 }
 
 fn lock(shared: &Shared) -> MutexGuard<'_, Queue> {
@@ -269,5 +278,31 @@ fn work(shared: &Shared, host: &HostRoot) {
                 .extend(job.names.iter().map(|n| path(n)));
         }
         lock(shared).busy = false;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn jobs(n: usize, names: usize) -> Vec<Job> {
+        (0..n as u64)
+            .map(|i| Job::new(i, format!("d{i}"), vec!["x".into(); names]))
+            .collect()
+    }
+
+    #[test]
+    fn the_queue_keeps_the_newest_within_both_bounds() {
+        let mut q = jobs(MAX_JOBS + 44, 1);
+        trim(&mut q);
+        assert_eq!(q.len(), MAX_JOBS);
+        assert_eq!(q[0].ino, 44);
+        let mut q = jobs(10, BUDGET);
+        trim(&mut q);
+        assert_eq!(q.len(), MAX_NAMES / BUDGET);
+        assert_eq!(q.last().map(|j| j.ino), Some(9));
+        let mut q = jobs(3, 1);
+        trim(&mut q);
+        assert_eq!(q.len(), 3);
     }
 }
