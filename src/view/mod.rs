@@ -489,7 +489,9 @@ impl View {
         } else {
             let tree = self.read_tree();
             let opened = self.source(&tree, ino)?.open()?;
-            self.read_ahead(&tree, ino);
+            if let Some(p) = &self.prefetch {
+                p.opened_file(&tree, ino);
+            }
             opened
         };
         let file = Arc::new(file);
@@ -508,40 +510,6 @@ impl View {
             writable: write,
         };
         self.serve(opened, register)
-    }
-
-    /// A host file `ino` was opened to be read: if its directory is being
-    /// read in order, the next files are read ahead (`prefetch.rs`).
-    fn read_ahead(&self, tree: &Tree, ino: Ino) {
-        let Some(p) = &self.prefetch else { return };
-        let Some(node) = tree.get(ino).filter(|n| n.origin == Origin::InPlace) else {
-            return;
-        };
-        let dir = node.parent;
-        let Some(from) = tree
-            .index_of(dir, &node.name)
-            .and_then(|i| p.opened(dir, i))
-        else {
-            return;
-        };
-        let (Some(parent), Some(path)) = (tree.get(dir), tree.path(dir)) else {
-            return;
-        };
-        let mut names = Vec::new();
-        let mut end = from;
-        for c in parent.children.iter().skip(from) {
-            if names.len() == prefetch::READ_AHEAD {
-                break;
-            }
-            end += 1;
-            if let Some(c) = tree
-                .get(*c)
-                .filter(|c| c.kind == Kind::File && c.origin == Origin::InPlace)
-            {
-                names.push(c.name.clone());
-            }
-        }
-        p.read_ahead(dir, path, names, end);
     }
 
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
@@ -748,7 +716,7 @@ impl View {
             }
         }
         if let Some(p) = prefetch {
-            p.push(prefetch_jobs(&tree, dir, &names[next.min(names.len())..]));
+            p.listed(&tree, dir, &names[next.min(names.len())..]);
         }
         Ok(())
     }
@@ -922,47 +890,6 @@ impl View {
             let _ = upper.sync_namespace();
         }
     }
-}
-
-/// What to warm once the first part of `dir`'s listing is out: the rest of
-/// its entries (`rest`), then each subdirectory's entries in order, up to
-/// [`prefetch::BUDGET`] names in all (a huge directory costs its first
-/// request no more than a small one). Only entries in place on the host.
-fn prefetch_jobs(tree: &Tree, dir: Ino, rest: &[(u64, Box<str>)]) -> Vec<prefetch::Job> {
-    let mut budget = prefetch::BUDGET;
-    let take = |budget: &mut usize, names: &mut dyn Iterator<Item = &Box<str>>| {
-        let v: Vec<Box<str>> = names.take(*budget).cloned().collect();
-        *budget -= v.len();
-        v
-    };
-    let in_place = |ino: Ino| tree.get(ino).filter(|n| n.origin == Origin::InPlace);
-    let mut jobs = Vec::new();
-    if let Some(p) = tree.path(dir) {
-        let mut own = rest
-            .iter()
-            .filter(|(ino, n)| &**n != "." && &**n != ".." && in_place(*ino).is_some())
-            .map(|(_, n)| n);
-        jobs.push(prefetch::Job::new(dir, p, take(&mut budget, &mut own)));
-    }
-    let children = tree.get(dir).map_or(&[][..], |n| n.children.as_slice());
-    for &c in children {
-        if budget == 0 {
-            break;
-        }
-        if !in_place(c).is_some_and(|n| n.kind == Kind::Dir) {
-            continue;
-        }
-        let (Some(p), Some(node)) = (tree.path(c), tree.get(c)) else {
-            continue;
-        };
-        let mut names = node
-            .children
-            .iter()
-            .filter_map(|g| in_place(*g))
-            .map(|g| &g.name);
-        jobs.push(prefetch::Job::new(c, p, take(&mut budget, &mut names)));
-    }
-    jobs
 }
 
 /// `name` in `dir` still leads to file `ino`, as when the listing began.

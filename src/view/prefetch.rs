@@ -29,7 +29,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use crate::host::{stat_child, HostRoot};
-use crate::tree::Ino;
+use crate::tree::{Ino, Kind, Origin, Tree};
 
 /// Directories, and names, waiting at most; older ones are dropped past
 /// either.
@@ -47,7 +47,7 @@ pub const READ_AHEAD_BYTES: u64 = 128 * 1024;
 const MAX_STREAMS: usize = 64;
 
 /// The entries of one host directory to stat, or files to read ahead.
-pub struct Job {
+struct Job {
     /// The view's directory (to drop the job once its listing starts).
     ino: Ino,
     /// Its host path, relative to the root.
@@ -58,7 +58,7 @@ pub struct Job {
 
 impl Job {
     /// Entries to stat.
-    pub fn new(ino: Ino, dir: String, names: Vec<Box<str>>) -> Job {
+    fn new(ino: Ino, dir: String, names: Vec<Box<str>>) -> Job {
         Job {
             ino,
             dir,
@@ -122,6 +122,80 @@ impl Prefetch {
         lock(&self.shared)
     }
 
+    /// The first part of `dir`'s listing is out; `rest` is what it left:
+    /// warm that, then each subdirectory's entries in order, up to
+    /// [`BUDGET`] names in all (a huge directory costs its first request no
+    /// more than a small one). Only entries in place on the host.
+    pub fn listed(&self, tree: &Tree, dir: Ino, rest: &[(u64, Box<str>)]) {
+        let mut budget = BUDGET;
+        let take = |budget: &mut usize, names: &mut dyn Iterator<Item = &Box<str>>| {
+            let v: Vec<Box<str>> = names.take(*budget).cloned().collect();
+            *budget -= v.len();
+            v
+        };
+        let in_place = |ino: Ino| tree.get(ino).filter(|n| n.origin == Origin::InPlace);
+        let mut jobs = Vec::new();
+        if let Some(p) = tree.path(dir) {
+            let mut own = rest
+                .iter()
+                .filter(|(ino, n)| &**n != "." && &**n != ".." && in_place(*ino).is_some())
+                .map(|(_, n)| n);
+            jobs.push(Job::new(dir, p, take(&mut budget, &mut own)));
+        }
+        let children = tree.get(dir).map_or(&[][..], |n| n.children.as_slice());
+        for &c in children {
+            if budget == 0 {
+                break;
+            }
+            if !in_place(c).is_some_and(|n| n.kind == Kind::Dir) {
+                continue;
+            }
+            let (Some(p), Some(node)) = (tree.path(c), tree.get(c)) else {
+                continue;
+            };
+            let mut names = node
+                .children
+                .iter()
+                .filter_map(|g| in_place(*g))
+                .map(|g| &g.name);
+            jobs.push(Job::new(c, p, take(&mut budget, &mut names)));
+        }
+        self.push(jobs);
+    }
+
+    /// Host file `ino` was opened to be read: if its directory is being
+    /// read in order, the next files are read ahead.
+    pub fn opened_file(&self, tree: &Tree, ino: Ino) {
+        let Some(node) = tree.get(ino).filter(|n| n.origin == Origin::InPlace) else {
+            return;
+        };
+        let dir = node.parent;
+        let Some(from) = tree
+            .index_of(dir, &node.name)
+            .and_then(|i| self.opened(dir, i))
+        else {
+            return;
+        };
+        let (Some(parent), Some(path)) = (tree.get(dir), tree.path(dir)) else {
+            return;
+        };
+        let mut names = Vec::new();
+        let mut end = from;
+        for c in parent.children.iter().skip(from) {
+            if names.len() == READ_AHEAD {
+                break;
+            }
+            end += 1;
+            if let Some(c) = tree
+                .get(*c)
+                .filter(|c| c.kind == Kind::File && c.origin == Origin::InPlace)
+            {
+                names.push(c.name.clone());
+            }
+        }
+        self.read_ahead(dir, path, names, end);
+    }
+
     /// A listing of `ino` started: its entries no longer need warming.
     pub fn listing(&self, ino: Ino) {
         let mut q = self.lock();
@@ -131,7 +205,7 @@ impl Prefetch {
     /// File `index` (among its directory's children) of `dir` was opened to
     /// be read. If that continues an in-order reading and too little is
     /// read ahead, the index to read ahead from.
-    pub fn opened(&self, dir: Ino, index: usize) -> Option<usize> {
+    fn opened(&self, dir: Ino, index: usize) -> Option<usize> {
         let mut q = self.lock();
         if q.streams.len() >= MAX_STREAMS && !q.streams.contains_key(&dir) {
             q.streams.clear();
@@ -149,7 +223,7 @@ impl Prefetch {
 
     /// Queues files of `dir` (host path `path`) to read ahead, first; the
     /// children before index `end` need no more.
-    pub fn read_ahead(&self, dir: Ino, path: String, names: Vec<Box<str>>, end: usize) {
+    fn read_ahead(&self, dir: Ino, path: String, names: Vec<Box<str>>, end: usize) {
         let mut q = self.lock();
         if let Some(s) = q.streams.get_mut(&dir) {
             s.ahead = s.ahead.max(end);
@@ -169,7 +243,7 @@ impl Prefetch {
 
     /// Queues `jobs`, the first to be done first, ahead of everything
     /// queued before.
-    pub fn push(&self, jobs: Vec<Job>) {
+    fn push(&self, jobs: Vec<Job>) {
         let mut q = self.lock();
         let mut pushed = false;
         for job in jobs.into_iter().rev() {
