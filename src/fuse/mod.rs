@@ -85,7 +85,9 @@ impl Filesystem for WopFs {
         // makes from a listing drops the first path walk through it out of
         // RCU mode (FUSE_I_INIT_RDPLUS), and later parts of a listing come
         // without attributes; a cold find + stat through the kernel engine
-        // took 10% longer with it, and a cold find alone 15%.
+        // took 10% longer with it, and a cold find alone 15%. The price: a
+        // cold plain `ls` of one 100,000-entry directory gets every entry's
+        // attributes (0.58 -> 0.78 s; `ls -l` the same either way).
         let _ = config.add_capabilities(InitFlags::FUSE_DO_READDIRPLUS);
         let _ = config.add_capabilities(InitFlags::FUSE_PARALLEL_DIROPS);
         let _ = config.add_capabilities(InitFlags::FUSE_CACHE_SYMLINKS);
