@@ -368,7 +368,7 @@ fn rootless_grant_mount_run_and_commit() {
     project(&env);
     let (mnt, ws) = (env.mountpoint("mnt"), env.mountpoint("ws"));
     let user = Uid1000::new(&env, &[&mnt, &ws]);
-    let (as_user, ok) = (|a: &[&str]| user.run(a), |a: &[&str]| user.ok(a));
+    let ok = |a: &[&str]| user.ok(a);
     let g = ok(&[
         "grant",
         "--root",
@@ -403,19 +403,14 @@ fn rootless_grant_mount_run_and_commit() {
     );
     ok(&["umount", mnt.to_str().unwrap()]);
     drop(guard);
-    let out = as_user(&[
-        "run",
+    let out = user.sh(
         &g,
-        "--at",
-        ws.to_str().unwrap(),
-        "--",
-        "sh",
-        "-c",
+        &ws,
         &format!(
             "set -e; test $(id -u) = 1000; cat src/a.py; echo b > src/b.py; test ! -e {}/.env",
             env.host.display()
         ),
-    ]);
+    );
     assert!(
         out.status.success(),
         "run: {}",
@@ -513,19 +508,8 @@ fn rootless_run_on_the_kernel_engine() {
         host = env.host.display(),
         ws = ws.display(),
     );
-    // `--engine auto` over the suite's WOPFS_ENGINE: what a user gets.
-    let out = as_user(&[
-        "run",
-        &g,
-        "--engine",
-        "auto",
-        "--at",
-        ws.to_str().unwrap(),
-        "--",
-        "sh",
-        "-c",
-        &script,
-    ]);
+    // No --engine: auto, what a user gets.
+    let out = user.sh(&g, &ws, &script);
     assert!(
         out.status.success(),
         "run: {}{}",
@@ -547,16 +531,11 @@ fn rootless_run_on_the_kernel_engine() {
     let err = env.fails(&["mount", &g, mnt.to_str().unwrap(), "--engine", "auto"]);
     assert!(err.contains("made rootless by wopfs run"), "{err}");
     // A later run (auto) continues the session on its engine.
-    let out = as_user(&[
-        "run",
+    let out = user.sh(
         &g,
-        "--at",
-        ws.to_str().unwrap(),
-        "--",
-        "sh",
-        "-c",
+        &ws,
         "set -e; cat src/a.py d/e/x; test ! -e README.md; echo c > src/c.py",
-    ]);
+    );
     assert!(
         out.status.success(),
         "second run: {}",
@@ -566,16 +545,7 @@ fn rootless_run_on_the_kernel_engine() {
     // Past the byte limit: nothing refuses the write, the run warns, the
     // commit refuses and changes nothing; a later run removes it.
     let big = |script: &str| {
-        let out = as_user(&[
-            "run",
-            &g,
-            "--at",
-            ws.to_str().unwrap(),
-            "--",
-            "sh",
-            "-c",
-            script,
-        ]);
+        let out = user.sh(&g, &ws, script);
         assert!(
             out.status.success(),
             "{}",
@@ -653,10 +623,25 @@ impl<'a> Uid1000<'a> {
             .args(["--state-dir", self.env.state.to_str().unwrap()])
             .args(args)
             .env("HOME", &self.home)
-            // Rootless, auto is the fuse engine whatever the run's default.
+            // The suite's engine is for root's mounts: here auto decides,
+            // as it does for a user.
             .env_remove("WOPFS_ENGINE")
             .output()
             .unwrap()
+    }
+
+    /// `wopfs run G --at AT -- sh -c SCRIPT`.
+    fn sh(&self, g: &str, at: &std::path::Path, script: &str) -> std::process::Output {
+        self.run(&[
+            "run",
+            g,
+            "--at",
+            at.to_str().unwrap(),
+            "--",
+            "sh",
+            "-c",
+            script,
+        ])
     }
 
     fn ok(&self, args: &[&str]) -> String {
